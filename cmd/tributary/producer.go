@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+
+	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
+	"github.com/tributary-cdc/tributary/producer"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+func runProducer(ctx context.Context, args []string, e env) error {
+	fs := flagconf.New("tributary producer", e.stdout, flagconf.Info{
+		Description: "Streams a PostgreSQL publication through a logical replication slot (pgoutput) into\n" +
+			"Kafka: one topic per table keyed by the replication key, one commit frame per source\n" +
+			"transaction on <prefix>.transactions, Avro in the Confluent wire format. Exactly once:\n" +
+			"the slot is confirmed only after Kafka commits, and a restart skips what Kafka holds.\n" +
+			"The source password comes from PGPASSWORD or a passfile, never the command line.",
+		Examples: "  tributary producer --source 'postgres://capture@db:5432/app' --publication app_pub \\\n" +
+			"      --slot app_slot --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081 --prefix app\n" +
+			"  tributary producer --config producer.yaml --tables 'public.orders (id, region, total) WHERE (region = ''NE'')'",
+	})
+	k := declareKafka(fs)
+	source := fs.String("source", "", "source PostgreSQL `DSN`")
+	publication := fs.String("publication", "tributary", "publication `name`; created when missing")
+	slot := fs.String("slot", "tributary", "replication slot `name`; created when missing")
+	tables := fs.StringList("tables", nil, "tables to publish when creating the publication, `schema.table[(cols)][ WHERE (expr)],...`; default every table in the publication")
+	partitions := fs.Int("partitions", 3, "partition `count` of the data topics it creates")
+	snapshot := fs.String("snapshot", "initial", "initial snapshot `mode`: initial, never or only")
+	chunkRows := fs.Int("snapshot-chunk-rows", 50000, "`rows` per snapshot chunk")
+	groupEvents := fs.Int("group-max-events", 20000, "`events` per Kafka transaction before it commits at the next source commit")
+	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 100ms)")
+	txnTimeout := fs.Duration("kafka-txn-timeout", 0, "Kafka transaction timeout; bounds how long one source transaction may take to stream (default 10m)")
+	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
+	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
+	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
+	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
+	fs.Require("source")
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	if err != nil {
+		return err
+	}
+	specs, err := producer.ParseTableSpecs(*tables)
+	if err != nil {
+		return usageError{err}
+	}
+	var up schemas.UnsupportedPolicy
+	switch *unsupported {
+	case "fail":
+		up = schemas.UnsupportedFail
+	case "text":
+		up = schemas.UnsupportedAsText
+	default:
+		return usageError{errorf("--unsupported-types %q: want fail or text", *unsupported)}
+	}
+	sc, err := schemas.ParseSchemaChangePolicy(*schemaChange)
+	if err != nil {
+		return usageError{err}
+	}
+	opts, err := k.kgoOpts()
+	if err != nil {
+		return err
+	}
+	reg, err := k.registryClient(log)
+	if err != nil {
+		return err
+	}
+	p, err := producer.New(producer.Config{
+		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
+		KafkaOpts: opts, Registry: reg, Version: version,
+		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
+		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout,
+		HeartbeatInterval: *heartbeat, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
+		Log: log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := checkBrokers(ctx, opts, *k.brokers); err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}

@@ -1,0 +1,261 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// Event is one decoded data record.
+type Event struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       map[string]any // nil for truncate
+	Op        schemas.Op
+	Before    map[string]any
+	After     map[string]any
+	Toast     []string
+	CommitLSN pglogrepl.LSN
+	Position  int64
+	Value     map[string]any
+}
+
+// Txn is one frame with the events it counts, in Kafka order.
+type Txn struct {
+	Frame  schemas.Frame
+	Offset int64
+	Events []Event
+}
+
+// Log is everything a producer wrote under one prefix, as read_committed
+// readers see it.
+type Log struct {
+	Txns []Txn
+}
+
+// ReadLog reads the transactions topic and every partition its frames name,
+// decodes them through the registry, and checks the contract's invariants,
+// failing the test on any breach:
+//   - frames are in strictly increasing commit LSN order (snapshot chunks may
+//     share theirs), so no source transaction appears twice;
+//   - each frame's per-partition counts are exactly the records that follow
+//     on each partition, and no record is left unframed;
+//   - every record's commit LSN header and tx position match its frame.
+func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	txTopic := schemas.TransactionsTopic(prefix)
+	frames := readTopic(ctx, t, k, txTopic)
+	byTP := map[string][]*kgo.Record{}
+	topics := map[string]bool{}
+	for _, r := range frames {
+		f := decodeFrame(ctx, t, reg, r)
+		for _, p := range f.Partitions {
+			topics[p.Topic] = true
+		}
+	}
+	for tp := range topics {
+		for _, r := range readTopic(ctx, t, k, tp) {
+			key := tp + "/" + strconv.Itoa(int(r.Partition))
+			byTP[key] = append(byTP[key], r)
+		}
+	}
+	pos := map[string]int{}
+	var log Log
+	var prev pglogrepl.LSN
+	for _, r := range frames {
+		f := decodeFrame(ctx, t, reg, r)
+		if f.Snapshot == nil {
+			if f.CommitLSN <= prev {
+				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, prev)
+			}
+			prev = f.CommitLSN
+		} else if f.CommitLSN < prev {
+			t.Fatalf("snapshot frame at offset %d: commit LSN %s below previous %s", r.Offset, f.CommitLSN, prev)
+		} else {
+			prev = f.CommitLSN
+		}
+		txn := Txn{Frame: f, Offset: r.Offset}
+		var total int64
+		for _, pc := range f.Partitions {
+			key := pc.Topic + "/" + strconv.Itoa(int(pc.Partition))
+			recs := byTP[key]
+			if pos[key]+int(pc.Count) > len(recs) {
+				t.Fatalf("frame xid %d commit %s counts %d records on %s, only %d remain", f.Xid, f.CommitLSN, pc.Count, key, len(recs)-pos[key])
+			}
+			for _, dr := range recs[pos[key] : pos[key]+int(pc.Count)] {
+				ev := decodeEvent(ctx, t, reg, dr)
+				if ev.CommitLSN != f.CommitLSN {
+					t.Fatalf("%s@%d: commit LSN %s, its frame says %s", key, dr.Offset, ev.CommitLSN, f.CommitLSN)
+				}
+				txn.Events = append(txn.Events, ev)
+			}
+			pos[key] += int(pc.Count)
+			total += pc.Count
+		}
+		if total != f.Events {
+			t.Fatalf("frame xid %d: partition counts sum to %d, event_count is %d", f.Xid, total, f.Events)
+		}
+		sort.Slice(txn.Events, func(i, j int) bool { return txn.Events[i].Position < txn.Events[j].Position })
+		for i, ev := range txn.Events {
+			if ev.Position != int64(i) {
+				t.Fatalf("frame xid %d commit %s: positions are not 0..%d (got %d at %d)", f.Xid, f.CommitLSN, len(txn.Events)-1, ev.Position, i)
+			}
+		}
+		log.Txns = append(log.Txns, txn)
+	}
+	for key, recs := range byTP {
+		if pos[key] != len(recs) {
+			t.Fatalf("%s: %d records are not counted by any frame", key, len(recs)-pos[key])
+		}
+	}
+	return &log
+}
+
+// Events returns all events of the log in commit order.
+func (l *Log) Events() []Event {
+	var out []Event
+	for _, tx := range l.Txns {
+		out = append(out, tx.Events...)
+	}
+	return out
+}
+
+func readTopic(ctx context.Context, t testing.TB, k *Kafka, topic string) []*kgo.Record {
+	t.Helper()
+	adm := k.Admin(t)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+		}
+	})
+	if len(want) == 0 {
+		return nil
+	}
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var out []*kgo.Record
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: %v (still waiting for %v)", topic, ctx.Err(), want)
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s[%d]: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
+				delete(want, r.Partition)
+			}
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Partition != out[j].Partition {
+			return out[i].Partition < out[j].Partition
+		}
+		return out[i].Offset < out[j].Offset
+	})
+	return out
+}
+
+func decodeFrame(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kgo.Record) schemas.Frame {
+	t.Helper()
+	native := decodeWire(ctx, t, reg, r, r.Value)
+	f, err := schemas.FrameFromNative(native)
+	if err != nil {
+		t.Fatalf("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+	}
+	return f
+}
+
+func decodeWire(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kgo.Record, b []byte) any {
+	t.Helper()
+	id, body, err := schemas.SplitWire(b)
+	if err != nil {
+		t.Fatalf("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+	}
+	c, err := reg.Codec(ctx, id)
+	if err != nil {
+		t.Fatalf("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+	}
+	native, rest, err := c.NativeFromBinary(body)
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("%s[%d]@%d: decode: %v (%d bytes left)", r.Topic, r.Partition, r.Offset, err, len(rest))
+	}
+	return native
+}
+
+func decodeEvent(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kgo.Record) Event {
+	t.Helper()
+	ev := Event{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	for _, h := range r.Headers {
+		switch h.Key {
+		case schemas.HeaderCommitLSN:
+			v, _ := strconv.ParseUint(string(h.Value), 10, 64)
+			ev.CommitLSN = pglogrepl.LSN(v)
+		case schemas.HeaderPosition:
+			ev.Position, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		}
+	}
+	if r.Key != nil {
+		ev.Key, _ = decodeWire(ctx, t, reg, r, r.Key).(map[string]any)
+	}
+	v, ok := decodeWire(ctx, t, reg, r, r.Value).(map[string]any)
+	if !ok {
+		t.Fatalf("%s[%d]@%d: value is not a record", r.Topic, r.Partition, r.Offset)
+	}
+	ev.Value = v
+	if op, ok := v["op"].(string); ok {
+		ev.Op = schemas.Op(op)
+	}
+	if b, ok := schemas.UnwrapUnion(v["before"]).(map[string]any); ok {
+		ev.Before = unwrapRow(b)
+	}
+	if a, ok := schemas.UnwrapUnion(v["after"]).(map[string]any); ok {
+		ev.After = unwrapRow(a)
+	}
+	if tx, ok := v["tx"].(map[string]any); ok {
+		if p := tx["position"].(int64); p != ev.Position {
+			t.Fatalf("%s[%d]@%d: header position %d, tx.position %d", r.Topic, r.Partition, r.Offset, ev.Position, p)
+		}
+	}
+	if src, ok := v["source"].(map[string]any); ok {
+		if c := pglogrepl.LSN(src["commit_lsn"].(int64)); c != ev.CommitLSN {
+			t.Fatalf("%s[%d]@%d: header commit LSN %s, source.commit_lsn %s", r.Topic, r.Partition, r.Offset, ev.CommitLSN, c)
+		}
+	}
+	for _, x := range v["unchanged_toast"].([]any) {
+		ev.Toast = append(ev.Toast, x.(string))
+	}
+	return ev
+}
+
+func unwrapRow(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = schemas.UnwrapUnion(v)
+	}
+	return out
+}
+
+// String renders a transaction briefly for failure messages.
+func (tx Txn) String() string {
+	return fmt.Sprintf("xid %d commit %s (%d events)", tx.Frame.Xid, tx.Frame.CommitLSN, len(tx.Events))
+}

@@ -1,0 +1,126 @@
+package schemas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+)
+
+// ErrIncompatibleSchema reports a new schema version that readers of the
+// previous version could not read, or that could not read the previous one.
+var ErrIncompatibleSchema = errors.New("incompatible schema change")
+
+// CheckFullCompatible reports whether data written with either schema can be
+// read with the other (Confluent FULL compatibility), for the schemas
+// Tributary generates: records whose fields are added or removed only with
+// defaults, and whose common fields keep their type. Embedded registries
+// approve everything, so the producer calls this before it registers.
+func CheckFullCompatible(oldSchema, newSchema string) error {
+	var o, n any
+	if err := json.Unmarshal([]byte(oldSchema), &o); err != nil {
+		return fmt.Errorf("old schema: %w", err)
+	}
+	if err := json.Unmarshal([]byte(newSchema), &n); err != nil {
+		return fmt.Errorf("new schema: %w", err)
+	}
+	if err := compatible("", o, n); err != nil {
+		return fmt.Errorf("%w: %v", ErrIncompatibleSchema, err)
+	}
+	return nil
+}
+
+func compatible(path string, o, n any) error {
+	om, oIsMap := o.(map[string]any)
+	nm, nIsMap := n.(map[string]any)
+	if oIsMap && nIsMap && om["type"] == "record" && nm["type"] == "record" {
+		return compatibleRecords(path, om, nm)
+	}
+	if ou, ok := o.([]any); ok {
+		nu, ok := n.([]any)
+		if !ok || len(ou) != len(nu) {
+			return fmt.Errorf("%s: union changed from %s to %s", orRoot(path), brief(o), brief(n))
+		}
+		for i := range ou {
+			if err := compatible(fmt.Sprintf("%s[%d]", path, i), ou[i], nu[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if oIsMap && nIsMap && om["type"] == "array" && nm["type"] == "array" {
+		return compatible(path+"[]", om["items"], nm["items"])
+	}
+	if !reflect.DeepEqual(typeIdentity(o), typeIdentity(n)) {
+		return fmt.Errorf("%s: type changed from %s to %s", orRoot(path), brief(o), brief(n))
+	}
+	return nil
+}
+
+func compatibleRecords(path string, o, n map[string]any) error {
+	fields := func(m map[string]any) map[string]map[string]any {
+		out := map[string]map[string]any{}
+		fs, _ := m["fields"].([]any)
+		for _, f := range fs {
+			fm := f.(map[string]any)
+			out[fm["name"].(string)] = fm
+		}
+		return out
+	}
+	of, nf := fields(o), fields(n)
+	for _, name := range sortedKeys(of) {
+		f := of[name]
+		g, ok := nf[name]
+		if !ok {
+			if _, hasDefault := f["default"]; !hasDefault {
+				return fmt.Errorf("%s.%s: removed field has no default", orRoot(path), name)
+			}
+			continue
+		}
+		if err := compatible(path+"."+name, f["type"], g["type"]); err != nil {
+			return err
+		}
+	}
+	for _, name := range sortedKeys(nf) {
+		if _, ok := of[name]; ok {
+			continue
+		}
+		if _, hasDefault := nf[name]["default"]; !hasDefault {
+			return fmt.Errorf("%s.%s: added field has no default", orRoot(path), name)
+		}
+	}
+	return nil
+}
+
+// typeIdentity drops documentation and Tributary attributes that do not change
+// how a value is encoded.
+func typeIdentity(s any) any {
+	m, ok := s.(map[string]any)
+	if !ok {
+		return s
+	}
+	out := map[string]any{}
+	for k, v := range m {
+		switch k {
+		case "doc", AttrColumn, AttrSQLType, AttrKey, "default":
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func brief(v any) string {
+	b, _ := json.Marshal(typeIdentity(v))
+	if len(b) > 120 {
+		b = append(b[:117], "..."...)
+	}
+	return string(b)
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "(root)"
+	}
+	return p
+}

@@ -1,0 +1,119 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/linkedin/goavro/v2"
+)
+
+// Source is the envelope's source block: where and when a change happened.
+type Source struct {
+	Version    string
+	Prefix     string
+	DB         string
+	Schema     string
+	Table      string
+	LSN        pglogrepl.LSN // the change's own LSN; 0 for snapshot reads
+	CommitLSN  pglogrepl.LSN
+	Xid        uint32
+	CommitTime time.Time
+	Snapshot   bool
+	Origin     string
+}
+
+// Native is the goavro form of s.
+func (s *Source) Native() map[string]any {
+	return map[string]any{
+		"version": s.Version, "prefix": s.Prefix, "db": s.DB, "schema": s.Schema, "table": s.Table,
+		"lsn": int64(s.LSN), "commit_lsn": int64(s.CommitLSN), "xid": int64(s.Xid),
+		"commit_ts": s.CommitTime, "snapshot": s.Snapshot, "origin": nullableString(s.Origin),
+	}
+}
+
+// TxID is the envelope's tx.id of a source transaction: "<xid>:<commit_lsn>".
+func TxID(xid uint32, commit pglogrepl.LSN) string { return fmt.Sprintf("%d:%s", xid, commit) }
+
+// PartitionCount is how many records of one source transaction one partition holds.
+type PartitionCount struct {
+	Topic     string
+	Partition int32
+	Count     int64
+}
+
+// SnapshotChunk identifies one chunk of the initial snapshot.
+type SnapshotChunk struct {
+	Slot   string
+	Schema string
+	Table  string
+	Chunk  int64
+	Last   bool
+}
+
+// Frame is one commit frame of the transactions topic.
+type Frame struct {
+	Xid        uint32
+	CommitLSN  pglogrepl.LSN
+	EndLSN     pglogrepl.LSN
+	CommitTime time.Time
+	Origin     string
+	Snapshot   *SnapshotChunk
+	Events     int64
+	Partitions []PartitionCount
+}
+
+// Native is the goavro form of f.
+func (f *Frame) Native() map[string]any {
+	parts := make([]any, len(f.Partitions))
+	for i, p := range f.Partitions {
+		parts[i] = map[string]any{"topic": p.Topic, "partition": p.Partition, "count": p.Count}
+	}
+	var snap any
+	if s := f.Snapshot; s != nil {
+		snap = goavro.Union("tributary.SnapshotChunk", map[string]any{
+			"slot": s.Slot, "schema": s.Schema, "table": s.Table, "chunk": s.Chunk, "last": s.Last,
+		})
+	}
+	return map[string]any{
+		"xid": int64(f.Xid), "commit_lsn": int64(f.CommitLSN), "end_lsn": int64(f.EndLSN),
+		"commit_ts": f.CommitTime, "origin": nullableString(f.Origin), "snapshot": snap,
+		"event_count": f.Events, "partitions": parts,
+	}
+}
+
+// FrameFromNative converts a decoded frame back into a Frame.
+func FrameFromNative(v any) (f Frame, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed frame: %v", r)
+		}
+	}()
+	m := v.(map[string]any)
+	f.Xid = uint32(m["xid"].(int64))
+	f.CommitLSN = pglogrepl.LSN(m["commit_lsn"].(int64))
+	f.EndLSN = pglogrepl.LSN(m["end_lsn"].(int64))
+	f.CommitTime = m["commit_ts"].(time.Time)
+	if o := UnwrapUnion(m["origin"]); o != nil {
+		f.Origin = o.(string)
+	}
+	if s := UnwrapUnion(m["snapshot"]); s != nil {
+		sm := s.(map[string]any)
+		f.Snapshot = &SnapshotChunk{Slot: sm["slot"].(string), Schema: sm["schema"].(string),
+			Table: sm["table"].(string), Chunk: sm["chunk"].(int64), Last: sm["last"].(bool)}
+	}
+	f.Events = m["event_count"].(int64)
+	for _, p := range m["partitions"].([]any) {
+		pm := p.(map[string]any)
+		f.Partitions = append(f.Partitions, PartitionCount{Topic: pm["topic"].(string),
+			Partition: pm["partition"].(int32), Count: pm["count"].(int64)})
+	}
+	return f, nil
+}
+
+func nullableString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return goavro.Union("string", s)
+}
