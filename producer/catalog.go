@@ -1,0 +1,126 @@
+package producer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// catalog answers type and key questions the pgoutput stream leaves open,
+// over an ordinary (non-replication) connection. Not safe for concurrent use
+// except where noted.
+type catalog struct {
+	conn  *pgx.Conn
+	mu    sync.Mutex
+	types map[uint32]*schemas.PGType
+}
+
+func newCatalog(conn *pgx.Conn) *catalog {
+	return &catalog{conn: conn, types: map[uint32]*schemas.PGType{}}
+}
+
+// pgType resolves a type OID to its description, following arrays and domains.
+func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, error) {
+	c.mu.Lock()
+	t, ok := c.types[oid]
+	c.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	var (
+		name                 string
+		typtype, typcategory string
+		elem, base           uint32
+		baseTypmod           int32
+	)
+	err := c.conn.QueryRow(ctx, `SELECT typname, typtype::text, typcategory::text, typelem, typbasetype, typtypmod
+		FROM pg_catalog.pg_type WHERE oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod)
+	if err != nil {
+		return nil, fmt.Errorf("type oid %d: %w", oid, err)
+	}
+	t = &schemas.PGType{OID: oid, Name: name}
+	switch {
+	case typtype == "d":
+		t.Kind = schemas.KindDomain
+		t.BaseTypmod = baseTypmod
+		if t.Base, err = c.pgType(ctx, base); err != nil {
+			return nil, err
+		}
+	case typtype == "e":
+		t.Kind = schemas.KindEnum
+	case typcategory == "A" && elem != 0:
+		t.Kind = schemas.KindArray
+		if t.Elem, err = c.pgType(ctx, elem); err != nil {
+			return nil, err
+		}
+	case typtype == "b":
+		t.Kind = schemas.KindBase
+	default:
+		t.Kind = schemas.KindOther
+	}
+	c.mu.Lock()
+	c.types[oid] = t
+	c.mu.Unlock()
+	return t, nil
+}
+
+// table builds the schemas.Table of a Relation message. The replication key is
+// the primary key when the table has one (also under REPLICA IDENTITY FULL,
+// where pgoutput flags every column), else the replica identity columns.
+func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (schemas.Table, error) {
+	t := schemas.Table{Schema: rel.Namespace, Name: rel.RelationName}
+	oids := make([]uint32, len(rel.Columns))
+	mods := make([]int32, len(rel.Columns))
+	names := make([]string, len(rel.Columns))
+	for i, col := range rel.Columns {
+		oids[i], mods[i], names[i] = col.DataType, col.TypeModifier, col.Name
+	}
+	rows, err := c.conn.Query(ctx, `
+		SELECT format_type(u.oid, u.mod),
+		       COALESCE((SELECT a.attnum = ANY(i.indkey)
+		                 FROM pg_catalog.pg_index i
+		                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attname = u.name
+		                 WHERE i.indrelid = $4 AND i.indisprimary), NULL)
+		FROM unnest($1::oid[], $2::int4[], $3::text[]) WITH ORDINALITY AS u(oid, mod, name, n)
+		ORDER BY u.n`, oids, mods, names, rel.RelationID)
+	if err != nil {
+		return t, fmt.Errorf("columns of %s.%s: %w", rel.Namespace, rel.RelationName, err)
+	}
+	sqlTypes := make([]string, 0, len(oids))
+	inPK := make([]*bool, 0, len(oids))
+	for rows.Next() {
+		var st string
+		var pk *bool
+		if err := rows.Scan(&st, &pk); err != nil {
+			rows.Close()
+			return t, err
+		}
+		sqlTypes, inPK = append(sqlTypes, st), append(inPK, pk)
+	}
+	if err := rows.Err(); err != nil {
+		return t, fmt.Errorf("columns of %s.%s: %w", rel.Namespace, rel.RelationName, err)
+	}
+	hasPK := false
+	for _, pk := range inPK {
+		if pk != nil {
+			hasPK = true
+		}
+	}
+	for i, col := range rel.Columns {
+		typ, err := c.pgType(ctx, col.DataType)
+		if err != nil {
+			return t, fmt.Errorf("%s.%s column %q: %w", rel.Namespace, rel.RelationName, col.Name, err)
+		}
+		key := col.Flags&1 == 1
+		if hasPK {
+			key = inPK[i] != nil && *inPK[i]
+		}
+		t.Columns = append(t.Columns, schemas.Column{Name: col.Name, Type: *typ, Typmod: col.TypeModifier, SQLType: sqlTypes[i], Key: key})
+	}
+	return t, nil
+}

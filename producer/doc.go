@@ -1,0 +1,25 @@
+// Package producer is the "Acquire" step: it decodes PostgreSQL logical
+// replication (pgoutput) into transaction-framed Avro events on Kafka.
+//
+// Promises, each of which the integration suite tries to break:
+//   - Every committed change of a published table reaches Kafka (G1), once
+//     (G2): events are written inside Kafka transactions, several source
+//     transactions to one Kafka transaction, and on start the producer reads
+//     the last committed frame of <prefix>.transactions and skips the source
+//     transactions whose commit LSN is not above it.
+//   - The slot's confirmed flush position moves past a source transaction
+//     only after the Kafka transaction holding it has committed (G5). The
+//     write position (received) and the flush position (durable in Kafka) are
+//     reported separately. When nothing is in flight, a keepalive's WAL end is
+//     confirmed, so an idle database does not hold WAL; a periodic heartbeat
+//     message keeps the stream moving.
+//   - Memory does not grow with transaction size (G6): a source transaction's
+//     events stream into the open Kafka transaction as they are decoded, and
+//     the Kafka client's buffer is bounded, which back-pressures decoding.
+//   - Bad input stops with an error naming the table, column, key and LSN (G7),
+//     at a resumable place: nothing past the last Kafka commit is confirmed.
+//
+// Any error ends the replication session; Run classifies it, and a transient
+// one (connection reset, broker or registry unavailable) restarts the session
+// with backoff from the durable state: the slot and the transactions topic.
+package producer

@@ -1,0 +1,236 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// SnapshotMode says whether the producer copies the published tables before it
+// streams changes.
+type SnapshotMode string
+
+// Snapshot modes.
+const (
+	SnapshotInitial SnapshotMode = "initial" // when the slot is created, copy the tables, then stream
+	SnapshotNever   SnapshotMode = "never"   // stream changes only
+	SnapshotOnly    SnapshotMode = "only"    // copy the tables, then exit
+)
+
+// Config configures a Producer. Zero durations and counts take the defaults
+// named on each field.
+type Config struct {
+	SourceDSN   string      // PostgreSQL connection string; the password may come from PGPASSWORD or a passfile
+	Publication string      // created FOR the Tables (or FOR ALL TABLES) when missing
+	Slot        string      // logical replication slot, created with pgoutput when missing
+	Tables      []TableSpec // tables to publish when creating the publication; checked when it exists
+	Prefix      string      // topic prefix
+
+	KafkaOpts []kgo.Opt         // seed brokers, TLS, SASL; the producer adds its transactional settings
+	Registry  *schemas.Registry // schema registry client
+	Version   string            // written into each event's source.version
+
+	Partitions        int32         // partitions of the data topics it creates (3)
+	Snapshot          SnapshotMode  // SnapshotInitial
+	SnapshotChunkRows int           // rows per snapshot chunk (50,000)
+	SnapshotWorkers   int           // parallel snapshot readers (2)
+	GroupMaxEvents    int           // events per Kafka transaction before it is committed at the next source commit (20,000)
+	GroupMaxDelay     time.Duration // age of a Kafka transaction before it is committed at the next source commit (100ms)
+	KafkaTxnTimeout   time.Duration // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
+	StatusInterval    time.Duration // standby status update interval (10s)
+	HeartbeatInterval time.Duration // pg_logical_emit_message heartbeat interval; negative disables (30s)
+	UnsupportedTypes  schemas.UnsupportedPolicy
+	SchemaChange      schemas.SchemaChangePolicy
+	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
+	RetryMaxElapsed   time.Duration // give up after transient errors for this long without progress (30m)
+
+	Log *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var errs []string
+	need := func(v, name string) {
+		if v == "" {
+			errs = append(errs, "missing "+name)
+		}
+	}
+	need(c.SourceDSN, "SourceDSN (--source)")
+	need(c.Publication, "Publication (--publication)")
+	need(c.Slot, "Slot (--slot)")
+	need(c.Prefix, "Prefix (--prefix)")
+	if c.Registry == nil {
+		errs = append(errs, "missing Registry (--registry)")
+	}
+	if _, err := pgconn.ParseConfig(c.SourceDSN); c.SourceDSN != "" && err != nil {
+		errs = append(errs, fmt.Sprintf("SourceDSN (--source): %v", err))
+	}
+	if c.Slot != "" && !validSlotName(c.Slot) {
+		errs = append(errs, fmt.Sprintf("Slot (--slot) %q: use lower-case letters, digits and underscores", c.Slot))
+	}
+	if strings.ContainsAny(c.Prefix, " /\\:") {
+		errs = append(errs, fmt.Sprintf("Prefix (--prefix) %q: not a valid topic prefix", c.Prefix))
+	}
+	switch c.Snapshot {
+	case "":
+		c.Snapshot = SnapshotInitial
+	case SnapshotInitial, SnapshotNever, SnapshotOnly:
+	default:
+		errs = append(errs, fmt.Sprintf("Snapshot (--snapshot) %q: want initial, never or only", c.Snapshot))
+	}
+	if len(errs) > 0 {
+		return errors.New("producer config: " + strings.Join(errs, "; "))
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 3
+	}
+	defInt(&c.SnapshotChunkRows, 50000)
+	defInt(&c.SnapshotWorkers, 2)
+	defInt(&c.GroupMaxEvents, 20000)
+	def(&c.GroupMaxDelay, 100*time.Millisecond)
+	def(&c.KafkaTxnTimeout, 10*time.Minute)
+	def(&c.StatusInterval, 10*time.Second)
+	def(&c.HeartbeatInterval, 30*time.Second)
+	def(&c.RetryMaxElapsed, 30*time.Minute)
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	return nil
+}
+
+func validSlotName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return s != "" && len(s) <= 63
+}
+
+// Producer streams one slot of one database into Kafka.
+type Producer struct {
+	cfg Config
+}
+
+// New validates cfg once and returns a Producer.
+func New(cfg Config) (*Producer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Producer{cfg: cfg}, nil
+}
+
+// Run replicates until ctx is cancelled (and returns nil), a permanent error
+// occurs, or transient errors persist for RetryMaxElapsed. Each replication
+// session resumes from the durable state: the slot's confirmed position and
+// the last frame in Kafka. With SnapshotOnly it returns after the snapshot.
+func (p *Producer) Run(ctx context.Context) error {
+	log := p.cfg.Log
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 500 * time.Millisecond
+	bo.MaxInterval = 30 * time.Second
+	bo.MaxElapsedTime = p.cfg.RetryMaxElapsed
+	for {
+		s := &session{cfg: &p.cfg, log: log}
+		err := s.run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			return nil
+		}
+		if !IsTransient(err) {
+			return err
+		}
+		if s.progressed {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		if wait == backoff.Stop {
+			return fmt.Errorf("giving up after %s of transient errors: %w", p.cfg.RetryMaxElapsed, err)
+		}
+		log.Warn("replication session failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// IsTransient reports whether err is worth retrying: the network, a server
+// restarting or out of resources, or a retriable Kafka error. Everything else
+// (bad input, configuration, a fenced producer, an active slot) is permanent.
+func IsTransient(err error) bool {
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention: shutdown, crash
+			pgErr.Code == "40001", pgErr.Code == "40P01":
+			return true
+		}
+		return false
+	}
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		return false
+	}
+	var re *sr.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode >= 500 || re.StatusCode == 429
+	}
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, kgo.ErrClientClosed) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	var oe *net.OpError
+	if errors.As(err, &ne) || errors.As(err, &ce) || errors.As(err, &oe) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"connection reset", "broken pipe", "connection refused", "unexpected EOF", "conn closed", "no such host", "unable to dial"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// permanent marks err as not worth retrying.
+func permanent(err error) error { return backoff.Permanent(err) }

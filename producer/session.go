@@ -1,0 +1,883 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/linkedin/goavro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// HeartbeatPrefix is the logical decoding message prefix of the producer's
+// heartbeats; they move the stream but are not published.
+const HeartbeatPrefix = "tributary.heartbeat"
+
+// sessionParams are the settings under which PostgreSQL renders values as
+// text for pgoutput and COPY; the type codecs in schemas parse exactly these.
+var sessionParams = map[string]string{
+	"DateStyle":          "ISO, MDY",
+	"IntervalStyle":      "iso_8601",
+	"TimeZone":           "UTC",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+	"application_name":   "tributary",
+}
+
+// session is one replication session: connections, Kafka client and the
+// in-flight state. It is used by one goroutine.
+type session struct {
+	cfg        *Config
+	log        *slog.Logger
+	progressed bool // a Kafka transaction committed in this session
+
+	db     *pgx.Conn
+	repl   *pgconn.PgConn
+	cat    *catalog
+	kcl    *kgo.Client
+	w      *kafkaWriter
+	dbName string
+	only   map[string]bool // schema.table filter; nil means every published table
+
+	relations  map[uint32]*relState
+	frameCodec *goavro.Codec
+	frameID    int
+	msgKeyID   int
+	msgValID   int
+	msgCodec   *goavro.Codec
+	msgKey     *goavro.Codec
+	msgTopic   topicInfo
+	txTopic    string
+
+	resumeAfter pglogrepl.LSN // source transactions committed at or below this are in Kafka already
+
+	received    pglogrepl.LSN // write position: WAL processed
+	confirmed   pglogrepl.LSN // flush position: durable in Kafka
+	sentFlush   pglogrepl.LSN
+	serverEnd   pglogrepl.LSN // WAL end of the last keepalive
+	pendingFrom pglogrepl.LSN // commit LSN of the oldest source transaction not yet durable; 0 if none
+
+	tx          *txState
+	groupEvents int
+	groupTxns   int
+	groupStart  time.Time
+	groupEnd    pglogrepl.LSN
+}
+
+type relState struct {
+	ts      *schemas.TableSchema
+	keyID   int
+	valueID int
+	topic   topicInfo
+	skip    bool // not among --tables
+}
+
+type tpKey struct {
+	topic     string
+	partition int32
+}
+
+// txState is the source transaction being streamed.
+type txState struct {
+	xid        uint32
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	origin     string
+	skip       bool // already in Kafka, or from an origin not forwarded
+	pos        int64
+	counts     map[tpKey]int64
+}
+
+func (s *session) close() {
+	if s.w != nil && s.w.inTxn {
+		s.w.abort()
+	}
+	if s.kcl != nil {
+		s.kcl.Close()
+	}
+	if s.repl != nil {
+		s.repl.Close(context.Background())
+	}
+	if s.db != nil {
+		s.db.Close(context.Background())
+	}
+}
+
+func connConfig(dsn string, replication bool) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	if replication {
+		cfg.RuntimeParams["replication"] = "database"
+	}
+	return cfg, nil
+}
+
+func (s *session) run(ctx context.Context) error {
+	defer s.close()
+	cfg := s.cfg
+	pcfg, err := pgx.ParseConfig(cfg.SourceDSN)
+	if err != nil {
+		return permanent(fmt.Errorf("source DSN: %w", err))
+	}
+	for k, v := range sessionParams {
+		pcfg.RuntimeParams[k] = v
+	}
+	if s.db, err = pgx.ConnectConfig(ctx, pcfg); err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	s.dbName = s.db.PgConn().ParameterStatus("database")
+	if s.dbName == "" {
+		s.dbName = pcfg.Database
+	}
+	s.cat = newCatalog(s.db)
+	if _, err := ensurePublication(ctx, s.db, cfg.Publication, cfg.Tables, s.log); err != nil {
+		return permanentUnlessTransient(err)
+	}
+	if len(cfg.Tables) > 0 {
+		s.only = map[string]bool{}
+		for _, t := range cfg.Tables {
+			s.only[t.Schema+"."+t.Name] = true
+		}
+	}
+	slot, err := readSlot(ctx, s.db, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.exists {
+		if slot.plugin != "pgoutput" {
+			return permanent(fmt.Errorf("slot %s uses plugin %s, not pgoutput; choose another --slot", cfg.Slot, slot.plugin))
+		}
+		if slot.database != s.dbName {
+			return permanent(fmt.Errorf("slot %s belongs to database %s, not %s", cfg.Slot, slot.database, s.dbName))
+		}
+		if slot.active {
+			pid := int32(0)
+			if slot.activePID != nil {
+				pid = *slot.activePID
+			}
+			return permanent(fmt.Errorf("slot %s is in use by another process (pid %d): only one producer may run per slot; "+
+				"stop the other producer, or give this one its own --slot and --prefix", cfg.Slot, pid))
+		}
+	}
+
+	if err := s.openKafka(ctx); err != nil {
+		return err
+	}
+
+	rcfg, err := connConfig(cfg.SourceDSN, true)
+	if err != nil {
+		return permanent(fmt.Errorf("source DSN: %w", err))
+	}
+	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
+		return fmt.Errorf("replication connection: %w", err)
+	}
+	s.relations = map[uint32]*relState{}
+
+	if !slot.exists {
+		action := "NOEXPORT_SNAPSHOT"
+		if cfg.Snapshot != SnapshotNever {
+			action = "EXPORT_SNAPSHOT"
+		}
+		res, err := pglogrepl.CreateReplicationSlot(ctx, s.repl, cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: action})
+		if err != nil {
+			return fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
+		}
+		cp, _ := pglogrepl.ParseLSN(res.ConsistentPoint)
+		s.log.Info("created replication slot", "slot", cfg.Slot, "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
+		if cfg.Snapshot != SnapshotNever {
+			if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
+				return err
+			}
+		}
+	} else if cfg.Snapshot != SnapshotNever {
+		if err := s.checkSnapshotComplete(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.Snapshot == SnapshotOnly {
+		return nil
+	}
+	return s.stream(ctx)
+}
+
+// permanentUnlessTransient keeps network errors retryable and makes every
+// other error permanent.
+func permanentUnlessTransient(err error) error {
+	if IsTransient(err) {
+		return err
+	}
+	return permanent(err)
+}
+
+// openKafka creates the transactional client, fences any previous session
+// with the same transactional ID (which completes its open transaction), and
+// reads where the previous sessions stopped.
+func (s *session) openKafka(ctx context.Context) error {
+	cfg := s.cfg
+	opts := append([]kgo.Opt{}, cfg.KafkaOpts...)
+	opts = append(opts,
+		kgo.TransactionalID("tributary-"+cfg.Prefix+"-"+cfg.Slot),
+		kgo.TransactionTimeout(cfg.KafkaTxnTimeout),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.MaxBufferedBytes(64<<20),
+		kgo.MaxBufferedRecords(50000),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.RecordDeliveryTimeout(5*time.Minute),
+	)
+	var err error
+	if s.kcl, err = kgo.NewClient(opts...); err != nil {
+		return permanent(fmt.Errorf("kafka client: %w", err))
+	}
+	if _, _, err := s.kcl.ProducerID(ctx); err != nil {
+		return fmt.Errorf("kafka: initialize transactional producer: %w", err)
+	}
+	s.w = newKafkaWriter(s.kcl, cfg.Partitions)
+	s.txTopic = schemas.TransactionsTopic(cfg.Prefix)
+	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1); err != nil {
+		return err
+	}
+	if s.msgTopic, err = s.w.ensureTopic(ctx, schemas.MessagesTopic(cfg.Prefix), 0); err != nil {
+		return err
+	}
+	if s.frameCodec, err = goavro.NewCodec(schemas.FrameSchema()); err != nil {
+		return permanent(err)
+	}
+	if s.msgCodec, err = goavro.NewCodec(schemas.MessageSchema()); err != nil {
+		return permanent(err)
+	}
+	if s.msgKey, err = goavro.NewCodec(schemas.MessageKeySchema); err != nil {
+		return permanent(err)
+	}
+	reg := cfg.Registry
+	if s.frameID, err = reg.Register(ctx, schemas.ValueSubject(s.txTopic), schemas.FrameSchema(), cfg.SchemaChange); err != nil {
+		return permanentUnlessTransient(err)
+	}
+	mt := schemas.MessagesTopic(cfg.Prefix)
+	if s.msgKeyID, err = reg.Register(ctx, schemas.KeySubject(mt), schemas.MessageKeySchema, cfg.SchemaChange); err != nil {
+		return permanentUnlessTransient(err)
+	}
+	if s.msgValID, err = reg.Register(ctx, schemas.ValueSubject(mt), schemas.MessageSchema(), cfg.SchemaChange); err != nil {
+		return permanentUnlessTransient(err)
+	}
+	last, err := lastFrame(ctx, cfg.KafkaOpts, reg, s.txTopic)
+	if err != nil {
+		return err
+	}
+	if last != nil {
+		s.resumeAfter = last.CommitLSN
+		if last.Snapshot == nil {
+			s.confirmed = last.EndLSN
+		}
+		s.log.Info("resuming after the last frame in Kafka", "commit_lsn", last.CommitLSN, "xid", last.Xid)
+	}
+	return nil
+}
+
+// stream runs the replication protocol until ctx ends or an error occurs.
+func (s *session) stream(ctx context.Context) error {
+	cfg := s.cfg
+	err := pglogrepl.StartReplication(ctx, s.repl, cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(cfg.Publication),
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication on slot %s: %w", cfg.Slot, err)
+	}
+	s.log.Info("streaming", "slot", cfg.Slot, "publication", cfg.Publication, "resume_after", s.resumeAfter)
+	nextStatus := time.Now()
+	nextHeartbeat := time.Now().Add(cfg.HeartbeatInterval)
+	for {
+		now := time.Now()
+		if ctx.Err() != nil {
+			return s.shutdown()
+		}
+		if s.tx == nil && s.w.inTxn && (s.groupEvents >= cfg.GroupMaxEvents || now.Sub(s.groupStart) >= cfg.GroupMaxDelay) {
+			if err := s.commitGroup(ctx); err != nil {
+				return err
+			}
+			nextStatus = now
+		}
+		if !now.Before(nextStatus) {
+			if err := s.sendStatus(ctx, false); err != nil {
+				return err
+			}
+			nextStatus = now.Add(cfg.StatusInterval)
+		}
+		if cfg.HeartbeatInterval > 0 && !now.Before(nextHeartbeat) {
+			if _, err := s.db.Exec(ctx, `SELECT pg_logical_emit_message(false, $1, now()::text)`, HeartbeatPrefix); err != nil {
+				return fmt.Errorf("heartbeat: %w", err)
+			}
+			nextHeartbeat = now.Add(cfg.HeartbeatInterval)
+		}
+		deadline := nextStatus
+		if s.w.inTxn && s.tx == nil {
+			if d := s.groupStart.Add(cfg.GroupMaxDelay); d.Before(deadline) {
+				deadline = d
+			}
+		}
+		if cfg.HeartbeatInterval > 0 && nextHeartbeat.Before(deadline) {
+			deadline = nextHeartbeat
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		msg, err := s.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) || ctx.Err() != nil {
+				continue
+			}
+			return fmt.Errorf("receive from slot %s: %w", cfg.Slot, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, m.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("slot %s: %w", cfg.Slot, pgconn.ErrorResponseToPgError(m))
+		default:
+			return fmt.Errorf("slot %s: unexpected message %T", cfg.Slot, msg)
+		}
+	}
+}
+
+// shutdown ends a session on cancel: an open Kafka transaction is committed
+// when it holds only whole source transactions, otherwise aborted; then the
+// final position is confirmed.
+func (s *session) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.w.inTxn {
+		if s.tx == nil {
+			if err := s.commitGroup(ctx); err != nil {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+		} else {
+			s.w.abort()
+		}
+	}
+	if err := s.sendStatus(ctx, false); err != nil {
+		return fmt.Errorf("shutdown: final status: %w", err)
+	}
+	s.log.Info("stopped", "confirmed_lsn", s.sentFlush)
+	return nil
+}
+
+func (s *session) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return permanent(fmt.Errorf("keepalive: %w", err))
+		}
+		if ka.ServerWALEnd > s.serverEnd {
+			s.serverEnd = ka.ServerWALEnd
+		}
+		if ka.ServerWALEnd > s.received {
+			s.received = ka.ServerWALEnd
+		}
+		if ka.ReplyRequested {
+			return s.sendStatus(ctx, false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return permanent(fmt.Errorf("xlogdata: %w", err))
+		}
+		msg, err := pglogrepl.Parse(xld.WALData)
+		if err != nil {
+			return permanent(fmt.Errorf("decode pgoutput at %s: %w", xld.WALStart, err))
+		}
+		if err := s.handle(ctx, xld.WALStart, msg); err != nil {
+			return err
+		}
+		if xld.WALStart > s.received {
+			s.received = xld.WALStart
+		}
+	}
+	return nil
+}
+
+// flushPosition is the position safe to confirm: everything committed to
+// Kafka, and beyond it the last keepalive's WAL end when no transaction before
+// it is still pending.
+func (s *session) flushPosition() pglogrepl.LSN {
+	pos := s.confirmed
+	if s.serverEnd > pos && (s.pendingFrom == 0 || s.serverEnd < s.pendingFrom) {
+		pos = s.serverEnd
+	}
+	if pos < s.sentFlush {
+		pos = s.sentFlush
+	}
+	return pos
+}
+
+func (s *session) sendStatus(ctx context.Context, reply bool) error {
+	flush := s.flushPosition()
+	write := s.received
+	if write < flush {
+		write = flush
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: write, WALFlushPosition: flush, WALApplyPosition: flush, ReplyRequested: reply,
+	})
+	if err != nil {
+		return fmt.Errorf("standby status update: %w", err)
+	}
+	if flush > s.sentFlush {
+		s.log.Debug("confirmed", "flush_lsn", flush, "write_lsn", write)
+	}
+	s.sentFlush = flush
+	return nil
+}
+
+// commitGroup commits the open Kafka transaction and moves the confirmed
+// position to the end of its last source transaction.
+func (s *session) commitGroup(ctx context.Context) error {
+	if err := s.w.commit(ctx); err != nil {
+		return err
+	}
+	if s.groupEnd > s.confirmed {
+		s.confirmed = s.groupEnd
+	}
+	s.log.Debug("kafka transaction committed", "source_txns", s.groupTxns, "events", s.groupEvents, "end_lsn", s.groupEnd)
+	s.progressed = true
+	s.groupEvents, s.groupTxns = 0, 0
+	s.pendingFrom = 0
+	if s.tx != nil && !s.tx.skip {
+		s.pendingFrom = s.tx.commitLSN
+	}
+	return nil
+}
+
+// beginGroup opens a Kafka transaction for the next events if none is open.
+func (s *session) beginGroup() error {
+	if s.w.inTxn {
+		return nil
+	}
+	if err := s.w.begin(); err != nil {
+		return err
+	}
+	s.groupStart = time.Now()
+	return nil
+}
+
+func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogrepl.Message) error {
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		s.tx = &txState{xid: m.Xid, commitLSN: m.FinalLSN, commitTime: m.CommitTime, counts: map[tpKey]int64{}}
+		s.tx.skip = m.FinalLSN <= s.resumeAfter
+		if !s.tx.skip && s.pendingFrom == 0 {
+			s.pendingFrom = m.FinalLSN
+		}
+	case *pglogrepl.OriginMessage:
+		if s.tx != nil {
+			s.tx.origin = m.Name
+			if !s.forwardOrigin(m.Name) {
+				s.tx.skip = true
+			}
+		}
+	case *pglogrepl.RelationMessage:
+		return s.relation(ctx, m)
+	case *pglogrepl.TypeMessage:
+		// Types are read from the catalog when a Relation message uses them.
+	case *pglogrepl.InsertMessage:
+		return s.change(ctx, m.RelationID, walStart, schemas.OpInsert, nil, m.Tuple)
+	case *pglogrepl.UpdateMessage:
+		return s.change(ctx, m.RelationID, walStart, schemas.OpUpdate, m.OldTuple, m.NewTuple)
+	case *pglogrepl.DeleteMessage:
+		return s.change(ctx, m.RelationID, walStart, schemas.OpDelete, m.OldTuple, nil)
+	case *pglogrepl.TruncateMessage:
+		return s.truncate(ctx, walStart, m)
+	case *pglogrepl.LogicalDecodingMessage:
+		return s.message(ctx, m)
+	case *pglogrepl.CommitMessage:
+		return s.commit(ctx, m)
+	}
+	return nil
+}
+
+func (s *session) forwardOrigin(name string) bool {
+	for _, o := range s.cfg.ForwardOrigins {
+		if o == "all" || o == name {
+			return true
+		}
+	}
+	return false
+}
+
+// relation registers a table version's schemas when its columns change.
+func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	t, err := s.cat.table(ctx, m)
+	if err != nil {
+		return permanentUnlessTransient(err)
+	}
+	rs := &relState{}
+	if s.only != nil && !s.only[t.Schema+"."+t.Name] {
+		rs.skip = true
+		s.relations[m.RelationID] = rs
+		return nil
+	}
+	if old := s.relations[m.RelationID]; old != nil && old.ts != nil && sameColumns(old.ts.Table, t) {
+		return nil
+	}
+	ts, err := schemas.BuildTableSchema(s.cfg.Prefix, t, s.cfg.UnsupportedTypes)
+	if err != nil {
+		return permanent(err)
+	}
+	rs.ts = ts
+	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0); err != nil {
+		return err
+	}
+	if rs.keyID, err = s.cfg.Registry.Register(ctx, schemas.KeySubject(ts.Topic), ts.KeySchema, s.cfg.SchemaChange); err != nil {
+		return permanentUnlessTransient(fmt.Errorf("table %s: %w", t, err))
+	}
+	if rs.valueID, err = s.cfg.Registry.Register(ctx, schemas.ValueSubject(ts.Topic), ts.ValueSchema, s.cfg.SchemaChange); err != nil {
+		return permanentUnlessTransient(fmt.Errorf("table %s: %w", t, err))
+	}
+	s.relations[m.RelationID] = rs
+	s.log.Info("table schema", "table", t.String(), "topic", ts.Topic, "columns", len(t.Columns), "value_schema_id", rs.valueID)
+	return nil
+}
+
+func sameColumns(a, b schemas.Table) bool {
+	if a.Schema != b.Schema || a.Name != b.Name || len(a.Columns) != len(b.Columns) {
+		return false
+	}
+	for i := range a.Columns {
+		x, y := a.Columns[i], b.Columns[i]
+		if x.Name != y.Name || x.Type.OID != y.Type.OID || x.Typmod != y.Typmod || x.Key != y.Key {
+			return false
+		}
+	}
+	return true
+}
+
+// eventError names everything an operator needs to find a bad event.
+func (s *session) eventError(rs *relState, lsn pglogrepl.LSN, key string, err error) error {
+	xid := uint32(0)
+	commit := pglogrepl.LSN(0)
+	if s.tx != nil {
+		xid, commit = s.tx.xid, s.tx.commitLSN
+	}
+	return permanent(fmt.Errorf("table %s key %s lsn %s (xid %d, commit %s): %w", rs.ts.Table, key, lsn, xid, commit, err))
+}
+
+func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, op schemas.Op, oldT, newT *pglogrepl.TupleData) error {
+	if s.tx == nil {
+		return permanent(fmt.Errorf("change at %s outside a transaction", lsn))
+	}
+	if s.tx.skip {
+		return nil
+	}
+	rs, ok := s.relations[relID]
+	if !ok {
+		return permanent(fmt.Errorf("change at %s for relation %d before its Relation message", lsn, relID))
+	}
+	if rs.skip {
+		return nil
+	}
+	ts := rs.ts
+	var before, after map[string]any
+	var toast []any
+	var err error
+	if oldT != nil {
+		if before, _, err = rowFromTuple(ts, oldT); err != nil {
+			return s.eventError(rs, lsn, "?", err)
+		}
+	}
+	if newT != nil {
+		if after, toast, err = rowFromTuple(ts, newT); err != nil {
+			return s.eventError(rs, lsn, "?", err)
+		}
+	}
+	keyRow := after
+	if op == schemas.OpDelete {
+		keyRow = before
+	}
+	key, keyText, err := s.encodeKey(rs, keyRow)
+	if err != nil {
+		return s.eventError(rs, lsn, keyText, err)
+	}
+	if op == schemas.OpUpdate && before != nil {
+		oldKey, oldText, err := s.encodeKey(rs, before)
+		if err != nil {
+			return s.eventError(rs, lsn, oldText, err)
+		}
+		if string(oldKey) != string(key) {
+			// A key change is a delete of the old key and an insert of the
+			// new one, so that each key's events stay on its own partition.
+			if err := s.emit(ctx, rs, lsn, schemas.OpDelete, oldKey, oldText, before, nil, nil); err != nil {
+				return err
+			}
+			return s.emit(ctx, rs, lsn, schemas.OpInsert, key, keyText, nil, after, toast)
+		}
+	}
+	return s.emit(ctx, rs, lsn, op, key, keyText, before, after, toast)
+}
+
+// encodeKey encodes the key columns of row as the Kafka key, and renders them
+// for error messages.
+func (s *session) encodeKey(rs *relState, row map[string]any) ([]byte, string, error) {
+	ts := rs.ts
+	if row == nil {
+		return nil, "?", errors.New("no row image to take the key from")
+	}
+	km := make(map[string]any, len(ts.KeyColumns))
+	text := "("
+	for n, i := range ts.KeyColumns {
+		f := ts.Fields[i]
+		v := schemas.UnwrapUnion(row[f])
+		if n > 0 {
+			text += ", "
+		}
+		text += ts.Table.Columns[i].Name + "=" + fmt.Sprint(v)
+		if v == nil {
+			return nil, text + ")", fmt.Errorf("key column %q is null or unchanged TOAST", ts.Table.Columns[i].Name)
+		}
+		km[f] = v
+	}
+	text += ")"
+	b, err := ts.KeyCodec.BinaryFromNative(schemas.AppendHeader(make([]byte, 0, 32), rs.keyID), km)
+	if err != nil {
+		return nil, text, fmt.Errorf("encode key: %w", err)
+	}
+	return b, text, nil
+}
+
+func (s *session) source(schema, table string, lsn pglogrepl.LSN) map[string]any {
+	src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: schema, Table: table,
+		LSN: lsn, CommitLSN: s.tx.commitLSN, Xid: s.tx.xid, CommitTime: s.tx.commitTime, Origin: s.tx.origin}
+	return src.Native()
+}
+
+// emit encodes one envelope and produces it in the open Kafka transaction.
+func (s *session) emit(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, before, after map[string]any, toast []any) error {
+	ts := rs.ts
+	if toast == nil {
+		toast = []any{}
+	}
+	env := map[string]any{
+		"op":              string(op),
+		"before":          rowUnion(ts, before),
+		"after":           rowUnion(ts, after),
+		"source":          s.source(ts.Table.Schema, ts.Table.Name, lsn),
+		"tx":              map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
+		"unchanged_toast": toast,
+	}
+	val, err := ts.ValueCodec.BinaryFromNative(schemas.AppendHeader(make([]byte, 0, 256), rs.valueID), env)
+	if err != nil {
+		return s.eventError(rs, lsn, keyText, fmt.Errorf("encode value: %w", err))
+	}
+	r := &kgo.Record{Topic: ts.Topic, Key: key, Value: val}
+	if key == nil {
+		return errors.New("emit: keyless record")
+	}
+	r.Partition = s.w.partitionFor(rs.topic, r)
+	return s.produce(ctx, r)
+}
+
+// produce adds the order headers and counts r in the source transaction.
+func (s *session) produce(ctx context.Context, r *kgo.Record) error {
+	if err := s.beginGroup(); err != nil {
+		return err
+	}
+	r.Headers = append(r.Headers,
+		kgo.RecordHeader{Key: schemas.HeaderCommitLSN, Value: lsnHeader(uint64(s.tx.commitLSN))},
+		kgo.RecordHeader{Key: schemas.HeaderPosition, Value: lsnHeader(uint64(s.tx.pos))},
+		kgo.RecordHeader{Key: schemas.HeaderXID, Value: strconv.AppendUint(nil, uint64(s.tx.xid), 10)},
+	)
+	s.w.produce(ctx, r)
+	s.tx.pos++
+	s.tx.counts[tpKey{r.Topic, r.Partition}]++
+	s.groupEvents++
+	return ctx.Err()
+}
+
+func rowUnion(ts *schemas.TableSchema, row map[string]any) any {
+	if row == nil {
+		return nil
+	}
+	return goavro.Union(ts.RowName, row)
+}
+
+// rowFromTuple converts a pgoutput tuple to the row record's native form.
+// Unchanged TOAST columns are null and returned by original name.
+func rowFromTuple(ts *schemas.TableSchema, t *pglogrepl.TupleData) (map[string]any, []any, error) {
+	if int(t.ColumnNum) != len(ts.Fields) || len(t.Columns) != len(ts.Fields) {
+		return nil, nil, fmt.Errorf("tuple has %d columns, relation has %d", len(t.Columns), len(ts.Fields))
+	}
+	row := make(map[string]any, len(ts.Fields))
+	var toast []any
+	for i, c := range t.Columns {
+		f := ts.Fields[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			row[f] = nil
+		case pglogrepl.TupleDataTypeToast:
+			row[f] = nil
+			toast = append(toast, ts.Table.Columns[i].Name)
+		case pglogrepl.TupleDataTypeText:
+			v, err := ts.Codecs[i].Decode(c.Data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("column %q (%s) value %q: %w", ts.Table.Columns[i].Name, ts.Table.Columns[i].SQLType, clip(c.Data), err)
+			}
+			row[f] = ts.Union(i, v)
+		default:
+			return nil, nil, fmt.Errorf("column %q: unexpected tuple data type %q", ts.Table.Columns[i].Name, c.DataType)
+		}
+	}
+	return row, toast, nil
+}
+
+func clip(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:61]) + "..."
+	}
+	return string(b)
+}
+
+// truncate produces one truncate event per partition of each table, so that
+// per-key readers of every partition see it in order.
+func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.TruncateMessage) error {
+	if s.tx == nil || s.tx.skip {
+		return nil
+	}
+	for _, id := range m.RelationIDs {
+		rs, ok := s.relations[id]
+		if !ok {
+			return permanent(fmt.Errorf("truncate at %s of relation %d before its Relation message", lsn, id))
+		}
+		if rs.skip {
+			continue
+		}
+		ts := rs.ts
+		for p := int32(0); p < rs.topic.n; p++ {
+			env := map[string]any{
+				"op": string(schemas.OpTruncate), "before": nil, "after": nil,
+				"source":          s.source(ts.Table.Schema, ts.Table.Name, lsn),
+				"tx":              map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
+				"unchanged_toast": []any{},
+			}
+			val, err := ts.ValueCodec.BinaryFromNative(schemas.AppendHeader(nil, rs.valueID), env)
+			if err != nil {
+				return s.eventError(rs, lsn, "(truncate)", err)
+			}
+			if err := s.produce(ctx, &kgo.Record{Topic: ts.Topic, Partition: p, Value: val}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// message passes a logical decoding message through. A transactional one is
+// part of its transaction; a non-transactional one is framed on its own.
+func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	if m.Prefix == HeartbeatPrefix {
+		return nil
+	}
+	standalone := !m.Transactional || s.tx == nil
+	if standalone {
+		if m.LSN <= s.resumeAfter {
+			return nil
+		}
+		s.tx = &txState{commitLSN: m.LSN, commitTime: time.Now(), counts: map[tpKey]int64{}}
+		if s.pendingFrom == 0 {
+			s.pendingFrom = m.LSN
+		}
+	} else if s.tx.skip {
+		return nil
+	}
+	src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, LSN: m.LSN,
+		CommitLSN: s.tx.commitLSN, Xid: s.tx.xid, CommitTime: s.tx.commitTime, Origin: s.tx.origin}
+	val, err := s.msgCodec.BinaryFromNative(schemas.AppendHeader(nil, s.msgValID), map[string]any{
+		"prefix": m.Prefix, "content": m.Content, "transactional": m.Transactional, "source": src.Native(),
+		"tx": map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
+	})
+	if err != nil {
+		return permanent(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
+	}
+	key, err := s.msgKey.BinaryFromNative(schemas.AppendHeader(nil, s.msgKeyID), map[string]any{"prefix": m.Prefix})
+	if err != nil {
+		return permanent(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
+	}
+	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val}
+	r.Partition = s.w.partitionFor(s.msgTopic, r)
+	if err := s.produce(ctx, r); err != nil {
+		return err
+	}
+	if standalone {
+		return s.finishTx(ctx, m.LSN)
+	}
+	return nil
+}
+
+func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
+	if s.tx == nil {
+		return permanent(fmt.Errorf("commit at %s without begin", m.CommitLSN))
+	}
+	if s.tx.skip || s.tx.pos == 0 {
+		// Already in Kafka, from an origin that is not forwarded, or with no
+		// published change: no frame. The position moves past it with the
+		// next keepalive once earlier transactions are durable.
+		s.tx = nil
+		if !s.w.inTxn {
+			s.pendingFrom = 0
+		}
+		return nil
+	}
+	return s.finishTx(ctx, m.TransactionEndLSN)
+}
+
+// finishTx writes the frame of the current source transaction and commits the
+// Kafka transaction when the group is full.
+func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
+	tx := s.tx
+	f := schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
+		Origin: tx.origin, Events: tx.pos}
+	for k, n := range tx.counts {
+		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
+	}
+	sortCounts(f.Partitions)
+	val, err := s.frameCodec.BinaryFromNative(schemas.AppendHeader(nil, s.frameID), f.Native())
+	if err != nil {
+		return permanent(fmt.Errorf("encode frame of xid %d commit %s: %w", tx.xid, tx.commitLSN, err))
+	}
+	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
+	s.groupTxns++
+	s.groupEnd = end
+	s.tx = nil
+	if s.groupEvents >= s.cfg.GroupMaxEvents {
+		return s.commitGroup(ctx)
+	}
+	return nil
+}
+
+func sortCounts(p []schemas.PartitionCount) {
+	sort.Slice(p, func(i, j int) bool {
+		return p[i].Topic < p[j].Topic || p[i].Topic == p[j].Topic && p[i].Partition < p[j].Partition
+	})
+}

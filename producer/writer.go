@@ -1,0 +1,141 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// kafkaWriter writes records inside Kafka transactions and knows each record's
+// partition before it is sent, so that a frame can count records per
+// partition without waiting for acknowledgements. Partitions are chosen as
+// Kafka's default partitioner does (murmur2 of the key), so other producers
+// of the same keys agree. Not safe for concurrent use.
+type kafkaWriter struct {
+	cl         *kgo.Client
+	adm        *kadm.Client
+	partitions int32 // for topics this writer creates
+	hasher     kgo.Partitioner
+	topics     map[string]topicInfo
+
+	inTxn bool
+	errMu sync.Mutex
+	err   error // first produce error of the open transaction
+}
+
+type topicInfo struct {
+	n    int32
+	part kgo.TopicPartitioner
+}
+
+func newKafkaWriter(cl *kgo.Client, partitions int32) *kafkaWriter {
+	return &kafkaWriter{
+		cl: cl, adm: kadm.NewClient(cl), partitions: partitions,
+		hasher: kgo.StickyKeyPartitioner(nil),
+		topics: map[string]topicInfo{},
+	}
+}
+
+// ensureTopic creates topic with n partitions (the writer's default when n is
+// 0) unless it exists, and caches its partition count.
+func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (topicInfo, error) {
+	if ti, ok := w.topics[topic]; ok {
+		return ti, nil
+	}
+	if n == 0 {
+		n = w.partitions
+	}
+	resp, err := w.adm.CreateTopic(ctx, n, -1, nil, topic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, resp.Err)
+	}
+	md, err := w.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return topicInfo{}, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	td, ok := md[topic]
+	if !ok || td.Err != nil || len(td.Partitions) == 0 {
+		return topicInfo{}, fmt.Errorf("describe topic %s: not available (%v)", topic, td.Err)
+	}
+	ti := topicInfo{n: int32(len(td.Partitions)), part: w.hasher.ForTopic(topic)}
+	w.topics[topic] = ti
+	return ti, nil
+}
+
+// partitionFor returns the partition of a keyed record of topic.
+func (w *kafkaWriter) partitionFor(ti topicInfo, r *kgo.Record) int32 {
+	return int32(ti.part.Partition(r, int(ti.n)))
+}
+
+// begin opens a Kafka transaction unless one is open.
+func (w *kafkaWriter) begin() error {
+	if w.inTxn {
+		return nil
+	}
+	if err := w.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("begin kafka transaction: %w", err)
+	}
+	w.inTxn = true
+	w.err = nil
+	return nil
+}
+
+// produce sends r, whose Partition is already set, in the open transaction.
+// It blocks when the client's buffer is full.
+func (w *kafkaWriter) produce(ctx context.Context, r *kgo.Record) {
+	w.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+		if err != nil {
+			w.errMu.Lock()
+			if w.err == nil {
+				w.err = fmt.Errorf("produce to %s[%d]: %w", r.Topic, r.Partition, err)
+			}
+			w.errMu.Unlock()
+		}
+	})
+}
+
+// commit flushes and commits the open transaction. On any error the
+// transaction is aborted and the error returned; nothing of it is visible to
+// read_committed readers.
+func (w *kafkaWriter) commit(ctx context.Context) error {
+	if !w.inTxn {
+		return nil
+	}
+	w.inTxn = false
+	if err := w.cl.Flush(ctx); err != nil {
+		w.abort()
+		return fmt.Errorf("flush kafka transaction: %w", err)
+	}
+	w.errMu.Lock()
+	perr := w.err
+	w.errMu.Unlock()
+	if perr != nil {
+		w.abort()
+		return perr
+	}
+	if err := w.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("commit kafka transaction: %w", err)
+	}
+	return nil
+}
+
+// abort aborts the open transaction, best effort: the session is ending, and
+// a transaction left open is aborted by the broker when the next session
+// initializes the same transactional ID.
+func (w *kafkaWriter) abort() {
+	ctx := context.Background()
+	_ = w.cl.AbortBufferedRecords(ctx)
+	_ = w.cl.EndTransaction(ctx, kgo.TryAbort)
+	w.inTxn = false
+}
+
+func lsnHeader(v uint64) []byte { return strconv.AppendUint(nil, v, 10) }
