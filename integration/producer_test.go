@@ -83,7 +83,8 @@ func (e *env) runProducer(t *testing.T, cfg producer.Config) (stop func()) {
 
 // waitSlotActive waits until a producer streams from slot: changes committed
 // before the slot's consistent point are not in its stream.
-func (e *env) waitSlotActive(t *testing.T, slot string) {
+// On failure it prints what the optional proc printed.
+func (e *env) waitSlotActive(t *testing.T, slot string, proc ...*harness.Proc) {
 	t.Helper()
 	c := e.pg.Conn(t)
 	deadline := time.Now().Add(time.Minute)
@@ -97,23 +98,37 @@ func (e *env) waitSlotActive(t *testing.T, slot string) {
 			t.Fatal(err)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slot %s not active after a minute", slot)
+			out := ""
+			for _, p := range proc {
+				out += p.Output()
+			}
+			t.Fatalf("slot %s not active after a minute\n%s", slot, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// waitFrames waits until the transactions topic holds at least n frames.
+// waitFrames waits until the transactions topic holds at least n frames and
+// returns the validated log. Call it when the workload has ended: frames of
+// commits made while it reads would look like unframed records.
 func (e *env) waitFrames(t *testing.T, n int) *harness.Log {
+	t.Helper()
+	e.waitFrameCount(t, n)
+	return harness.ReadLog(t, e.kafka, e.reg, e.prefix)
+}
+
+// waitFrameCount waits until the transactions topic holds at least n frames.
+// It reads only frames.
+func (e *env) waitFrameCount(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
-		if len(log.Txns) >= n {
-			return log
+		got := harness.CountFrames(t, e.kafka, e.prefix)
+		if got >= n {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d frames after 2 minutes", len(log.Txns), n)
+			t.Fatalf("only %d of %d frames after 2 minutes", got, n)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -168,8 +183,9 @@ func TestProducerFramesConcurrentTransactionsInCommitOrder(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	log := e.waitFrames(t, 102)
+	e.waitFrameCount(t, 102)
 	stop()
+	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
 	if len(log.Txns) != 102 {
 		t.Fatalf("%d frames, want 102 (one per source transaction)", len(log.Txns))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -58,13 +59,25 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, resp.Err)
 	}
-	md, err := w.adm.ListTopics(ctx, topic)
-	if err != nil {
-		return topicInfo{}, fmt.Errorf("describe topic %s: %w", topic, err)
-	}
-	td, ok := md[topic]
-	if !ok || td.Err != nil || len(td.Partitions) == 0 {
-		return topicInfo{}, fmt.Errorf("describe topic %s: not available (%v)", topic, td.Err)
+	// A new topic's metadata reaches every broker a moment after creation.
+	var td kadm.TopicDetail
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		md, err := w.adm.ListTopics(ctx, topic)
+		if err != nil {
+			return topicInfo{}, fmt.Errorf("describe topic %s: %w", topic, err)
+		}
+		td = md[topic]
+		if td.Err == nil && len(td.Partitions) > 0 {
+			break
+		}
+		if wait > 10*time.Second {
+			return topicInfo{}, fmt.Errorf("describe topic %s: not available: %w", topic, td.Err)
+		}
+		select {
+		case <-ctx.Done():
+			return topicInfo{}, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	ti := topicInfo{n: int32(len(td.Partitions)), part: w.hasher.ForTopic(topic)}
 	w.topics[topic] = ti

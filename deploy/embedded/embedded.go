@@ -96,6 +96,7 @@ func Start(cfg Config) (*Stack, error) {
 		kfake.Ports(port),
 		kfake.ClusterID("tributary-dev"),
 		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.AllowAutoTopicCreation(), // as Apache Kafka does by default
 		kfake.BrokerConfigs(map[string]string{"transaction.max.timeout.ms": strconv.Itoa(int((30 * time.Minute).Milliseconds()))}),
 	}
 	if cfg.KafkaTLS != nil {

@@ -51,6 +51,9 @@ type Log struct {
 //   - each frame's per-partition counts are exactly the records that follow
 //     on each partition, and no record is left unframed;
 //   - every record's commit LSN header and tx position match its frame.
+//
+// Call it when no producer is writing under prefix, or a commit between the
+// reads of the frames and of the data looks like an unframed record.
 func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -121,6 +124,14 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 		}
 	}
 	return &log
+}
+
+// CountFrames returns how many frames the transactions topic holds now.
+func CountFrames(t testing.TB, k *Kafka, prefix string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return len(readTopic(ctx, t, k, schemas.TransactionsTopic(prefix)))
 }
 
 // Events returns all events of the log in commit order.
