@@ -1,0 +1,179 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// Mode is how a consumer orders its apply.
+type Mode string
+
+// The apply modes.
+const (
+	// ModeTransactional applies whole source transactions in commit order
+	// across every table and partition (G3). The default.
+	ModeTransactional Mode = "transactional"
+	// ModePerKey applies partitions in parallel; order holds per key only,
+	// and a target transaction may hold part of a source transaction.
+	ModePerKey Mode = "per-key"
+)
+
+// ParseMode parses --mode.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeTransactional:
+		return ModeTransactional, nil
+	case ModePerKey:
+		return ModePerKey, nil
+	}
+	return "", fmt.Errorf("unknown mode %q (want transactional or per-key)", s)
+}
+
+// OnError is what a consumer does with a source transaction it cannot apply.
+type OnError string
+
+// The error policies.
+const (
+	// OnErrorStop makes Run return the error; the next Run resumes at the
+	// same transaction. The default.
+	OnErrorStop OnError = "stop"
+	// OnErrorDeadLetter writes the transaction's raw records, with the
+	// reason, to <prefix>.dlq.<name> and goes on.
+	OnErrorDeadLetter OnError = "dead-letter"
+)
+
+// ParseOnError parses --on-error.
+func ParseOnError(s string) (OnError, error) {
+	switch OnError(s) {
+	case "", OnErrorStop:
+		return OnErrorStop, nil
+	case OnErrorDeadLetter:
+		return OnErrorDeadLetter, nil
+	}
+	return "", fmt.Errorf("unknown error policy %q (want stop or dead-letter)", s)
+}
+
+// Config configures a Consumer. Its fields map one to one to the flags of
+// `tributary consumer`; the zero value of every optional field is its default.
+type Config struct {
+	// Kafka holds the client options that reach the brokers: at least
+	// kgo.SeedBrokers (--brokers), plus TLS or SASL. The consumer adds its
+	// own consuming options; do not pass consumer or group options.
+	Kafka []kgo.Opt
+	// Registry decodes the events (--registry). Required.
+	Registry *schemas.Registry
+	// Prefix is the producer's topic prefix (--prefix). Required.
+	Prefix string
+	// Name identifies the consumer (--name): its checkpoint, its Kafka group
+	// "tributary-<name>" and its dead-letter topic. Required.
+	Name string
+	// Sink receives the events (--sink, --target). Required.
+	Sink Sink
+	// Tables limits the apply to these tables, "schema.table" or "table"
+	// (public), (--tables). Empty means every table.
+	Tables []string
+	// Mode is --mode; ModeTransactional by default.
+	Mode Mode
+	// OnError is --on-error; OnErrorStop by default.
+	OnError OnError
+	// UntilCaughtUp makes Run apply everything committed to the
+	// transactions topic when it starts, then return nil (--until-caught-up).
+	UntilCaughtUp bool
+	// Interval, when positive, makes Run catch up, sleep Interval, and catch
+	// up again until its context ends (--interval).
+	Interval time.Duration
+	// GroupMaxTxns and GroupMaxEvents bound how many source transactions,
+	// and events, one target transaction groups (defaults 1000 and 20000).
+	// A source transaction is never split, so a single large one may exceed
+	// GroupMaxEvents. Transactions are grouped only while more are already
+	// read; a quiet stream applies each one at once.
+	GroupMaxTxns   int
+	GroupMaxEvents int
+	// PartitionBuffer is how many records each partition may read ahead
+	// before it is paused (default 4096).
+	PartitionBuffer int
+	// RetryMaxElapsed is how long Run retries transient errors, counted
+	// since the last successful apply, before returning the last one
+	// (default 10 minutes).
+	RetryMaxElapsed time.Duration
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if len(c.Kafka) == 0 {
+		errs = append(errs, errors.New("Kafka: no client options (brokers)"))
+	}
+	if c.Registry == nil {
+		errs = append(errs, errors.New("Registry: required"))
+	}
+	if c.Prefix == "" {
+		errs = append(errs, errors.New("Prefix: required"))
+	}
+	if c.Name == "" {
+		errs = append(errs, errors.New("Name: required"))
+	} else if strings.ContainsAny(c.Name, " /\\") {
+		errs = append(errs, fmt.Errorf("Name %q: must not contain spaces or slashes", c.Name))
+	}
+	if c.Sink == nil {
+		errs = append(errs, errors.New("Sink: required"))
+	}
+	var err error
+	if c.Mode, err = ParseMode(string(c.Mode)); err != nil {
+		errs = append(errs, fmt.Errorf("Mode: %w", err))
+	}
+	if c.OnError, err = ParseOnError(string(c.OnError)); err != nil {
+		errs = append(errs, fmt.Errorf("OnError: %w", err))
+	}
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("Interval %v: must not be negative", c.Interval))
+	}
+	if c.GroupMaxTxns < 0 || c.GroupMaxEvents < 0 || c.PartitionBuffer < 0 || c.RetryMaxElapsed < 0 {
+		errs = append(errs, errors.New("GroupMaxTxns, GroupMaxEvents, PartitionBuffer, RetryMaxElapsed: must not be negative"))
+	}
+	for _, t := range c.Tables {
+		if strings.TrimSpace(t) == "" || strings.Count(t, ".") > 1 {
+			errs = append(errs, fmt.Errorf("Tables: %q is not schema.table", t))
+		}
+	}
+	if c.GroupMaxTxns == 0 {
+		c.GroupMaxTxns = 1000
+	}
+	if c.GroupMaxEvents == 0 {
+		c.GroupMaxEvents = 20000
+	}
+	if c.PartitionBuffer == 0 {
+		c.PartitionBuffer = 4096
+	}
+	if c.RetryMaxElapsed == 0 {
+		c.RetryMaxElapsed = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}
+
+// tableTopics maps Tables to the data topics they select; nil selects all.
+func (c *Config) tableTopics() map[string]bool {
+	if len(c.Tables) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(c.Tables))
+	for _, t := range c.Tables {
+		s, n, ok := strings.Cut(strings.TrimSpace(t), ".")
+		if !ok {
+			s, n = "public", s
+		}
+		m[schemas.TopicName(c.Prefix, s, n)] = true
+	}
+	return m
+}

@@ -1,0 +1,356 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// decoder turns records into events. Tables are cached by value schema ID; the
+// registry caches codecs. A decoder is used by one goroutine.
+type decoder struct {
+	reg    *schemas.Registry
+	tables map[int]*Table
+}
+
+func newDecoder(reg *schemas.Registry) *decoder {
+	return &decoder{reg: reg, tables: map[int]*Table{}}
+}
+
+// native decodes a wire-format value with the registry. An unknown schema ID
+// or undecodable bytes are permanent; a registry that cannot be reached is not.
+func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error) {
+	id, body, err := schemas.SplitWire(b)
+	if err != nil {
+		return nil, 0, "", Permanent(err)
+	}
+	codec, raw, err := d.reg.CodecAndSchema(ctx, id)
+	if err != nil {
+		if schemas.IsUnknownSchema(err) {
+			return nil, id, "", Permanent(fmt.Errorf("unknown schema id %d: %w", id, err))
+		}
+		return nil, id, "", err
+	}
+	v, rest, err := codec.NativeFromBinary(body)
+	if err != nil {
+		return nil, id, "", Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+	}
+	if len(rest) != 0 {
+		return nil, id, "", Permanent(fmt.Errorf("schema id %d: %d bytes left after the Avro record", id, len(rest)))
+	}
+	return v, id, raw, nil
+}
+
+// frame decodes a record of the transactions topic.
+func (d *decoder) frame(ctx context.Context, r *kgo.Record) (schemas.Frame, error) {
+	v, _, _, err := d.native(ctx, r.Value)
+	if err != nil {
+		return schemas.Frame{}, err
+	}
+	f, err := schemas.FrameFromNative(v)
+	if err != nil {
+		return f, Permanent(err)
+	}
+	return f, nil
+}
+
+// message decodes a record of the messages topic.
+func (d *decoder) message(ctx context.Context, r *kgo.Record) (*Message, error) {
+	v, _, _, err := d.native(ctx, r.Value)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, Permanent(errors.New("message is not a record"))
+	}
+	msg := &Message{}
+	msg.Prefix, _ = m["prefix"].(string)
+	msg.Content, _ = m["content"].([]byte)
+	msg.Transactional, _ = m["transactional"].(bool)
+	return msg, nil
+}
+
+// event decodes a data record into ev (whose Txn and place are already set).
+func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
+	v, id, raw, err := d.native(ctx, r.Value)
+	if err != nil {
+		return err
+	}
+	env, ok := v.(map[string]any)
+	if !ok {
+		return Permanent(fmt.Errorf("schema id %d: value is not an envelope record", id))
+	}
+	t := d.tables[id]
+	if t == nil {
+		src, _ := env["source"].(map[string]any)
+		schema, _ := src["schema"].(string)
+		name, _ := src["table"].(string)
+		if t, err = tableFromSchema(raw, id, schema, name, r.Topic); err != nil {
+			return Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		}
+		d.tables[id] = t
+	}
+	ev.Table = t
+	if ev.Txn == nil {
+		ev.Txn = txnFromSource(env["source"])
+	}
+	op, _ := env["op"].(string)
+	ev.Op = schemas.Op(op)
+	switch ev.Op {
+	case schemas.OpInsert, schemas.OpUpdate, schemas.OpDelete, schemas.OpRead, schemas.OpTruncate:
+	default:
+		return Permanent(fmt.Errorf("unknown op %q", op))
+	}
+	if ev.Before, err = t.row(env["before"]); err != nil {
+		return Permanent(fmt.Errorf("before: %w", err))
+	}
+	if ev.After, err = t.row(env["after"]); err != nil {
+		return Permanent(fmt.Errorf("after: %w", err))
+	}
+	if ut, ok := env["unchanged_toast"].([]any); ok && len(ut) > 0 {
+		for _, n := range ut {
+			name, _ := n.(string)
+			i := t.column(name)
+			if i < 0 {
+				return Permanent(fmt.Errorf("unchanged_toast names unknown column %q", name))
+			}
+			ev.Unchanged = append(ev.Unchanged, i)
+		}
+	}
+	switch ev.Op {
+	case schemas.OpInsert, schemas.OpRead, schemas.OpUpdate:
+		if ev.After == nil {
+			return Permanent(fmt.Errorf("op %q without an after image", op))
+		}
+	case schemas.OpDelete:
+		if ev.Before == nil {
+			return Permanent(errors.New("delete without a before image"))
+		}
+	}
+	return nil
+}
+
+func (t *Table) column(name string) int {
+	for i, c := range t.Columns {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// row converts a decoded nullable Row union to column order.
+func (t *Table) row(v any) ([]any, error) {
+	v = schemas.UnwrapUnion(v)
+	if v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("row is %T, not a record", v)
+	}
+	out := make([]any, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = schemas.UnwrapUnion(m[c.Field])
+	}
+	return out, nil
+}
+
+// tableFromSchema reads the column attributes of the Row record inside an
+// envelope value schema.
+func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, error) {
+	var env map[string]any
+	if err := json.Unmarshal([]byte(raw), &env); err != nil {
+		return nil, fmt.Errorf("schema is not JSON: %w", err)
+	}
+	var row map[string]any
+	fields, _ := env["fields"].([]any)
+	for _, f := range fields {
+		fm, _ := f.(map[string]any)
+		if fm["name"] != "before" && fm["name"] != "after" {
+			continue
+		}
+		if u, ok := fm["type"].([]any); ok {
+			for _, b := range u {
+				if bm, ok := b.(map[string]any); ok && bm["type"] == "record" {
+					row = bm
+				}
+			}
+		}
+		if row != nil {
+			break
+		}
+	}
+	if row == nil {
+		return nil, errors.New("not a Tributary envelope: no Row record in before or after")
+	}
+	t := &Table{Schema: schema, Name: name, Topic: topic, SchemaID: id}
+	rfields, _ := row["fields"].([]any)
+	for _, f := range rfields {
+		fm, _ := f.(map[string]any)
+		c := Column{}
+		c.Field, _ = fm["name"].(string)
+		c.Name, _ = fm[schemas.AttrColumn].(string)
+		c.SQLType, _ = fm[schemas.AttrSQLType].(string)
+		c.Key, _ = fm[schemas.AttrKey].(bool)
+		if c.Name == "" {
+			c.Name = c.Field
+		}
+		typ := fm["type"]
+		if u, ok := typ.([]any); ok {
+			for _, b := range u {
+				if b != "null" {
+					typ = b
+				}
+			}
+		}
+		codec, err := codecForAvro(typ)
+		if err != nil {
+			return nil, fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)
+		}
+		c.Encode = codec.Encode
+		if c.Key {
+			t.Key = append(t.Key, len(t.Columns))
+		}
+		t.Columns = append(t.Columns, c)
+	}
+	if len(t.Key) == 0 {
+		return nil, fmt.Errorf("table %s: no column has %s", t, schemas.AttrKey)
+	}
+	return t, nil
+}
+
+// codecForAvro finds the schemas.Codec whose Avro form is avro, so that its
+// Encode turns decoded values back into PostgreSQL text. The Avro form
+// determines the conversion; the exact PostgreSQL type (varchar or text, int2
+// or int4) only matters to the target column, which parses the text.
+func codecForAvro(avro any) (schemas.Codec, error) {
+	t, typmod, err := pgTypeForAvro(avro)
+	if err != nil {
+		return schemas.Codec{}, err
+	}
+	return schemas.MapType(t, typmod, schemas.UnsupportedFail)
+}
+
+func pgTypeForAvro(avro any) (schemas.PGType, int32, error) {
+	base := func(oid uint32, name string) (schemas.PGType, int32, error) {
+		return schemas.PGType{OID: oid, Name: name, Kind: schemas.KindBase}, -1, nil
+	}
+	switch v := avro.(type) {
+	case string:
+		switch v {
+		case "boolean":
+			return base(pgtype.BoolOID, "bool")
+		case "int":
+			return base(pgtype.Int4OID, "int4")
+		case "long":
+			return base(pgtype.Int8OID, "int8")
+		case "float":
+			return base(pgtype.Float4OID, "float4")
+		case "double":
+			return base(pgtype.Float8OID, "float8")
+		case "string":
+			return base(pgtype.TextOID, "text")
+		case "bytes":
+			return base(pgtype.ByteaOID, "bytea")
+		case schemas.TypeIntervalRecordName:
+			return base(pgtype.IntervalOID, "interval")
+		}
+	case map[string]any:
+		typ, _ := v["type"].(string)
+		lt, _ := v["logicalType"].(string)
+		switch {
+		case typ == "bytes" && lt == "decimal":
+			p, s := jsonInt(v["precision"]), jsonInt(v["scale"])
+			t, _, _ := base(pgtype.NumericOID, "numeric")
+			return t, int32((p<<16)|s) + 4, nil
+		case typ == "int" && lt == "date":
+			return base(pgtype.DateOID, "date")
+		case typ == "long" && lt == "time-micros":
+			return base(pgtype.TimeOID, "time")
+		case typ == "long" && lt == "timestamp-micros":
+			return base(pgtype.TimestamptzOID, "timestamptz")
+		case typ == "long" && lt == "local-timestamp-micros":
+			return base(pgtype.TimestampOID, "timestamp")
+		case typ == "string" && lt == "uuid":
+			return base(pgtype.UUIDOID, "uuid")
+		case typ == "string" && v["tributary.numeric"] == true:
+			return base(pgtype.NumericOID, "numeric")
+		case typ == "record" && (v["name"] == schemas.TypeIntervalRecordName || v["name"] == "Interval"):
+			return base(pgtype.IntervalOID, "interval")
+		case typ == "array":
+			items := v["items"]
+			if u, ok := items.([]any); ok {
+				for _, b := range u {
+					if b != "null" {
+						items = b
+					}
+				}
+			}
+			et, typmod, err := pgTypeForAvro(items)
+			if err != nil {
+				return et, 0, err
+			}
+			return schemas.PGType{Name: "_" + et.Name, Kind: schemas.KindArray, Elem: &et}, typmod, nil
+		case lt == "" && typ != "":
+			return pgTypeForAvro(typ)
+		}
+	}
+	b, _ := json.Marshal(avro)
+	return schemas.PGType{}, 0, fmt.Errorf("no PostgreSQL conversion for Avro type %s", b)
+}
+
+func jsonInt(v any) int {
+	switch n := v.(type) {
+	case float64:
+		return int(n)
+	case int:
+		return n
+	}
+	return 0
+}
+
+// headerLSN and headerInt read the decimal headers of a data record.
+func headerInt(r *kgo.Record, key string) (int64, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			n, err := strconv.ParseUint(string(h.Value), 10, 64)
+			return int64(n), err == nil
+		}
+	}
+	return 0, false
+}
+
+func headerLSN(r *kgo.Record) (pglogrepl.LSN, bool) {
+	n, ok := headerInt(r, schemas.HeaderCommitLSN)
+	return pglogrepl.LSN(n), ok
+}
+
+// txnFromSource builds the Txn of a record read without its frame (per-key
+// mode) from the envelope's source block.
+func txnFromSource(v any) *Txn {
+	src, _ := v.(map[string]any)
+	t := &Txn{Offset: -1}
+	if n, ok := src["xid"].(int64); ok {
+		t.Xid = uint32(n)
+	}
+	if n, ok := src["commit_lsn"].(int64); ok {
+		t.CommitLSN = pglogrepl.LSN(n)
+	}
+	t.CommitTime, _ = src["commit_ts"].(time.Time)
+	t.Snapshot, _ = src["snapshot"].(bool)
+	if o, ok := schemas.UnwrapUnion(src["origin"]).(string); ok {
+		t.Origin = o
+	}
+	return t
+}

@@ -1,0 +1,61 @@
+// Package consumer is the "Write" step: it reads Tributary's transaction-framed
+// Avro events from Kafka and replays them into a Sink, exactly once, in commit
+// order.
+//
+// # Transactional mode (the default)
+//
+// The consumer reads the transactions topic (<prefix>.transactions) in order,
+// from the offset stored in the sink's checkpoint, never from Kafka group
+// offsets. For each commit frame it takes exactly the frame's count of records
+// from each listed topic-partition, starting at that partition's checkpointed
+// next offset, and checks that every record's tributary.commit_lsn header
+// equals the frame's commit LSN and that tributary.position increases within
+// the partition. Events of one source transaction reach the sink in position
+// order, merged across partitions. Promises:
+//
+//   - Whole transactions, in commit order (G3): the sink receives consecutive
+//     whole source transactions in one Batch, which it applies in one target
+//     transaction. A Batch never splits a source transaction. So the target
+//     only ever shows states the source had at a commit boundary, across
+//     tables and partitions.
+//   - Exactly once (G2): the Batch carries the checkpoint (the next offset of
+//     the transactions topic and of every data partition it read, the last
+//     commit LSN and commit time) and the sink writes it in the same target
+//     transaction as the data. On start the consumer resumes from it.
+//   - Bounded memory (G6): records stream from Kafka into the sink; a source
+//     transaction is never held whole. Each partition's read-ahead buffer is
+//     bounded, and a partition whose buffer is full is paused.
+//   - Bad input is never dropped silently (G7): a record that cannot be
+//     decoded, an unknown schema ID, a value that cannot be converted, a
+//     target constraint violation, and a frame whose counts or LSNs do not
+//     match the records each produce an error naming the topic, partition,
+//     offset, table, key and commit LSN. Under OnErrorStop (the default) Run
+//     returns it, and the next Run resumes from the same place. Under
+//     OnErrorDeadLetter the failed source transaction's raw records are
+//     written with the reason to <prefix>.dlq.<name>, then the checkpoint
+//     moves past it. Structural errors (a frame that cannot be decoded, a
+//     count or LSN mismatch) always stop: skipping them would misalign every
+//     later transaction.
+//
+// A frame that lists partitions of tables outside Config.Tables has those
+// records read, checked and skipped; the checkpoint still advances.
+// Records of the messages topic (<prefix>.messages) listed in a frame reach the
+// sink as events with Op "" and a Message.
+//
+// # Per-key mode
+//
+// ModePerKey applies data partitions in parallel, one worker per partition,
+// each with its own checkpoint rows. Order holds per key only (G4): there is
+// no cross-table or cross-partition atomicity, and the target may show states
+// the source never had. A truncate is applied when the first partition's
+// truncate record arrives. Use it only for targets that do not need G3.
+//
+// # Errors and retries
+//
+// Errors are transient (broker or target unreachable, connection reset,
+// serialization failure) or permanent (see IsPermanent). Run retries
+// transient errors from the last checkpoint with exponential backoff, giving
+// up after Config.RetryMaxElapsed. Kafka group offsets of the group
+// "tributary-<name>" are committed on a best-effort basis, so that lag shows
+// in Kafka tools; they are never used to resume.
+package consumer

@@ -1,0 +1,103 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// ErrMismatch is wrapped by a FrameError when a frame and the records of its
+// partitions disagree: a record with another commit LSN, a missing header,
+// positions out of order, or fewer committed records than the frame counts.
+var ErrMismatch = errors.New("frame and records disagree")
+
+// permanentError marks an error that retrying will not fix.
+type permanentError struct{ err error }
+
+func (p *permanentError) Error() string { return p.err.Error() }
+func (p *permanentError) Unwrap() error { return p.err }
+
+// Permanent marks err as permanent: Run does not retry it. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil || IsPermanent(err) {
+		return err
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked with
+// Permanent. Context errors are never permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// structuralError marks a permanent error that the dead-letter policy must
+// not skip: the stream itself is inconsistent.
+type structuralError struct{ err error }
+
+func (s *structuralError) Error() string { return s.err.Error() }
+func (s *structuralError) Unwrap() error { return s.err }
+
+func structural(err error) error { return Permanent(&structuralError{err}) }
+
+func isStructural(err error) bool {
+	var s *structuralError
+	return errors.As(err, &s)
+}
+
+// EventError is an error about one record: it names where the record is and
+// what it changes.
+type EventError struct {
+	Topic       string
+	Partition   int32
+	Offset      int64
+	Table       string // schema.table; empty when unknown
+	Key         string // "(col)=(value)"; empty when unknown
+	CommitLSN   pglogrepl.LSN
+	Xid         uint32
+	FrameOffset int64 // offset of the frame in the transactions topic; -1 when none
+	Err         error
+}
+
+func (e *EventError) Error() string {
+	s := fmt.Sprintf("topic %s partition %d offset %d", e.Topic, e.Partition, e.Offset)
+	if e.Table != "" {
+		s += " table " + e.Table
+	}
+	if e.Key != "" {
+		s += " key " + e.Key
+	}
+	if e.CommitLSN != 0 {
+		s += fmt.Sprintf(" commit_lsn %s xid %d", e.CommitLSN, e.Xid)
+	}
+	return s + ": " + e.Err.Error()
+}
+
+func (e *EventError) Unwrap() error { return e.Err }
+
+// FrameError is an error about one commit frame of the transactions topic.
+type FrameError struct {
+	Topic     string // the transactions topic
+	Offset    int64  // the frame's offset
+	CommitLSN pglogrepl.LSN
+	Xid       uint32
+	Err       error
+}
+
+func (e *FrameError) Error() string {
+	s := fmt.Sprintf("frame at topic %s partition 0 offset %d", e.Topic, e.Offset)
+	if e.CommitLSN != 0 {
+		s += fmt.Sprintf(" commit_lsn %s xid %d", e.CommitLSN, e.Xid)
+	}
+	return s + ": " + e.Err.Error()
+}
+
+func (e *FrameError) Unwrap() error { return e.Err }
+
+// isContext reports whether err comes from ctx being done.
+func isContext(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ctx.Err()))
+}

@@ -1,0 +1,214 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// perKeySession applies every data partition in parallel, one worker (and one
+// Kafka client) per partition, each with its own checkpoint entry. New topics
+// are picked up every 30 seconds.
+func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
+	cp, err := c.cfg.Sink.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("read checkpoint: %w", err)
+	}
+	meta, err := kgo.NewClient(c.cfg.Kafka...)
+	if err != nil {
+		return Permanent(fmt.Errorf("kafka client: %w", err))
+	}
+	defer meta.Close()
+	adm := kadm.NewClient(meta)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var progressed bool
+	started := map[Stream]bool{}
+	discover := func() error {
+		topics, err := adm.ListTopics(ctx)
+		if err != nil {
+			return fmt.Errorf("list topics: %w", err)
+		}
+		var names []string
+		for _, t := range topics.Sorted() {
+			if c.isDataTopic(t.Topic) {
+				names = append(names, t.Topic)
+			}
+		}
+		var ends kadm.ListedOffsets
+		if st.untilCaughtUp && len(names) > 0 {
+			if ends, err = adm.ListCommittedOffsets(ctx, names...); err != nil {
+				return fmt.Errorf("end offsets: %w", err)
+			}
+		}
+		for _, t := range topics.Sorted() {
+			if !c.isDataTopic(t.Topic) {
+				continue
+			}
+			for _, p := range t.Partitions.Sorted() {
+				s := Stream{Kind: StreamPerKey, Topic: t.Topic, Partition: p.Partition}
+				if started[s] {
+					continue
+				}
+				end := int64(-1)
+				if st.untilCaughtUp {
+					lo, ok := ends.Lookup(t.Topic, p.Partition)
+					if !ok || lo.Err != nil {
+						return fmt.Errorf("end offset of %s partition %d: %v", t.Topic, p.Partition, lo.Err)
+					}
+					end = lo.Offset
+				}
+				started[s] = true
+				next, ok := cp.Next[s]
+				if !ok {
+					next = -1
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w := &keyWorker{c: c, s: s, end: end, dec: newDecoder(c.cfg.Registry)}
+					err := w.run(ctx, next, func() { mu.Lock(); progressed = true; mu.Unlock() })
+					if err != nil && ctx.Err() == nil {
+						cancel(err)
+					}
+				}()
+			}
+		}
+		return nil
+	}
+	err = discover()
+	if err == nil && !st.untilCaughtUp {
+		t := time.NewTicker(30 * time.Second)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-t.C:
+				if err = discover(); err != nil {
+					break loop
+				}
+			}
+		}
+		t.Stop()
+	}
+	if err != nil {
+		cancel(err)
+	}
+	wg.Wait()
+	st.progressed = progressed
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// isDataTopic reports whether topic is one of the prefix's table topics
+// selected by Config.Tables.
+func (c *Consumer) isDataTopic(topic string) bool {
+	if !strings.HasPrefix(topic, c.cfg.Prefix+".") || topic == c.txTopic || topic == c.msgTopic ||
+		strings.HasPrefix(topic, c.cfg.Prefix+".dlq.") {
+		return false
+	}
+	return c.filter == nil || c.filter[topic]
+}
+
+// keyWorker applies one partition in per-key mode.
+type keyWorker struct {
+	c   *Consumer
+	s   Stream
+	end int64
+	dec *decoder
+}
+
+func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) error {
+	c := w.c
+	off := kgo.NewOffset().AtStart()
+	if next >= 0 {
+		off = kgo.NewOffset().At(next)
+	}
+	cl, err := c.newClient(map[string]map[int32]kgo.Offset{w.s.Topic: {w.s.Partition: off}})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	p := &part{s: w.s, appended: next, seen: next}
+	var lastCommit time.Time
+	for {
+		if w.end >= 0 && (p.seen >= w.end || w.end == 0) && p.pending() == 0 {
+			return nil
+		}
+		if p.pending() == 0 {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			fs := cl.PollRecords(pctx, c.cfg.GroupMaxEvents)
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ferr error
+			fs.EachError(func(t string, pt int32, err error) {
+				if ferr == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+					ferr = fmt.Errorf("fetch %s partition %d: %w", t, pt, err)
+				}
+			})
+			if ferr != nil {
+				return ferr
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if r.Offset+1 > p.seen {
+					p.seen = r.Offset + 1
+				}
+				if !r.Attrs.IsControl() && r.Offset >= p.appended {
+					p.appended = r.Offset + 1
+					p.buf = append(p.buf, r)
+				}
+			})
+			continue
+		}
+		b := &Batch{}
+		b.cp = Checkpoint{Next: map[Stream]int64{}}
+		n := 0
+		b.next = func(ctx context.Context) (*Event, error) {
+			if p.pending() == 0 || n >= c.cfg.GroupMaxEvents {
+				return nil, io.EOF
+			}
+			rec := p.pop()
+			n++
+			b.cp.Next[w.s] = p.appendedTaken()
+			ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+			ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
+			if err := w.dec.event(ctx, rec, ev); err != nil {
+				return nil, ev.Wrap(err)
+			}
+			if lsn, ok := headerLSN(rec); ok && ev.Txn.CommitLSN != lsn {
+				return nil, structural(ev.Wrap(fmt.Errorf("%w: header commit LSN %s, envelope %s", ErrMismatch, lsn, ev.Txn.CommitLSN)))
+			}
+			b.cp.CommitLSN, b.cp.CommitTime = ev.Txn.CommitLSN, ev.Txn.CommitTime
+			return ev, nil
+		}
+		if err := c.cfg.Sink.Apply(ctx, b); err != nil {
+			return err
+		}
+		if b.err != nil {
+			return b.err
+		}
+		progressed()
+		if time.Since(lastCommit) > 5*time.Second {
+			c.commitGroupOffsets(ctx, adm, b.cp.Next)
+			lastCommit = time.Now()
+		}
+	}
+}

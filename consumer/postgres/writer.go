@@ -1,0 +1,456 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+var errEOF = io.EOF
+
+// flushAt is how many events the writer holds before sending them.
+const flushAt = 2000
+
+// writer sends one Apply's events: pending events are flushed in order, runs
+// of plain inserts into one table with COPY, the rest as one pipelined batch.
+type writer struct {
+	s       *Sink
+	tx      pgx.Tx
+	pending []*consumer.Event
+	newIDs  map[int]bool
+	// lastTrunc dedupes the truncate records that every partition of a
+	// table's topic carries for one TRUNCATE.
+	lastTrunc string
+}
+
+func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
+	if ev.Op == "" { // logical decoding message: nothing to apply in PostgreSQL
+		return nil
+	}
+	if ev.Op == schemas.OpTruncate {
+		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
+		if k == w.lastTrunc {
+			return nil
+		}
+		w.lastTrunc = k
+	} else {
+		w.lastTrunc = ""
+	}
+	if w.s.cfg.CreateTables && !w.ensured(ev.Table.SchemaID) {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+		if err := w.ensureTable(ctx, ev.Table); err != nil {
+			return ev.Wrap(classify(err))
+		}
+		w.newIDs[ev.Table.SchemaID] = true
+	}
+	w.pending = append(w.pending, ev)
+	if len(w.pending) >= flushAt {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+func (w *writer) ensured(id int) bool {
+	if w.newIDs[id] {
+		return true
+	}
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.s.ensured[id]
+}
+
+// ensureTable creates the target table of t if missing and adds the columns
+// it lacks.
+func (w *writer) ensureTable(ctx context.Context, t *consumer.Table) error {
+	cols := make([]string, 0, len(t.Columns)+1)
+	for _, c := range t.Columns {
+		cols = append(cols, schemas.QuoteIdent(c.Name)+" "+c.SQLType)
+	}
+	keys := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keys[i] = schemas.QuoteIdent(t.Columns[k].Name)
+	}
+	cols = append(cols, "PRIMARY KEY ("+strings.Join(keys, ", ")+")")
+	stmts := []string{
+		"CREATE SCHEMA IF NOT EXISTS " + schemas.QuoteIdent(t.Schema),
+		"CREATE TABLE IF NOT EXISTS " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ")",
+	}
+	for _, c := range t.Columns {
+		stmts = append(stmts, "ALTER TABLE "+t.QualifiedName()+" ADD COLUMN IF NOT EXISTS "+schemas.QuoteIdent(c.Name)+" "+c.SQLType)
+	}
+	for _, s := range stmts {
+		if _, err := w.tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("create table %s: %s: %w", t, s, err)
+		}
+	}
+	w.s.log.Info("target table checked", "table", t.String(), "schema_id", t.SchemaID)
+	return nil
+}
+
+// flush sends the pending events in order.
+func (w *writer) flush(ctx context.Context) error {
+	evs := w.pending
+	w.pending = w.pending[:0]
+	upsert := w.s.cfg.OnConflict == OnConflictUpsert
+	for i := 0; i < len(evs); {
+		j := i
+		if !upsert && isInsert(evs[i]) {
+			for j < len(evs) && isInsert(evs[j]) && evs[j].Table == evs[i].Table {
+				j++
+			}
+		}
+		if j-i >= w.s.cfg.CopyMin {
+			if err := w.copy(ctx, evs[i:j]); err != nil {
+				return err
+			}
+			i = j
+			continue
+		}
+		// Statements up to the next COPY-sized run.
+		k := i
+		for k < len(evs) {
+			if !upsert && isInsert(evs[k]) {
+				r := k
+				for r < len(evs) && isInsert(evs[r]) && evs[r].Table == evs[k].Table {
+					r++
+				}
+				if r-k >= w.s.cfg.CopyMin {
+					break
+				}
+				k = r
+				continue
+			}
+			k++
+		}
+		if err := w.statements(ctx, evs[i:k]); err != nil {
+			return err
+		}
+		i = k
+	}
+	clear(evs)
+	return nil
+}
+
+func isInsert(ev *consumer.Event) bool { return ev.Op == schemas.OpInsert || ev.Op == schemas.OpRead }
+
+// check says what a statement's result must show.
+type check int
+
+const (
+	checkNone    check = iota
+	checkOneRow        // error when no row matched (OnConflictError)
+	checkToastOK       // upsert: an update of a missing row with unknown TOAST values
+)
+
+type stmt struct {
+	ev    *consumer.Event
+	check check
+}
+
+func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	upsert := w.s.cfg.OnConflict == OnConflictUpsert
+	var batch pgx.Batch
+	stmts := make([]stmt, 0, len(evs))
+	for _, ev := range evs {
+		t := ev.Table
+		var sql string
+		var args []any
+		var err error
+		ck := checkNone
+		switch ev.Op {
+		case schemas.OpInsert, schemas.OpRead:
+			sql = w.s.insertSQL(t, upsert)
+			args, err = values(ev, ev.After, allColumns(t))
+		case schemas.OpUpdate:
+			if upsert && len(ev.Unchanged) == 0 {
+				sql = w.s.insertSQL(t, true)
+				args, err = values(ev, ev.After, allColumns(t))
+				break
+			}
+			set := setColumns(t, ev.Unchanged)
+			sql = w.s.updateSQL(t, set)
+			args, err = values(ev, ev.After, set)
+			if err == nil {
+				var keyArgs []any
+				keyRow := ev.Before
+				if keyRow == nil {
+					keyRow = ev.After
+				}
+				keyArgs, err = values(ev, keyRow, t.Key)
+				args = append(args, keyArgs...)
+			}
+			ck = checkOneRow
+			if upsert {
+				ck = checkToastOK
+			}
+		case schemas.OpDelete:
+			sql = w.s.deleteSQL(t)
+			args, err = values(ev, ev.Before, t.Key)
+			if !upsert {
+				ck = checkOneRow
+			}
+		case schemas.OpTruncate:
+			sql = "TRUNCATE " + t.QualifiedName()
+		}
+		if err != nil {
+			return err
+		}
+		batch.Queue(sql, args...)
+		stmts = append(stmts, stmt{ev: ev, check: ck})
+	}
+	br := w.tx.SendBatch(ctx, &batch)
+	defer br.Close()
+	for _, st := range stmts {
+		ct, err := br.Exec()
+		if err != nil {
+			return st.ev.Wrap(classify(err))
+		}
+		if ct.RowsAffected() == 0 {
+			switch st.check {
+			case checkOneRow:
+				return st.ev.Wrap(consumer.Permanent(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
+					"use --on-conflict upsert to tolerate a diverged target)", strings.ToLower(opName(st.ev.Op)))))
+			case checkToastOK:
+				return st.ev.Wrap(consumer.Permanent(errors.New("update matched no row in the target, and it cannot be " +
+					"inserted: the values of its unchanged TOASTed columns are unknown")))
+			}
+		}
+	}
+	if err := br.Close(); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+func opName(op schemas.Op) string {
+	switch op {
+	case schemas.OpUpdate:
+		return "UPDATE"
+	case schemas.OpDelete:
+		return "DELETE"
+	}
+	return string(op)
+}
+
+var copyLine = regexp.MustCompile(`COPY [^,]*, line (\d+)`)
+
+// copy sends a run of inserts into one table with COPY FROM STDIN (text).
+func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
+	t := evs[0].Table
+	var buf bytes.Buffer
+	for _, ev := range evs {
+		for i, c := range t.Columns {
+			if i > 0 {
+				buf.WriteByte('\t')
+			}
+			v := ev.After[i]
+			if v == nil {
+				buf.WriteString(`\N`)
+				continue
+			}
+			s, err := c.Encode(v)
+			if err != nil {
+				return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+			}
+			copyEscape(&buf, s)
+		}
+		buf.WriteByte('\n')
+	}
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = schemas.QuoteIdent(c.Name)
+	}
+	sql := "COPY " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") FROM STDIN"
+	_, err := w.tx.Conn().PgConn().CopyFrom(ctx, &buf, sql)
+	if err != nil {
+		ev := evs[0]
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			if m := copyLine.FindStringSubmatch(pe.Where); m != nil {
+				if n, _ := strconv.Atoi(m[1]); n >= 1 && n <= len(evs) {
+					ev = evs[n-1]
+				}
+			}
+		}
+		return ev.Wrap(classify(err))
+	}
+	return nil
+}
+
+// copyEscape writes s in COPY text format.
+func copyEscape(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b.WriteString(`\\`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+// values encodes the columns cols of row as text parameters (nil for NULL).
+func values(ev *consumer.Event, row []any, cols []int) ([]any, error) {
+	out := make([]any, len(cols))
+	for i, ci := range cols {
+		v := row[ci]
+		if v == nil {
+			continue
+		}
+		c := ev.Table.Columns[ci]
+		s, err := c.Encode(v)
+		if err != nil {
+			return nil, ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func allColumns(t *consumer.Table) []int {
+	out := make([]int, len(t.Columns))
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// setColumns are the columns an UPDATE sets: every non-key column whose value
+// was sent, or the key columns when there are none (so that the statement
+// still reports whether the row exists).
+func setColumns(t *consumer.Table, unchanged []int) []int {
+	skip := make(map[int]bool, len(unchanged)+len(t.Key))
+	for _, i := range unchanged {
+		skip[i] = true
+	}
+	for _, i := range t.Key {
+		skip[i] = true
+	}
+	var out []int
+	for i := range t.Columns {
+		if !skip[i] {
+			out = append(out, i)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, t.Key...)
+	}
+	return out
+}
+
+func (s *Sink) cached(key string, build func() string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q, ok := s.sql[key]; ok {
+		return q
+	}
+	q := build()
+	if len(s.sql) > 10000 {
+		clear(s.sql)
+	}
+	s.sql[key] = q
+	return q
+}
+
+func (s *Sink) insertSQL(t *consumer.Table, upsert bool) string {
+	return s.cached(fmt.Sprintf("i%d/%t", t.SchemaID, upsert), func() string {
+		cols := make([]string, len(t.Columns))
+		ph := make([]string, len(t.Columns))
+		for i, c := range t.Columns {
+			cols[i] = schemas.QuoteIdent(c.Name)
+			ph[i] = "$" + strconv.Itoa(i+1)
+		}
+		q := "INSERT INTO " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(ph, ", ") + ")"
+		if upsert {
+			keys := make([]string, len(t.Key))
+			isKey := map[int]bool{}
+			for i, k := range t.Key {
+				keys[i] = cols[k]
+				isKey[k] = true
+			}
+			var set []string
+			for i := range t.Columns {
+				if !isKey[i] {
+					set = append(set, cols[i]+" = EXCLUDED."+cols[i])
+				}
+			}
+			if len(set) == 0 {
+				q += " ON CONFLICT (" + strings.Join(keys, ", ") + ") DO NOTHING"
+			} else {
+				q += " ON CONFLICT (" + strings.Join(keys, ", ") + ") DO UPDATE SET " + strings.Join(set, ", ")
+			}
+		}
+		return q
+	})
+}
+
+func (s *Sink) updateSQL(t *consumer.Table, set []int) string {
+	key := fmt.Sprintf("u%d/%v", t.SchemaID, set)
+	return s.cached(key, func() string {
+		parts := make([]string, len(set))
+		for i, c := range set {
+			parts[i] = schemas.QuoteIdent(t.Columns[c].Name) + " = $" + strconv.Itoa(i+1)
+		}
+		return "UPDATE " + t.QualifiedName() + " SET " + strings.Join(parts, ", ") + " WHERE " + keyWhere(t, len(set))
+	})
+}
+
+func (s *Sink) deleteSQL(t *consumer.Table) string {
+	return s.cached(fmt.Sprintf("d%d", t.SchemaID), func() string {
+		return "DELETE FROM " + t.QualifiedName() + " WHERE " + keyWhere(t, 0)
+	})
+}
+
+func keyWhere(t *consumer.Table, offset int) string {
+	parts := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		parts[i] = schemas.QuoteIdent(t.Columns[k].Name) + " = $" + strconv.Itoa(offset+i+1)
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// classify marks PostgreSQL errors that retrying cannot fix as permanent:
+// everything but connection (08), transaction rollback (40: serialization
+// failure, deadlock), resource (53), operator intervention (57) and system
+// (58) errors. Other errors (I/O, timeouts) stay transient.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "40", "53", "57", "58":
+			return err
+		}
+		return consumer.Permanent(err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || pgconn.SafeToRetry(err) {
+		return err
+	}
+	return err
+}

@@ -1,0 +1,231 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// Sink is where a consumer replays events: a target database, a history store,
+// a warehouse. The sink owns the checkpoint storage, so that the checkpoint
+// commits atomically with the data it covers.
+//
+// The consumer calls Open once, then Checkpoint and Apply any number of
+// times, then Close. In transactional mode calls are sequential; in per-key
+// mode Checkpoint and Apply may be called concurrently, but concurrent batches
+// never share a Stream.
+type Sink interface {
+	// Open prepares the sink: connections, the checkpoint storage.
+	Open(ctx context.Context) error
+	// Checkpoint returns the checkpoint last committed for this consumer,
+	// read from durable storage (the consumer calls it again after a failed
+	// Apply, whose commit may or may not have happened), or an empty
+	// Checkpoint when there is none.
+	Checkpoint(ctx context.Context) (Checkpoint, error)
+	// Apply reads every event of b with b.Next until io.EOF, applies them in
+	// that order, then writes b.Checkpoint() and commits, all in one target
+	// transaction: after Apply returns nil, the events and the checkpoint are
+	// durable together; after it returns an error, neither is. Apply must
+	// not retain events after it returns. An error about one event should
+	// be made with Event.Errorf or Event.Wrap, so that it names the topic,
+	// partition, offset, table, key and LSN; an error that retrying cannot
+	// fix should be marked with Permanent.
+	Apply(ctx context.Context, b *Batch) error
+	// Close releases the sink's resources. It is called once, after the last
+	// Apply has returned.
+	Close(ctx context.Context) error
+}
+
+// StreamKind says which reading position a checkpoint entry records.
+type StreamKind string
+
+// The kinds of checkpoint entries.
+const (
+	// StreamTransactions is the transactions topic (partition 0).
+	StreamTransactions StreamKind = "transactions"
+	// StreamData is a data or messages partition read in transactional mode.
+	StreamData StreamKind = "data"
+	// StreamPerKey is a data partition read in per-key mode.
+	StreamPerKey StreamKind = "per-key"
+)
+
+// Stream is one topic-partition as read in one way; it keys a checkpoint entry.
+type Stream struct {
+	Kind      StreamKind
+	Topic     string
+	Partition int32
+}
+
+// Checkpoint is a consumer's durable position.
+type Checkpoint struct {
+	// Next is the next offset to read, per stream. A stream without an
+	// entry is read from its start.
+	Next map[Stream]int64
+	// CommitLSN and CommitTime are those of the last source transaction
+	// applied; zero when none.
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time
+}
+
+// Txn describes the source transaction an event belongs to. It is shared by
+// every event of the transaction; sinks must not modify it.
+type Txn struct {
+	Xid        uint32
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time
+	Origin     string
+	Snapshot   bool  // a snapshot chunk rather than a source transaction
+	Offset     int64 // offset of the frame in the transactions topic; -1 in per-key mode
+}
+
+// Column is one column of a table as its value schema describes it.
+type Column struct {
+	Field   string // Avro field name
+	Name    string // PostgreSQL column name (tributary.column)
+	SQLType string // format_type of the column (tributary.sql_type)
+	Key     bool   // part of the replication key (tributary.key)
+	// Encode converts a decoded Avro native value (never nil) to a
+	// PostgreSQL text input literal of SQLType.
+	Encode func(native any) (string, error)
+}
+
+// Table is one table version, derived from a value schema. It is immutable
+// and shared by every event written with that schema.
+type Table struct {
+	Schema   string
+	Name     string
+	Topic    string
+	SchemaID int // value schema ID in the registry
+	Columns  []Column
+	Key      []int // indexes into Columns of the key columns
+}
+
+// String is schema.table, unquoted.
+func (t *Table) String() string { return t.Schema + "." + t.Name }
+
+// QualifiedName is schema.table with both parts quoted.
+func (t *Table) QualifiedName() string {
+	return schemas.QuoteIdent(t.Schema) + "." + schemas.QuoteIdent(t.Name)
+}
+
+// Message is a logical decoding message (pg_logical_emit_message).
+type Message struct {
+	Prefix        string
+	Content       []byte
+	Transactional bool
+}
+
+// Event is one change, in the order the sink must apply it.
+type Event struct {
+	Txn       *Txn
+	Topic     string
+	Partition int32
+	Offset    int64
+	Position  int64 // position within the source transaction
+
+	// Op is the change: insert, update, delete, snapshot read or truncate;
+	// empty for a message.
+	Op    schemas.Op
+	Table *Table // nil for a message
+	// Before and After are native Avro values in Table.Columns order (nil
+	// is SQL NULL), or nil when the image is absent.
+	Before, After []any
+	// Unchanged holds the indexes of columns whose TOASTed value did not
+	// change; After holds nil for them and the target keeps its value.
+	Unchanged []int
+	Message   *Message // set when Op is empty
+}
+
+// KeyString renders the event's key columns as PostgreSQL does in error
+// details, "(a, b)=(1, x)", from After, or Before when After is absent.
+func (e *Event) KeyString() string {
+	if e.Table == nil {
+		return ""
+	}
+	row := e.After
+	if row == nil {
+		row = e.Before
+	}
+	if row == nil {
+		return ""
+	}
+	names := make([]string, 0, len(e.Table.Key))
+	vals := make([]string, 0, len(e.Table.Key))
+	for _, i := range e.Table.Key {
+		c := e.Table.Columns[i]
+		names = append(names, c.Name)
+		v := "NULL"
+		if row[i] != nil {
+			if s, err := c.Encode(row[i]); err == nil {
+				v = s
+			} else {
+				v = "?"
+			}
+		}
+		vals = append(vals, v)
+	}
+	return "(" + strings.Join(names, ", ") + ")=(" + strings.Join(vals, ", ") + ")"
+}
+
+// Wrap returns err as an *EventError naming e. It keeps err's permanence.
+func (e *Event) Wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	ee := &EventError{Topic: e.Topic, Partition: e.Partition, Offset: e.Offset, Key: e.KeyString(), Err: err}
+	if e.Table != nil {
+		ee.Table = e.Table.String()
+	}
+	if e.Txn != nil {
+		ee.CommitLSN, ee.Xid, ee.FrameOffset = e.Txn.CommitLSN, e.Txn.Xid, e.Txn.Offset
+	}
+	return ee
+}
+
+// Batch is a stream of events of whole source transactions, in apply order,
+// followed by the checkpoint to write with them. It is used by one goroutine.
+type Batch struct {
+	next func(ctx context.Context) (*Event, error)
+	cp   Checkpoint
+	done bool
+	err  error
+
+	txns   int
+	events int
+}
+
+// Next returns the next event, or io.EOF after the last one. Any other error
+// ends the batch: the sink must roll back and return an error (Apply may
+// return the error Next returned). The returned event is valid until Apply
+// returns.
+func (b *Batch) Next(ctx context.Context) (*Event, error) {
+	if b.done {
+		if b.err != nil {
+			return nil, b.err
+		}
+		return nil, io.EOF
+	}
+	ev, err := b.next(ctx)
+	if err != nil {
+		b.done = true
+		if !errors.Is(err, io.EOF) {
+			b.err = err
+		}
+		return nil, err
+	}
+	b.events++
+	return ev, nil
+}
+
+// Checkpoint returns the checkpoint to write with the batch: only the
+// entries that changed. It is valid once Next has returned io.EOF.
+func (b *Batch) Checkpoint() Checkpoint { return b.cp }
+
+// Events is how many events Next has returned so far.
+func (b *Batch) Events() int { return b.events }
