@@ -36,6 +36,7 @@ type env struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		"consumer": {"replay the events into a target, in commit order, exactly once", runConsumer},
 		"dev":      {"run an embedded Kafka broker and schema registry for development", runDev},
 		"producer": {"stream PostgreSQL logical replication into Kafka", runProducer},
 		"version":  {"print the version", runVersion},

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres"
+)
+
+func runConsumer(ctx context.Context, args []string, e env) error {
+	fs := flagconf.New("tributary consumer", e.stdout, flagconf.Info{
+		Description: "Replays a producer's events into a target. Each --name is an independent consumer\n" +
+			"with its own checkpoint, stored in the target in the same transaction as the data,\n" +
+			"so every source transaction is applied exactly once; any number of consumers may\n" +
+			"read the same topics.\n\n" +
+			"Modes:\n" +
+			"  transactional (default)  whole source transactions in commit order, across tables\n" +
+			"                           and partitions: the target only shows states the source had.\n" +
+			"  per-key                  partitions applied in parallel; order holds per key only.\n" +
+			"                           No cross-table atomicity: a reader may see half of a source\n" +
+			"                           transaction. For targets that need only per-row order.\n\n" +
+			"The target password comes from PGPASSWORD or a passfile, never the command line.",
+		Examples: "  tributary consumer --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081 --prefix app \\\n" +
+			"      --name replica1 --sink postgres --target 'postgres://apply@replica:5432/app' --create-tables\n" +
+			"  tributary consumer --config consumer.yaml --until-caught-up     # on-demand site: catch up, exit 0\n" +
+			"  tributary consumer --config consumer.yaml --interval 15m        # scheduled catch-ups",
+	})
+	k := declareKafka(fs)
+	name := fs.String("name", "", "consumer `name`: its checkpoint, Kafka group tributary-<name> and dead-letter topic")
+	sink := fs.String("sink", "postgres", "`sink`: postgres")
+	target := fs.String("target", "", "target PostgreSQL `DSN`")
+	tables := fs.StringList("tables", nil, "apply only these `schema.table,...`; default every table")
+	mode := fs.String("mode", "transactional", "apply `mode`: transactional or per-key (see above)")
+	onConflict := fs.String("on-conflict", "error", "`policy` for an insert of an existing key or an update/delete of a missing row: error, or upsert")
+	onError := fs.String("on-error", "stop", "`policy` for a transaction that cannot be applied: stop, or dead-letter (to <prefix>.dlq.<name>)")
+	createTables := fs.Bool("create-tables", false, "create missing target tables from the schema and add columns it gains")
+	untilCaughtUp := fs.Bool("until-caught-up", false, "apply everything committed so far, then exit 0")
+	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
+	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
+	fs.Require("name", "target")
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	if err != nil {
+		return err
+	}
+	if *sink != "postgres" {
+		return usageError{fmt.Errorf("--sink %q: want postgres", *sink)}
+	}
+	m, err := consumer.ParseMode(*mode)
+	if err != nil {
+		return usageError{err}
+	}
+	oe, err := consumer.ParseOnError(*onError)
+	if err != nil {
+		return usageError{err}
+	}
+	oc, err := postgres.ParseOnConflict(*onConflict)
+	if err != nil {
+		return usageError{err}
+	}
+	opts, err := k.kgoOpts()
+	if err != nil {
+		return err
+	}
+	reg, err := k.registryClient(log)
+	if err != nil {
+		return err
+	}
+	s, err := postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
+		OnConflict: oc, CreateTables: *createTables, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
+		Tables: *tables, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := checkBrokers(ctx, opts, *k.brokers); err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
