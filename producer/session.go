@@ -406,7 +406,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return permanent(fmt.Errorf("xlogdata: %w", err))
 		}
-		msg, err := pglogrepl.Parse(xld.WALData)
+		msg, err := parsePgoutput(xld.WALData)
 		if err != nil {
 			return permanent(fmt.Errorf("decode pgoutput at %s: %w", xld.WALStart, err))
 		}
@@ -880,4 +880,19 @@ func sortCounts(p []schemas.PartitionCount) {
 	sort.Slice(p, func(i, j int) bool {
 		return p[i].Topic < p[j].Topic || p[i].Topic == p[j].Topic && p[i].Partition < p[j].Partition
 	})
+}
+
+// parsePgoutput decodes one pgoutput message. pglogrepl indexes into its
+// input without bounds checks in places, so a malformed message is turned
+// from a panic into an error here.
+func parsePgoutput(data []byte) (msg pglogrepl.Message, err error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty pgoutput message")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("malformed pgoutput message %q: %v", clip(data), r)
+		}
+	}()
+	return pglogrepl.Parse(data)
 }
