@@ -84,7 +84,7 @@ func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableS
 			return nil, fmt.Errorf("table %s column %q (%s): %w", t, c.Name, c.SQLType, err)
 		}
 		ts.Codecs = append(ts.Codecs, codec)
-		ts.Branches = append(ts.Branches, unionBranch(codec.Avro))
+		ts.Branches = append(ts.Branches, TypeUnionBranch(codec.Avro))
 		attrs := func(f map[string]any) map[string]any {
 			f[AttrColumn] = c.Name
 			f[AttrSQLType] = c.SQLType
@@ -125,34 +125,6 @@ func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableS
 		return nil, fmt.Errorf("table %s: value schema: %w", t, err)
 	}
 	return ts, nil
-}
-
-// unionBranch is the name goavro uses for a union member of this schema.
-func unionBranch(s any) string {
-	switch v := s.(type) {
-	case string:
-		return v
-	case map[string]any:
-		t, _ := v["type"].(string)
-		switch t {
-		case "record", "enum", "fixed":
-			n := v["name"].(string)
-			if ns, ok := v["namespace"].(string); ok && !strings.Contains(n, ".") {
-				return ns + "." + n
-			}
-			return n
-		case "array", "map":
-			return t
-		}
-		if lt, ok := v["logicalType"].(string); ok {
-			switch lt {
-			case "decimal", "date", "time-millis", "time-micros", "timestamp-millis", "timestamp-micros":
-				return t + "." + lt
-			}
-		}
-		return t
-	}
-	return fmt.Sprint(s)
 }
 
 // Union wraps a non-null native value for the nullable field of column i.
