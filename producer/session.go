@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -236,6 +237,7 @@ func (s *session) openKafka(ctx context.Context) error {
 		kgo.TransactionTimeout(cfg.KafkaTxnTimeout),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.MaxBufferedBytes(64<<20),
+		kgo.ProducerBatchMaxBytes(maxMessageBytes),
 		kgo.MaxBufferedRecords(50000),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.RecordDeliveryTimeout(5*time.Minute),
@@ -889,10 +891,56 @@ func parsePgoutput(data []byte) (msg pglogrepl.Message, err error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty pgoutput message")
 	}
+	if err := checkTupleLengths(data); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			msg, err = nil, fmt.Errorf("malformed pgoutput message %q: %v", clip(data), r)
 		}
 	}()
 	return pglogrepl.Parse(data)
+}
+
+// checkTupleLengths rejects Insert, Update and Delete messages whose column
+// lengths run past the message, before pglogrepl allocates what they claim.
+func checkTupleLengths(data []byte) error {
+	bad := errors.New("malformed pgoutput tuple: length past the end of the message")
+	i := 5 // message type and relation ID
+	switch data[0] {
+	case 'I', 'U', 'D':
+	default:
+		return nil
+	}
+	for i < len(data) {
+		switch data[i] { // tuple marker
+		case 'K', 'O', 'N':
+		default:
+			return bad
+		}
+		if i+3 > len(data) {
+			return bad
+		}
+		n := int(binary.BigEndian.Uint16(data[i+1:]))
+		i += 3
+		for c := 0; c < n; c++ {
+			if i >= len(data) {
+				return bad
+			}
+			kind := data[i]
+			i++
+			if kind == 't' || kind == 'b' {
+				if i+4 > len(data) {
+					return bad
+				}
+				l := int64(binary.BigEndian.Uint32(data[i:]))
+				i += 4
+				if l > int64(len(data)-i) {
+					return bad
+				}
+				i += int(l)
+			}
+		}
+	}
+	return nil
 }

@@ -13,6 +13,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// maxMessageBytes bounds one record batch, and so one event: a 1-MB TOASTed
+// value alone exceeds Kafka's default max.message.bytes (1048588). Topics the
+// producer creates allow it; brokers must allow it for existing topics.
+const maxMessageBytes = 16 << 20
+
 // kafkaWriter writes records inside Kafka transactions and knows each record's
 // partition before it is sent, so that a frame can count records per
 // partition without waiting for acknowledgements. Partitions are chosen as
@@ -52,7 +57,8 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 	if n == 0 {
 		n = w.partitions
 	}
-	resp, err := w.adm.CreateTopic(ctx, n, -1, nil, topic)
+	maxBytes := strconv.Itoa(maxMessageBytes)
+	resp, err := w.adm.CreateTopic(ctx, n, -1, map[string]*string{"max.message.bytes": &maxBytes}, topic)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, err)
 	}
