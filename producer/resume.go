@@ -22,25 +22,21 @@ func lastFrame(ctx context.Context, opts []kgo.Opt, reg *schemas.Registry, topic
 		return nil, err
 	}
 	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	end, err := endOffset(ctx, adm, topic)
 	if err != nil {
-		return nil, fmt.Errorf("end offset of %s: %w", topic, err)
+		return nil, err
 	}
-	end, ok := ends.Lookup(topic, 0)
-	if !ok || end.Err != nil {
-		return nil, fmt.Errorf("end offset of %s: %v", topic, end.Err)
-	}
-	if end.Offset <= 0 {
+	if end <= 0 {
 		return nil, nil
 	}
 	// Every Kafka transaction ends with one marker and holds at least one
 	// frame, so walking back doubles the window until a frame is in it.
 	for back := int64(16); ; back *= 2 {
-		start := end.Offset - back
+		start := end - back
 		if start < 0 {
 			start = 0
 		}
-		f, err := readLastFrameFrom(ctx, opts, reg, topic, start, end.Offset)
+		f, err := readLastFrameFrom(ctx, opts, reg, topic, start, end)
 		if err != nil || f != nil || start == 0 {
 			return f, err
 		}
@@ -48,6 +44,20 @@ func lastFrame(ctx context.Context, opts []kgo.Opt, reg *schemas.Registry, topic
 }
 
 func readLastFrameFrom(ctx context.Context, opts []kgo.Opt, reg *schemas.Registry, topic string, start, end int64) (*schemas.Frame, error) {
+	var last *schemas.Frame
+	err := scanFrames(ctx, opts, reg, topic, start, end, func(f schemas.Frame) bool {
+		last = &f
+		return true
+	})
+	return last, err
+}
+
+// scanFrames decodes the committed frames of topic from offset start up to
+// end, calling fn for each in order until it returns false.
+func scanFrames(ctx context.Context, opts []kgo.Opt, reg *schemas.Registry, topic string, start, end int64, fn func(schemas.Frame) bool) error {
+	if end <= start {
+		return nil
+	}
 	cl, err := kgo.NewClient(append(opts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Markers are returned too, so that reaching the log's last offset
@@ -56,43 +66,51 @@ func readLastFrameFrom(ctx context.Context, opts []kgo.Opt, reg *schemas.Registr
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(start)}}),
 	)...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer cl.Close()
-	var last *kgo.Record
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	for {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s from offset %d: %w", topic, start, err)
+			return fmt.Errorf("reading %s from offset %d: %w", topic, start, err)
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("fetch %s[%d]: %w", t, p, err) })
 		if ferr != nil {
-			return nil, ferr
+			return ferr
 		}
-		done := false
-		fs.EachRecord(func(r *kgo.Record) {
+		for it := fs.RecordIter(); !it.Done(); {
+			r := it.Next()
 			if !r.Attrs.IsControl() {
-				last = r
+				f, err := decodeFrame(ctx, reg, r)
+				if err != nil {
+					return err
+				}
+				if !fn(f) {
+					return nil
+				}
 			}
 			if r.Offset >= end-1 {
-				done = true
+				return nil
 			}
-		})
-		if done {
-			break
 		}
 	}
-	if last == nil {
-		return nil, nil
-	}
-	f, err := decodeFrame(ctx, reg, last)
+}
+
+// endOffset is the end of the single partition of topic: the offset after
+// its last record or marker.
+func endOffset(ctx context.Context, cl *kgo.Client, topic string) (int64, error) {
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("end offset of %s: %w", topic, err)
 	}
-	return &f, nil
+	end, ok := ends.Lookup(topic, 0)
+	if !ok || end.Err != nil {
+		return 0, fmt.Errorf("end offset of %s: %v", topic, end.Err)
+	}
+	return end.Offset, nil
 }
 
 // decodeFrame decodes one record of the transactions topic.

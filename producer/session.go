@@ -61,6 +61,8 @@ type session struct {
 	txTopic    string
 
 	resumeAfter pglogrepl.LSN // source transactions committed at or below this are in Kafka already
+	snap        snapshotState // initial snapshot progress; nil when no snapshot runs
+	catchUp     *catchUp      // after a resumed snapshot: changes it already holds
 
 	received    pglogrepl.LSN // write position: WAL processed
 	confirmed   pglogrepl.LSN // flush position: durable in Kafka
@@ -202,12 +204,13 @@ func (s *session) run(ctx context.Context) error {
 		cp, _ := pglogrepl.ParseLSN(res.ConsistentPoint)
 		s.log.Info("created replication slot", "slot", cfg.Slot, "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
 		if cfg.Snapshot != SnapshotNever {
+			s.snap = snapshotState{}
 			if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
 				return err
 			}
 		}
 	} else if cfg.Snapshot != SnapshotNever {
-		if err := s.checkSnapshotComplete(ctx); err != nil {
+		if err := s.resumeSnapshot(ctx); err != nil {
 			return err
 		}
 	}
@@ -281,11 +284,11 @@ func (s *session) openKafka(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if last != nil {
+	// Snapshot frames carry their snapshot's consistent point, not a stream
+	// commit: the stream from the slot resumes after stream frames only.
+	if last != nil && last.Snapshot == nil {
 		s.resumeAfter = last.CommitLSN
-		if last.Snapshot == nil {
-			s.confirmed = last.EndLSN
-		}
+		s.confirmed = last.EndLSN
 		s.log.Info("resuming after the last frame in Kafka", "commit_lsn", last.CommitLSN, "xid", last.Xid)
 	}
 	return nil
@@ -631,11 +634,24 @@ func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, o
 		if string(oldKey) != string(key) {
 			// A key change is a delete of the old key and an insert of the
 			// new one, so that each key's events stay on its own partition.
-			if err := s.emit(ctx, rs, lsn, schemas.OpDelete, oldKey, oldText, before, nil, nil); err != nil {
+			if err := s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpDelete, oldKey, oldText, before, before, nil, nil); err != nil {
 				return err
 			}
-			return s.emit(ctx, rs, lsn, schemas.OpInsert, key, keyText, nil, after, toast)
+			return s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpInsert, key, keyText, after, nil, after, toast)
 		}
+	}
+	return s.emitUnlessInSnapshot(ctx, rs, lsn, op, key, keyText, keyRow, before, after, toast)
+}
+
+// emitUnlessInSnapshot emits a change unless a resumed snapshot already holds
+// its effect (see catchUp); keyRow holds the row's key columns.
+func (s *session) emitUnlessInSnapshot(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, keyRow, before, after map[string]any, toast []any) error {
+	skip, err := s.inSnapshot(ctx, rs.ts, s.tx.commitLSN, keyRow)
+	if err != nil {
+		return s.eventError(rs, lsn, keyText, err)
+	}
+	if skip {
+		return nil
 	}
 	return s.emit(ctx, rs, lsn, op, key, keyText, before, after, toast)
 }
@@ -776,6 +792,15 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			continue
 		}
 		ts := rs.ts
+		if c := s.catchUp; c != nil && s.tx.commitLSN < c.until {
+			for _, ch := range c.chunks[ts.Table.String()] {
+				if ch.lsn > s.tx.commitLSN {
+					return s.eventError(rs, lsn, "(truncate)", permanent(fmt.Errorf(
+						"table was truncated while its initial snapshot was interrupted, so the resumed snapshot cannot be made consistent; "+
+							"drop slot %s and the %s.* topics and start again", s.cfg.Slot, s.cfg.Prefix)))
+				}
+			}
+		}
 		for p := int32(0); p < rs.topic.n; p++ {
 			env := map[string]any{
 				"op": string(schemas.OpTruncate), "before": nil, "after": nil,

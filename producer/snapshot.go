@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
@@ -53,7 +54,18 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	}
 	commitTime := time.Now()
 	for _, st := range tables {
-		if err := s.snapshotTable(ctx, tx, st, cp, commitTime); err != nil {
+		name := st.rel.Namespace + "." + st.rel.RelationName
+		done := s.snap[name]
+		var after []string
+		first := int64(0)
+		if n := len(done); n > 0 {
+			if done[n-1].last {
+				continue
+			}
+			after, first = done[n-1].lastKey, done[n-1].chunk+1
+			s.log.Info("snapshot resumes table", "table", name, "after_chunk", done[n-1].chunk, "after_key", after)
+		}
+		if err := s.snapshotTable(ctx, tx, st, cp, commitTime, after, first); err != nil {
 			return err
 		}
 	}
@@ -136,7 +148,8 @@ func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTabl
 
 // snapshotTable reads one table in key order, chunk by chunk, with keyset
 // pagination, and writes each chunk as one framed Kafka transaction.
-func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, st snapshotTable, cp pglogrepl.LSN, commitTime time.Time) error {
+// It starts after key after (nil: at the start), numbering chunks from first.
+func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, st snapshotTable, cp pglogrepl.LSN, commitTime time.Time, after []string, first int64) error {
 	if err := s.relation(ctx, st.rel); err != nil {
 		return err
 	}
@@ -158,8 +171,8 @@ func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, st snapshotTable
 	}
 	started := time.Now()
 	var done int64
-	var last []string // text of the last key read
-	for chunk := int64(0); ; chunk++ {
+	last := after // text of the last key read
+	for chunk := first; ; chunk++ {
 		q := base
 		c := conds
 		var args []any
@@ -182,14 +195,16 @@ func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, st snapshotTable
 		}
 		done += n
 		lastChunk := n < int64(s.cfg.SnapshotChunkRows)
-		if err := s.finishSnapshotChunk(ctx, ts, chunk, lastChunk); err != nil {
+		if n > 0 {
+			last = lastKey
+		}
+		if err := s.finishSnapshotChunk(ctx, ts, chunk, lastChunk, last, n > 0); err != nil {
 			return err
 		}
 		s.reportSnapshot(ts.Table.String(), done, st.estimate, started, lastChunk)
 		if lastChunk {
 			return nil
 		}
-		last = lastKey
 	}
 }
 
@@ -244,13 +259,19 @@ func (s *session) emitSnapshot(ctx context.Context, rs *relState, key []byte, ke
 	return s.emit(ctx, rs, 0, schemas.OpRead, key, keyText, nil, after, nil)
 }
 
-func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool) error {
+// finishSnapshotChunk frames and commits one chunk, and records it in the
+// session's snapshot state. lastKey is the key after which the next chunk
+// starts; it is recorded in the frame only when the chunk has rows.
+func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool, lastKey []string, hasRows bool) error {
 	if err := s.beginGroup(); err != nil {
 		return err
 	}
 	tx := s.tx
 	f := schemas.Frame{CommitLSN: tx.commitLSN, EndLSN: tx.commitLSN, CommitTime: tx.commitTime, Events: tx.pos,
 		Snapshot: &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: ts.Table.Schema, Table: ts.Table.Name, Chunk: chunk, Last: last}}
+	if hasRows {
+		f.Snapshot.LastKey = append([]string(nil), lastKey...)
+	}
 	for k, n := range tx.counts {
 		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
 	}
@@ -262,7 +283,12 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
 	s.tx = nil
 	// Each chunk commits on its own: the snapshot's progress is what Kafka holds.
-	return s.commitGroup(ctx)
+	if err := s.commitGroup(ctx); err != nil {
+		return err
+	}
+	name := ts.Table.String()
+	s.snap[name] = append(s.snap[name], chunkDone{chunk: chunk, lastKey: lastKey, lsn: tx.commitLSN, last: last})
+	return nil
 }
 
 func (s *session) reportSnapshot(table string, done, estimate int64, started time.Time, finished bool) {
@@ -279,29 +305,170 @@ func (s *session) reportSnapshot(table string, done, estimate int64, started tim
 	}
 }
 
-// checkSnapshotComplete refuses to stream when an earlier session's initial
-// snapshot was interrupted: its exported snapshot is gone, so the remaining
-// chunks cannot be read consistently with what Kafka already holds.
-func (s *session) checkSnapshotComplete(ctx context.Context) error {
-	last, err := lastFrame(ctx, s.cfg.KafkaOpts, s.cfg.Registry, s.txTopic)
+// chunkDone is one finished snapshot chunk, as its frame records it.
+type chunkDone struct {
+	chunk   int64
+	lastKey []string      // key text of the chunk's last row; for an empty final chunk, the previous chunk's
+	lsn     pglogrepl.LSN // consistent point of the snapshot the chunk was read in
+	last    bool
+}
+
+// snapshotState is the initial snapshot's progress, by "schema.table", in
+// chunk order. Along a table's key order the chunks' snapshot LSNs never
+// decrease: a resumed snapshot reads the rest of a table in a newer snapshot.
+type snapshotState map[string][]chunkDone
+
+// readSnapshotState reads this slot's snapshot chunks from the start of the
+// transactions topic, where the snapshot wrote them before any stream frame.
+func (s *session) readSnapshotState(ctx context.Context) (snapshotState, error) {
+	end, err := endOffset(ctx, s.kcl, s.txTopic)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if last == nil || last.Snapshot == nil {
-		return nil
+	st := snapshotState{}
+	err = scanFrames(ctx, s.cfg.KafkaOpts, s.cfg.Registry, s.txTopic, 0, end, func(f schemas.Frame) bool {
+		if f.Snapshot == nil {
+			return false
+		}
+		if f.Snapshot.Slot != s.cfg.Slot {
+			return true
+		}
+		name := f.Snapshot.Schema + "." + f.Snapshot.Table
+		key := f.Snapshot.LastKey
+		if key == nil && len(st[name]) > 0 {
+			key = st[name][len(st[name])-1].lastKey
+		}
+		st[name] = append(st[name], chunkDone{chunk: f.Snapshot.Chunk, lastKey: key, lsn: f.CommitLSN, last: f.Snapshot.Last})
+		return true
+	})
+	return st, err
+}
+
+// resumeSnapshot finishes an initial snapshot that an earlier session left
+// incomplete. The slot's exported snapshot died with that session, so the
+// rest is read in the exported snapshot of a temporary slot, at a newer
+// consistent point C2; while streaming from the slot up to C2, changes to
+// rows read at C2 are already in the snapshot and are skipped (catchUp).
+// Every row then arrives once: as a read, or as the changes after its read.
+func (s *session) resumeSnapshot(ctx context.Context) error {
+	var err error
+	if s.snap, err = s.readSnapshotState(ctx); err != nil {
+		return err
 	}
 	tables, err := s.publishedTableNames(ctx)
 	if err != nil {
 		return err
 	}
-	lastTable := last.Snapshot.Schema + "." + last.Snapshot.Table
-	if last.Snapshot.Last && len(tables) > 0 && tables[len(tables)-1] == lastTable {
-		return nil
+	complete := true
+	for _, t := range tables {
+		if c := s.snap[t]; len(c) == 0 || !c[len(c)-1].last {
+			complete = false
+		}
 	}
-	return permanent(fmt.Errorf("the initial snapshot of slot %s was interrupted after %s chunk %d; "+
-		"the slot's exported snapshot is gone, so it cannot resume consistently: drop the slot "+
-		"(tributary slot drop, or SELECT pg_drop_replication_slot('%s')) and the %s.* topics, then start again",
-		s.cfg.Slot, lastTable, last.Snapshot.Chunk, s.cfg.Slot, s.cfg.Prefix))
+	if !complete {
+		rcfg, err := connConfig(s.cfg.SourceDSN, true)
+		if err != nil {
+			return permanent(err)
+		}
+		tmp, err := pgconn.ConnectConfig(ctx, rcfg)
+		if err != nil {
+			return fmt.Errorf("replication connection for the resumed snapshot: %w", err)
+		}
+		defer tmp.Close(context.Background())
+		name := fmt.Sprintf("%s_resume_%d", s.cfg.Slot, time.Now().UnixNano()%1e9)
+		res, err := pglogrepl.CreateReplicationSlot(ctx, tmp, name, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+		if err != nil {
+			return fmt.Errorf("temporary slot for the resumed snapshot: %w", err)
+		}
+		cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return permanent(err)
+		}
+		s.log.Info("resuming the interrupted initial snapshot", "slot", s.cfg.Slot, "consistent_point", cp, "tables_started", len(s.snap))
+		if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
+			return err
+		}
+	}
+	s.catchUp = newCatchUp(s.snap)
+	return nil
+}
+
+// catchUp skips streamed changes that a resumed snapshot already holds.
+type catchUp struct {
+	until  pglogrepl.LSN // commits at or after this are never skipped
+	chunks snapshotState
+}
+
+func newCatchUp(st snapshotState) *catchUp {
+	c := &catchUp{chunks: st}
+	var lowest pglogrepl.LSN
+	for _, chunks := range st {
+		for _, ch := range chunks {
+			if lowest == 0 || ch.lsn < lowest {
+				lowest = ch.lsn
+			}
+			if ch.lsn > c.until {
+				c.until = ch.lsn
+			}
+		}
+	}
+	if c.until == lowest {
+		return nil // one snapshot: the stream starts at its consistent point
+	}
+	return c
+}
+
+// inSnapshot reports whether the change of table t committed at commit, to the
+// row whose key columns row holds, is already reflected by a snapshot read.
+func (s *session) inSnapshot(ctx context.Context, ts *schemas.TableSchema, commit pglogrepl.LSN, row map[string]any) (bool, error) {
+	c := s.catchUp
+	if c == nil || commit >= c.until {
+		return false, nil
+	}
+	chunks, ok := c.chunks[ts.Table.String()]
+	if !ok {
+		return false, nil // not part of the initial snapshot
+	}
+	// The chunks read before commit form a prefix of the key order; the row
+	// is in the snapshot when its key lies beyond that prefix.
+	idx := -1
+	for i, ch := range chunks {
+		if ch.lsn > commit {
+			break
+		}
+		idx = i
+	}
+	switch {
+	case idx < 0:
+		return true, nil
+	case chunks[idx].last:
+		return false, nil
+	}
+	boundary := chunks[idx].lastKey
+	var left, right []string
+	args := make([]any, 0, 2*len(ts.KeyColumns))
+	for n, i := range ts.KeyColumns {
+		v := schemas.UnwrapUnion(row[ts.Fields[i]])
+		if v == nil {
+			return false, fmt.Errorf("key column %q is null", ts.Table.Columns[i].Name)
+		}
+		text, err := ts.Codecs[i].Encode(v)
+		if err != nil {
+			return false, err
+		}
+		typ := ts.Table.Columns[i].SQLType
+		args = append(args, text)
+		left = append(left, fmt.Sprintf("$%d::%s", len(args), typ))
+		args = append(args, boundary[n])
+		right = append(right, fmt.Sprintf("$%d::%s", len(args), typ))
+	}
+	var beyond bool
+	q := "SELECT ROW(" + strings.Join(left, ", ") + ") > ROW(" + strings.Join(right, ", ") + ")"
+	if err := s.db.QueryRow(ctx, q, args...).Scan(&beyond); err != nil {
+		return false, fmt.Errorf("compare key with the snapshot boundary: %w", err)
+	}
+	return beyond, nil
 }
 
 func (s *session) publishedTableNames(ctx context.Context) ([]string, error) {

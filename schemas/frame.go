@@ -49,6 +49,9 @@ type SnapshotChunk struct {
 	Table  string
 	Chunk  int64
 	Last   bool
+	// LastKey is the text form of the key columns of the chunk's last row;
+	// nil for an empty chunk.
+	LastKey []string
 }
 
 // Frame is one commit frame of the transactions topic.
@@ -71,8 +74,16 @@ func (f *Frame) Native() map[string]any {
 	}
 	var snap any
 	if s := f.Snapshot; s != nil {
+		var lastKey any
+		if s.LastKey != nil {
+			k := make([]any, len(s.LastKey))
+			for i, v := range s.LastKey {
+				k[i] = v
+			}
+			lastKey = goavro.Union("array", k)
+		}
 		snap = goavro.Union("tributary.SnapshotChunk", map[string]any{
-			"slot": s.Slot, "schema": s.Schema, "table": s.Table, "chunk": s.Chunk, "last": s.Last,
+			"slot": s.Slot, "schema": s.Schema, "table": s.Table, "chunk": s.Chunk, "last": s.Last, "last_key": lastKey,
 		})
 	}
 	return map[string]any{
@@ -101,6 +112,11 @@ func FrameFromNative(v any) (f Frame, err error) {
 		sm := s.(map[string]any)
 		f.Snapshot = &SnapshotChunk{Slot: sm["slot"].(string), Schema: sm["schema"].(string),
 			Table: sm["table"].(string), Chunk: sm["chunk"].(int64), Last: sm["last"].(bool)}
+		if k := UnwrapUnion(sm["last_key"]); k != nil {
+			for _, v := range k.([]any) {
+				f.Snapshot.LastKey = append(f.Snapshot.LastKey, v.(string))
+			}
+		}
 	}
 	f.Events = m["event_count"].(int64)
 	for _, p := range m["partitions"].([]any) {

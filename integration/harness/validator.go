@@ -46,8 +46,10 @@ type Log struct {
 // ReadLog reads the transactions topic and every partition its frames name,
 // decodes them through the registry, and checks the contract's invariants,
 // failing the test on any breach:
-//   - frames are in strictly increasing commit LSN order (snapshot chunks may
-//     share theirs), so no source transaction appears twice;
+//   - snapshot chunk frames come first, their consistent points never
+//     decreasing (a resumed snapshot reads at a later one); then stream frames
+//     in strictly increasing commit LSN order, so no source transaction
+//     appears twice;
 //   - each frame's per-partition counts are exactly the records that follow
 //     on each partition, and no record is left unframed;
 //   - every record's commit LSN header and tx position match its frame.
@@ -76,18 +78,22 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	}
 	pos := map[string]int{}
 	var log Log
-	var prev pglogrepl.LSN
+	var prevStream, prevSnap pglogrepl.LSN
 	for _, r := range frames {
 		f := decodeFrame(ctx, t, reg, r)
 		if f.Snapshot == nil {
-			if f.CommitLSN <= prev {
-				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, prev)
+			if f.CommitLSN <= prevStream {
+				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, prevStream)
 			}
-			prev = f.CommitLSN
-		} else if f.CommitLSN < prev {
-			t.Fatalf("snapshot frame at offset %d: commit LSN %s below previous %s", r.Offset, f.CommitLSN, prev)
+			prevStream = f.CommitLSN
 		} else {
-			prev = f.CommitLSN
+			if prevStream != 0 {
+				t.Fatalf("snapshot frame at offset %d after stream frames", r.Offset)
+			}
+			if f.CommitLSN < prevSnap {
+				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", r.Offset, f.CommitLSN, prevSnap)
+			}
+			prevSnap = f.CommitLSN
 		}
 		txn := Txn{Frame: f, Offset: r.Offset}
 		var total int64
