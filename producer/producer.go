@@ -43,15 +43,16 @@ type Config struct {
 	Registry  *schemas.Registry // schema registry client
 	Version   string            // written into each event's source.version
 
-	Partitions        int32         // partitions of the data topics it creates (3)
-	Snapshot          SnapshotMode  // SnapshotInitial
-	SnapshotChunkRows int           // rows per snapshot chunk (50,000)
-	SnapshotWorkers   int           // parallel snapshot readers (2)
-	GroupMaxEvents    int           // events per Kafka transaction before it is committed at the next source commit (20,000)
-	GroupMaxDelay     time.Duration // age of a Kafka transaction before it is committed at the next source commit (100ms)
-	KafkaTxnTimeout   time.Duration // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
-	StatusInterval    time.Duration // standby status update interval (10s)
-	HeartbeatInterval time.Duration // pg_logical_emit_message heartbeat interval; negative disables (30s)
+	Partitions        int32                  // partitions of the data topics it creates (3)
+	Snapshot          SnapshotMode           // SnapshotInitial
+	SnapshotChunkRows int                    // rows per snapshot chunk (50,000)
+	SnapshotWorkers   int                    // tables read in parallel by the snapshot (2)
+	SnapshotProgress  func(SnapshotProgress) // called after each snapshot chunk is in Kafka, from Run's goroutine; may be nil
+	GroupMaxEvents    int                    // events per Kafka transaction before it is committed at the next source commit (20,000)
+	GroupMaxDelay     time.Duration          // age of a Kafka transaction before it is committed at the next source commit (100ms)
+	KafkaTxnTimeout   time.Duration          // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
+	StatusInterval    time.Duration          // standby status update interval (10s)
+	HeartbeatInterval time.Duration          // pg_logical_emit_message heartbeat interval; negative disables (30s)
 	UnsupportedTypes  schemas.UnsupportedPolicy
 	SchemaChange      schemas.SchemaChangePolicy
 	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names

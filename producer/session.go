@@ -685,48 +685,62 @@ func (s *session) encodeKey(rs *relState, row map[string]any) ([]byte, string, e
 	return b, text, nil
 }
 
-func (s *session) source(schema, table string, lsn pglogrepl.LSN) map[string]any {
-	src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: schema, Table: table,
-		LSN: lsn, CommitLSN: s.tx.commitLSN, Xid: s.tx.xid, CommitTime: s.tx.commitTime, Origin: s.tx.origin}
-	return src.Native()
+// emit encodes one change in the current source transaction and produces it
+// in the open Kafka transaction.
+func (s *session) emit(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, before, after map[string]any, toast []any) error {
+	r, err := s.encodeChange(rs, rs.topic.part, s.tx, s.tx.pos, lsn, op, key, before, after, toast)
+	if err != nil {
+		return s.eventError(rs, lsn, keyText, err)
+	}
+	return s.produce(ctx, r)
 }
 
-// emit encodes one envelope and produces it in the open Kafka transaction.
-func (s *session) emit(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, before, after map[string]any, toast []any) error {
+// encodeChange builds the record of one change at position pos of source
+// transaction tx: the envelope, its partition and its order headers. It only
+// reads shared state, so snapshot workers call it concurrently, each with its
+// own partitioner.
+func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txState, pos int64, lsn pglogrepl.LSN, op schemas.Op, key []byte, before, after map[string]any, toast []any) (*kgo.Record, error) {
 	ts := rs.ts
+	if key == nil {
+		return nil, errors.New("keyless change")
+	}
 	if toast == nil {
 		toast = []any{}
 	}
+	src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: ts.Table.Schema, Table: ts.Table.Name,
+		LSN: lsn, CommitLSN: tx.commitLSN, Xid: tx.xid, CommitTime: tx.commitTime, Origin: tx.origin, Snapshot: op == schemas.OpRead}
 	env := map[string]any{
 		"op":              string(op),
 		"before":          rowUnion(ts, before),
 		"after":           rowUnion(ts, after),
-		"source":          s.source(ts.Table.Schema, ts.Table.Name, lsn),
-		"tx":              map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
+		"source":          src.Native(),
+		"tx":              map[string]any{"id": schemas.TxID(tx.xid, tx.commitLSN), "position": pos},
 		"unchanged_toast": toast,
 	}
 	val, err := ts.ValueCodec.BinaryFromNative(schemas.AppendHeader(make([]byte, 0, 256), rs.valueID), env)
 	if err != nil {
-		return s.eventError(rs, lsn, keyText, fmt.Errorf("encode value: %w", err))
+		return nil, fmt.Errorf("encode value: %w", err)
 	}
-	r := &kgo.Record{Topic: ts.Topic, Key: key, Value: val}
-	if key == nil {
-		return errors.New("emit: keyless record")
-	}
-	r.Partition = s.w.partitionFor(rs.topic, r)
-	return s.produce(ctx, r)
+	r := &kgo.Record{Topic: ts.Topic, Key: key, Value: val, Headers: orderHeaders(tx, pos)}
+	r.Partition = int32(part.Partition(r, int(rs.topic.n)))
+	return r, nil
 }
 
-// produce adds the order headers and counts r in the source transaction.
+// orderHeaders are the headers that let readers check order without decoding.
+func orderHeaders(tx *txState, pos int64) []kgo.RecordHeader {
+	return []kgo.RecordHeader{
+		{Key: schemas.HeaderCommitLSN, Value: lsnHeader(uint64(tx.commitLSN))},
+		{Key: schemas.HeaderPosition, Value: lsnHeader(uint64(pos))},
+		{Key: schemas.HeaderXID, Value: strconv.AppendUint(nil, uint64(tx.xid), 10)},
+	}
+}
+
+// produce sends r, whose partition and headers are set, in the open Kafka
+// transaction and counts it in the current source transaction.
 func (s *session) produce(ctx context.Context, r *kgo.Record) error {
 	if err := s.beginGroup(); err != nil {
 		return err
 	}
-	r.Headers = append(r.Headers,
-		kgo.RecordHeader{Key: schemas.HeaderCommitLSN, Value: lsnHeader(uint64(s.tx.commitLSN))},
-		kgo.RecordHeader{Key: schemas.HeaderPosition, Value: lsnHeader(uint64(s.tx.pos))},
-		kgo.RecordHeader{Key: schemas.HeaderXID, Value: strconv.AppendUint(nil, uint64(s.tx.xid), 10)},
-	)
 	s.w.produce(ctx, r)
 	s.tx.pos++
 	s.tx.counts[tpKey{r.Topic, r.Partition}]++
@@ -802,9 +816,11 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			}
 		}
 		for p := int32(0); p < rs.topic.n; p++ {
+			src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: ts.Table.Schema, Table: ts.Table.Name,
+				LSN: lsn, CommitLSN: s.tx.commitLSN, Xid: s.tx.xid, CommitTime: s.tx.commitTime, Origin: s.tx.origin}
 			env := map[string]any{
 				"op": string(schemas.OpTruncate), "before": nil, "after": nil,
-				"source":          s.source(ts.Table.Schema, ts.Table.Name, lsn),
+				"source":          src.Native(),
 				"tx":              map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
 				"unchanged_toast": []any{},
 			}
@@ -812,7 +828,8 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			if err != nil {
 				return s.eventError(rs, lsn, "(truncate)", err)
 			}
-			if err := s.produce(ctx, &kgo.Record{Topic: ts.Topic, Partition: p, Value: val}); err != nil {
+			r := &kgo.Record{Topic: ts.Topic, Partition: p, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
+			if err := s.produce(ctx, r); err != nil {
 				return err
 			}
 		}
@@ -851,7 +868,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	if err != nil {
 		return permanent(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
 	}
-	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val}
+	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
 	r.Partition = s.w.partitionFor(s.msgTopic, r)
 	if err := s.produce(ctx, r); err != nil {
 		return err

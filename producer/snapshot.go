@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -22,10 +23,15 @@ type snapshotTable struct {
 	keyCols  []int  // column indexes ordering the chunks
 }
 
-// snapshot copies every published table inside the slot's exported snapshot,
-// as op=r events, one frame per chunk of SnapshotChunkRows rows read in
-// primary-key order. Its frames carry the consistent point as commit LSN, so
+// snapshot copies every published table inside the exported snapshot
+// snapName, as op=r events, one frame per chunk of SnapshotChunkRows rows read
+// in key order. Its frames carry the consistent point cp as commit LSN, so
 // streaming, which starts there, follows them without overlap.
+//
+// SnapshotWorkers connections import the snapshot and read tables in
+// parallel, each decoding and encoding its own rows; this goroutine writes
+// the chunks to Kafka one whole chunk at a time, so a chunk's frame counts
+// exactly its records. A worker reads at most one bounded buffer ahead.
 func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LSN) error {
 	cfg := s.cfg
 	pcfg, err := pgx.ParseConfig(cfg.SourceDSN)
@@ -35,42 +41,261 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	for k, v := range sessionParams {
 		pcfg.RuntimeParams[k] = v
 	}
-	rd, err := pgx.ConnectConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("snapshot connection: %w", err)
+	// Every reader imports the snapshot now, while the exporting replication
+	// connection is still idle.
+	var txs []pgx.Tx
+	defer func() {
+		for _, tx := range txs {
+			tx.Rollback(context.Background())
+			tx.Conn().Close(context.Background())
+		}
+	}()
+	for i := 0; i < cfg.SnapshotWorkers; i++ {
+		conn, err := pgx.ConnectConfig(ctx, pcfg)
+		if err != nil {
+			return fmt.Errorf("snapshot connection: %w", err)
+		}
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			conn.Close(context.Background())
+			return fmt.Errorf("snapshot transaction: %w", err)
+		}
+		txs = append(txs, tx)
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapName)); err != nil {
+			return fmt.Errorf("import snapshot %s: %w", snapName, err)
+		}
 	}
-	defer rd.Close(context.Background())
-	tx, err := rd.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return fmt.Errorf("snapshot transaction: %w", err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapName)); err != nil {
-		return fmt.Errorf("import snapshot %s: %w", snapName, err)
-	}
-	tables, err := s.snapshotTables(ctx, tx)
+	tables, err := s.snapshotTables(ctx, txs[0])
 	if err != nil {
 		return err
 	}
-	commitTime := time.Now()
+	var work []*snapshotWork
 	for _, st := range tables {
-		name := st.rel.Namespace + "." + st.rel.RelationName
-		done := s.snap[name]
-		var after []string
-		first := int64(0)
-		if n := len(done); n > 0 {
-			if done[n-1].last {
-				continue
-			}
-			after, first = done[n-1].lastKey, done[n-1].chunk+1
-			s.log.Info("snapshot resumes table", "table", name, "after_chunk", done[n-1].chunk, "after_key", after)
-		}
-		if err := s.snapshotTable(ctx, tx, st, cp, commitTime, after, first); err != nil {
+		if err := s.relation(ctx, st.rel); err != nil {
 			return err
 		}
+		w := &snapshotWork{st: st, rs: s.relations[st.rel.RelationID], name: st.rel.Namespace + "." + st.rel.RelationName}
+		if done := s.snap[w.name]; len(done) > 0 {
+			last := done[len(done)-1]
+			if last.last {
+				continue
+			}
+			w.after, w.first = last.lastKey, last.chunk+1
+			s.log.Info("snapshot resumes table", "table", w.name, "after_chunk", last.chunk, "after_key", last.lastKey)
+		}
+		work = append(work, w)
+	}
+
+	commitTime := time.Now() // the snapshot's events carry the time it was taken
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan *snapshotWork, len(work))
+	for _, w := range work {
+		queue <- w
+	}
+	close(queue)
+	streams := make(chan *chunkStream, len(txs))
+	var wg sync.WaitGroup
+	for _, tx := range txs[:min(len(txs), max(len(work), 1))] {
+		wg.Add(1)
+		go func(tx pgx.Tx) {
+			defer wg.Done()
+			s.snapshotWorker(wctx, tx, &txState{commitLSN: cp, commitTime: commitTime}, queue, streams)
+		}(tx)
+	}
+	go func() { wg.Wait(); close(streams) }()
+
+	progress := map[string]*SnapshotProgress{}
+	var werr error
+	for cs := range streams {
+		if werr != nil {
+			for range cs.recs { // let the worker finish or see the cancel
+			}
+			continue
+		}
+		if werr = s.writeSnapshotChunk(ctx, cs, cp, commitTime); werr != nil {
+			cancel()
+			continue
+		}
+		pr := progress[cs.w.name]
+		if pr == nil {
+			pr = &SnapshotProgress{Table: cs.w.name, Estimate: cs.w.st.estimate, Started: time.Now()}
+			progress[cs.w.name] = pr
+		}
+		pr.Rows += cs.res.n
+		pr.Done = cs.res.last
+		s.reportSnapshot(*pr)
+	}
+	if werr != nil {
+		return werr
 	}
 	s.log.Info("snapshot complete", "tables", len(tables), "consistent_point", cp)
 	return nil
+}
+
+// snapshotWork is one table still to copy.
+type snapshotWork struct {
+	st    snapshotTable
+	rs    *relState
+	name  string
+	after []string // resume after this key; nil from the start
+	first int64    // number of the first chunk to read
+}
+
+// chunkStream carries one chunk from a worker to the writer: its records in
+// key order, then (when recs is closed) its result.
+type chunkStream struct {
+	w     *snapshotWork
+	chunk int64
+	recs  chan *kgo.Record
+	res   chunkResult // valid once recs is closed
+}
+
+type chunkResult struct {
+	n       int64
+	lastKey []string
+	last    bool
+	err     error
+}
+
+// writeSnapshotChunk produces one chunk's records, frames it and commits it.
+func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pglogrepl.LSN, commitTime time.Time) error {
+	s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
+	if err := s.beginGroup(); err != nil {
+		return err
+	}
+	for r := range cs.recs {
+		if err := s.produce(ctx, r); err != nil {
+			return err
+		}
+	}
+	if cs.res.err != nil {
+		return cs.res.err
+	}
+	return s.finishSnapshotChunk(ctx, cs.w.rs.ts, cs.chunk, cs.res.last, cs.res.lastKey, cs.res.n > 0)
+}
+
+// snapshotWorker copies tables from queue, chunk by chunk, into streams.
+// meta holds the snapshot's commit LSN and time.
+func (s *session) snapshotWorker(ctx context.Context, tx pgx.Tx, meta *txState, queue <-chan *snapshotWork, streams chan<- *chunkStream) {
+	for w := range queue {
+		if !s.snapshotTable(ctx, tx, w, meta, streams) {
+			return
+		}
+	}
+}
+
+// snapshotTable reads one table in key order, chunk by chunk, with keyset
+// pagination. It reports false when it stopped on an error or cancel.
+func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, w *snapshotWork, meta *txState, streams chan<- *chunkStream) bool {
+	ts := w.rs.ts
+	cols := make([]string, len(ts.Table.Columns))
+	for i, c := range ts.Table.Columns {
+		cols[i] = quoteIdent(c.Name)
+	}
+	var keyList []string
+	for _, i := range ts.KeyColumns {
+		keyList = append(keyList, quoteIdent(ts.Table.Columns[i].Name))
+	}
+	order := strings.Join(keyList, ", ")
+	base := "SELECT " + strings.Join(cols, ", ") + " FROM " + ts.Table.QualifiedName()
+	part := kgo.StickyKeyPartitioner(nil).ForTopic(ts.Topic)
+	last := w.after
+	for chunk := w.first; ; chunk++ {
+		var conds []string
+		if w.st.where != "" {
+			conds = append(conds, "("+w.st.where+")")
+		}
+		var args []any
+		if last != nil {
+			ph := make([]string, len(last))
+			for i, v := range last {
+				ph[i] = fmt.Sprintf("$%d::%s", i+1, ts.Table.Columns[ts.KeyColumns[i]].SQLType)
+				args = append(args, v)
+			}
+			conds = append(conds, "("+order+") > ("+strings.Join(ph, ", ")+")")
+		}
+		q := base
+		if len(conds) > 0 {
+			q += " WHERE " + strings.Join(conds, " AND ")
+		}
+		q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, s.cfg.SnapshotChunkRows)
+		cs := &chunkStream{w: w, chunk: chunk, recs: make(chan *kgo.Record, 512)}
+		select {
+		case streams <- cs:
+		case <-ctx.Done():
+			return false
+		}
+		n, lastKey, err := s.readChunk(ctx, tx, w.rs, part, meta, q, args, cs.recs)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if n > 0 {
+			last = lastKey
+		}
+		cs.res = chunkResult{n: n, lastKey: last, last: n < int64(s.cfg.SnapshotChunkRows), err: err}
+		close(cs.recs)
+		if err != nil {
+			return false
+		}
+		if cs.res.last {
+			return true
+		}
+	}
+}
+
+// readChunk runs one chunk's query and sends its rows as records. It returns
+// the row count and the key text of the last row.
+func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part kgo.TopicPartitioner, meta *txState, q string, args []any, out chan<- *kgo.Record) (int64, []string, error) {
+	ts := rs.ts
+	rows, err := tx.Query(ctx, q, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
+	if err != nil {
+		return 0, nil, fmt.Errorf("snapshot %s: %w", ts.Table, err)
+	}
+	defer rows.Close()
+	var n int64
+	var lastKey []string
+	tuple := &pglogrepl.TupleData{ColumnNum: uint16(len(ts.Fields)), Columns: make([]*pglogrepl.TupleDataColumn, len(ts.Fields))}
+	for i := range tuple.Columns {
+		tuple.Columns[i] = &pglogrepl.TupleDataColumn{}
+	}
+	for rows.Next() {
+		raw := rows.RawValues()
+		for i, v := range raw {
+			c := tuple.Columns[i]
+			if v == nil {
+				c.DataType, c.Data = pglogrepl.TupleDataTypeNull, nil
+			} else {
+				c.DataType, c.Data = pglogrepl.TupleDataTypeText, v
+			}
+		}
+		after, _, err := rowFromTuple(ts, tuple)
+		if err != nil {
+			return n, nil, permanent(fmt.Errorf("snapshot of table %s (key after %v): %w", ts.Table, lastKey, err))
+		}
+		key, keyText, err := s.encodeKey(rs, after)
+		if err != nil {
+			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, keyText, err))
+		}
+		r, err := s.encodeChange(rs, part, meta, n, 0, schemas.OpRead, key, nil, after, nil)
+		if err != nil {
+			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, keyText, err))
+		}
+		select {
+		case out <- r:
+		case <-ctx.Done():
+			return n, nil, ctx.Err()
+		}
+		n++
+		lastKey = lastKey[:0]
+		for _, i := range ts.KeyColumns {
+			lastKey = append(lastKey, string(raw[i]))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, nil, fmt.Errorf("snapshot %s: %w", ts.Table, err)
+	}
+	return n, lastKey, nil
 }
 
 // snapshotTables lists the published tables with their columns as pgoutput
@@ -146,119 +371,6 @@ func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTabl
 	return out, nil
 }
 
-// snapshotTable reads one table in key order, chunk by chunk, with keyset
-// pagination, and writes each chunk as one framed Kafka transaction.
-// It starts after key after (nil: at the start), numbering chunks from first.
-func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, st snapshotTable, cp pglogrepl.LSN, commitTime time.Time, after []string, first int64) error {
-	if err := s.relation(ctx, st.rel); err != nil {
-		return err
-	}
-	rs := s.relations[st.rel.RelationID]
-	ts := rs.ts
-	cols := make([]string, len(ts.Table.Columns))
-	for i, c := range ts.Table.Columns {
-		cols[i] = quoteIdent(c.Name)
-	}
-	var keyList []string
-	for _, i := range ts.KeyColumns {
-		keyList = append(keyList, quoteIdent(ts.Table.Columns[i].Name))
-	}
-	order := strings.Join(keyList, ", ")
-	base := "SELECT " + strings.Join(cols, ", ") + " FROM " + ts.Table.QualifiedName()
-	var conds []string
-	if st.where != "" {
-		conds = append(conds, "("+st.where+")")
-	}
-	started := time.Now()
-	var done int64
-	last := after // text of the last key read
-	for chunk := first; ; chunk++ {
-		q := base
-		c := conds
-		var args []any
-		if last != nil {
-			ph := make([]string, len(last))
-			for i, v := range last {
-				ph[i] = fmt.Sprintf("$%d::%s", i+1, ts.Table.Columns[ts.KeyColumns[i]].SQLType)
-				args = append(args, v)
-			}
-			c = append(c, "("+order+") > ("+strings.Join(ph, ", ")+")")
-		}
-		if len(c) > 0 {
-			q += " WHERE " + strings.Join(c, " AND ")
-		}
-		q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, s.cfg.SnapshotChunkRows)
-		s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
-		n, lastKey, err := s.snapshotChunk(ctx, tx, rs, q, args)
-		if err != nil {
-			return err
-		}
-		done += n
-		lastChunk := n < int64(s.cfg.SnapshotChunkRows)
-		if n > 0 {
-			last = lastKey
-		}
-		if err := s.finishSnapshotChunk(ctx, ts, chunk, lastChunk, last, n > 0); err != nil {
-			return err
-		}
-		s.reportSnapshot(ts.Table.String(), done, st.estimate, started, lastChunk)
-		if lastChunk {
-			return nil
-		}
-	}
-}
-
-func (s *session) snapshotChunk(ctx context.Context, tx pgx.Tx, rs *relState, q string, args []any) (int64, []string, error) {
-	ts := rs.ts
-	rows, err := tx.Query(ctx, q, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
-	if err != nil {
-		return 0, nil, fmt.Errorf("snapshot %s: %w", ts.Table, err)
-	}
-	defer rows.Close()
-	var n int64
-	var lastKey []string
-	tuple := &pglogrepl.TupleData{ColumnNum: uint16(len(ts.Fields)), Columns: make([]*pglogrepl.TupleDataColumn, len(ts.Fields))}
-	for i := range tuple.Columns {
-		tuple.Columns[i] = &pglogrepl.TupleDataColumn{}
-	}
-	for rows.Next() {
-		raw := rows.RawValues()
-		for i, v := range raw {
-			c := tuple.Columns[i]
-			if v == nil {
-				c.DataType, c.Data = pglogrepl.TupleDataTypeNull, nil
-			} else {
-				c.DataType, c.Data = pglogrepl.TupleDataTypeText, v
-			}
-		}
-		after, _, err := rowFromTuple(ts, tuple)
-		if err != nil {
-			return 0, nil, s.eventError(rs, 0, "?", err)
-		}
-		key, keyText, err := s.encodeKey(rs, after)
-		if err != nil {
-			return 0, nil, s.eventError(rs, 0, keyText, err)
-		}
-		if err := s.emitSnapshot(ctx, rs, key, keyText, after); err != nil {
-			return 0, nil, err
-		}
-		n++
-		lastKey = lastKey[:0]
-		for _, i := range ts.KeyColumns {
-			lastKey = append(lastKey, string(raw[i]))
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, nil, fmt.Errorf("snapshot %s: %w", ts.Table, err)
-	}
-	return n, lastKey, nil
-}
-
-func (s *session) emitSnapshot(ctx context.Context, rs *relState, key []byte, keyText string, after map[string]any) error {
-	// emit fills source from s.tx; snapshot reads have no change LSN.
-	return s.emit(ctx, rs, 0, schemas.OpRead, key, keyText, nil, after, nil)
-}
-
 // finishSnapshotChunk frames and commits one chunk, and records it in the
 // session's snapshot state. lastKey is the key after which the next chunk
 // starts; it is recorded in the frame only when the chunk has rows.
@@ -291,18 +403,47 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 	return nil
 }
 
-func (s *session) reportSnapshot(table string, done, estimate int64, started time.Time, finished bool) {
-	el := time.Since(started)
-	rate := float64(done) / el.Seconds()
-	attrs := []any{"table", table, "rows", done, "estimate", estimate, "rows_per_s", int64(rate)}
-	if estimate > done && rate > 0 && !finished {
-		attrs = append(attrs, "eta", (time.Duration(float64(estimate-done)/rate) * time.Second).Round(time.Second))
+func (s *session) reportSnapshot(p SnapshotProgress) {
+	if s.cfg.SnapshotProgress != nil {
+		s.cfg.SnapshotProgress(p)
 	}
-	if finished {
+	attrs := []any{"table", p.Table, "rows", p.Rows, "estimate", p.Estimate, "rows_per_s", int64(p.Rate())}
+	if eta, ok := p.ETA(); ok {
+		attrs = append(attrs, "eta", eta.Round(time.Second))
+	}
+	if p.Done {
 		s.log.Info("snapshot table done", attrs...)
 	} else {
 		s.log.Info("snapshot progress", attrs...)
 	}
+}
+
+// SnapshotProgress is one table's initial snapshot progress, reported after
+// every chunk written to Kafka.
+type SnapshotProgress struct {
+	Table    string    // schema.table
+	Rows     int64     // rows written in this session
+	Estimate int64     // pg_class.reltuples when the snapshot started
+	Started  time.Time // when this session started the table
+	Done     bool      // the table's last chunk is written
+}
+
+// Rate is rows per second since Started.
+func (p SnapshotProgress) Rate() float64 {
+	el := time.Since(p.Started).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return float64(p.Rows) / el
+}
+
+// ETA estimates the time left from the rate and the estimate.
+func (p SnapshotProgress) ETA() (time.Duration, bool) {
+	r := p.Rate()
+	if p.Done || r <= 0 || p.Estimate <= p.Rows {
+		return 0, false
+	}
+	return time.Duration(float64(p.Estimate-p.Rows) / r * float64(time.Second)), true
 }
 
 // chunkDone is one finished snapshot chunk, as its frame records it.

@@ -2,6 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/producer"
@@ -27,6 +33,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	partitions := fs.Int("partitions", 3, "partition `count` of the data topics it creates")
 	snapshot := fs.String("snapshot", "initial", "initial snapshot `mode`: initial, never or only")
 	chunkRows := fs.Int("snapshot-chunk-rows", 50000, "`rows` per snapshot chunk")
+	workers := fs.Int("snapshot-workers", 2, "`tables` the snapshot reads in parallel, each on its own connection")
 	groupEvents := fs.Int("group-max-events", 20000, "`events` per Kafka transaction before it commits at the next source commit")
 	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 100ms)")
 	txnTimeout := fs.Duration("kafka-txn-timeout", 0, "Kafka transaction timeout; bounds how long one source transaction may take to stream (default 10m)")
@@ -71,6 +78,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
 		KafkaOpts: opts, Registry: reg, Version: version,
 		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
+		SnapshotWorkers: *workers, SnapshotProgress: progressLine(e.stderr),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout,
 		HeartbeatInterval: *heartbeat, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Log: log,
@@ -82,4 +90,44 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// progressLine renders snapshot progress as one self-updating line when w is
+// a terminal; otherwise the producer's log lines carry it.
+func progressLine(w io.Writer) func(producer.SnapshotProgress) {
+	f, ok := w.(*os.File)
+	if !ok || !isTerminal(f) {
+		return nil
+	}
+	tables := map[string]producer.SnapshotProgress{}
+	return func(p producer.SnapshotProgress) {
+		tables[p.Table] = p
+		names := make([]string, 0, len(tables))
+		for n := range tables {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		for _, n := range names {
+			t := tables[n]
+			if t.Done && n != p.Table {
+				continue
+			}
+			fmt.Fprintf(&b, "  %s %d", n, t.Rows)
+			if t.Estimate > 0 {
+				fmt.Fprintf(&b, "/~%d (%d%%)", t.Estimate, min(100, t.Rows*100/max(t.Estimate, 1)))
+			}
+			fmt.Fprintf(&b, " %.0f rows/s", t.Rate())
+			if eta, ok := t.ETA(); ok {
+				fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
+			}
+			if t.Done {
+				b.WriteString(" done")
+			}
+		}
+		fmt.Fprintf(f, "\r\033[Ksnapshot:%s", b.String())
+		if p.Done {
+			fmt.Fprintln(f)
+		}
+	}
 }
