@@ -39,8 +39,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-demo: build
-	@echo "make demo arrives with the consumer (see README)"; exit 1
+# Throw-away source and target PostgreSQL, the embedded broker, a workload,
+# the producer and a consumer, then `tributary verify`; cleans up after itself.
+demo:
+	deploy/demo/demo.sh
 
 bench: build
 	@echo "make bench arrives with the proof issue (see README)"; exit 1

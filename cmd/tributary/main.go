@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"consumer": {"replay the events into a target, in commit order, exactly once", runConsumer},
 		"dev":      {"run an embedded Kafka broker and schema registry for development", runDev},
 		"producer": {"stream PostgreSQL logical replication into Kafka", runProducer},
+		"verify":   {"compare a source with a consumer's target and report the keys that differ", runVerify},
 		"version":  {"print the version", runVersion},
 	}
 }
