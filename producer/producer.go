@@ -43,22 +43,22 @@ type Config struct {
 	Registry  *schemas.Registry // schema registry client
 	Version   string            // written into each event's source.version
 
-	Partitions        int32                  // partitions of the data topics it creates (3)
-	Snapshot          SnapshotMode           // SnapshotInitial
-	SnapshotChunkRows int                    // rows per snapshot chunk (50,000)
-	SnapshotWorkers   int                    // tables read in parallel by the snapshot (2)
-	SnapshotProgress  func(SnapshotProgress) // called after each snapshot chunk is in Kafka, from Run's goroutine; may be nil
-	GroupMaxEvents    int                    // events per Kafka transaction before it is committed at the next source commit (20,000)
-	GroupMaxDelay     time.Duration          // age of a Kafka transaction before it is committed at the next source commit (100ms)
-	KafkaTxnTimeout   time.Duration          // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
-	StatusInterval    time.Duration          // standby status update interval (10s)
-	HeartbeatInterval time.Duration          // pg_logical_emit_message heartbeat interval; negative disables (30s)
+	Partitions        int32         // partitions of the data topics it creates (3)
+	Snapshot          SnapshotMode  // SnapshotInitial
+	SnapshotChunkRows int           // rows per snapshot chunk (50,000)
+	SnapshotWorkers   int           // tables read in parallel by the snapshot (2)
+	GroupMaxEvents    int           // events per Kafka transaction before it is committed at the next source commit (20,000)
+	GroupMaxDelay     time.Duration // age of a Kafka transaction before it is committed at the next source commit (100ms)
+	KafkaTxnTimeout   time.Duration // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
+	StatusInterval    time.Duration // standby status update interval (10s)
+	HeartbeatInterval time.Duration // pg_logical_emit_message heartbeat interval; negative disables (30s)
 	UnsupportedTypes  schemas.UnsupportedPolicy
 	SchemaChange      schemas.SchemaChangePolicy
 	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
 	RetryMaxElapsed   time.Duration // give up after transient errors for this long without progress (30m)
 
-	Log *slog.Logger
+	Log      *slog.Logger
+	Observer Observer // metrics and health; NopObserver when nil
 }
 
 func (c *Config) validate() error {
@@ -117,6 +117,9 @@ func (c *Config) validate() error {
 	def(&c.RetryMaxElapsed, 30*time.Minute)
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -67,6 +67,8 @@ type session struct {
 	received    pglogrepl.LSN // write position: WAL processed
 	confirmed   pglogrepl.LSN // flush position: durable in Kafka
 	sentFlush   pglogrepl.LSN
+	confirmedAt time.Time     // when sentFlush last moved
+	serverWAL   pglogrepl.LSN // pg_current_wal_lsn() at the last periodic status
 	serverEnd   pglogrepl.LSN // WAL end of the last keepalive
 	pendingFrom pglogrepl.LSN // commit LSN of the oldest source transaction not yet durable; 0 if none
 
@@ -309,6 +311,8 @@ func (s *session) stream(ctx context.Context) error {
 		return fmt.Errorf("start replication on slot %s: %w", cfg.Slot, err)
 	}
 	s.log.Info("streaming", "slot", cfg.Slot, "publication", cfg.Publication, "resume_after", s.resumeAfter)
+	cfg.Observer.Streaming(true)
+	defer cfg.Observer.Streaming(false)
 	nextStatus := time.Now()
 	nextHeartbeat := time.Now().Add(cfg.HeartbeatInterval)
 	for {
@@ -323,6 +327,9 @@ func (s *session) stream(ctx context.Context) error {
 			nextStatus = now
 		}
 		if !now.Before(nextStatus) {
+			if err := s.db.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&s.serverWAL); err != nil {
+				return fmt.Errorf("read the source's WAL position: %w", err)
+			}
 			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
@@ -451,19 +458,27 @@ func (s *session) sendStatus(ctx context.Context, reply bool) error {
 	if err != nil {
 		return fmt.Errorf("standby status update: %w", err)
 	}
-	if flush > s.sentFlush {
+	if flush > s.sentFlush || s.confirmedAt.IsZero() {
 		s.log.Debug("confirmed", "flush_lsn", flush, "write_lsn", write)
+		s.confirmedAt = time.Now()
 	}
 	s.sentFlush = flush
+	serverWAL := s.serverWAL
+	if serverWAL < write {
+		serverWAL = write
+	}
+	s.cfg.Observer.Positions(Positions{ServerWAL: serverWAL, Received: write, Confirmed: flush, ConfirmedAt: s.confirmedAt})
 	return nil
 }
 
 // commitGroup commits the open Kafka transaction and moves the confirmed
 // position to the end of its last source transaction.
 func (s *session) commitGroup(ctx context.Context) error {
+	start := time.Now()
 	if err := s.w.commit(ctx); err != nil {
 		return err
 	}
+	s.cfg.Observer.KafkaCommitted(s.groupTxns, s.groupEvents, time.Since(start))
 	if s.groupEnd > s.confirmed {
 		s.confirmed = s.groupEnd
 	}

@@ -404,9 +404,7 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 }
 
 func (s *session) reportSnapshot(p SnapshotProgress) {
-	if s.cfg.SnapshotProgress != nil {
-		s.cfg.SnapshotProgress(p)
-	}
+	s.cfg.Observer.SnapshotProgress(p)
 	attrs := []any{"table", p.Table, "rows", p.Rows, "estimate", p.Estimate, "rows_per_s", int64(p.Rate())}
 	if eta, ok := p.ETA(); ok {
 		attrs = append(attrs, "eta", eta.Round(time.Second))

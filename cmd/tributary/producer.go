@@ -40,6 +40,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
+	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
 	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
@@ -74,11 +75,16 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	h, err := startHealth(*metricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer h.close()
 	p, err := producer.New(producer.Config{
 		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
 		KafkaOpts: opts, Registry: reg, Version: version,
 		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
-		SnapshotWorkers: *workers, SnapshotProgress: progressLine(e.stderr),
+		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout,
 		HeartbeatInterval: *heartbeat, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Log: log,
