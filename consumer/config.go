@@ -76,6 +76,9 @@ type Config struct {
 	Name string
 	// Sink receives the events (--sink, --target). Required.
 	Sink Sink
+	// Transform, when set, rewrites each decoded event before the sink sees
+	// it (--transforms); see Transformer.
+	Transform Transformer
 	// Tables limits the apply to these tables, "schema.table" or "table"
 	// (public), (--tables). Empty means every table.
 	Tables []string
@@ -96,6 +99,10 @@ type Config struct {
 	// read; a quiet stream applies each one at once.
 	GroupMaxTxns   int
 	GroupMaxEvents int
+	// GroupLinger is how long a group waits for more source transactions
+	// when none is read yet and it is not full (default 0: apply at once).
+	// Sinks that load in micro-batches (duckdb --flush-interval) set it.
+	GroupLinger time.Duration
 	// PartitionBuffer is how many records each partition may read ahead
 	// before it is paused (default 4096).
 	PartitionBuffer int

@@ -166,6 +166,14 @@ func (t *Table) row(v any) ([]any, error) {
 	return out, nil
 }
 
+// TableFromValueSchema builds the Table of an envelope value schema (raw, the
+// registry's text of schema id) of schema.table on topic, as the consumer
+// does for the events it decodes. Transforms use it to check their
+// configuration against a table's latest schema at start-up.
+func TableFromValueSchema(raw string, id int, schema, name, topic string) (*Table, error) {
+	return tableFromSchema(raw, id, schema, name, topic)
+}
+
 // tableFromSchema reads the column attributes of the Row record inside an
 // envelope value schema.
 func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, error) {
@@ -214,11 +222,15 @@ func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, er
 				}
 			}
 		}
-		codec, err := codecForAvro(typ)
+		pt, typmod, err := pgTypeForAvro(typ)
 		if err != nil {
 			return nil, fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)
 		}
-		c.Encode = codec.Encode
+		codec, err := schemas.MapType(pt, typmod, schemas.UnsupportedFail)
+		if err != nil {
+			return nil, fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)
+		}
+		c.Type, c.Typmod, c.Encode = pt, typmod, codec.Encode
 		if c.Key {
 			t.Key = append(t.Key, len(t.Columns))
 		}
@@ -230,18 +242,11 @@ func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, er
 	return t, nil
 }
 
-// codecForAvro finds the schemas.Codec whose Avro form is avro, so that its
-// Encode turns decoded values back into PostgreSQL text. The Avro form
-// determines the conversion; the exact PostgreSQL type (varchar or text, int2
-// or int4) only matters to the target column, which parses the text.
-func codecForAvro(avro any) (schemas.Codec, error) {
-	t, typmod, err := pgTypeForAvro(avro)
-	if err != nil {
-		return schemas.Codec{}, err
-	}
-	return schemas.MapType(t, typmod, schemas.UnsupportedFail)
-}
-
+// pgTypeForAvro finds the PostgreSQL type whose schemas.Codec has the Avro
+// form avro, so that its Encode turns decoded values back into PostgreSQL
+// text. The Avro form determines the conversion; the exact PostgreSQL type
+// (varchar or text, int2 or int4) only matters to the target column, which
+// parses the text.
 func pgTypeForAvro(avro any) (schemas.PGType, int32, error) {
 	base := func(oid uint32, name string) (schemas.PGType, int32, error) {
 		return schemas.PGType{OID: oid, Name: name, Kind: schemas.KindBase}, -1, nil

@@ -182,22 +182,30 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 		b.cp = Checkpoint{Next: map[Stream]int64{}}
 		n := 0
 		b.next = func(ctx context.Context) (*Event, error) {
-			if p.pending() == 0 || n >= c.cfg.GroupMaxEvents {
-				return nil, io.EOF
+			for {
+				if p.pending() == 0 || n >= c.cfg.GroupMaxEvents {
+					return nil, io.EOF
+				}
+				rec := p.pop()
+				n++
+				b.cp.Next[w.s] = p.appendedTaken()
+				ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+				ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
+				if err := w.dec.event(ctx, rec, ev); err != nil {
+					return nil, ev.Wrap(err)
+				}
+				if lsn, ok := headerLSN(rec); ok && ev.Txn.CommitLSN != lsn {
+					return nil, structural(ev.Wrap(fmt.Errorf("%w: header commit LSN %s, envelope %s", ErrMismatch, lsn, ev.Txn.CommitLSN)))
+				}
+				b.cp.CommitLSN, b.cp.CommitTime = ev.Txn.CommitLSN, ev.Txn.CommitTime
+				keep, err := c.transform(ev)
+				if err != nil {
+					return nil, err
+				}
+				if keep {
+					return ev, nil
+				}
 			}
-			rec := p.pop()
-			n++
-			b.cp.Next[w.s] = p.appendedTaken()
-			ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
-			ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
-			if err := w.dec.event(ctx, rec, ev); err != nil {
-				return nil, ev.Wrap(err)
-			}
-			if lsn, ok := headerLSN(rec); ok && ev.Txn.CommitLSN != lsn {
-				return nil, structural(ev.Wrap(fmt.Errorf("%w: header commit LSN %s, envelope %s", ErrMismatch, lsn, ev.Txn.CommitLSN)))
-			}
-			b.cp.CommitLSN, b.cp.CommitTime = ev.Txn.CommitLSN, ev.Txn.CommitTime
-			return ev, nil
 		}
 		if err := c.cfg.Sink.Apply(ctx, b); err != nil {
 			return err

@@ -90,6 +90,12 @@ type Column struct {
 	Name    string // PostgreSQL column name (tributary.column)
 	SQLType string // format_type of the column (tributary.sql_type)
 	Key     bool   // part of the replication key (tributary.key)
+	// Type and Typmod are the PostgreSQL type that the column's Avro form
+	// carries (int4 for any Avro int, timestamptz for timestamp-micros, ...):
+	// schemas.MapType(Type, Typmod, schemas.UnsupportedFail) is its codec.
+	// Transforms use them to type-check and convert values.
+	Type   schemas.PGType
+	Typmod int32
 	// Encode converts a decoded Avro native value (never nil) to a
 	// PostgreSQL text input literal of SQLType.
 	Encode func(native any) (string, error)

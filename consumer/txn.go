@@ -383,14 +383,15 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 // group produces the events of one Batch: whole frames, while more are
 // already read and the group limits allow.
 type group struct {
-	r      *reader
-	st     *runState
-	b      *Batch
-	cp     Checkpoint
-	cur    *frameCursor
-	txns   int
-	events int
-	first  int64
+	r       *reader
+	st      *runState
+	b       *Batch
+	cp      Checkpoint
+	cur     *frameCursor
+	txns    int
+	events  int
+	first   int64
+	started time.Time // when the first frame was opened
 }
 
 func (g *group) next(ctx context.Context) (*Event, error) {
@@ -399,7 +400,20 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 		if g.cur == nil {
 			if g.txns > 0 {
 				isolate := g.st.isolateThrough >= 0 && g.first <= g.st.isolateThrough
-				if isolate || g.txns >= cfg.GroupMaxTxns || g.events >= cfg.GroupMaxEvents || r.tx.pending() == 0 {
+				full := isolate || g.txns >= cfg.GroupMaxTxns || g.events >= cfg.GroupMaxEvents
+				if !full && r.tx.pending() == 0 {
+					// Wait up to GroupLinger for more whole transactions,
+					// unless the reader is at the end it catches up to.
+					left := cfg.GroupLinger - time.Since(g.started)
+					atEnd := r.end >= 0 && r.tx.seen >= r.end
+					if left > 0 && !atEnd {
+						if err := r.poll(ctx, left); err != nil {
+							return nil, err
+						}
+						continue
+					}
+				}
+				if full || r.tx.pending() == 0 {
 					g.finish()
 					return nil, io.EOF
 				}
@@ -408,6 +422,7 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 			}
 			if g.first < 0 {
 				g.first = r.tx.peek().Offset
+				g.started = time.Now()
 			}
 			fc, err := r.openFrame(ctx)
 			if err != nil {
@@ -436,6 +451,11 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 			}
 		} else if err := r.dec.event(ctx, rec, ev); err != nil {
 			return nil, ev.Wrap(err)
+		}
+		if keep, err := r.c.transform(ev); err != nil {
+			return nil, err
+		} else if !keep {
+			continue
 		}
 		g.events++
 		return ev, nil

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/duckdb"
+	"github.com/tributary-cdc/tributary/consumer/history"
 	"github.com/tributary-cdc/tributary/consumer/postgres"
+	"github.com/tributary-cdc/tributary/transform"
 )
 
 func runConsumer(ctx context.Context, args []string, e env) error {
@@ -29,8 +34,15 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	})
 	k := declareKafka(fs)
 	name := fs.String("name", "", "consumer `name`: its checkpoint, Kafka group tributary-<name> and dead-letter topic")
-	sink := fs.String("sink", "postgres", "`sink`: postgres")
-	target := fs.String("target", "", "target PostgreSQL `DSN`")
+	sink := fs.String("sink", "postgres", "`sink`: postgres (a replica), history (every version of every row, in PostgreSQL) or duckdb (a warehouse file)")
+	target := fs.String("target", "", "target PostgreSQL `DSN` (postgres, history)")
+	historySchema := fs.String("history-schema", "", "history: `schema` of the history tables (default: each source table's)")
+	duckFile := fs.String("duckdb-file", "", "duckdb: database `file`")
+	flushRows := fs.Int("flush-rows", 0, "history: rows per statement (5000); duckdb: micro-batch `rows` (100000)")
+	flushInterval := fs.Duration("flush-interval", 0, "duckdb: longest wait to fill a micro-batch (1s)")
+	exportParquet := fs.String("export-parquet", "", "duckdb: export the history as Parquet, partitioned by table and day, into `dir`")
+	exportInterval := fs.Duration("export-interval", 0, "duckdb: Parquet export `interval` (1m)")
+	transforms := fs.String("transforms", "", "YAML `file` of per-table transforms: renames, filters, splits, hashes... (docs/TRANSFORMS.md)")
 	tables := fs.StringList("tables", nil, "apply only these `schema.table,...`; default every table")
 	mode := fs.String("mode", "transactional", "apply `mode`: transactional or per-key (see above)")
 	onConflict := fs.String("on-conflict", "error", "`policy` for an insert of an existing key or an update/delete of a missing row: error, or upsert")
@@ -39,7 +51,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	untilCaughtUp := fs.Bool("until-caught-up", false, "apply everything committed so far, then exit 0")
 	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
 	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
-	fs.Require("name", "target")
+	fs.Require("name")
 	if err := parse(fs, args, e); err != nil {
 		return err
 	}
@@ -47,8 +59,20 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	if *sink != "postgres" {
-		return usageError{fmt.Errorf("--sink %q: want postgres", *sink)}
+	switch *sink {
+	case "postgres", "history":
+		if *target == "" {
+			return usageError{fmt.Errorf("--sink %s needs --target", *sink)}
+		}
+	case "duckdb":
+		if *duckFile == "" {
+			return usageError{fmt.Errorf("--sink duckdb needs --duckdb-file")}
+		}
+		if *mode == "per-key" {
+			return usageError{fmt.Errorf("--sink duckdb applies one batch at a time; use --mode transactional")}
+		}
+	default:
+		return usageError{fmt.Errorf("--sink %q: want postgres, history or duckdb", *sink)}
 	}
 	m, err := consumer.ParseMode(*mode)
 	if err != nil {
@@ -70,13 +94,48 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	s, err := postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
-		OnConflict: oc, CreateTables: *createTables, Logger: log})
+	var tr consumer.Transformer
+	if *transforms != "" {
+		tc, err := transform.LoadConfig(*transforms)
+		if err != nil {
+			return usageError{err}
+		}
+		p, err := transform.Compile(tc) // salts come from the environment or files the config names
+		if err != nil {
+			return usageError{err}
+		}
+		// Type-check every configured table against its latest schema now,
+		// so that a typo fails at start-up rather than at the first row.
+		if err := p.Check(ctx, transform.RegistryLookup(reg, *k.prefix)); err != nil {
+			if errors.Is(err, transform.ErrSchema) {
+				return usageError{err}
+			}
+			return err
+		}
+		tr = p
+	}
+	var s consumer.Sink
+	groupMax, linger := 0, time.Duration(0)
+	switch *sink {
+	case "postgres":
+		s, err = postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
+			OnConflict: oc, CreateTables: *createTables, Logger: log})
+	case "history":
+		s, err = history.New(history.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
+			Schema: *historySchema, FlushRows: *flushRows, Logger: log})
+	case "duckdb":
+		var d *duckdb.Sink
+		d, err = duckdb.New(duckdb.Config{Path: *duckFile, Consumer: *name, FlushRows: *flushRows,
+			FlushInterval: *flushInterval, ExportParquet: *exportParquet, ExportInterval: *exportInterval, Logger: log})
+		if err == nil {
+			s, groupMax, linger = d, d.GroupMaxEvents(), d.GroupLinger()
+		}
+	}
 	if err != nil {
 		return usageError{err}
 	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}

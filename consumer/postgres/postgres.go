@@ -38,14 +38,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 )
 
 // OnConflict is what the sink does when a change does not fit the target.
@@ -95,8 +92,8 @@ type Config struct {
 type Sink struct {
 	cfg  Config
 	log  *slog.Logger
-	pool *pool
-	cpt  string // quoted checkpoint table
+	pool *pgtarget.Pool
+	cpt  *pgtarget.Checkpoints
 
 	mu      sync.Mutex
 	ensured map[int]bool      // value schema IDs whose target table was checked
@@ -130,7 +127,7 @@ func New(cfg Config) (*Sink, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Sink{cfg: cfg, log: cfg.Logger.With("sink", "postgres"),
-		cpt:     schemas.QuoteIdent(cfg.CheckpointSchema) + "." + schemas.QuoteIdent("tributary_checkpoint"),
+		cpt:     pgtarget.NewCheckpoints(cfg.CheckpointSchema, cfg.Consumer),
 		ensured: map[int]bool{}, sql: map[string]string{}}, nil
 }
 
@@ -141,29 +138,17 @@ func (s *Sink) Open(ctx context.Context) error {
 	if err != nil {
 		return consumer.Permanent(fmt.Errorf("target DSN: %w", err))
 	}
-	pool := newPool(cc, int(s.cfg.MaxConns))
-	ddl := fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
-CREATE TABLE IF NOT EXISTS %s (
-	consumer    text NOT NULL,
-	kind        text NOT NULL,
-	topic       text NOT NULL,
-	partition   int NOT NULL,
-	next_offset bigint NOT NULL,
-	commit_lsn  pg_lsn,
-	commit_ts   timestamptz,
-	applied_at  timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (consumer, kind, topic, partition)
-)`, schemas.QuoteIdent(s.cfg.CheckpointSchema), s.cpt)
-	c, err := pool.acquire(ctx)
+	pool := pgtarget.NewPool(cc, int(s.cfg.MaxConns))
+	c, err := pool.Acquire(ctx)
 	if err != nil {
-		pool.close()
+		pool.Close()
 		return err
 	}
-	_, err = c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol)
-	pool.release(c, err)
+	err = s.cpt.Create(ctx, c)
+	pool.Release(c, err)
 	if err != nil {
-		pool.close()
-		return classify(fmt.Errorf("create checkpoint table %s: %w", s.cpt, err))
+		pool.Close()
+		return err
 	}
 	s.pool = pool
 	return nil
@@ -171,58 +156,25 @@ CREATE TABLE IF NOT EXISTS %s (
 
 // Checkpoint reads the consumer's checkpoint rows.
 func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
-	cp := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
-	c, err := s.pool.acquire(ctx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return cp, err
+		return consumer.Checkpoint{}, err
 	}
-	err = s.readCheckpoint(ctx, c, &cp)
-	s.pool.release(c, err)
+	cp, err := s.cpt.Read(ctx, c)
+	s.pool.Release(c, err)
 	return cp, err
-}
-
-func (s *Sink) readCheckpoint(ctx context.Context, c *pgx.Conn, cp *consumer.Checkpoint) error {
-	rows, err := c.Query(ctx, `SELECT kind, topic, partition, next_offset, coalesce(commit_lsn::text, ''), commit_ts FROM `+
-		s.cpt+` WHERE consumer = $1`, s.cfg.Consumer)
-	if err != nil {
-		return classify(fmt.Errorf("read checkpoint: %w", err))
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind, topic, lsn string
-		var part int32
-		var next int64
-		var ts *time.Time
-		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
-			return classify(fmt.Errorf("read checkpoint: %w", err))
-		}
-		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
-		if lsn != "" {
-			l, err := pglogrepl.ParseLSN(lsn)
-			if err == nil && l > cp.CommitLSN {
-				cp.CommitLSN = l
-				if ts != nil {
-					cp.CommitTime = *ts
-				}
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return classify(fmt.Errorf("read checkpoint: %w", err))
-	}
-	return nil
 }
 
 // Apply applies b in one target transaction with its checkpoint.
 func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { s.pool.release(conn, err) }()
+	defer func() { s.pool.Release(conn, err) }()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return classify(fmt.Errorf("begin: %w", err))
+		return pgtarget.Classify(fmt.Errorf("begin: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 	w := &writer{s: s, tx: tx, newIDs: map[int]bool{}}
@@ -241,12 +193,13 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	if err := w.flush(ctx); err != nil {
 		return err
 	}
-	if err := s.writeCheckpoint(ctx, tx, b.Checkpoint()); err != nil {
+	if err := s.cpt.Write(ctx, tx, b.Checkpoint()); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return classify(fmt.Errorf("commit: %w", err))
+		return pgtarget.Classify(fmt.Errorf("commit: %w", err))
 	}
+	s.cpt.Committed(b.Checkpoint())
 	if len(w.newIDs) > 0 {
 		s.mu.Lock()
 		for id := range w.newIDs {
@@ -257,117 +210,10 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	return nil
 }
 
-func (s *Sink) writeCheckpoint(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
-	if len(cp.Next) == 0 {
-		return nil
-	}
-	kinds := make([]string, 0, len(cp.Next))
-	topics := make([]string, 0, len(cp.Next))
-	parts := make([]int32, 0, len(cp.Next))
-	offs := make([]int64, 0, len(cp.Next))
-	for st, o := range cp.Next {
-		kinds = append(kinds, string(st.Kind))
-		topics = append(topics, st.Topic)
-		parts = append(parts, st.Partition)
-		offs = append(offs, o)
-	}
-	var lsn, ts any
-	if cp.CommitLSN != 0 {
-		lsn = cp.CommitLSN.String()
-		ts = cp.CommitTime
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+s.cpt+` AS c (consumer, kind, topic, partition, next_offset, commit_lsn, commit_ts, applied_at)
-SELECT $1, u.k, u.t, u.p, u.o, $6::text::pg_lsn, $7::timestamptz, now()
-FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(k, t, p, o)
-ON CONFLICT (consumer, kind, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
-	commit_lsn = coalesce(EXCLUDED.commit_lsn, c.commit_lsn), commit_ts = coalesce(EXCLUDED.commit_ts, c.commit_ts),
-	applied_at = now()`, s.cfg.Consumer, kinds, topics, parts, offs, lsn, ts)
-	if err != nil {
-		return classify(fmt.Errorf("write checkpoint: %w", err))
-	}
-	return nil
-}
-
 // Close closes the pool.
 func (s *Sink) Close(context.Context) error {
 	if s.pool != nil {
-		s.pool.close()
+		s.pool.Close()
 	}
 	return nil
-}
-
-// pool is a small connection pool: connections are dialled on demand, up to
-// max, and one that saw an error other than a PostgreSQL error is discarded.
-type pool struct {
-	cfg   *pgx.ConnConfig
-	slots chan struct{}
-	idle  chan *pgx.Conn
-}
-
-func newPool(cfg *pgx.ConnConfig, max int) *pool {
-	return &pool{cfg: cfg, slots: make(chan struct{}, max), idle: make(chan *pgx.Conn, max)}
-}
-
-func (p *pool) acquire(ctx context.Context) (*pgx.Conn, error) {
-	select {
-	case c := <-p.idle:
-		if !c.IsClosed() {
-			return c, nil
-		}
-		<-p.slots
-	default:
-	}
-	select {
-	case c := <-p.idle:
-		return c, nil
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	c, err := pgx.ConnectConfig(ctx, p.cfg)
-	if err != nil {
-		<-p.slots
-		return nil, classifyConnect(fmt.Errorf("connect target: %w", err))
-	}
-	if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
-		c.Close(context.Background())
-		<-p.slots
-		return nil, consumer.Permanent(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
-			"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
-	}
-	return c, nil
-}
-
-// release returns c to the pool, or closes it when err says the connection
-// may be unusable.
-func (p *pool) release(c *pgx.Conn, err error) {
-	var pe *pgconn.PgError
-	if c.IsClosed() || (err != nil && !errors.As(err, &pe)) || c.PgConn().TxStatus() != 'I' {
-		c.Close(context.Background())
-		<-p.slots
-		return
-	}
-	p.idle <- c
-}
-
-func (p *pool) close() {
-	for {
-		select {
-		case c := <-p.idle:
-			c.Close(context.Background())
-			<-p.slots
-		default:
-			return
-		}
-	}
-}
-
-// classifyConnect keeps connection failures transient, except for
-// authentication and configuration errors, which no retry fixes.
-func classifyConnect(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000" || pe.Code == "3D000") {
-		return consumer.Permanent(err)
-	}
-	return err
 }

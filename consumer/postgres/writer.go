@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -53,7 +53,7 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 			return err
 		}
 		if err := w.ensureTable(ctx, ev.Table); err != nil {
-			return ev.Wrap(classify(err))
+			return ev.Wrap(pgtarget.Classify(err))
 		}
 		w.newIDs[ev.Table.SchemaID] = true
 	}
@@ -76,22 +76,7 @@ func (w *writer) ensured(id int) bool {
 // ensureTable creates the target table of t if missing and adds the columns
 // it lacks.
 func (w *writer) ensureTable(ctx context.Context, t *consumer.Table) error {
-	cols := make([]string, 0, len(t.Columns)+1)
-	for _, c := range t.Columns {
-		cols = append(cols, schemas.QuoteIdent(c.Name)+" "+c.SQLType)
-	}
-	keys := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		keys[i] = schemas.QuoteIdent(t.Columns[k].Name)
-	}
-	cols = append(cols, "PRIMARY KEY ("+strings.Join(keys, ", ")+")")
-	stmts := []string{
-		"CREATE SCHEMA IF NOT EXISTS " + schemas.QuoteIdent(t.Schema),
-		"CREATE TABLE IF NOT EXISTS " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ")",
-	}
-	for _, c := range t.Columns {
-		stmts = append(stmts, "ALTER TABLE "+t.QualifiedName()+" ADD COLUMN IF NOT EXISTS "+schemas.QuoteIdent(c.Name)+" "+c.SQLType)
-	}
+	stmts := pgtarget.EnsureColumns(t, t.Schema, t.Name, "PRIMARY KEY ("+strings.Join(pgtarget.KeyNames(t), ", ")+")")
 	for _, s := range stmts {
 		if _, err := w.tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("create table %s: %s: %w", t, s, err)
@@ -177,23 +162,23 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		switch ev.Op {
 		case schemas.OpInsert, schemas.OpRead:
 			sql = w.s.insertSQL(t, upsert)
-			args, err = values(ev, ev.After, allColumns(t))
+			args, err = pgtarget.Values(ev, ev.After, allColumns(t))
 		case schemas.OpUpdate:
 			if upsert && len(ev.Unchanged) == 0 {
 				sql = w.s.insertSQL(t, true)
-				args, err = values(ev, ev.After, allColumns(t))
+				args, err = pgtarget.Values(ev, ev.After, allColumns(t))
 				break
 			}
 			set := setColumns(t, ev.Unchanged)
 			sql = w.s.updateSQL(t, set)
-			args, err = values(ev, ev.After, set)
+			args, err = pgtarget.Values(ev, ev.After, set)
 			if err == nil {
 				var keyArgs []any
 				keyRow := ev.Before
 				if keyRow == nil {
 					keyRow = ev.After
 				}
-				keyArgs, err = values(ev, keyRow, t.Key)
+				keyArgs, err = pgtarget.Values(ev, keyRow, t.Key)
 				args = append(args, keyArgs...)
 			}
 			ck = checkOneRow
@@ -202,7 +187,7 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 			}
 		case schemas.OpDelete:
 			sql = w.s.deleteSQL(t)
-			args, err = values(ev, ev.Before, t.Key)
+			args, err = pgtarget.Values(ev, ev.Before, t.Key)
 			if !upsert {
 				ck = checkOneRow
 			}
@@ -220,7 +205,7 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 	for _, st := range stmts {
 		ct, err := br.Exec()
 		if err != nil {
-			return st.ev.Wrap(classify(err))
+			return st.ev.Wrap(pgtarget.Classify(err))
 		}
 		if ct.RowsAffected() == 0 {
 			switch st.check {
@@ -234,7 +219,7 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		}
 	}
 	if err := br.Close(); err != nil {
-		return classify(err)
+		return pgtarget.Classify(err)
 	}
 	return nil
 }
@@ -289,7 +274,7 @@ func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 				}
 			}
 		}
-		return ev.Wrap(classify(err))
+		return ev.Wrap(pgtarget.Classify(err))
 	}
 	return nil
 }
@@ -310,24 +295,6 @@ func copyEscape(b *bytes.Buffer, s string) {
 			b.WriteByte(c)
 		}
 	}
-}
-
-// values encodes the columns cols of row as text parameters (nil for NULL).
-func values(ev *consumer.Event, row []any, cols []int) ([]any, error) {
-	out := make([]any, len(cols))
-	for i, ci := range cols {
-		v := row[ci]
-		if v == nil {
-			continue
-		}
-		c := ev.Table.Columns[ci]
-		s, err := c.Encode(v)
-		if err != nil {
-			return nil, ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
-		}
-		out[i] = s
-	}
-	return out, nil
 }
 
 func allColumns(t *consumer.Table) []int {
@@ -430,27 +397,4 @@ func keyWhere(t *consumer.Table, offset int) string {
 		parts[i] = schemas.QuoteIdent(t.Columns[k].Name) + " = $" + strconv.Itoa(offset+i+1)
 	}
 	return strings.Join(parts, " AND ")
-}
-
-// classify marks PostgreSQL errors that retrying cannot fix as permanent:
-// everything but connection (08), transaction rollback (40: serialization
-// failure, deadlock), resource (53), operator intervention (57) and system
-// (58) errors. Other errors (I/O, timeouts) stay transient.
-func classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code[:2] {
-		case "08", "40", "53", "57", "58":
-			return err
-		}
-		return consumer.Permanent(err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || pgconn.SafeToRetry(err) {
-		return err
-	}
-	return err
 }

@@ -1,0 +1,449 @@
+// Package duckdb is the warehouse sink of the consumer: it loads source
+// transactions into one embedded DuckDB database file, as a current-state
+// table and an append-only history table per source table, and can export
+// the history as Parquet for lake engines.
+//
+// Layout, for source table s.t (DuckDB schema s is created):
+//
+//	s.t          current state: the source columns, one row per live key
+//	s.t_history  every change: the source columns, then op, commit_lsn
+//	             (UBIGINT), commit_ts (TIMESTAMPTZ), xid, position
+//	s.t_as_of(ts), s.t_as_of_lsn(lsn), s.t_versions(key...)  table macros
+//	main.tributary_checkpoint   the consumer's checkpoint rows
+//	main.tributary_export       the Parquet export's progress
+//
+// Types: numeric(p,s) with p <= 38 becomes DECIMAL(p,s), timestamp with time
+// zone TIMESTAMPTZ, uuid UUID, json and jsonb JSON, arrays of scalar types
+// LIST (T[]), bytea BLOB, and the integer, float, boolean, date, time and
+// text types their DuckDB equivalents. Types DuckDB cannot hold exactly
+// (unconstrained numeric, interval, enums, network types, ...) are VARCHAR
+// holding PostgreSQL's text form.
+//
+// Promises:
+//   - Each Apply is one DuckDB transaction holding the batch's changes and
+//     the consumer's checkpoint rows, so that each source transaction is
+//     loaded exactly once, across kill -9 (DuckDB replays its WAL on open).
+//     A batch covers whole source transactions; the consumer's grouping
+//     decides its size (see Config.FlushRows).
+//   - Changes are staged with the DuckDB Appender into a temporary table,
+//     then applied set-based per table: appended to the history, and
+//     DELETE plus INSERT of the last version of each changed key into the
+//     current state. Staged rows are merged every FlushRows rows, so memory
+//     does not depend on the size of a source transaction.
+//   - History rows are complete: unchanged TOASTed columns are carried
+//     forward from the key's previous state, and a delete row carries the
+//     key's last values. A truncate appends an op-t row for every live key
+//     and empties the current state. An update that changes the key is a
+//     delete of the old key and an update of the new one.
+//   - A new source column adds a column to both tables.
+//   - With ExportParquet set, the history is written periodically, and on
+//     Close, as Parquet under ExportParquet/table=<schema.table>/day=<date>/
+//     with DuckDB's COPY ... (FORMAT parquet, PARTITION_BY ...). Each export
+//     covers a commit-LSN range recorded before it starts, with file names
+//     derived from that range, so an export interrupted by a crash is
+//     redone over the same files: no row is exported twice.
+//   - Errors name the database file, and for data errors the table, key and
+//     commit LSN. DuckDB errors are permanent: a locked, read-only or full
+//     file stops the consumer, which resumes from its checkpoint once the
+//     cause is fixed. After a failed Apply the database is reopened.
+//
+// A Sink serves one Apply at a time (DuckDB has one writer); use it with the
+// transactional mode. Its methods must not be called concurrently.
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/tributary-cdc/tributary/consumer"
+)
+
+// Config configures a Sink. Each field maps to one flag of `tributary
+// consumer --sink duckdb`, named in its comment.
+type Config struct {
+	// Path is the DuckDB database file (--duckdb-file). It is created when
+	// missing. Required.
+	Path string
+	// Consumer is the consumer's name (--name); it keys the checkpoint rows.
+	// Required.
+	Consumer string
+	// FlushRows is the micro-batch size in rows (--flush-rows; default
+	// 100000): staged rows are merged into the tables every FlushRows rows,
+	// and the consumer should group at most that many events into one Apply
+	// (consumer.Config.GroupMaxEvents = FlushRows).
+	FlushRows int
+	// FlushInterval is how long the consumer may wait to fill a micro-batch
+	// (--flush-interval; default 1s); see GroupLinger.
+	FlushInterval time.Duration
+	// ExportParquet, when set, is the directory that the history is
+	// exported to as Parquet (--export-parquet).
+	ExportParquet string
+	// ExportInterval is how often the Parquet export runs after an Apply
+	// (--export-interval; default 1m). The export also runs on Close.
+	ExportInterval time.Duration
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Knobs are hooks for tests; nil in production.
+	Knobs *TestingKnobs
+}
+
+// TestingKnobs let tests inject faults.
+type TestingKnobs struct {
+	// BeforeCommit, when set, is called before each Apply commits; an error
+	// it returns fails the Apply as a write error would.
+	BeforeCommit func() error
+}
+
+// Sink is the DuckDB sink. Create it with New.
+type Sink struct {
+	cfg Config
+	log *slog.Logger
+
+	mu         sync.Mutex
+	db         *sql.DB
+	conn       *sql.Conn
+	tables     map[int]*layout // by value schema ID, checked in the database
+	lastExport time.Time
+}
+
+var _ consumer.Sink = (*Sink)(nil)
+
+// New validates cfg and returns a sink; Open opens the database.
+func New(cfg Config) (*Sink, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("duckdb sink: Path (--duckdb-file): required")
+	}
+	if cfg.Consumer == "" {
+		return nil, errors.New("duckdb sink: Consumer (--name): required")
+	}
+	if cfg.FlushRows < 0 || cfg.FlushInterval < 0 || cfg.ExportInterval < 0 {
+		return nil, errors.New("duckdb sink: FlushRows (--flush-rows), FlushInterval (--flush-interval), " +
+			"ExportInterval (--export-interval): must not be negative")
+	}
+	if cfg.FlushRows == 0 {
+		cfg.FlushRows = 100000
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.ExportInterval == 0 {
+		cfg.ExportInterval = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Sink{cfg: cfg, log: cfg.Logger.With("sink", "duckdb", "file", cfg.Path)}, nil
+}
+
+// GroupMaxEvents is the consumer grouping that makes one Apply one
+// micro-batch of FlushRows rows: set consumer.Config.GroupMaxEvents to it.
+func (s *Sink) GroupMaxEvents() int { return s.cfg.FlushRows }
+
+// GroupLinger is how long the consumer may wait for more source
+// transactions before it applies a micro-batch (FlushInterval).
+func (s *Sink) GroupLinger() time.Duration { return s.cfg.FlushInterval }
+
+// errorf wraps a DuckDB error with the database file; it is permanent unless
+// ctx ended.
+func (s *Sink) errorf(ctx context.Context, err error, format string, args ...any) error {
+	err = fmt.Errorf("duckdb %s: "+format+": %w", append(append([]any{s.cfg.Path}, args...), err)...)
+	if ctx.Err() != nil {
+		return err
+	}
+	return consumer.Permanent(err)
+}
+
+// Open opens (or creates) the database file and the checkpoint and export
+// tables.
+func (s *Sink) Open(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open(ctx)
+}
+
+func (s *Sink) open(ctx context.Context) error {
+	if dir := filepath.Dir(s.cfg.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return consumer.Permanent(fmt.Errorf("duckdb %s: create directory: %w", s.cfg.Path, err))
+		}
+	}
+	db, err := sql.Open("duckdb", s.cfg.Path)
+	if err != nil {
+		return s.errorf(ctx, err, "open")
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return s.errorf(ctx, err, "open (is another process using the file, or is it read-only?)")
+	}
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS main.tributary_checkpoint (consumer VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+			topic VARCHAR NOT NULL, "partition" INTEGER NOT NULL, next_offset BIGINT NOT NULL, commit_lsn UBIGINT,
+			commit_ts TIMESTAMPTZ, applied_at TIMESTAMPTZ NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS main.tributary_export (history VARCHAR NOT NULL, source_table VARCHAR NOT NULL,
+			exported_lsn UBIGINT NOT NULL, pending_lsn UBIGINT)`,
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			conn.Close()
+			db.Close()
+			return s.errorf(ctx, err, "create checkpoint tables")
+		}
+	}
+	s.db, s.conn, s.tables = db, conn, map[int]*layout{}
+	s.log.Info("database open")
+	return nil
+}
+
+func (s *Sink) closeDB() {
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+}
+
+// ensureOpen reopens the database after a failed Apply.
+func (s *Sink) ensureOpen(ctx context.Context) error {
+	if s.conn != nil {
+		return nil
+	}
+	return s.open(ctx)
+}
+
+// Checkpoint reads the consumer's checkpoint rows.
+func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cp := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
+	if err := s.ensureOpen(ctx); err != nil {
+		return cp, err
+	}
+	rows, err := s.conn.QueryContext(ctx, `SELECT kind, topic, "partition", next_offset, commit_lsn, commit_ts
+		FROM main.tributary_checkpoint WHERE consumer = ?`, s.cfg.Consumer)
+	if err != nil {
+		return cp, s.errorf(ctx, err, "read checkpoint")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, topic string
+		var part int32
+		var next int64
+		var lsn sql.Null[uint64]
+		var ts sql.NullTime
+		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
+			return cp, s.errorf(ctx, err, "read checkpoint")
+		}
+		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
+		if lsn.Valid && pglogrepl.LSN(lsn.V) > cp.CommitLSN {
+			cp.CommitLSN = pglogrepl.LSN(lsn.V)
+			cp.CommitTime = ts.Time
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return cp, s.errorf(ctx, err, "read checkpoint")
+	}
+	return cp, nil
+}
+
+// Apply loads b and its checkpoint in one DuckDB transaction.
+func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ensureOpen(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := s.conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
+		s.closeDB()
+		return s.errorf(ctx, err, "begin")
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// A failed transaction may leave the database unusable
+			// (DuckDB invalidates it after an I/O error): reopen it.
+			_, _ = s.conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			s.closeDB()
+		}
+	}()
+	w := &loader{s: s, ctx: ctx, stages: map[string]*stage{}}
+	defer w.closeAppenders()
+	for {
+		ev, err := b.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.add(ev); err != nil {
+			return err
+		}
+	}
+	if err := w.mergeAll(); err != nil {
+		return err
+	}
+	cp := b.Checkpoint()
+	if err := s.writeCheckpoint(ctx, cp); err != nil {
+		return err
+	}
+	if k := s.cfg.Knobs; k != nil && k.BeforeCommit != nil {
+		if err := k.BeforeCommit(); err != nil {
+			return s.errorf(ctx, err, "commit (commit_lsn %s)", cp.CommitLSN)
+		}
+	}
+	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return s.errorf(ctx, err, "commit (commit_lsn %s)", cp.CommitLSN)
+	}
+	committed = true
+	for id, l := range w.created {
+		s.tables[id] = l
+	}
+	lag := time.Duration(0)
+	if !cp.CommitTime.IsZero() {
+		lag = time.Since(cp.CommitTime)
+	}
+	s.log.Info("micro-batch loaded", "events", b.Events(), "rows", w.rows, "commit_lsn", cp.CommitLSN,
+		"commit_ts", cp.CommitTime, "lag", lag.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
+	if s.cfg.ExportParquet != "" && time.Since(s.lastExport) >= s.cfg.ExportInterval {
+		if err := s.export(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sink) writeCheckpoint(ctx context.Context, cp consumer.Checkpoint) error {
+	var lsn, ts any
+	if cp.CommitLSN != 0 {
+		lsn, ts = uint64(cp.CommitLSN), cp.CommitTime
+	}
+	for st, next := range cp.Next {
+		if _, err := s.conn.ExecContext(ctx, `DELETE FROM main.tributary_checkpoint
+			WHERE consumer = ? AND kind = ? AND topic = ? AND "partition" = ?`, s.cfg.Consumer, string(st.Kind), st.Topic, st.Partition); err != nil {
+			return s.errorf(ctx, err, "write checkpoint (commit_lsn %s)", cp.CommitLSN)
+		}
+		if _, err := s.conn.ExecContext(ctx, `INSERT INTO main.tributary_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, now())`,
+			s.cfg.Consumer, string(st.Kind), st.Topic, st.Partition, next, lsn, ts); err != nil {
+			return s.errorf(ctx, err, "write checkpoint (commit_lsn %s)", cp.CommitLSN)
+		}
+	}
+	return nil
+}
+
+// Close runs a final Parquet export (when configured) and closes the
+// database.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.conn != nil && s.cfg.ExportParquet != "" {
+		err = s.export(ctx)
+	}
+	s.closeDB()
+	return err
+}
+
+// Export writes the history rows not yet exported as Parquet now.
+func (s *Sink) Export(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.ExportParquet == "" {
+		return errors.New("duckdb sink: Export: ExportParquet (--export-parquet) is not set")
+	}
+	if err := s.ensureOpen(ctx); err != nil {
+		return err
+	}
+	return s.export(ctx)
+}
+
+// rawConn runs f with the driver connection, for the Appender.
+func (s *Sink) rawConn(f func(driver.Conn) error) error {
+	return s.conn.Raw(func(dc any) error { return f(dc.(driver.Conn)) })
+}
+
+func quoteLit(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
+
+// export writes, per history table, the rows committed after its last
+// export as Parquet. The range is recorded before the COPY, and the file
+// names derive from it, so a crash mid-export is redone over the same files.
+func (s *Sink) export(ctx context.Context) error {
+	start := time.Now()
+	type job struct {
+		hist, table string
+		from        uint64
+		pending     sql.Null[uint64]
+	}
+	rows, err := s.conn.QueryContext(ctx, `SELECT history, source_table, exported_lsn, pending_lsn FROM main.tributary_export ORDER BY history`)
+	if err != nil {
+		return s.errorf(ctx, err, "export: read progress")
+	}
+	var jobs []job
+	for rows.Next() {
+		var j job
+		if err := rows.Scan(&j.hist, &j.table, &j.from, &j.pending); err != nil {
+			rows.Close()
+			return s.errorf(ctx, err, "export: read progress")
+		}
+		jobs = append(jobs, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return s.errorf(ctx, err, "export: read progress")
+	}
+	dir := s.cfg.ExportParquet
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return consumer.Permanent(fmt.Errorf("duckdb %s: export to %s: %w", s.cfg.Path, dir, err))
+	}
+	total := int64(0)
+	for _, j := range jobs {
+		to := j.pending.V
+		if !j.pending.Valid {
+			var max sql.Null[uint64]
+			if err := s.conn.QueryRowContext(ctx, "SELECT max(commit_lsn) FROM "+j.hist).Scan(&max); err != nil {
+				return s.errorf(ctx, err, "export %s", j.table)
+			}
+			if !max.Valid || max.V <= j.from {
+				continue
+			}
+			to = max.V
+			if _, err := s.conn.ExecContext(ctx, `UPDATE main.tributary_export SET pending_lsn = ? WHERE history = ?`, to, j.hist); err != nil {
+				return s.errorf(ctx, err, "export %s", j.table)
+			}
+		}
+		copySQL := fmt.Sprintf(`COPY (SELECT *, %s AS "table", CAST(commit_ts AS DATE) AS "day" FROM %s
+			WHERE commit_lsn > %d AND commit_lsn <= %d) TO %s
+			(FORMAT parquet, PARTITION_BY ("table", "day"), FILENAME_PATTERN %s, OVERWRITE_OR_IGNORE true)`,
+			quoteLit(j.table), j.hist, j.from, to, quoteLit(dir), quoteLit(fmt.Sprintf("h_%016X_%016X_{i}", j.from, to)))
+		res, err := s.conn.ExecContext(ctx, copySQL)
+		if err != nil {
+			return s.errorf(ctx, err, "export %s to %s", j.table, dir)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if _, err := s.conn.ExecContext(ctx, `UPDATE main.tributary_export SET exported_lsn = ?, pending_lsn = NULL WHERE history = ?`,
+			to, j.hist); err != nil {
+			return s.errorf(ctx, err, "export %s", j.table)
+		}
+		s.log.Info("history exported as parquet", "table", j.table, "dir", dir, "rows", n,
+			"from_lsn", pglogrepl.LSN(j.from), "to_lsn", pglogrepl.LSN(to))
+	}
+	s.lastExport = time.Now()
+	s.log.Debug("parquet export done", "rows", total, "took", time.Since(start))
+	return nil
+}

@@ -1,0 +1,377 @@
+package duckdb
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"strconv"
+	"strings"
+
+	ddb "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// layout is the DuckDB tables of one value schema and the SQL that loads them.
+type layout struct {
+	t       *consumer.Table
+	types   []colType
+	cur     string // quoted schema.table
+	hist    string // quoted schema.table_history
+	stage   string // temp staging table name, unquoted
+	ddl     []string
+	resolve string // CREATE TEMP TABLE _trb_resolved from the stage
+	nonKey  []int
+}
+
+func q(s string) string { return schemas.QuoteIdent(s) }
+
+func newLayout(t *consumer.Table) *layout {
+	l := &layout{t: t, cur: q(t.Schema) + "." + q(t.Name), hist: q(t.Schema) + "." + q(t.Name+"_history"),
+		stage: "_trb_stage_" + strconv.Itoa(t.SchemaID)}
+	isKey := map[int]bool{}
+	for _, k := range t.Key {
+		isKey[k] = true
+	}
+	for i, c := range t.Columns {
+		l.types = append(l.types, typeOf(c))
+		if !isKey[i] {
+			l.nonKey = append(l.nonKey, i)
+		}
+	}
+	l.ddl = l.buildDDL()
+	l.resolve = l.buildResolve()
+	return l
+}
+
+func (l *layout) col(i int) string { return q(l.t.Columns[i].Name) }
+
+func (l *layout) keyList(prefix string) string {
+	parts := make([]string, len(l.t.Key))
+	for i, k := range l.t.Key {
+		parts[i] = prefix + l.col(k)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (l *layout) keyJoin(a, b string) string {
+	parts := make([]string, len(l.t.Key))
+	for i, k := range l.t.Key {
+		parts[i] = a + "." + l.col(k) + " = " + b + "." + l.col(k)
+	}
+	return strings.Join(parts, " AND ")
+}
+
+func (l *layout) colList(prefix string) string {
+	parts := make([]string, len(l.t.Columns))
+	for i := range l.t.Columns {
+		parts[i] = prefix + l.col(i)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (l *layout) buildDDL() []string {
+	defs := make([]string, len(l.t.Columns))
+	stageDefs := []string{"_ord BIGINT", "_op VARCHAR", "_lsn UBIGINT", "_pos BIGINT", "_xid BIGINT", "_ts TIMESTAMPTZ", "_unch VARCHAR"}
+	for i := range l.t.Columns {
+		defs[i] = l.col(i) + " " + l.types[i].duck
+		stageDefs = append(stageDefs, "c"+strconv.Itoa(i)+" VARCHAR")
+	}
+	stmts := []string{
+		"CREATE SCHEMA IF NOT EXISTS " + q(l.t.Schema),
+		"CREATE TABLE IF NOT EXISTS " + l.cur + " (" + strings.Join(defs, ", ") + ")",
+		"CREATE TABLE IF NOT EXISTS " + l.hist + " (" + strings.Join(defs, ", ") +
+			", op VARCHAR NOT NULL, commit_lsn UBIGINT NOT NULL, commit_ts TIMESTAMPTZ NOT NULL, xid BIGINT NOT NULL, position BIGINT NOT NULL)",
+	}
+	for i := range l.t.Columns {
+		for _, tb := range []string{l.cur, l.hist} {
+			stmts = append(stmts, "ALTER TABLE "+tb+" ADD COLUMN IF NOT EXISTS "+defs[i])
+		}
+	}
+	stmts = append(stmts, "INSERT INTO main.tributary_export SELECT "+quoteLit(l.hist)+", "+quoteLit(l.t.String())+
+		", 0, NULL WHERE NOT EXISTS (SELECT 1 FROM main.tributary_export WHERE history = "+quoteLit(l.hist)+")")
+	stmts = append(stmts, "CREATE TEMP TABLE IF NOT EXISTS "+q(l.stage)+" ("+strings.Join(stageDefs, ", ")+")")
+	keys := l.keyList("")
+	latest := "SELECT * EXCLUDE (_trb_rn) FROM (SELECT *, row_number() OVER (PARTITION BY " + keys +
+		" ORDER BY commit_lsn DESC, position DESC) AS _trb_rn FROM " + l.hist + " WHERE %s) WHERE _trb_rn = 1 AND op NOT IN ('d', 't')"
+	fn := func(suffix string) string { return q(l.t.Schema) + "." + q(l.t.Name+suffix) }
+	params := make([]string, len(l.t.Key))
+	where := make([]string, len(l.t.Key))
+	for i, k := range l.t.Key {
+		params[i] = "_trb_k" + strconv.Itoa(i)
+		where[i] = l.col(k) + " = " + params[i]
+	}
+	stmts = append(stmts,
+		"CREATE OR REPLACE MACRO "+fn("_as_of")+"(_trb_at) AS TABLE "+fmt.Sprintf(latest, "commit_ts <= _trb_at"),
+		"CREATE OR REPLACE MACRO "+fn("_as_of_lsn")+"(_trb_at) AS TABLE "+fmt.Sprintf(latest, "commit_lsn <= _trb_at"),
+		"CREATE OR REPLACE MACRO "+fn("_versions")+"("+strings.Join(params, ", ")+") AS TABLE SELECT row_number() OVER "+
+			"(ORDER BY commit_lsn, position) AS version, * FROM "+l.hist+" WHERE "+strings.Join(where, " AND ")+
+			" ORDER BY commit_lsn, position")
+	return stmts
+}
+
+// buildResolve: the staged rows, typed, with unchanged values carried
+// forward from earlier staged rows of the key or from the current state.
+func (l *layout) buildResolve() string {
+	var b strings.Builder
+	typed := make([]string, len(l.t.Columns))
+	for i := range l.t.Columns {
+		typed[i] = l.types[i].conv("c"+strconv.Itoa(i)) + " AS " + l.col(i)
+	}
+	b.WriteString("CREATE OR REPLACE TEMP TABLE _trb_resolved AS WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
+	b.WriteString(strings.Join(typed, ", "))
+	b.WriteString(" FROM " + q(l.stage) + ") SELECT s._ord, s._op, s._lsn, s._pos, s._xid, s._ts")
+	isNon := map[int]bool{}
+	for _, i := range l.nonKey {
+		isNon[i] = true
+	}
+	win := "OVER (PARTITION BY " + l.keyList("s.") + " ORDER BY s._ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+	first := l.col(l.t.Key[0])
+	for i := range l.t.Columns {
+		c := l.col(i)
+		if !isNon[i] {
+			b.WriteString(", s." + c)
+			continue
+		}
+		flag := "substr(s._unch, " + strconv.Itoa(i+1) + ", 1) = '1'"
+		b.WriteString(", CASE WHEN " + flag + " THEN coalesce(last_value(CASE WHEN NOT (" + flag + ") THEN {'v': s." + c +
+			"} END IGNORE NULLS) " + win + ", CASE WHEN c." + first + " IS NOT NULL THEN {'v': c." + c + "} END, {'v': s." + c +
+			"}).v ELSE s." + c + " END AS " + c)
+	}
+	b.WriteString(" FROM s LEFT JOIN " + l.cur + " c ON " + l.keyJoin("s", "c"))
+	return b.String()
+}
+
+// merge statements, run after resolve.
+func (l *layout) mergeSQL() []string {
+	cols := l.colList("")
+	return []string{
+		"INSERT INTO " + l.hist + " (" + cols + ", op, commit_lsn, commit_ts, xid, position) SELECT " + cols +
+			", _op, _lsn, _ts, _xid, _pos FROM _trb_resolved ORDER BY _ord",
+		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM _trb_resolved r WHERE " + l.keyJoin("r", "c") + ")",
+		"INSERT INTO " + l.cur + " (" + cols + ") SELECT " + cols + " FROM (SELECT *, row_number() OVER (PARTITION BY " +
+			l.keyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM _trb_resolved) WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
+		"DELETE FROM " + q(l.stage),
+		"DROP TABLE _trb_resolved",
+	}
+}
+
+// stage is one table's staged rows in the current Apply.
+type stage struct {
+	l    *layout
+	app  *ddb.Appender
+	rows int
+	evs  []*consumer.Event // first and last event, for errors
+}
+
+// loader loads one Apply's events.
+type loader struct {
+	s         *Sink
+	ctx       context.Context
+	stages    map[string]*stage // by current-state table
+	created   map[int]*layout
+	rows      int
+	lastTrunc string
+}
+
+func (w *loader) layout(ev *consumer.Event) (*layout, error) {
+	id := ev.Table.SchemaID
+	if l := w.s.tables[id]; l != nil {
+		return l, nil
+	}
+	if l := w.created[id]; l != nil {
+		return l, nil
+	}
+	l := newLayout(ev.Table)
+	if st := w.stages[l.cur]; st != nil { // an older schema version of the table is staged
+		if err := w.merge(st); err != nil {
+			return nil, err
+		}
+		delete(w.stages, l.cur)
+	}
+	for _, stmt := range l.ddl {
+		if _, err := w.s.conn.ExecContext(w.ctx, stmt); err != nil {
+			return nil, ev.Wrap(w.s.errorf(w.ctx, err, "create tables of %s: %s", ev.Table, stmt))
+		}
+	}
+	w.s.log.Info("warehouse tables checked", "table", ev.Table.String(), "schema_id", id)
+	if w.created == nil {
+		w.created = map[int]*layout{}
+	}
+	w.created[id] = l
+	return l, nil
+}
+
+func (w *loader) add(ev *consumer.Event) error {
+	if ev.Op == "" {
+		return nil
+	}
+	l, err := w.layout(ev)
+	if err != nil {
+		return err
+	}
+	st := w.stages[l.cur]
+	if st == nil {
+		st = &stage{l: l}
+		if err := w.s.rawConn(func(dc driver.Conn) error {
+			var err error
+			st.app, err = ddb.NewAppender(dc, "temp", "main", l.stage)
+			return err
+		}); err != nil {
+			return ev.Wrap(w.s.errorf(w.ctx, err, "appender for %s", ev.Table))
+		}
+		w.stages[l.cur] = st
+	}
+	switch ev.Op {
+	case schemas.OpTruncate:
+		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
+		if k == w.lastTrunc {
+			return nil
+		}
+		w.lastTrunc = k
+		if err := w.merge(st); err != nil {
+			return err
+		}
+		return w.truncate(l, ev)
+	case schemas.OpDelete:
+		w.lastTrunc = ""
+		return w.stageRow(st, ev, "d", ev.Before, true)
+	case schemas.OpUpdate:
+		w.lastTrunc = ""
+		if ev.Before != nil && keyChanged(ev) {
+			if err := w.stageRow(st, ev, "d", ev.Before, true); err != nil {
+				return err
+			}
+		}
+		return w.stageRow(st, ev, "u", ev.After, false)
+	default:
+		w.lastTrunc = ""
+		return w.stageRow(st, ev, string(ev.Op), ev.After, false)
+	}
+}
+
+func keyChanged(ev *consumer.Event) bool {
+	for _, k := range ev.Table.Key {
+		a, b := ev.Before[k], ev.After[k]
+		if a == nil || b == nil {
+			continue
+		}
+		sa, err1 := ev.Table.Columns[k].Encode(a)
+		sb, err2 := ev.Table.Columns[k].Encode(b)
+		if err1 == nil && err2 == nil && sa != sb {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, deleted bool) error {
+	l := st.l
+	vals := make([]driver.Value, 7+len(l.t.Columns))
+	var unch string
+	if deleted || len(ev.Unchanged) > 0 {
+		flags := []byte(strings.Repeat("0", len(l.t.Columns)))
+		if deleted {
+			for _, i := range l.nonKey {
+				flags[i] = '1'
+			}
+		}
+		for _, i := range ev.Unchanged {
+			flags[i] = '1'
+		}
+		unch = string(flags)
+	}
+	vals[0], vals[1], vals[2], vals[3] = int64(st.rows), op, uint64(ev.Txn.CommitLSN), ev.Position
+	vals[4], vals[5], vals[6] = int64(ev.Txn.Xid), ev.Txn.CommitTime, unch
+	for i, c := range l.t.Columns {
+		v := row[i]
+		if v == nil {
+			continue
+		}
+		var s string
+		var err error
+		if l.types[i].list {
+			s, err = listJSON(v)
+		} else {
+			s, err = c.Encode(v)
+		}
+		if err != nil {
+			return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+		}
+		vals[7+i] = s
+	}
+	if err := st.app.AppendRow(vals...); err != nil {
+		return ev.Wrap(w.s.errorf(w.ctx, err, "stage row of %s", ev.Table))
+	}
+	if len(st.evs) < 2 {
+		st.evs = append(st.evs, ev)
+	} else {
+		st.evs[1] = ev
+	}
+	st.rows++
+	if st.rows >= w.s.cfg.FlushRows {
+		return w.merge(st)
+	}
+	return nil
+}
+
+// merge applies st's staged rows: resolve, append to history, replace the
+// changed keys in the current state, clear the stage.
+func (w *loader) merge(st *stage) error {
+	if st.rows == 0 {
+		return nil
+	}
+	if err := st.app.Flush(); err != nil {
+		return w.mergeErr(st, err, "stage")
+	}
+	l := st.l
+	for _, stmt := range append([]string{l.resolve}, l.mergeSQL()...) {
+		if _, err := w.s.conn.ExecContext(w.ctx, stmt); err != nil {
+			return w.mergeErr(st, err, "merge")
+		}
+	}
+	w.rows += st.rows
+	st.rows, st.evs = 0, st.evs[:0]
+	return nil
+}
+
+func (w *loader) mergeErr(st *stage, err error, what string) error {
+	first, last := st.evs[0], st.evs[len(st.evs)-1]
+	return first.Wrap(w.s.errorf(w.ctx, err, "%s %d row(s) into %s (through commit_lsn %s key %s)",
+		what, st.rows, st.l.t, last.Txn.CommitLSN, last.KeyString()))
+}
+
+func (w *loader) mergeAll() error {
+	for _, st := range w.stages {
+		if err := w.merge(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *loader) closeAppenders() {
+	for _, st := range w.stages {
+		if st.app != nil {
+			_ = st.app.Close()
+		}
+	}
+}
+
+// truncate records an op-t history row for every live key and empties the
+// current state.
+func (w *loader) truncate(l *layout, ev *consumer.Event) error {
+	cols := l.colList("")
+	res, err := w.s.conn.ExecContext(w.ctx, "INSERT INTO "+l.hist+" ("+cols+", op, commit_lsn, commit_ts, xid, position) SELECT "+
+		cols+", 't', ?, ?, ?, ? FROM "+l.cur, uint64(ev.Txn.CommitLSN), ev.Txn.CommitTime, int64(ev.Txn.Xid), ev.Position)
+	if err == nil {
+		_, err = w.s.conn.ExecContext(w.ctx, "DELETE FROM "+l.cur)
+	}
+	if err != nil {
+		return ev.Wrap(w.s.errorf(w.ctx, err, "truncate %s", ev.Table))
+	}
+	n, _ := res.RowsAffected()
+	w.s.log.Info("truncate loaded", "table", ev.Table.String(), "live_rows", n, "commit_lsn", ev.Txn.CommitLSN)
+	return nil
+}

@@ -1,0 +1,257 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// flushBytes bounds the text one chunk holds, whatever FlushRows says.
+const flushBytes = 16 << 20
+
+// writer turns one Apply's events into history rows. Rows are buffered per
+// history table and sent in chunks, set-based: one UPDATE that closes open
+// versions and one INSERT ... SELECT that numbers and appends the new ones.
+// Chunks of one table are sent in event order; tables are independent.
+type writer struct {
+	s       *Sink
+	tx      pgx.Tx
+	bufs    map[string]*chunk // by history table
+	created map[int]*layout   // layouts checked in this transaction
+	rows    int
+	// lastTrunc dedupes the truncate records that every partition of a
+	// table's topic carries for one TRUNCATE.
+	lastTrunc string
+}
+
+// chunk is the pending rows of one history table, column-wise.
+type chunk struct {
+	l      *layout
+	evs    []*consumer.Event // the event of each row, for errors
+	ord    []int32
+	op     []string
+	lsn    []string
+	ts     []time.Time
+	xid    []int64
+	pos    []int64
+	unch   []string
+	cols   [][]*string
+	bytes  int
+	unchgd bool // some row needs the carry-forward statement
+}
+
+func newWriter(s *Sink, tx pgx.Tx) *writer {
+	return &writer{s: s, tx: tx, bufs: map[string]*chunk{}, created: map[int]*layout{}}
+}
+
+func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error) {
+	id := ev.Table.SchemaID
+	if l := w.created[id]; l != nil {
+		return l, nil
+	}
+	w.s.mu.Lock()
+	l := w.s.tables[id]
+	w.s.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	l, err := newLayout(ev.Table, w.s.cfg.Schema)
+	if err != nil {
+		return nil, ev.Wrap(consumer.Permanent(err))
+	}
+	// The table may have a chunk of an older schema version pending.
+	if c := w.bufs[l.qname]; c != nil {
+		if err := w.flush(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	for _, stmt := range l.ddl {
+		if _, err := w.tx.Exec(ctx, stmt); err != nil {
+			return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("create history table %s: %s: %w", l.qname, stmt, err)))
+		}
+	}
+	w.s.log.Info("history table checked", "table", ev.Table.String(), "history", l.schema+"."+l.name, "schema_id", id)
+	w.created[id] = l
+	return l, nil
+}
+
+func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
+	if ev.Op == "" { // a logical decoding message: no table to record it in
+		return nil
+	}
+	l, err := w.layout(ctx, ev)
+	if err != nil {
+		return err
+	}
+	c := w.bufs[l.qname]
+	if c != nil && c.l != l {
+		if err := w.flush(ctx, c); err != nil {
+			return err
+		}
+		c = nil
+	}
+	if c == nil {
+		c = &chunk{l: l, cols: make([][]*string, len(l.t.Columns))}
+		w.bufs[l.qname] = c
+	}
+	switch ev.Op {
+	case schemas.OpTruncate:
+		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
+		if k == w.lastTrunc {
+			return nil
+		}
+		w.lastTrunc = k
+		if err := w.flush(ctx, c); err != nil {
+			return err
+		}
+		return w.truncate(ctx, l, ev)
+	case schemas.OpDelete:
+		w.lastTrunc = ""
+		return w.row(ctx, c, ev, "d", ev.Before, true)
+	case schemas.OpUpdate:
+		w.lastTrunc = ""
+		if ev.Before != nil && keyChanged(ev) {
+			if err := w.row(ctx, c, ev, "d", ev.Before, true); err != nil {
+				return err
+			}
+		}
+		return w.row(ctx, c, ev, "u", ev.After, false)
+	default: // c, r
+		w.lastTrunc = ""
+		return w.row(ctx, c, ev, string(ev.Op), ev.After, false)
+	}
+}
+
+// keyChanged reports whether an update's before image has another key.
+func keyChanged(ev *consumer.Event) bool {
+	for _, k := range ev.Table.Key {
+		a, b := ev.Before[k], ev.After[k]
+		if a == nil || b == nil {
+			continue // the before image lacks the key: it did not change
+		}
+		sa, err1 := ev.Table.Columns[k].Encode(a)
+		sb, err2 := ev.Table.Columns[k].Encode(b)
+		if err1 == nil && err2 == nil && sa != sb {
+			return true
+		}
+	}
+	return false
+}
+
+// row appends one history row built from row (column order). A delete
+// carries every non-key column forward; an update its unchanged TOAST ones.
+func (w *writer) row(ctx context.Context, c *chunk, ev *consumer.Event, op string, row []any, deleted bool) error {
+	l := c.l
+	var unch string
+	if deleted || len(ev.Unchanged) > 0 {
+		flags := []byte(strings.Repeat("0", len(l.t.Columns)))
+		if deleted {
+			for _, i := range l.nonKey {
+				flags[i] = '1'
+			}
+		}
+		for _, i := range ev.Unchanged {
+			flags[i] = '1'
+		}
+		unch = string(flags)
+		c.unchgd = true
+	}
+	for i := range l.t.Columns {
+		var p *string
+		if v := row[i]; v != nil {
+			s, err := pgtarget.Encode(ev, i, v)
+			if err != nil {
+				return err
+			}
+			p = &s
+			c.bytes += len(s)
+		}
+		c.cols[i] = append(c.cols[i], p)
+	}
+	c.evs = append(c.evs, ev)
+	c.ord = append(c.ord, int32(len(c.ord)))
+	c.op = append(c.op, op)
+	c.lsn = append(c.lsn, ev.Txn.CommitLSN.String())
+	c.ts = append(c.ts, ev.Txn.CommitTime)
+	c.xid = append(c.xid, int64(ev.Txn.Xid))
+	c.pos = append(c.pos, ev.Position)
+	c.unch = append(c.unch, unch)
+	if len(c.ord) >= w.s.cfg.FlushRows || c.bytes >= flushBytes {
+		return w.flush(ctx, c)
+	}
+	return nil
+}
+
+func (w *writer) flushAll(ctx context.Context) error {
+	for _, c := range w.bufs {
+		if err := w.flush(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush sends c's rows: the UPDATE that closes the versions they replace,
+// then the INSERT, in one round trip.
+func (w *writer) flush(ctx context.Context, c *chunk) error {
+	if len(c.ord) == 0 {
+		return nil
+	}
+	l := c.l
+	closeArgs := []any{c.ord, c.lsn, c.ts, c.pos}
+	for _, k := range l.keyCols {
+		closeArgs = append(closeArgs, c.cols[k])
+	}
+	insArgs := []any{c.ord, c.op, c.lsn, c.ts, c.xid, c.pos, c.unch}
+	for i := range l.t.Columns {
+		insArgs = append(insArgs, c.cols[i])
+	}
+	ins := l.insert
+	if c.unchgd {
+		ins = l.carry
+	}
+	var b pgx.Batch
+	b.Queue(l.closer, closeArgs...)
+	b.Queue(ins, insArgs...)
+	br := w.tx.SendBatch(ctx, &b)
+	_, err := br.Exec()
+	if err == nil {
+		var ct interface{ RowsAffected() int64 }
+		ct, err = br.Exec()
+		if err == nil {
+			w.rows += int(ct.RowsAffected())
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// The statement covers the whole chunk; name its first and last event.
+		first, last := c.evs[0], c.evs[len(c.evs)-1]
+		return first.Wrap(pgtarget.Classify(fmt.Errorf("append %d history row(s) to %s (through commit_lsn %s key %s): %w",
+			len(c.ord), l.qname, last.Txn.CommitLSN, last.KeyString(), err)))
+	}
+	n := len(l.t.Columns)
+	*c = chunk{l: l, cols: make([][]*string, n)}
+	return nil
+}
+
+// truncate records a TRUNCATE of l's table: an op-t row for every current
+// version, which it closes.
+func (w *writer) truncate(ctx context.Context, l *layout, ev *consumer.Event) error {
+	ct, err := w.tx.Exec(ctx, l.trunc, ev.Txn.CommitLSN.String(), ev.Txn.CommitTime, int64(ev.Txn.Xid), ev.Position)
+	if err != nil {
+		return ev.Wrap(pgtarget.Classify(fmt.Errorf("record truncate in %s: %w", l.qname, err)))
+	}
+	w.rows += int(ct.RowsAffected())
+	w.s.log.Info("truncate recorded", "table", ev.Table.String(), "history", l.schema+"."+l.name,
+		"closed_versions", ct.RowsAffected(), "commit_lsn", ev.Txn.CommitLSN, "xid", ev.Txn.Xid)
+	return nil
+}

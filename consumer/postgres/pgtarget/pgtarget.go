@@ -1,0 +1,393 @@
+// Package pgtarget holds what every sink that writes into a PostgreSQL target
+// shares: the connection pool (with trigger suppression), error
+// classification, the tributary_checkpoint table, the encoding of event
+// values as PostgreSQL text literals and the column definitions used to
+// create target tables. The PostgreSQL sink (consumer/postgres) and the
+// history sink (consumer/history) both use it, so that they behave alike.
+//
+// Everything here is safe for concurrent use unless a comment says otherwise.
+package pgtarget
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// Pool is a small connection pool: connections are dialled on demand, up to
+// a maximum, and one that saw an error other than a PostgreSQL error is
+// discarded. Every connection runs SET session_replication_role = replica,
+// so that only triggers enabled ALWAYS fire during replay.
+type Pool struct {
+	cfg   *pgx.ConnConfig
+	slots chan struct{}
+	idle  chan *pgx.Conn
+}
+
+// NewPool returns a pool of at most max connections to cfg; it dials nothing.
+func NewPool(cfg *pgx.ConnConfig, max int) *Pool {
+	return &Pool{cfg: cfg, slots: make(chan struct{}, max), idle: make(chan *pgx.Conn, max)}
+}
+
+// Acquire returns an idle connection or dials a new one; it blocks while max
+// connections are in use, until ctx ends. Pass the connection back to Release.
+func (p *Pool) Acquire(ctx context.Context) (*pgx.Conn, error) {
+	select {
+	case c := <-p.idle:
+		if !c.IsClosed() {
+			return c, nil
+		}
+		<-p.slots
+	default:
+	}
+	select {
+	case c := <-p.idle:
+		return c, nil
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := pgx.ConnectConfig(ctx, p.cfg)
+	if err != nil {
+		<-p.slots
+		return nil, ClassifyConnect(fmt.Errorf("connect target: %w", err))
+	}
+	if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		c.Close(context.Background())
+		<-p.slots
+		return nil, consumer.Permanent(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
+			"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
+	}
+	return c, nil
+}
+
+// Release returns c to the pool, or closes it when err says the connection
+// may be unusable or it is inside a transaction.
+func (p *Pool) Release(c *pgx.Conn, err error) {
+	var pe *pgconn.PgError
+	if c.IsClosed() || (err != nil && !errors.As(err, &pe)) || c.PgConn().TxStatus() != 'I' {
+		c.Close(context.Background())
+		<-p.slots
+		return
+	}
+	p.idle <- c
+}
+
+// Close closes the idle connections. Connections still acquired are closed
+// when they are released after Close only if they saw an error; call Close
+// after the last Release.
+func (p *Pool) Close() {
+	for {
+		select {
+		case c := <-p.idle:
+			c.Close(context.Background())
+			<-p.slots
+		default:
+			return
+		}
+	}
+}
+
+// Classify marks PostgreSQL errors that retrying cannot fix as permanent:
+// everything but connection (08), transaction rollback (40: serialization
+// failure, deadlock), resource (53), operator intervention (57) and system
+// (58) errors. Other errors (I/O, timeouts) stay transient.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "40", "53", "57", "58":
+			return err
+		}
+		return consumer.Permanent(err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || pgconn.SafeToRetry(err) {
+		return err
+	}
+	return err
+}
+
+// ClassifyConnect keeps connection failures transient, except for
+// authentication and configuration errors, which no retry fixes.
+func ClassifyConnect(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000" || pe.Code == "3D000") {
+		return consumer.Permanent(err)
+	}
+	return err
+}
+
+// ErrCheckpointMoved reports that another session of the same consumer
+// committed since this one read its checkpoint: a killed session's last
+// commit that finished late, or a second process with the same --name. The
+// transaction is rolled back; the consumer re-reads the checkpoint and goes
+// on from there, so nothing is applied twice.
+var ErrCheckpointMoved = errors.New("the checkpoint moved under this session")
+
+// Checkpoints is a consumer's rows in a tributary_checkpoint table: one row
+// per stream, written in the same transaction as the data they cover.
+//
+// Write is a compare-and-set: it locks the streams it advances (a
+// transaction-scoped advisory lock per stream, so per-key workers of one
+// consumer do not wait for each other) and checks that their rows still hold
+// what this process last read or committed. Safe for concurrent use.
+type Checkpoints struct {
+	schema   string
+	table    string // quoted schema.table
+	consumer string
+
+	mu    sync.Mutex
+	known map[consumer.Stream]int64 // next offsets this process read or committed
+}
+
+// NewCheckpoints returns the checkpoint rows of consumer name in
+// schema.tributary_checkpoint.
+func NewCheckpoints(schema, name string) *Checkpoints {
+	return &Checkpoints{schema: schema, consumer: name,
+		table: schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent("tributary_checkpoint"),
+		known: map[consumer.Stream]int64{}}
+}
+
+// Table is the quoted name of the checkpoint table.
+func (k *Checkpoints) Table() string { return k.table }
+
+// Create creates the checkpoint schema and table when they are missing.
+func (k *Checkpoints) Create(ctx context.Context, c *pgx.Conn) error {
+	ddl := fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
+CREATE TABLE IF NOT EXISTS %s (
+	consumer    text NOT NULL,
+	kind        text NOT NULL,
+	topic       text NOT NULL,
+	partition   int NOT NULL,
+	next_offset bigint NOT NULL,
+	commit_lsn  pg_lsn,
+	commit_ts   timestamptz,
+	applied_at  timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (consumer, kind, topic, partition)
+)`, schemas.QuoteIdent(k.schema), k.table)
+	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return Classify(fmt.Errorf("create checkpoint table %s: %w", k.table, err))
+	}
+	return nil
+}
+
+// Read reads the consumer's checkpoint; the commit LSN and time are those of
+// the row with the highest commit LSN.
+func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoint, error) {
+	cp := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
+	rows, err := c.Query(ctx, `SELECT kind, topic, partition, next_offset, coalesce(commit_lsn::text, ''), commit_ts FROM `+
+		k.table+` WHERE consumer = $1`, k.consumer)
+	if err != nil {
+		return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, topic, lsn string
+		var part int32
+		var next int64
+		var ts *time.Time
+		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
+			return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		}
+		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
+		if lsn != "" {
+			l, err := pglogrepl.ParseLSN(lsn)
+			if err == nil && l > cp.CommitLSN {
+				cp.CommitLSN = l
+				if ts != nil {
+					cp.CommitTime = *ts
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+	}
+	k.mu.Lock()
+	k.known = make(map[consumer.Stream]int64, len(cp.Next))
+	for st, o := range cp.Next {
+		k.known[st] = o
+	}
+	k.mu.Unlock()
+	return cp, nil
+}
+
+// Committed records that cp's transaction committed; call it after Commit.
+func (k *Checkpoints) Committed(cp consumer.Checkpoint) {
+	k.mu.Lock()
+	for st, o := range cp.Next {
+		k.known[st] = o
+	}
+	k.mu.Unlock()
+}
+
+// check locks the streams of cp in tx and fails with ErrCheckpointMoved when
+// their rows differ from what this process knows.
+func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
+	streams := make([]consumer.Stream, 0, len(cp.Next))
+	for st := range cp.Next {
+		streams = append(streams, st)
+	}
+	// One order for every session, so two sessions never deadlock.
+	sort.Slice(streams, func(i, j int) bool {
+		a, b := streams[i], streams[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		return a.Partition < b.Partition
+	})
+	names := make([]string, len(streams))
+	for i, st := range streams {
+		names[i] = fmt.Sprintf("%s/%s/%s/%d", k.consumer, st.Kind, st.Topic, st.Partition)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('tributary_checkpoint:' || n, 0))
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i`, names); err != nil {
+		return Classify(fmt.Errorf("lock checkpoint rows in %s: %w", k.table, err))
+	}
+	rows, err := tx.Query(ctx, `SELECT kind, topic, partition, next_offset FROM `+k.table+` WHERE consumer = $1`, k.consumer)
+	if err != nil {
+		return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+	}
+	stored := map[consumer.Stream]int64{}
+	for rows.Next() {
+		var kind, topic string
+		var part int32
+		var next int64
+		if err := rows.Scan(&kind, &topic, &part, &next); err != nil {
+			rows.Close()
+			return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		}
+		stored[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
+	}
+	if err := rows.Err(); err != nil {
+		return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, st := range streams {
+		have, haveOK := stored[st]
+		want, wantOK := k.known[st]
+		if haveOK != wantOK || have != want {
+			return fmt.Errorf("%w: %s %s partition %d is at offset %d in %s, this session expected %d (consumer %s)",
+				ErrCheckpointMoved, st.Kind, st.Topic, st.Partition, have, k.table, want, k.consumer)
+		}
+	}
+	return nil
+}
+
+// Write upserts the entries of cp in tx after checking, under a lock, that no
+// other session moved them (see Checkpoints); an empty cp writes nothing.
+// Call Committed once tx commits.
+func (k *Checkpoints) Write(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
+	if len(cp.Next) == 0 {
+		return nil
+	}
+	if err := k.check(ctx, tx, cp); err != nil {
+		return err
+	}
+	kinds := make([]string, 0, len(cp.Next))
+	topics := make([]string, 0, len(cp.Next))
+	parts := make([]int32, 0, len(cp.Next))
+	offs := make([]int64, 0, len(cp.Next))
+	for st, o := range cp.Next {
+		kinds = append(kinds, string(st.Kind))
+		topics = append(topics, st.Topic)
+		parts = append(parts, st.Partition)
+		offs = append(offs, o)
+	}
+	var lsn, ts any
+	if cp.CommitLSN != 0 {
+		lsn = cp.CommitLSN.String()
+		ts = cp.CommitTime
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO `+k.table+` AS c (consumer, kind, topic, partition, next_offset, commit_lsn, commit_ts, applied_at)
+SELECT $1, u.k, u.t, u.p, u.o, $6::text::pg_lsn, $7::timestamptz, now()
+FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(k, t, p, o)
+ON CONFLICT (consumer, kind, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
+	commit_lsn = coalesce(EXCLUDED.commit_lsn, c.commit_lsn), commit_ts = coalesce(EXCLUDED.commit_ts, c.commit_ts),
+	applied_at = now()`, k.consumer, kinds, topics, parts, offs, lsn, ts)
+	if err != nil {
+		return Classify(fmt.Errorf("write checkpoint to %s (commit_lsn %s): %w", k.table, cp.CommitLSN, err))
+	}
+	return nil
+}
+
+// Encode converts the value v of column ci of ev's table to a PostgreSQL
+// text literal; an error names the event and the column and is permanent.
+func Encode(ev *consumer.Event, ci int, v any) (string, error) {
+	c := ev.Table.Columns[ci]
+	s, err := c.Encode(v)
+	if err != nil {
+		return "", ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+	}
+	return s, nil
+}
+
+// Values encodes the columns cols of row as text parameters (nil for NULL).
+func Values(ev *consumer.Event, row []any, cols []int) ([]any, error) {
+	out := make([]any, len(cols))
+	for i, ci := range cols {
+		if row[ci] == nil {
+			continue
+		}
+		s, err := Encode(ev, ci, row[ci])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// ColumnDefs are the quoted column definitions "name type" of t, in order.
+func ColumnDefs(t *consumer.Table) []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = schemas.QuoteIdent(c.Name) + " " + c.SQLType
+	}
+	return out
+}
+
+// KeyNames are the quoted names of t's key columns, in key order.
+func KeyNames(t *consumer.Table) []string {
+	out := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		out[i] = schemas.QuoteIdent(t.Columns[k].Name)
+	}
+	return out
+}
+
+// EnsureColumns returns the statements that create schema and table (with
+// extra column definitions appended after t's columns) when missing, and add
+// the columns of t that an existing table lacks.
+func EnsureColumns(t *consumer.Table, schema, table string, extra ...string) []string {
+	qt := schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent(table)
+	cols := append(ColumnDefs(t), extra...)
+	stmts := []string{
+		"CREATE SCHEMA IF NOT EXISTS " + schemas.QuoteIdent(schema),
+		"CREATE TABLE IF NOT EXISTS " + qt + " (" + strings.Join(cols, ", ") + ")",
+	}
+	for _, c := range t.Columns {
+		stmts = append(stmts, "ALTER TABLE "+qt+" ADD COLUMN IF NOT EXISTS "+schemas.QuoteIdent(c.Name)+" "+c.SQLType)
+	}
+	return stmts
+}
