@@ -303,7 +303,8 @@ func (s *session) stream(ctx context.Context) error {
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
 			"proto_version '1'",
-			"publication_names " + quoteLiteral(cfg.Publication),
+			// pgoutput parses an identifier list: quote the name inside the literal.
+			"publication_names " + quoteLiteral(quoteIdent(cfg.Publication)),
 			"messages 'true'",
 		},
 	})

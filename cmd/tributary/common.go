@@ -42,7 +42,9 @@ type kafkaFlags struct {
 	logLevel     *string
 }
 
-func declareKafka(fs *flagconf.Set) *kafkaFlags {
+// declareKafka declares the Kafka and registry settings on fs, required or
+// not; every command declares the same names, so one --config file serves all.
+func declareKafka(fs *flagconf.Set, required bool) *kafkaFlags {
 	k := &kafkaFlags{
 		brokers:      fs.StringList("brokers", nil, "Kafka seed brokers, `host:port,...`"),
 		registry:     fs.String("registry", "", "schema registry `URL` (Confluent API)"),
@@ -60,7 +62,9 @@ func declareKafka(fs *flagconf.Set) *kafkaFlags {
 		logFormat:    fs.String("log-format", "auto", "log `format`: text, json, or auto (text on a terminal, JSON otherwise)"),
 		logLevel:     fs.String("log-level", "info", "log `level`: debug, info, warn, error"),
 	}
-	fs.Require("brokers", "registry", "prefix")
+	if required {
+		fs.Require("brokers", "registry", "prefix")
+	}
 	return k
 }
 
@@ -154,7 +158,8 @@ func (k *kafkaFlags) kgoOpts() ([]kgo.Opt, error) {
 }
 
 // checkBrokers fails fast, with one line, when no broker answers.
-func checkBrokers(ctx context.Context, opts []kgo.Opt, brokers []string) error {
+func (k *kafkaFlags) checkBrokers(ctx context.Context, opts []kgo.Opt) error {
+	brokers := *k.brokers
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
@@ -163,6 +168,12 @@ func checkBrokers(ctx context.Context, opts []kgo.Opt, brokers []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
+		if *k.saslMech != "" {
+			// A broker that rejects SASL credentials often just closes the
+			// connection, which looks like any other connection failure.
+			return fmt.Errorf("cannot reach Kafka at %s, or it refused %s authentication as user %q: %v",
+				strings.Join(brokers, ","), strings.ToUpper(*k.saslMech), *k.saslUser, err)
+		}
 		return fmt.Errorf("cannot reach Kafka at %s: %v", strings.Join(brokers, ","), err)
 	}
 	return nil

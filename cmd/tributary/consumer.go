@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/consumer/duckdb"
 	"github.com/tributary-cdc/tributary/consumer/history"
 	"github.com/tributary-cdc/tributary/consumer/postgres"
 	"github.com/tributary-cdc/tributary/transform"
@@ -32,7 +32,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 			"  tributary consumer --config consumer.yaml --until-caught-up     # on-demand site: catch up, exit 0\n" +
 			"  tributary consumer --config consumer.yaml --interval 15m        # scheduled catch-ups",
 	})
-	k := declareKafka(fs)
+	k := declareKafka(fs, true)
 	name := fs.String("name", "", "consumer `name`: its checkpoint, Kafka group tributary-<name> and dead-letter topic")
 	sink := fs.String("sink", "postgres", "`sink`: postgres (a replica), history (every version of every row, in PostgreSQL) or duckdb (a warehouse file)")
 	target := fs.String("target", "", "target PostgreSQL `DSN` (postgres, history)")
@@ -124,12 +124,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		s, err = history.New(history.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
 			Schema: *historySchema, FlushRows: *flushRows, Logger: log})
 	case "duckdb":
-		var d *duckdb.Sink
-		d, err = duckdb.New(duckdb.Config{Path: *duckFile, Consumer: *name, FlushRows: *flushRows,
-			FlushInterval: *flushInterval, ExportParquet: *exportParquet, ExportInterval: *exportInterval, Logger: log})
-		if err == nil {
-			s, groupMax, linger = d, d.GroupMaxEvents(), d.GroupLinger()
-		}
+		s, groupMax, linger, err = newDuckDBSink(duckdbOptions{path: *duckFile, consumer: *name, flushRows: *flushRows,
+			flushInterval: *flushInterval, exportParquet: *exportParquet, exportInterval: *exportInterval, log: log})
 	}
 	if err != nil {
 		return usageError{err}
@@ -139,8 +135,16 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if err := checkBrokers(ctx, opts, *k.brokers); err != nil {
+	if err := k.checkBrokers(ctx, opts); err != nil {
 		return err
 	}
 	return c.Run(ctx)
+}
+
+// duckdbOptions are the duckdb sink's flags.
+type duckdbOptions struct {
+	path, consumer, exportParquet string
+	flushRows                     int
+	flushInterval, exportInterval time.Duration
+	log                           *slog.Logger
 }

@@ -39,6 +39,9 @@ func commands() map[string]command {
 		"consumer": {"replay the events into a target, in commit order, exactly once", runConsumer},
 		"dev":      {"run an embedded Kafka broker and schema registry for development", runDev},
 		"producer": {"stream PostgreSQL logical replication into Kafka", runProducer},
+		"setup":    {"print or run the SQL for the least-privilege capture and apply roles", runSetup},
+		"slot":     {"list replication slots, or drop one safely", runSlot},
+		"status":   {"show slot lag, publications and consumer checkpoints; exit 1 on errors", runStatus},
 		"verify":   {"compare a source with a consumer's target and report the keys that differ", runVerify},
 		"version":  {"print the version", runVersion},
 	}

@@ -25,7 +25,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 			"      --slot app_slot --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081 --prefix app\n" +
 			"  tributary producer --config producer.yaml --tables 'public.orders (id, region, total) WHERE (region = ''NE'')'",
 	})
-	k := declareKafka(fs)
+	k := declareKafka(fs, true)
 	source := fs.String("source", "", "source PostgreSQL `DSN`")
 	publication := fs.String("publication", "tributary", "publication `name`; created when missing")
 	slot := fs.String("slot", "tributary", "replication slot `name`; created when missing")
@@ -92,7 +92,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if err := checkBrokers(ctx, opts, *k.brokers); err != nil {
+	if err := k.checkBrokers(ctx, opts); err != nil {
 		return err
 	}
 	return p.Run(ctx)
