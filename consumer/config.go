@@ -112,6 +112,8 @@ type Config struct {
 	RetryMaxElapsed time.Duration
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Observer receives metrics and health events; nil means NopObserver.
+	Observer Observer
 }
 
 func (c *Config) validate() error {
@@ -162,6 +164,9 @@ func (c *Config) validate() error {
 	}
 	if c.RetryMaxElapsed == 0 {
 		c.RetryMaxElapsed = 10 * time.Minute
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

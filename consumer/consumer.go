@@ -162,6 +162,7 @@ func (c *Consumer) runUntil(ctx context.Context, untilCaughtUp bool) error {
 		if d == backoff.Stop {
 			return fmt.Errorf("gave up retrying after %v: %w", c.cfg.RetryMaxElapsed, err)
 		}
+		c.cfg.Observer.Retrying(err)
 		c.log.Warn("transient error; resuming from the checkpoint", "err", err, "in", d)
 		if !sleep(ctx, d) {
 			return nil

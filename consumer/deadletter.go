@@ -98,6 +98,7 @@ func (r *reader) deadLetter(ctx context.Context, st *runState) error {
 		return fmt.Errorf("advance checkpoint past the dead-lettered transaction: %w", err)
 	}
 	r.cp.merge(b.cp)
+	c.cfg.Observer.DeadLettered(fc.frame.CommitLSN)
 	c.log.Warn("dead-lettered a source transaction", "topic", c.dlqTopic, "frame_offset", fc.offset,
 		"commit_lsn", fc.frame.CommitLSN, "xid", fc.frame.Xid, "records", n, "reason", reason)
 	st.deadLetter, st.reason, st.progressed = -1, nil, true

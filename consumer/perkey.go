@@ -29,6 +29,8 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 	}
 	defer meta.Close()
 	adm := kadm.NewClient(meta)
+	c.cfg.Observer.Ready(true)
+	defer c.cfg.Observer.Ready(false)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -207,12 +209,14 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 				}
 			}
 		}
+		start := time.Now()
 		if err := c.cfg.Sink.Apply(ctx, b); err != nil {
 			return err
 		}
 		if b.err != nil {
 			return b.err
 		}
+		c.cfg.Observer.Applied(Applied{Rows: b.rows, CommitLSN: b.cp.CommitLSN, CommitTime: b.cp.CommitTime, Took: time.Since(start)})
 		progressed()
 		if time.Since(lastCommit) > 5*time.Second {
 			c.commitGroupOffsets(ctx, adm, b.cp.Next)

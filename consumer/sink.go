@@ -204,6 +204,7 @@ type Batch struct {
 
 	txns   int
 	events int
+	rows   map[string]int // events per "schema.table", for Observer.Applied
 }
 
 // Next returns the next event, or io.EOF after the last one. Any other error
@@ -226,6 +227,12 @@ func (b *Batch) Next(ctx context.Context) (*Event, error) {
 		return nil, err
 	}
 	b.events++
+	if ev.Table != nil {
+		if b.rows == nil {
+			b.rows = map[string]int{}
+		}
+		b.rows[ev.Table.Schema+"."+ev.Table.Name]++
+	}
 	return ev, nil
 }
 

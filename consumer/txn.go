@@ -51,6 +51,7 @@ type reader struct {
 	tx    *part
 	parts map[Stream]*part
 	end   int64 // transactions-topic end to stop at; -1 for never
+	lso   int64 // the transactions topic's last stable offset, as last fetched
 }
 
 func (r *reader) close() { r.cl.Close() }
@@ -114,6 +115,11 @@ func (r *reader) poll(ctx context.Context, wait time.Duration) error {
 	if ferr != nil {
 		return ferr
 	}
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Topic == r.c.txTopic && p.LastStableOffset > r.lso {
+			r.lso = p.LastStableOffset
+		}
+	})
 	limit := r.c.cfg.PartitionBuffer
 	fs.EachRecord(func(rec *kgo.Record) {
 		p := r.tx
@@ -137,6 +143,16 @@ func (r *reader) poll(ctx context.Context, wait time.Duration) error {
 		}
 	})
 	return nil
+}
+
+// behind is how many offsets of the transactions topic are committed but not
+// applied; a trailing transaction marker already read does not count.
+func (r *reader) behind() int64 {
+	next, ok := r.cp.Next[r.tx.s]
+	if !ok || r.lso <= next || r.tx.pending() == 0 && r.tx.seen >= r.lso {
+		return 0
+	}
+	return r.lso - next
 }
 
 // take pops the head record of p, resuming p's fetches when it has drained.
@@ -332,6 +348,8 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		return err
 	}
 	defer r.close()
+	c.cfg.Observer.Ready(true)
+	defer c.cfg.Observer.Ready(false)
 	if st.deadLetter >= 0 {
 		if err := r.deadLetter(ctx, st); err != nil {
 			return err
@@ -351,6 +369,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		b := &Batch{}
 		g := &group{r: r, st: st, b: b, cp: Checkpoint{Next: map[Stream]int64{}}, first: -1}
 		b.next = g.next
+		start := time.Now()
 		err := c.cfg.Sink.Apply(ctx, b)
 		st.lastGroupTxns, st.lastGroupFirst = g.txns, g.first
 		if err == nil && !b.done {
@@ -369,6 +388,9 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		r.cp.merge(g.cp)
 		st.progressed = true
 		applied += g.txns
+		c.cfg.Observer.Applied(Applied{SourceTxns: g.txns, Rows: b.rows, CommitLSN: r.cp.CommitLSN,
+			CommitTime: r.cp.CommitTime, Took: time.Since(start)})
+		c.cfg.Observer.Behind(r.behind())
 		if time.Since(lastLog) > 10*time.Second {
 			c.log.Info("applying", "commit_lsn", r.cp.CommitLSN, "commit_ts", r.cp.CommitTime, "applied_txns", applied)
 			lastLog = time.Now()

@@ -37,6 +37,32 @@ func scrape(t *testing.T, addr, name string) (float64, bool) {
 	return 0, false
 }
 
+// scrapeLabeled reads every series of one labeled metric, by label set.
+func scrapeLabeled(t *testing.T, addr, name string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		end := strings.Index(line, "} ")
+		v, err := strconv.ParseFloat(line[end+2:], 64)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		out[line[len(name)+1:end]] = v
+	}
+	return out
+}
+
 func httpStatus(t *testing.T, url string) int {
 	t.Helper()
 	resp, err := http.Get(url)

@@ -42,6 +42,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	flushInterval := fs.Duration("flush-interval", 0, "duckdb: longest wait to fill a micro-batch (1s)")
 	exportParquet := fs.String("export-parquet", "", "duckdb: export the history as Parquet, partitioned by table and day, into `dir`")
 	exportInterval := fs.Duration("export-interval", 0, "duckdb: Parquet export `interval` (1m)")
+	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9188")
 	transforms := fs.String("transforms", "", "YAML `file` of per-table transforms: renames, filters, splits, hashes... (docs/TRANSFORMS.md)")
 	tables := fs.StringList("tables", nil, "apply only these `schema.table,...`; default every table")
 	mode := fs.String("mode", "transactional", "apply `mode`: transactional or per-key (see above)")
@@ -94,6 +95,11 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	h, err := startHealth(*metricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer h.close()
 	var tr consumer.Transformer
 	if *transforms != "" {
 		tc, err := transform.LoadConfig(*transforms)
@@ -131,7 +137,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		return usageError{err}
 	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: newConsumerMetrics(h), Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}

@@ -14,6 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/jackc/pglogrepl"
+
+	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/producer"
 )
 
@@ -140,3 +143,73 @@ func (m *producerMetrics) SnapshotProgress(p producer.SnapshotProgress) {
 		m.progress(p)
 	}
 }
+
+// consumerMetrics is the consumer's Observer: Prometheus metrics and readiness.
+type consumerMetrics struct {
+	h          *health
+	applyTime  prometheus.Histogram
+	rows       *prometheus.CounterVec
+	txns       prometheus.Counter
+	behind     prometheus.Gauge
+	lagSeconds prometheus.Gauge
+	appliedTS  prometheus.Gauge
+	dead       prometheus.Counter
+	retries    prometheus.Counter
+	ready      atomic.Int32 // sessions (per-key: workers) that are ready
+}
+
+func newConsumerMetrics(h *health) *consumerMetrics {
+	m := &consumerMetrics{
+		h: h,
+		applyTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tributary_consumer_apply_seconds",
+			Help:    "Time to apply one target transaction (a group of whole source transactions), reading included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tributary_consumer_rows_total",
+			Help: "Events applied, by table."}, []string{"table"}),
+		txns: prometheus.NewCounter(prometheus.CounterOpts{Name: "tributary_consumer_transactions_total",
+			Help: "Source transactions applied (transactional mode)."}),
+		behind: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_lag_offsets",
+			Help: "Offsets of the transactions topic committed in Kafka but not applied: frames plus transaction markers."}),
+		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_lag_seconds",
+			Help: "Seconds between the source commit of the last applied transaction and its apply."}),
+		appliedTS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_applied_commit_timestamp_seconds",
+			Help: "Source commit time of the last applied transaction, Unix seconds."}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{Name: "tributary_consumer_dead_lettered_total",
+			Help: "Source transactions sent to the dead-letter topic."}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "tributary_consumer_retries_total",
+			Help: "Transient errors after which the consumer resumed from its checkpoint."}),
+	}
+	h.reg.MustRegister(m.applyTime, m.rows, m.txns, m.behind, m.lagSeconds, m.appliedTS, m.dead, m.retries)
+	return m
+}
+
+// Ready implements consumer.Observer.
+func (m *consumerMetrics) Ready(ready bool) {
+	if ready {
+		m.h.ready.Store(m.ready.Add(1) > 0)
+	} else {
+		m.h.ready.Store(m.ready.Add(-1) > 0)
+	}
+}
+
+// Applied implements consumer.Observer.
+func (m *consumerMetrics) Applied(a consumer.Applied) {
+	m.applyTime.Observe(a.Took.Seconds())
+	m.txns.Add(float64(a.SourceTxns))
+	for t, n := range a.Rows {
+		m.rows.WithLabelValues(t).Add(float64(n))
+	}
+	if !a.CommitTime.IsZero() {
+		m.appliedTS.Set(float64(a.CommitTime.UnixMicro()) / 1e6)
+		m.lagSeconds.Set(time.Since(a.CommitTime).Seconds())
+	}
+}
+
+// Behind implements consumer.Observer.
+func (m *consumerMetrics) Behind(offsets int64) { m.behind.Set(float64(offsets)) }
+
+// DeadLettered implements consumer.Observer.
+func (m *consumerMetrics) DeadLettered(pglogrepl.LSN) { m.dead.Inc() }
+
+// Retrying implements consumer.Observer.
+func (m *consumerMetrics) Retrying(error) { m.retries.Inc() }
