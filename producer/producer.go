@@ -58,6 +58,16 @@ type Config struct {
 	SchemaChange      schemas.SchemaChangePolicy
 	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
 	RetryMaxElapsed   time.Duration // give up after transient errors for this long without progress (30m)
+	// Synchronous commits and confirms each source transaction as soon as
+	// it is decoded, instead of grouping, so that a source that lists
+	// StandbyName in synchronous_standby_names returns from COMMIT only
+	// once the transaction is committed in Kafka (seed 001, real-time
+	// propagation). While the producer is down such commits wait.
+	Synchronous bool
+	// StandbyName is the replication connection's application_name, as
+	// pg_stat_replication and synchronous_standby_names see it
+	// ("tributary_<slot>").
+	StandbyName string
 
 	Log      *slog.Logger
 	Observer Observer // metrics and health; NopObserver when nil
@@ -125,6 +135,9 @@ func (c *Config) validate() error {
 	}
 	if c.Version == "" {
 		c.Version = "dev"
+	}
+	if c.StandbyName == "" {
+		c.StandbyName = "tributary_" + c.Slot
 	}
 	return nil
 }

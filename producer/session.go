@@ -188,6 +188,9 @@ func (s *session) run(ctx context.Context) error {
 	if err != nil {
 		return permanent(fmt.Errorf("source DSN: %w", err))
 	}
+	// The standby name in pg_stat_replication, and what
+	// synchronous_standby_names lists for the synchronous mode.
+	rcfg.RuntimeParams["application_name"] = cfg.StandbyName
 	if s.repl, err = pgconn.ConnectConfig(ctx, rcfg); err != nil {
 		return fmt.Errorf("replication connection: %w", err)
 	}
@@ -930,6 +933,14 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	s.groupTxns++
 	s.groupEnd = end
 	s.tx = nil
+	if s.cfg.Synchronous {
+		// The source commit waits for this confirmation: commit and confirm
+		// at once rather than batching.
+		if err := s.commitGroup(ctx); err != nil {
+			return err
+		}
+		return s.sendStatus(ctx, false)
+	}
 	if s.groupEvents >= s.cfg.GroupMaxEvents {
 		return s.commitGroup(ctx)
 	}

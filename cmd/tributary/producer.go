@@ -40,6 +40,9 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
+	synchronous := fs.Bool("synchronous", false, "commit and confirm each source transaction at once; with the standby name in the source's\n"+
+		"synchronous_standby_names, source commits return only once they are in Kafka (and wait while the producer is down)")
+	standby := fs.String("standby-name", "", "replication `application_name`, the name synchronous_standby_names lists (default tributary_<slot>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
 	fs.Require("source")
@@ -86,7 +89,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout,
-		HeartbeatInterval: *heartbeat, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
+		HeartbeatInterval: *heartbeat, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Log: log,
 	})
 	if err != nil {

@@ -21,12 +21,13 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-const setupUsage = `Usage: tributary setup roles [flags]
+const setupUsage = `Usage: tributary setup roles|synchronous [flags]
 
 Prepares a deployment. Subcommands:
-  roles   the SQL for the least-privilege capture and apply roles: printed, or run with --apply
+  roles         the SQL for the least-privilege capture and apply roles: printed, or run with --apply
+  synchronous   the SQL that makes the producer a synchronous standby (producer --synchronous)
 
-Run 'tributary setup roles --help' for flags and examples.
+Run 'tributary setup <subcommand> --help' for flags and examples.
 `
 
 func runSetup(ctx context.Context, args []string, e env) error {
@@ -40,8 +41,39 @@ func runSetup(ctx context.Context, args []string, e env) error {
 		return nil
 	case "roles":
 		return setupRoles(ctx, args[1:], e)
+	case "synchronous":
+		return setupSynchronous(args[1:], e)
 	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want roles", args[0])}
+	return usageError{fmt.Errorf("unknown subcommand %q: want roles or synchronous", args[0])}
+}
+
+// setupSynchronous prints the settings that make source commits wait for
+// the producer (seed 001, "Store-and-Forward vs. Real-Time").
+func setupSynchronous(args []string, e env) error {
+	fs := flagconf.New("tributary setup synchronous", e.stdout, flagconf.Info{
+		Description: "Prints the SQL that lists the producer's replication connection in the source's\n" +
+			"synchronous_standby_names. With it, and the producer run with --synchronous, a source\n" +
+			"COMMIT returns only once the transaction is committed in Kafka.\n\n" +
+			"The trade-off: while the producer is down or cannot reach Kafka, every commit on the\n" +
+			"source waits (wait_event SyncRep in pg_stat_activity). List a second standby, or use\n" +
+			"ANY 1 (...) with a physical standby, if the source must stay writable without it;\n" +
+			"RESET synchronous_standby_names returns to asynchronous propagation.",
+		Examples: "  tributary setup synchronous --slot app_slot | psql \"$SOURCE\"",
+	})
+	slot := fs.String("slot", "tributary", "the producer's replication slot `name`")
+	standby := fs.String("standby-name", "", "the producer's --standby-name (default tributary_<slot>)")
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	name := *standby
+	if name == "" {
+		name = "tributary_" + *slot
+	}
+	value := schemas.QuoteIdent(name)
+	fmt.Fprintf(e.stdout, "-- Source commits wait until the producer %s has them in Kafka.\n"+
+		"ALTER SYSTEM SET synchronous_standby_names = '%s';\nSELECT pg_reload_conf();\n",
+		name, strings.ReplaceAll(value, "'", "''"))
+	return nil
 }
 
 // rolePlan is what `setup roles` grants, independent of how it is run.

@@ -1,0 +1,144 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/integration/harness"
+)
+
+// commitLatencies times n single-row insert commits on c.
+func commitLatencies(t *testing.T, c *pgx.Conn, table string, from, n int) []time.Duration {
+	t.Helper()
+	out := make([]time.Duration, 0, n)
+	for i := from; i < from+n; i++ {
+		start := time.Now()
+		if _, err := c.Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s VALUES (%d)`, table, i)); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, time.Since(start))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// TestProducerSynchronousMode: with the producer listed in
+// synchronous_standby_names (as `tributary setup synchronous` prints) and run
+// with --synchronous, a source commit waits while the producer is stopped (a
+// SyncRep wait), and returns once the producer is back and the transaction is
+// committed in Kafka. The added commit latency is reported, not asserted.
+func TestProducerSynchronousMode(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE s (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE s`)
+	args := e.producerArgs("--snapshot", "never", "--synchronous")
+	proc := harness.StartTributary(t, nil, args...)
+	e.waitSlotActive(t, "slot", proc)
+	c := e.pg.Conn(t)
+	async := commitLatencies(t, c, "s", 0, 200)
+
+	sql, err := exec.Command(harness.Binary(t), "setup", "synchronous", "--slot", "slot").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ALTER SYSTEM cannot run in the implicit transaction of a multi-statement query.
+	for _, stmt := range strings.Split(string(sql), ";") {
+		if strings.TrimSpace(stmtBody(stmt)) == "" {
+			continue
+		}
+		if _, err := c.Exec(context.Background(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		// Leave the cluster writable for the teardown whatever happened.
+		if cc, err := pgx.Connect(context.Background(), e.pg.DSN); err == nil {
+			cc.Exec(context.Background(), `ALTER SYSTEM RESET synchronous_standby_names`)
+			cc.Exec(context.Background(), `SELECT pg_reload_conf()`)
+			cc.Close(context.Background())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var state string
+		if err := c.QueryRow(context.Background(), `SELECT sync_state FROM pg_stat_replication WHERE application_name = 'tributary_slot'`).Scan(&state); err == nil && state == "sync" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the producer never became the synchronous standby")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sync := commitLatencies(t, c, "s", 1000, 200)
+	t.Logf("commit latency of a single-row insert, 200 each: asynchronous p50 %v p99 %v; synchronous p50 %v p99 %v",
+		async[100], async[197], sync[100], sync[197])
+
+	// Stop the producer: the next commit waits.
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer stop: %v", err)
+	}
+	done := make(chan error, 1)
+	w := e.pg.Conn(t)
+	var pid int
+	if err := w.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := w.Exec(context.Background(), `INSERT INTO s VALUES (-1)`)
+		done <- err
+	}()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		var ev *string
+		if err := c.QueryRow(context.Background(), `SELECT wait_event FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev != nil && *ev == "SyncRep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the commit does not wait for the stopped producer (wait_event %v)", ev)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the commit returned (%v) while the producer was down", err)
+	case <-time.After(time.Second):
+	}
+	proc = harness.StartTributary(t, nil, args...)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the commit still waits after the producer restarted:\n%s", lastLines(proc.Output(), 10))
+	}
+	// Returned means in Kafka: the frame is there without waiting.
+	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
+	last := log.Txns[len(log.Txns)-1]
+	if got := last.Events[0].After["id"]; got != int32(-1) {
+		t.Fatalf("the last frame in Kafka holds id %v, want the waiting commit's -1", got)
+	}
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer stop: %v", err)
+	}
+}
+
+// stmtBody drops SQL comment lines.
+func stmtBody(stmt string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(stmt, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
