@@ -134,7 +134,8 @@ func TestSnapshotResumesAfterKillThenStreams(t *testing.T) {
 
 // waitConfirmed waits until the slot's confirmed position passes the
 // source's current WAL position: every transaction committed before the call
-// is then committed in Kafka (the producer confirms nothing earlier).
+// is then committed in Kafka (the producer confirms nothing earlier). proc,
+// when not nil, is the producer subprocess whose output explains a failure.
 func (e *env) waitConfirmed(t *testing.T, slot string, proc *harness.Proc) {
 	t.Helper()
 	c := e.pg.Conn(t)
@@ -152,11 +153,17 @@ func (e *env) waitConfirmed(t *testing.T, slot string, proc *harness.Proc) {
 		if done {
 			return
 		}
-		if exited, err := proc.Exited(); exited {
-			t.Fatalf("producer exited (%v):\n%s", err, lastLines(proc.Output(), 15))
+		if proc != nil {
+			if exited, err := proc.Exited(); exited {
+				t.Fatalf("producer exited (%v):\n%s", err, lastLines(proc.Output(), 15))
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slot %s not confirmed past %s after 5 minutes:\n%s", slot, target, lastLines(proc.Output(), 15))
+			out := ""
+			if proc != nil {
+				out = lastLines(proc.Output(), 15)
+			}
+			t.Fatalf("slot %s not confirmed past %s after 5 minutes:\n%s", slot, target, out)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
