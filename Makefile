@@ -31,7 +31,7 @@ test: test-unit test-integration
 test-kafka: build
 	deploy/local/kafka.sh fetch $(KAFKA_DIR)
 	deploy/local/kafka.sh start $(KAFKA_DIR)
-	set -o pipefail; TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) \
+	TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) TRIBUTARY_TEST_KAFKA_DIR=$(KAFKA_DIR) \
 	  $(GO) test -count=1 -timeout 20m -p 1 ./integration/... ; rc=$$?; \
 	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
 

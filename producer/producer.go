@@ -50,7 +50,7 @@ type Config struct {
 	SnapshotChunkRows int           // rows per snapshot chunk (50,000)
 	SnapshotWorkers   int           // tables read in parallel by the snapshot (2)
 	GroupMaxEvents    int           // events per Kafka transaction before it is committed at the next source commit (20,000)
-	GroupMaxDelay     time.Duration // age of a Kafka transaction before it is committed at the next source commit (100ms)
+	GroupMaxDelay     time.Duration // age of a Kafka transaction before it is committed at the next source commit (20ms): bounds the latency grouping adds
 	KafkaTxnTimeout   time.Duration // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
 	StatusInterval    time.Duration // standby status update interval (10s)
 	HeartbeatInterval time.Duration // pg_logical_emit_message heartbeat interval; negative disables (30s)
@@ -122,7 +122,7 @@ func (c *Config) validate() error {
 	defInt(&c.SnapshotChunkRows, 50000)
 	defInt(&c.SnapshotWorkers, 2)
 	defInt(&c.GroupMaxEvents, 20000)
-	def(&c.GroupMaxDelay, 100*time.Millisecond)
+	def(&c.GroupMaxDelay, 20*time.Millisecond)
 	def(&c.KafkaTxnTimeout, 10*time.Minute)
 	def(&c.StatusInterval, 10*time.Second)
 	def(&c.HeartbeatInterval, 30*time.Second)

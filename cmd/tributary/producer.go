@@ -35,7 +35,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	chunkRows := fs.Int("snapshot-chunk-rows", 50000, "`rows` per snapshot chunk")
 	workers := fs.Int("snapshot-workers", 2, "`tables` the snapshot reads in parallel, each on its own connection")
 	groupEvents := fs.Int("group-max-events", 20000, "`events` per Kafka transaction before it commits at the next source commit")
-	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 100ms)")
+	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 20ms)")
 	txnTimeout := fs.Duration("kafka-txn-timeout", 0, "Kafka transaction timeout; bounds how long one source transaction may take to stream (default 10m)")
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type Config struct {
 	// SASLUsers enables SASL; each entry is mechanism ("SCRAM-SHA-256",
 	// "SCRAM-SHA-512" or "PLAIN"), user and password. The first is the superuser.
 	SASLUsers [][3]string
+	// RegistryBasicAuth, as "user:password", makes the registry require HTTP
+	// basic authentication.
+	RegistryBasicAuth string
 	// Log receives the stack's own messages; nil discards them.
 	Log *slog.Logger
 }
@@ -62,6 +66,7 @@ type Stack struct {
 
 	srv     *http.Server
 	regFile string
+	auth    string // Authorization header the registry requires, if any
 	saveMu  sync.Mutex
 }
 
@@ -125,8 +130,15 @@ func Start(cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.KafkaAddr, err)
 	}
 	s := &Stack{Cluster: cluster, KafkaAddr: cluster.ListenAddrs()[0], regFile: regFile}
+	if cfg.RegistryBasicAuth != "" {
+		s.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.RegistryBasicAuth))
+	}
 
-	s.Registry = srfake.NewRegistry()
+	var regOpts []srfake.Option
+	if cfg.RegistryBasicAuth != "" {
+		regOpts = append(regOpts, srfake.WithAuth("Basic "+base64.StdEncoding.EncodeToString([]byte(cfg.RegistryBasicAuth))))
+	}
+	s.Registry = srfake.NewRegistry(regOpts...)
 	if err := s.loadRegistry(); err != nil {
 		cluster.Close()
 		return nil, err
@@ -215,7 +227,11 @@ func (s *Stack) saveRegistry() error {
 
 func (s *Stack) get(path string, into any) error {
 	rec := httptest.NewRecorder()
-	s.Registry.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	if s.auth != "" {
+		req.Header.Set("Authorization", s.auth)
+	}
+	s.Registry.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
 		return fmt.Errorf("registry GET %s: %d %s", path, rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
 	}

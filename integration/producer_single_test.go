@@ -1,0 +1,76 @@
+package integration
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tributary-cdc/tributary/deploy/embedded"
+	"github.com/tributary-cdc/tributary/integration/harness"
+)
+
+// TestSecondProducerOnSlotFailsFast: PostgreSQL refuses a second reader of
+// an active slot; the second producer says so in one line, names the pid,
+// and exits non-zero instead of retrying, while the first keeps streaming.
+func TestSecondProducerOnSlotFailsFast(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE one (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE one`)
+	first := harness.StartTributary(t, nil, e.producerArgs("--snapshot", "never")...)
+	e.waitSlotActive(t, "slot", first)
+	cmd := exec.Command(harness.Binary(t), e.producerArgs("--snapshot", "never")...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("the second producer did not exit within a minute")
+	}
+	text := string(out)
+	if err == nil || !strings.Contains(text, "slot slot is in use by another process (pid ") || !strings.Contains(text, "only one producer may run per slot") {
+		t.Fatalf("second producer: %v\n%s", err, lastLines(text, 5))
+	}
+	if strings.Contains(text, "retrying") {
+		t.Fatalf("the second producer retried an active slot:\n%s", lastLines(text, 5))
+	}
+	e.pg.Exec(t, `INSERT INTO one VALUES (1)`)
+	e.waitFrameCount(t, 1)
+	if err := first.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("first producer: %v", err)
+	}
+}
+
+// TestRegistryBasicAuth: with a registry that requires basic auth, the
+// producer works with --registry-user and the password from the
+// environment, and a wrong password stops it with a clear error.
+func TestRegistryBasicAuth(t *testing.T) {
+	pg := harness.StartPostgres(t)
+	pg.Exec(t, `CREATE TABLE r (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE r`, `INSERT INTO r VALUES (1)`)
+	st, err := embedded.Start(embedded.Config{RegistryBasicAuth: "reg:s3cret-reg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	args := func(prefix string) []string {
+		return []string{"producer", "--source", pg.DSN, "--publication", "pub", "--slot", prefix, "--brokers", st.KafkaAddr,
+			"--registry", st.RegistryURL, "--prefix", prefix, "--registry-user", "reg", "--snapshot", "only", "--log-format", "json"}
+	}
+	ok := exec.Command(harness.Binary(t), args("good")...)
+	ok.Env = append(ok.Environ(), "TRIBUTARY_REGISTRY_PASSWORD=s3cret-reg")
+	if out, err := ok.CombinedOutput(); err != nil {
+		t.Fatalf("producer with registry credentials: %v\n%s", err, lastLines(string(out), 5))
+	}
+	bad := exec.Command(harness.Binary(t), args("bad")...)
+	bad.Env = append(bad.Environ(), "TRIBUTARY_REGISTRY_PASSWORD=wrong")
+	out, err := bad.CombinedOutput()
+	text := string(out)
+	if err == nil || !strings.Contains(strings.ToLower(text), "not authorized") || !strings.Contains(text, "registry") {
+		t.Fatalf("producer with a wrong registry password: %v\n%s", err, lastLines(text, 5))
+	}
+	if strings.Contains(text, "s3cret-reg") || strings.Contains(text, "wrong\"") {
+		t.Fatalf("a registry password leaked into the output:\n%s", text)
+	}
+}
