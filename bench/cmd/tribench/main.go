@@ -1,0 +1,260 @@
+// Command tribench is Tributary's benchmark runner (`make bench`). It starts
+// throw-away PostgreSQL 15 clusters and one Apache Kafka broker, runs every
+// workload against Tributary and its peers side by side (pg_recvlogical,
+// Debezium Server, native logical replication, COPY), repeats each run and
+// writes the medians to docs/BENCHMARKS.md with SVG charts in docs/bench/.
+//
+//	go run ./bench/cmd/tribench            # full run: 3 repetitions, 500,000-row backlogs
+//	go run ./bench/cmd/tribench --quick    # smoke run: 1 repetition, small sizes
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Result is one measurement of one peer in one repetition.
+type Result struct {
+	Workload  string
+	Peer      string
+	Rep       int
+	Rows      int64
+	Secs      float64 // wall seconds from process start (or ENABLE) to done
+	StartSecs float64 // seconds until the first output was seen; -1 unknown
+	CPU       float64 // CPU seconds of the measured client process; -1 unknown
+	SrvCPU    float64 // CPU seconds of the server-side process (walsender / apply worker); -1 unknown
+	RSSMB     float64 // peak RSS of the client process in MB; -1 unknown
+	Load0     string
+	Load1     string
+	Cmd       string
+	Err       string
+	Note      string
+	// latency workloads
+	P50, P99, Max float64 // ms, source commit -> target commit
+	AP50, AP99    float64 // ms, source commit -> target apply (trigger)
+	Rate          float64 // achieved source tx/s
+	Samples       int
+}
+
+func (r *Result) RowsPerSec() float64 {
+	if r.Err != "" || r.Secs <= 0 {
+		return -1
+	}
+	return float64(r.Rows) / r.Secs
+}
+
+type Config struct {
+	Quick      bool
+	Reps       int
+	N          int
+	BigRows    int
+	SnapRows   int
+	LatSecs    int
+	LatRates   string
+	Out        string
+	SkipDbz    bool
+	Only       string
+	DbzVersion string
+	Timeout    time.Duration
+}
+
+type Bench struct {
+	cfg      Config
+	root     string
+	cache    string
+	bin      string
+	pgbin    string
+	kafka    *Kafka
+	reg      string
+	src      *PG
+	tgt      *PG
+	nat      *PG
+	dbzHome  string
+	dbzJava  string
+	dbzJavaV string
+	dbzErr   string
+	results  []*Result
+	started  time.Time
+	ended    time.Time
+	runID    string
+}
+
+func main() {
+	var c Config
+	flag.BoolVar(&c.Quick, "quick", false, "smoke run: 1 repetition and small sizes")
+	flag.IntVar(&c.Reps, "reps", 0, "repetitions per comparison (default 3, or 1 with --quick)")
+	flag.IntVar(&c.N, "n", 0, "single-row transactions in each backlog (default 500000, or 20000 with --quick)")
+	flag.IntVar(&c.BigRows, "big-rows", 0, "rows in the one big transaction (default 1000000, or 100000 with --quick)")
+	flag.IntVar(&c.SnapRows, "snapshot-rows", 0, "rows in the snapshot table (default 5000000, or 200000 with --quick)")
+	flag.IntVar(&c.LatSecs, "latency-secs", 0, "seconds of steady load per latency run (default 20, or 10 with --quick)")
+	flag.StringVar(&c.LatRates, "latency-rates", "", "latency runs as TXPS[xROWS],... (default 2000,1000x5; quick 2000)")
+	flag.StringVar(&c.Out, "out", "docs/BENCHMARKS.md", "report file (charts go to docs/bench/)")
+	flag.BoolVar(&c.SkipDbz, "skip-debezium", false, "do not run Debezium Server")
+	flag.StringVar(&c.Only, "only", "", "run only these workloads: drain,e2e,bigtx,latency,snapshot")
+	flag.StringVar(&c.DbzVersion, "debezium-version", envOr("DEBEZIUM_VERSION", "3.0.0.Final"), "io.debezium:debezium-server-dist version")
+	flag.Parse()
+	def := func(v *int, full, quick int) {
+		if *v <= 0 {
+			if c.Quick {
+				*v = quick
+			} else {
+				*v = full
+			}
+		}
+	}
+	def(&c.Reps, 3, 1)
+	def(&c.N, 500000, 20000)
+	def(&c.BigRows, 1000000, 100000)
+	def(&c.SnapRows, 5000000, 200000)
+	def(&c.LatSecs, 20, 10)
+	if c.LatRates == "" {
+		if c.Quick {
+			c.LatRates = "2000"
+		} else {
+			c.LatRates = "2000,1000x5"
+		}
+	}
+	c.Timeout = 20 * time.Minute
+	if c.Quick {
+		c.Timeout = 5 * time.Minute
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		fatal(fmt.Errorf("run tribench from the repository root: %v", err))
+	}
+	b := &Bench{cfg: c, root: root, cache: filepath.Join(root, ".cache", "bench"),
+		bin: filepath.Join(root, "bin", "tributary"), pgbin: envOr("PG_BINDIR", "/usr/lib/postgresql/15/bin"),
+		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000)}
+	if _, err := os.Stat(b.bin); err != nil {
+		fatal(fmt.Errorf("%s missing: run `make build` first", b.bin))
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	go func() { <-ctx.Done(); stopping.Store(true) }()
+	if err := b.run(ctx); err != nil {
+		logf("FAILED: %v", err)
+		b.cleanup()
+		os.Exit(1)
+	}
+	b.cleanup()
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "tribench:", err)
+	os.Exit(1)
+}
+
+func (b *Bench) want(w string) bool {
+	if b.cfg.Only == "" {
+		return true
+	}
+	for _, x := range strings.Split(b.cfg.Only, ",") {
+		if strings.TrimSpace(x) == w {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Bench) cleanup() {
+	ctx := context.Background()
+	for _, p := range []*PG{b.src, b.tgt, b.nat} {
+		if p != nil {
+			p.Stop(ctx)
+		}
+	}
+	if b.kafka != nil && b.kafka.stop != nil {
+		b.kafka.stop()
+	}
+}
+
+func (b *Bench) run(ctx context.Context) error {
+	b.started = time.Now()
+	if err := os.MkdirAll(filepath.Join(b.cache, "logs"), 0o755); err != nil {
+		return err
+	}
+	logf("config: %+v", b.cfg)
+	var err error
+	if !b.cfg.SkipDbz && (b.want("drain") || b.cfg.Only == "") {
+		if b.dbzHome, err = b.fetchDebezium(ctx); err == nil {
+			b.dbzJava, b.dbzJavaV, err = javaForDebezium()
+		}
+		if err != nil {
+			b.dbzHome = ""
+			b.dbzErr = err.Error()
+			logf("Debezium Server unavailable: %v", err)
+		}
+	} else {
+		b.dbzErr = "not run (--skip-debezium or not selected)"
+	}
+	if b.kafka, err = startKafka(ctx, b.root, b.bin, b.cache); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	logf("kafka: %s at %s", b.kafka.Kind, b.kafka.Brokers)
+	var stopReg func()
+	if b.reg, stopReg, err = startRegistry(); err != nil {
+		return err
+	}
+	defer stopReg()
+	if b.src, err = startPG(ctx, b.root, "source", "/tmp/tb-src"); err != nil {
+		return err
+	}
+	if b.tgt, err = startPG(ctx, b.root, "target (tributary consumer)", "/tmp/tb-tgt"); err != nil {
+		return err
+	}
+	if b.nat, err = startPG(ctx, b.root, "target (native subscription)", "/tmp/tb-nat"); err != nil {
+		return err
+	}
+	// A re-enabled subscription's worker otherwise waits up to 5 s to start.
+	if err := b.nat.Exec(ctx, `ALTER SYSTEM SET wal_retrieve_retry_interval = '200ms'`, `SELECT pg_reload_conf()`); err != nil {
+		return err
+	}
+	for rep := 1; rep <= b.cfg.Reps; rep++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		logf("===== repetition %d of %d =====", rep, b.cfg.Reps)
+		if err := b.rep(ctx, rep); err != nil {
+			return fmt.Errorf("repetition %d: %w", rep, err)
+		}
+		// Write the report after every repetition so a long run leaves something behind.
+		b.ended = time.Now()
+		if err := b.writeReport(); err != nil {
+			return err
+		}
+	}
+	b.ended = time.Now()
+	logf("done in %s; report in %s", b.ended.Sub(b.started).Round(time.Second), b.cfg.Out)
+	return b.writeReport()
+}
+
+func (b *Bench) add(r *Result) {
+	b.results = append(b.results, r)
+	if r.Err != "" {
+		logf("%s / %s rep %d: ERROR %s", r.Workload, r.Peer, r.Rep, oneLine(r.Err))
+		return
+	}
+	if r.Samples > 0 {
+		logf("%s / %s rep %d: p50 %.1f ms p99 %.1f ms max %.1f ms (%d samples, %.0f tx/s)", r.Workload, r.Peer, r.Rep, r.P50, r.P99, r.Max, r.Samples, r.Rate)
+		return
+	}
+	logf("%s / %s rep %d: %d rows in %.2fs = %.0f rows/s, cpu %.2fs, srv cpu %.2fs, rss %.0f MB (load %s -> %s)",
+		r.Workload, r.Peer, r.Rep, r.Rows, r.Secs, r.RowsPerSec(), r.CPU, r.SrvCPU, r.RSSMB, r.Load0, r.Load1)
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Workload names, in report order.
+const (
+	wDrain     = "drain"
+	wE2EInsert = "e2e-insert"
+	wE2EUpdate = "e2e-update"
+	wBigTx     = "bigtx"
+	wLatency   = "latency"
+	wSnapshot  = "snapshot"
+)
+
+const (
+	peerRecv     = "pg_recvlogical (decode ceiling)"
+	peerProducer = "tributary producer"
+	peerDbz      = "Debezium Server"
+	peerConsumer = "tributary consumer"
+	peerE2E      = "tributary end-to-end (producer + consumer)"
+	peerNative   = "native logical replication"
+)
+
+const tableDDL = `(id bigint PRIMARY KEY, k int NOT NULL, ts timestamptz NOT NULL, payload text NOT NULL)`
+
+// rowExpr makes one ~200-byte row from the integer i.
+func rowExpr(i string) string {
+	return fmt.Sprintf("%s, (%s %% 1000)::int, clock_timestamp(), repeat(md5(%s::text), 5)", i, i, i)
+}
+
+func (b *Bench) rep(ctx context.Context, rep int) error {
+	prefix := fmt.Sprintf("%s_r%d", b.runID, rep)
+	if b.want("drain") || b.want("e2e") {
+		if err := b.repStreams(ctx, rep, prefix); err != nil {
+			return err
+		}
+	}
+	if b.want("bigtx") {
+		if err := b.repBigTx(ctx, rep, prefix+"_big"); err != nil {
+			return err
+		}
+	}
+	if b.want("latency") {
+		for i, spec := range strings.Split(b.cfg.LatRates, ",") {
+			txps, rows := parseRate(spec)
+			tag := fmt.Sprintf("r%d_%d", rep, i)
+			b.add(b.latencyTributary(ctx, rep, tag, prefix+"_lat"+strconv.Itoa(i), txps, rows))
+			b.add(b.latencyNative(ctx, rep, tag, txps, rows))
+		}
+	}
+	if b.want("snapshot") {
+		if err := b.repSnapshot(ctx, rep, prefix+"_snap"); err != nil {
+			return err
+		}
+	}
+	b.kafka.DeletePrefix(ctx, prefix)
+	return nil
+}
+
+func parseRate(spec string) (txps, rows int) {
+	spec = strings.TrimSpace(spec)
+	rows = 1
+	if a, r, ok := strings.Cut(spec, "x"); ok {
+		spec = a
+		rows, _ = strconv.Atoi(r)
+	}
+	txps, _ = strconv.Atoi(spec)
+	return txps, max(rows, 1)
+}
+
+func latWorkload(txps, rows int) string {
+	return fmt.Sprintf("%s %d tx/s x %d row (%d rows/s)", wLatency, txps, rows, txps*rows)
+}
+
+// repStreams: slots for every peer first, then a backlog of N single-row
+// INSERT transactions, each peer drains it; then N single-row UPDATEs.
+func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
+	s, t, n := b.src, b.tgt, b.nat
+	// Clean the previous repetition.
+	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
+	if err := b.dropSlots(ctx, "recv_slot", "trib_slot", "dbz_slot", "nsub_slot"); err != nil {
+		return err
+	}
+	if err := s.Exec(ctx,
+		`DROP PUBLICATION IF EXISTS pub_all`, `DROP PUBLICATION IF EXISTS pub_bench`,
+		`DROP TABLE IF EXISTS bench, big`,
+		`CREATE TABLE bench `+tableDDL+` WITH (autovacuum_enabled = false)`,
+		`CREATE TABLE big `+tableDDL+` WITH (autovacuum_enabled = false)`,
+		`CREATE PUBLICATION pub_all FOR TABLE bench, big`,
+		`CREATE PUBLICATION pub_bench FOR TABLE bench`,
+		`SELECT pg_create_logical_replication_slot('recv_slot', 'pgoutput')`,
+		`SELECT pg_create_logical_replication_slot('trib_slot', 'pgoutput')`,
+		`SELECT pg_create_logical_replication_slot('dbz_slot', 'pgoutput')`,
+	); err != nil {
+		return err
+	}
+	if err := t.Exec(ctx, `DROP TABLE IF EXISTS bench, big`, `CREATE TABLE bench `+tableDDL, `CREATE TABLE big `+tableDDL); err != nil {
+		return err
+	}
+	if err := n.Exec(ctx, `DROP TABLE IF EXISTS bench`, `CREATE TABLE bench `+tableDDL,
+		fmt.Sprintf(`CREATE SUBSCRIPTION nsub CONNECTION '%s' PUBLICATION pub_bench
+			WITH (enabled = false, copy_data = false, create_slot = true, slot_name = 'nsub_slot')`, s.ConnString())); err != nil {
+		return err
+	}
+	N := b.cfg.N
+	logf("building a backlog of %d single-row INSERT transactions", N)
+	end, secs, err := b.backlog(ctx, "INSERT", N)
+	if err != nil {
+		return err
+	}
+	logf("backlog built in %.1fs (%.0f tx/s), end LSN %s", secs, float64(N)/secs, end)
+	consumer := "c_" + prefix
+	if b.want("drain") {
+		b.add(b.recvlogical(ctx, rep, wDrain, "recv_slot", "pub_all", end, int64(N)))
+	}
+	pr := b.producer(ctx, rep, wDrain, prefix, "trib_slot", "pub_all", end, int64(N))
+	b.add(pr)
+	if b.want("e2e") {
+		pe := *pr
+		pe.Workload = wE2EInsert
+		b.add(&pe)
+		c := b.consumer(ctx, rep, wE2EInsert, prefix, consumer, int64(N),
+			fmt.Sprintf(`SELECT count(*)::text FROM bench`), strconv.Itoa(N))
+		b.add(c)
+		b.add(combine(rep, wE2EInsert, pr, c))
+	}
+	if b.want("drain") {
+		b.add(b.debezium(ctx, rep, prefix, int64(N)))
+	}
+	_ = b.dropSlots(ctx, "dbz_slot")
+	if b.want("e2e") {
+		b.add(b.native(ctx, rep, wE2EInsert, end, int64(N), `SELECT count(*)::text FROM bench`, strconv.Itoa(N)))
+	}
+	if !b.want("e2e") {
+		return nil
+	}
+	logf("building a backlog of %d single-row UPDATE transactions", N)
+	end, secs, err = b.backlog(ctx, "UPDATE", N)
+	if err != nil {
+		return err
+	}
+	logf("backlog built in %.1fs (%.0f tx/s), end LSN %s", secs, float64(N)/secs, end)
+	b.add(b.recvlogical(ctx, rep, wE2EUpdate, "recv_slot", "pub_all", end, int64(N)))
+	pu := b.producer(ctx, rep, wE2EUpdate, prefix, "trib_slot", "pub_all", end, int64(N))
+	b.add(pu)
+	check := `SELECT count(*)::text FROM bench WHERE k = (id % 1000)::int + 1`
+	cu := b.consumer(ctx, rep, wE2EUpdate, prefix, consumer, int64(N), check, strconv.Itoa(N))
+	b.add(cu)
+	b.add(combine(rep, wE2EUpdate, pu, cu))
+	b.add(b.native(ctx, rep, wE2EUpdate, end, int64(N), check, strconv.Itoa(N)))
+	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
+	return nil
+}
+
+func (b *Bench) dropSlots(ctx context.Context, names ...string) error {
+	for _, n := range names {
+		if err := b.src.Exec(ctx, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'`, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// backlog writes n single-row transactions (INSERT ids 1..n, or UPDATE each of
+// them) with synchronous_commit off (the WAL is the same), and returns the
+// exact end LSN of the last transaction, read through a marker slot created
+// just before it.
+func (b *Bench) backlog(ctx context.Context, kind string, n int) (string, float64, error) {
+	c, err := b.src.Conn(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.Close(ctx)
+	t0 := time.Now()
+	stmt := func(i string) string {
+		if kind == "INSERT" {
+			return fmt.Sprintf(`INSERT INTO bench VALUES (%s)`, rowExpr(i))
+		}
+		return fmt.Sprintf(`UPDATE bench SET k = k + 1, ts = clock_timestamp() WHERE id = %s`, i)
+	}
+	if _, err := c.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+		return "", 0, err
+	}
+	if _, err := c.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP %s; COMMIT; END LOOP; END $$`, n-1, stmt("i"))); err != nil {
+		return "", 0, fmt.Errorf("backlog: %w", err)
+	}
+	end, err := b.lastTxEnd(ctx, c, "pub_all", stmt(strconv.Itoa(n)))
+	return end, time.Since(t0).Seconds(), err
+}
+
+// lastTxEnd runs sql as one transaction and returns its commit's end LSN, as
+// pgoutput reports it (the LSN that pg_recvlogical --endpos, the producer's
+// frame EndLSN and the subscriber's origin progress use). A marker slot created
+// just before the transaction decodes only that transaction.
+func (b *Bench) lastTxEnd(ctx context.Context, c *pgx.Conn, pub, sql string) (string, error) {
+	// The SQL decoding functions read only flushed WAL: commit this one synchronously.
+	if _, err := c.Exec(ctx, `SET synchronous_commit = on`); err != nil {
+		return "", err
+	}
+	if _, err := c.Exec(ctx, `SELECT pg_create_logical_replication_slot('bench_marker', 'pgoutput')`); err != nil {
+		return "", fmt.Errorf("marker slot: %w", err)
+	}
+	defer c.Exec(context.Background(), `SELECT pg_drop_replication_slot('bench_marker')`)
+	if _, err := c.Exec(ctx, sql); err != nil {
+		return "", fmt.Errorf("last transaction: %w", err)
+	}
+	var end string
+	err := c.QueryRow(ctx, fmt.Sprintf(`SELECT max(lsn)::text FROM pg_logical_slot_get_binary_changes('bench_marker', NULL, NULL,
+		'proto_version', '1', 'publication_names', '%s')`, pub)).Scan(&end)
+	if err != nil {
+		return "", fmt.Errorf("marker slot changes: %w", err)
+	}
+	return end, nil
+}
