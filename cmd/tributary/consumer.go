@@ -52,6 +52,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	untilCaughtUp := fs.Bool("until-caught-up", false, "apply everything committed so far, then exit 0")
 	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
 	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
+	ms := declareMultisite(fs)
 	fs.Require("name")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -120,12 +121,18 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		}
 		tr = p
 	}
+	metrics := newConsumerMetrics(h)
+	msite, err := ms.build(ctx, *sink, *mode, *k.prefix, *name, opts, log, metrics.conflict)
+	if err != nil {
+		return err
+	}
+	defer msite.close()
 	var s consumer.Sink
 	groupMax, linger := 0, time.Duration(0)
 	switch *sink {
 	case "postgres":
 		s, err = postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
-			OnConflict: oc, CreateTables: *createTables, Logger: log})
+			OnConflict: oc, CreateTables: *createTables, Origin: msite.origin, Conflicts: msite.engine, Logger: log})
 	case "history":
 		s, err = history.New(history.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
 			Schema: *historySchema, FlushRows: *flushRows, Logger: log})
@@ -137,7 +144,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		return usageError{err}
 	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: newConsumerMetrics(h), Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/producer"
 )
 
@@ -155,6 +156,7 @@ type consumerMetrics struct {
 	appliedTS  prometheus.Gauge
 	dead       prometheus.Counter
 	retries    prometheus.Counter
+	conflicts  *prometheus.CounterVec
 	ready      atomic.Int32 // sessions (per-key: workers) that are ready
 }
 
@@ -178,8 +180,11 @@ func newConsumerMetrics(h *health) *consumerMetrics {
 			Help: "Source transactions sent to the dead-letter topic."}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "tributary_consumer_retries_total",
 			Help: "Transient errors after which the consumer resumed from its checkpoint."}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tributary_conflicts_total",
+			Help: "Update conflicts and ownership violations detected, by table, kind, method and outcome."},
+			[]string{"table", "kind", "method", "outcome"}),
 	}
-	h.reg.MustRegister(m.applyTime, m.rows, m.txns, m.behind, m.lagSeconds, m.appliedTS, m.dead, m.retries)
+	h.reg.MustRegister(m.applyTime, m.rows, m.txns, m.behind, m.lagSeconds, m.appliedTS, m.dead, m.retries, m.conflicts)
 	return m
 }
 
@@ -213,3 +218,8 @@ func (m *consumerMetrics) DeadLettered(pglogrepl.LSN) { m.dead.Inc() }
 
 // Retrying implements consumer.Observer.
 func (m *consumerMetrics) Retrying(error) { m.retries.Inc() }
+
+// conflict counts one recorded conflict (multi-site consumers).
+func (m *consumerMetrics) conflict(r conflict.Record) {
+	m.conflicts.WithLabelValues(r.Table, string(r.Kind), string(r.Method), string(r.Outcome)).Inc()
+}

@@ -28,6 +28,21 @@
 //     Integrity, data and definition errors are permanent; connection loss,
 //     serialization failures and deadlocks are transient.
 //
+// Multi-site replication (docs/MULTISITE.md) adds, when configured:
+//   - Origin: each Apply runs under a PostgreSQL replication origin
+//     (pg_replication_origin_session_setup on its connection, then
+//     pg_replication_origin_xact_setup with the last source commit LSN and
+//     time before COMMIT), so that the target's own producer sees the
+//     Origin message and skips what the consumer wrote (no loops), and
+//     pg_replication_origin_status shows how far the target has applied.
+//     Only one session can use an origin at a time: use it in transactional
+//     mode only.
+//   - Conflicts: changes of the tables the engine handles are written one by
+//     one through conflict.Session.Apply (row locked, compared, resolved,
+//     recorded), in event order with the other writes of the transaction;
+//     changes that were made at the local site and came back through a hub
+//     are skipped.
+//
 // Apply and Checkpoint may be called concurrently (per-key mode); each Apply
 // holds one pooled connection.
 package postgres
@@ -42,6 +57,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 )
 
@@ -84,6 +100,12 @@ type Config struct {
 	// CopyMin is the shortest run of plain inserts into one table that is
 	// sent with COPY rather than INSERT statements (default 32).
 	CopyMin int
+	// Origin, when set, is the replication origin every Apply runs under
+	// (--origin-name); it is created when missing. Transactional mode only.
+	Origin string
+	// Conflicts, when set, detects and resolves conflicts for the tables it
+	// handles and skips changes that came back to their own site.
+	Conflicts *conflict.Engine
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -145,6 +167,12 @@ func (s *Sink) Open(ctx context.Context) error {
 		return err
 	}
 	err = s.cpt.Create(ctx, c)
+	if err == nil && s.cfg.Origin != "" {
+		err = pgtarget.CreateOrigin(ctx, c, s.cfg.Origin)
+	}
+	if err == nil && s.cfg.Conflicts != nil {
+		err = s.cfg.Conflicts.Setup(ctx, c)
+	}
 	pool.Release(c, err)
 	if err != nil {
 		pool.Close()
@@ -172,12 +200,21 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		return err
 	}
 	defer func() { s.pool.Release(conn, err) }()
+	if s.cfg.Origin != "" {
+		if err := pgtarget.OriginSessionSetup(ctx, conn, s.cfg.Origin); err != nil {
+			return err
+		}
+		defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), conn, s.log)
+	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return pgtarget.Classify(fmt.Errorf("begin: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 	w := &writer{s: s, tx: tx, newIDs: map[int]bool{}}
+	if s.cfg.Conflicts != nil {
+		w.cs = s.cfg.Conflicts.Begin()
+	}
 	for {
 		ev, err := b.Next(ctx)
 		if errors.Is(err, errEOF) {
@@ -196,8 +233,16 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	if err := s.cpt.Write(ctx, tx, b.Checkpoint()); err != nil {
 		return err
 	}
+	if cp := b.Checkpoint(); s.cfg.Origin != "" && cp.CommitLSN != 0 {
+		if err := pgtarget.OriginXactSetup(ctx, tx, cp.CommitLSN, cp.CommitTime); err != nil {
+			return err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return pgtarget.Classify(fmt.Errorf("commit: %w", err))
+	}
+	if w.cs != nil {
+		w.cs.Committed()
 	}
 	s.cpt.Committed(b.Checkpoint())
 	if len(w.newIDs) > 0 {

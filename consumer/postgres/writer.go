@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/schemas"
 )
@@ -33,11 +34,16 @@ type writer struct {
 	// lastTrunc dedupes the truncate records that every partition of a
 	// table's topic carries for one TRUNCATE.
 	lastTrunc string
+	// cs writes the changes of the tables the conflict engine handles.
+	cs *conflict.Session
 }
 
 func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 	if ev.Op == "" { // logical decoding message: nothing to apply in PostgreSQL
 		return nil
+	}
+	if e := w.s.cfg.Conflicts; e != nil && e.Own(ev.Txn) {
+		return nil // made at this site and forwarded back by a hub: already here
 	}
 	if ev.Op == schemas.OpTruncate {
 		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
@@ -56,6 +62,13 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 			return ev.Wrap(pgtarget.Classify(err))
 		}
 		w.newIDs[ev.Table.SchemaID] = true
+	}
+	if w.cs != nil && w.s.cfg.Conflicts.Handles(ev.Table) {
+		// One by one, after what is pending, so that event order holds.
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+		return w.cs.Apply(ctx, w.tx, ev)
 	}
 	w.pending = append(w.pending, ev)
 	if len(w.pending) >= flushAt {

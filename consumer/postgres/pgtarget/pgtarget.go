@@ -169,7 +169,10 @@ func (k *Checkpoints) Table() string { return k.table }
 
 // Create creates the checkpoint schema and table when they are missing.
 func (k *Checkpoints) Create(ctx context.Context, c *pgx.Conn) error {
-	ddl := fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
+	// The lock serializes consumers that start together on one target:
+	// concurrent CREATE ... IF NOT EXISTS can still collide.
+	ddl := fmt.Sprintf(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0));
+CREATE SCHEMA IF NOT EXISTS %s;
 CREATE TABLE IF NOT EXISTS %s (
 	consumer    text NOT NULL,
 	kind        text NOT NULL,

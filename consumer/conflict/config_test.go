@@ -1,0 +1,115 @@
+package conflict
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/cel-go/common/types"
+)
+
+func TestParseFileValidates(t *testing.T) {
+	for _, c := range []struct {
+		name, yml, want string
+	}{
+		{"ok", "tables:\n  customers:\n    groups:\n      a: {columns: [x], method: additive}\n", ""},
+		{"unknown method", "tables:\n  t:\n    method: newest\n", `method "newest"`},
+		{"custom needs expr", "tables:\n  t:\n    method: custom\n", "expr is required"},
+		{"column in two groups", "tables:\n  t:\n    groups:\n      a: {columns: [x]}\n      b: {columns: [x]}\n", "already in group"},
+		{"unknown field", "tables:\n  t:\n    metod: latest\n", "metod"},
+		{"ownership empty", "tables:\n  t:\n    ownership: {}\n", "set primary, owner or columns"},
+		{"bad table", "tables:\n  a.b.c: {}\n", "not schema.table"},
+		{"delete policy", "tables:\n  t:\n    delete: maybe\n", "delete \"maybe\""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := ParseFile([]byte(c.yml), "test.yaml")
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := f.Tables["public.customers"]; !ok {
+					t.Fatalf("table name not normalized: %v", f.Tables)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestNewCompilesExpressions(t *testing.T) {
+	f, err := ParseFile([]byte("tables:\n  t:\n    method: custom\n    expr: 'local.x +'\n"), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{File: f, Site: "A", RemoteSite: "B"}); err == nil || !strings.Contains(err.Error(), "tables.public.t") {
+		t.Fatalf("a bad expression should fail New, naming the table: %v", err)
+	}
+	if _, err := New(Config{Site: "A", RemoteSite: "A"}); err == nil {
+		t.Fatal("RemoteSite equal to Site should fail")
+	}
+}
+
+func TestSitesAndOrigins(t *testing.T) {
+	f, _ := ParseFile([]byte("priority: [hq, east]\norigins: {legacy_origin: west}\n"), "x")
+	e, err := New(Config{File: f, Site: "east", RemoteSite: "hq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for origin, want := range map[string]string{"tributary_west": "west", "legacy_origin": "west", "other": "other"} {
+		if got := e.OriginSite(origin); got != want {
+			t.Errorf("OriginSite(%q) = %q, want %q", origin, got, want)
+		}
+	}
+	// Ranked before unranked; unranked by name.
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{{"hq", "east", true}, {"east", "hq", false}, {"east", "west", true}, {"alpha", "beta", true}, {"west", "alpha", false}} {
+		if got := e.better(c.a, c.b); got != c.want {
+			t.Errorf("better(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}
+
+func TestCustomAndOwnerExpressions(t *testing.T) {
+	cols := []column{{name: "id", sqlType: "integer", class: classInt, key: true}, {name: "qty", sqlType: "bigint", class: classInt},
+		{name: "note", sqlType: "text", class: classText}, {name: "status", sqlType: "text", class: classText}}
+	s := func(v string) *string { return &v }
+	local := []*string{s("1"), s("10"), s("local"), s("entered")}
+	before := []*string{s("1"), s("7"), s("base"), s("entered")}
+	after := []*string{s("1"), s("9"), s("remote"), s("entered")}
+	p, err := compileCEL(`{"qty": local.qty + remote_after.qty - remote_before.qty, "note": local.note + "|" + remote_after.note}`,
+		[]string{"local", "remote_before", "remote_after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &tableRT{name: "public.t", cols: cols}
+	ch := &change{rt: rt, local: local, before: before, after: after}
+	rt.groups = []group{{name: "g", cols: []int{1, 2}, method: MethodCustom, expr: p}}
+	sets, err := ch.custom(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) != 2 || sets[0].args[0] != "12" || sets[1].args[0] != "local|remote" {
+		t.Fatalf("custom sets: %+v", sets)
+	}
+	owner, err := compileCEL(`row.status == "entered" ? ["A"] : ["B", "C"]`, []string{"row"}, "site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for st, want := range map[string]string{"entered": "[A]", "shipped": "[B C]"} {
+		v, err := owner.eval(map[string]any{"row": celRow(cols, []*string{s("1"), s("1"), nil, s(st)}), "site": "A"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := siteNames(v)
+		if err != nil || "["+strings.Join(names, " ")+"]" != want {
+			t.Fatalf("owner of %s: %v %v, want %s", st, names, err, want)
+		}
+	}
+	if v, _ := textOf(types.Double(2.5)); *v != "2.5" {
+		t.Fatalf("textOf(2.5) = %s", *v)
+	}
+}

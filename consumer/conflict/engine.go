@@ -1,0 +1,1184 @@
+package conflict
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/traits"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// defaultGroup names the columns of a table that are in no declared group.
+const defaultGroup = "default"
+
+// OriginPrefix is how default replication origin names start: the consumer
+// that applies site S's changes uses the origin "tributary_S".
+const OriginPrefix = "tributary_"
+
+// Config configures an Engine.
+type Config struct {
+	// File is the conflict configuration (--conflicts); nil handles no
+	// table, which still gives loop prevention (see Engine.Own).
+	File *File
+	// Site is the local site (--site). Required.
+	Site string
+	// RemoteSite is the site whose producer this consumer reads
+	// (--remote-site). Required. A transaction that carries a replication
+	// origin (it was forwarded by a hub) came from the origin's site instead.
+	RemoteSite string
+	// Consumer is the consumer's name, recorded with each conflict.
+	Consumer string
+	// Notifiers receive every record after its transaction commits.
+	Notifiers []Notifier
+	// OnRecord, when set, is called once per record after its transaction
+	// commits (or, for method error, before the consumer stops), from the
+	// apply goroutine; metrics count here. It must not block.
+	OnRecord func(Record)
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Engine detects and resolves conflicts for one consumer. Create it with
+// New, call Setup on a target connection once, then Begin for each target
+// transaction. Begin and Own may be called concurrently; a Session may not.
+type Engine struct {
+	cfg       Config
+	file      *File
+	log       *slog.Logger
+	meta      string // quoted schema.tributary_row_meta
+	conflicts string // quoted schema.tributary_conflicts
+	disp      *dispatcher
+
+	mu     sync.Mutex
+	tables map[int]*tableRT // by value schema ID
+	idents map[string]bool  // tables whose replica identity was checked
+
+	records atomic.Int64
+	skipped atomic.Int64
+}
+
+// New validates cfg and returns an engine; it compiles every expression.
+func New(cfg Config) (*Engine, error) {
+	var errs []error
+	if cfg.Site == "" {
+		errs = append(errs, errors.New("Site (--site): required"))
+	}
+	if cfg.RemoteSite == "" {
+		errs = append(errs, errors.New("RemoteSite (--remote-site): required"))
+	}
+	if cfg.RemoteSite != "" && cfg.RemoteSite == cfg.Site {
+		errs = append(errs, fmt.Errorf("RemoteSite %q: must differ from Site", cfg.RemoteSite))
+	}
+	f := cfg.File
+	if f == nil {
+		f = &File{Schema: "public"}
+	} else if err := f.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	// Compile expressions now, so that a typo fails at start-up.
+	for name, tc := range f.Tables {
+		if _, err := compileTable(tc); err != nil {
+			errs = append(errs, fmt.Errorf("tables.%s: %w", name, err))
+		}
+	}
+	if f.Defaults != nil {
+		if _, err := compileTable(f.Defaults); err != nil {
+			errs = append(errs, fmt.Errorf("defaults: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("conflict engine: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("component", "conflict", "site", cfg.Site, "remote_site", cfg.RemoteSite)
+	q := schemas.QuoteIdent(f.Schema) + "."
+	return &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
+		conflicts: q + schemas.QuoteIdent("tributary_conflicts"), disp: newDispatcher(log, cfg.Notifiers),
+		tables: map[int]*tableRT{}, idents: map[string]bool{}}, nil
+}
+
+// compiled expressions of one table config.
+type tableExprs struct {
+	groups map[string]*program
+	def    *program
+	owner  *program
+}
+
+func compileTable(tc *TableConfig) (*tableExprs, error) {
+	out := &tableExprs{groups: map[string]*program{}}
+	rowVars := []string{"local", "remote_before", "remote_after"}
+	var err error
+	if tc.Method == MethodCustom {
+		if out.def, err = compileCEL(tc.Expr, rowVars); err != nil {
+			return nil, err
+		}
+	}
+	for g, gc := range tc.Groups {
+		if gc.Method == MethodCustom {
+			if out.groups[g], err = compileCEL(gc.Expr, rowVars); err != nil {
+				return nil, fmt.Errorf("groups.%s: %w", g, err)
+			}
+		}
+	}
+	if tc.Ownership != nil && tc.Ownership.Owner != "" {
+		if out.owner, err = compileCEL(tc.Ownership.Owner, []string{"row"}, "site"); err != nil {
+			return nil, fmt.Errorf("ownership.owner: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Setup creates tributary_conflicts and tributary_row_meta when missing and
+// checks that track_commit_timestamp is on when a method compares commit
+// times. Call it once, on any target connection, before the first Apply.
+func (e *Engine) Setup(ctx context.Context, c *pgx.Conn) error {
+	ddl := fmt.Sprintf(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0));
+CREATE SCHEMA IF NOT EXISTS %s;
+CREATE TABLE IF NOT EXISTS %s (
+	id               bigserial PRIMARY KEY,
+	detected_at      timestamptz NOT NULL DEFAULT now(),
+	site             text NOT NULL,
+	remote_site      text NOT NULL,
+	consumer         text NOT NULL,
+	table_name       text NOT NULL,
+	key              jsonb NOT NULL,
+	kind             text NOT NULL,
+	column_group     text NOT NULL,
+	method           text NOT NULL,
+	outcome          text NOT NULL,
+	local_row        jsonb,
+	remote_before    jsonb,
+	remote_after     jsonb,
+	resolved         jsonb,
+	commit_lsn       pg_lsn,
+	xid              bigint,
+	remote_commit_ts timestamptz,
+	local_site       text,
+	local_commit_ts  timestamptz,
+	detail           text
+);
+CREATE TABLE IF NOT EXISTS %s (
+	table_name text NOT NULL,
+	key        text NOT NULL,
+	grp        text NOT NULL,
+	site       text NOT NULL,
+	commit_ts  timestamptz,
+	hash       text NOT NULL,
+	PRIMARY KEY (table_name, key, grp)
+)`, schemas.QuoteIdent(e.file.Schema), e.conflicts, e.meta)
+	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return pgtarget.Classify(fmt.Errorf("create %s and %s: %w", e.conflicts, e.meta, err))
+	}
+	if e.needsTime() {
+		var on string
+		if err := c.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&on); err != nil {
+			return pgtarget.Classify(fmt.Errorf("SHOW track_commit_timestamp: %w", err))
+		}
+		if on != "on" {
+			return consumer.Permanent(errors.New("the conflict methods latest and earliest need the commit time of " +
+				"local changes: set track_commit_timestamp = on in the target's postgresql.conf and restart it"))
+		}
+	}
+	return nil
+}
+
+func (e *Engine) needsTime() bool {
+	cfgs := make([]*TableConfig, 0, len(e.file.Tables)+1)
+	for _, tc := range e.file.Tables {
+		cfgs = append(cfgs, tc)
+	}
+	if e.file.Defaults != nil {
+		cfgs = append(cfgs, e.file.Defaults)
+	}
+	for _, tc := range cfgs {
+		if tc.Method.usesTime() {
+			return true
+		}
+		for _, g := range tc.Groups {
+			if g.Method.usesTime() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// OriginSite is the site a replication origin name stands for: the File's
+// Origins mapping, else the name without OriginPrefix, else the name.
+func (e *Engine) OriginSite(origin string) string {
+	if s, ok := e.file.Origins[origin]; ok {
+		return s
+	}
+	if s, ok := strings.CutPrefix(origin, OriginPrefix); ok && s != "" {
+		return s
+	}
+	return origin
+}
+
+// SiteOf is the site where txn was made: the site of its replication origin
+// when a hub forwarded it, else the remote site.
+func (e *Engine) SiteOf(txn *consumer.Txn) string {
+	if txn != nil && txn.Origin != "" {
+		return e.OriginSite(txn.Origin)
+	}
+	return e.cfg.RemoteSite
+}
+
+// Own reports whether txn was made at the local site and came back through
+// a hub: such changes must not be applied again (loop prevention). Safe for
+// concurrent use.
+func (e *Engine) Own(txn *consumer.Txn) bool {
+	if e.SiteOf(txn) != e.cfg.Site {
+		return false
+	}
+	e.skipped.Add(1)
+	return true
+}
+
+// Handles reports whether changes to t go through Session.Apply.
+func (e *Engine) Handles(t *consumer.Table) bool {
+	if t == nil {
+		return false
+	}
+	_, ok := e.file.Tables[t.Schema+"."+t.Name]
+	return ok || e.file.Defaults != nil
+}
+
+// Records is how many conflicts and ownership violations were recorded
+// since New (committed ones only).
+func (e *Engine) Records() int64 { return e.records.Load() }
+
+// Close delivers the queued notifications, waiting at most until ctx ends.
+func (e *Engine) Close(ctx context.Context) { e.disp.close(ctx) }
+
+// column is one column of a table version.
+type column struct {
+	name    string
+	sqlType string
+	class   class
+	key     bool
+}
+
+// group is a resolved column group of a table version.
+type group struct {
+	name   string
+	cols   []int
+	method Method
+	expr   *program
+}
+
+// tableRT is a table version with its conflict configuration applied.
+type tableRT struct {
+	t        *consumer.Table
+	name     string // schema.table
+	cfg      *TableConfig
+	cols     []column
+	groups   []group
+	owner    *program
+	colOwner map[int]string
+	needTime bool
+
+	selectSQL string
+	canonSQL  string
+	insertSQL string
+	deleteSQL string
+}
+
+func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if rt, ok := e.tables[t.SchemaID]; ok && rt.t == t {
+		return rt, nil
+	}
+	tc, ok := e.file.Tables[t.Schema+"."+t.Name]
+	if !ok {
+		tc = e.file.Defaults
+	}
+	ex, err := compileTable(tc)
+	if err != nil {
+		return nil, err
+	}
+	rt := &tableRT{t: t, name: t.String(), cfg: tc, colOwner: map[int]string{}}
+	byName := map[string]int{}
+	for i, c := range t.Columns {
+		rt.cols = append(rt.cols, column{name: c.Name, sqlType: c.SQLType, class: classOf(c.SQLType), key: c.Key})
+		byName[c.Name] = i
+	}
+	inGroup := map[int]bool{}
+	names := make([]string, 0, len(tc.Groups))
+	for g := range tc.Groups {
+		names = append(names, g)
+	}
+	slices.Sort(names)
+	for _, g := range names {
+		gc := tc.Groups[g]
+		gr := group{name: g, method: gc.Method, expr: ex.groups[g]}
+		for _, c := range gc.Columns {
+			i, ok := byName[c]
+			if !ok {
+				return nil, fmt.Errorf("conflict config: table %s: group %s: no column %q", rt.name, g, c)
+			}
+			if rt.cols[i].key {
+				return nil, fmt.Errorf("conflict config: table %s: group %s: %q is a key column; keys are in no group", rt.name, g, c)
+			}
+			gr.cols = append(gr.cols, i)
+			inGroup[i] = true
+		}
+		rt.groups = append(rt.groups, gr)
+	}
+	def := group{name: defaultGroup, method: tc.Method, expr: ex.def}
+	for i, c := range rt.cols {
+		if !c.key && !inGroup[i] {
+			def.cols = append(def.cols, i)
+		}
+	}
+	if len(def.cols) > 0 {
+		rt.groups = append(rt.groups, def)
+	}
+	for _, g := range rt.groups {
+		rt.needTime = rt.needTime || g.method.usesTime()
+		if g.method == MethodAdditive {
+			for _, i := range g.cols {
+				if !additiveOK(rt.cols[i].sqlType) {
+					return nil, fmt.Errorf("conflict config: table %s: group %s: additive needs numeric columns; %q is %s",
+						rt.name, g.name, rt.cols[i].name, rt.cols[i].sqlType)
+				}
+			}
+		}
+	}
+	if o := tc.Ownership; o != nil {
+		rt.owner = ex.owner
+		for site, cols := range o.Columns {
+			for _, c := range cols {
+				i, ok := byName[c]
+				if !ok {
+					return nil, fmt.Errorf("conflict config: table %s: ownership.columns.%s: no column %q", rt.name, site, c)
+				}
+				rt.colOwner[i] = site
+			}
+		}
+	}
+	rt.buildSQL(e)
+	e.tables[t.SchemaID] = rt
+	return rt, nil
+}
+
+func (rt *tableRT) buildSQL(e *Engine) {
+	q := rt.t.QualifiedName()
+	sel := make([]string, 0, len(rt.cols)+len(rt.groups)+1)
+	canon := make([]string, 0, 2*len(rt.cols))
+	ins := make([]string, 0, len(rt.cols))
+	vals := make([]string, 0, len(rt.cols))
+	for i, c := range rt.cols {
+		qc := schemas.QuoteIdent(c.name)
+		sel = append(sel, qc+"::text")
+		canon = append(canon, "$"+strconv.Itoa(i+1)+"::text::"+c.sqlType+"::text")
+		ins = append(ins, qc)
+		vals = append(vals, "$"+strconv.Itoa(i+1)+"::text::"+c.sqlType)
+	}
+	for i, c := range rt.cols {
+		canon = append(canon, "$"+strconv.Itoa(len(rt.cols)+i+1)+"::text::"+c.sqlType+"::text")
+	}
+	if rt.needTime {
+		sel = append(sel, "pg_xact_commit_timestamp(xmin)")
+	} else {
+		sel = append(sel, "NULL::timestamptz")
+	}
+	sel = append(sel, rt.hashExprs()...)
+	rt.selectSQL = "SELECT " + strings.Join(sel, ", ") + " FROM " + q + " WHERE " + rt.keyWhere(0) + " FOR UPDATE"
+	rt.canonSQL = "SELECT " + strings.Join(canon, ", ")
+	rt.insertSQL = "INSERT INTO " + q + " (" + strings.Join(ins, ", ") + ") VALUES (" + strings.Join(vals, ", ") +
+		") RETURNING " + strings.Join(rt.hashExprs(), ", ")
+	rt.deleteSQL = "DELETE FROM " + q + " WHERE " + rt.keyWhere(0)
+}
+
+// hashExprs are md5(ROW(group columns)::text) per group, in group order.
+func (rt *tableRT) hashExprs() []string {
+	out := make([]string, len(rt.groups))
+	for gi, g := range rt.groups {
+		cs := make([]string, len(g.cols))
+		for j, i := range g.cols {
+			cs[j] = schemas.QuoteIdent(rt.cols[i].name)
+		}
+		out[gi] = "md5(ROW(" + strings.Join(cs, ", ") + ")::text)"
+	}
+	return out
+}
+
+func (rt *tableRT) keyWhere(offset int) string {
+	parts := make([]string, len(rt.t.Key))
+	for j, k := range rt.t.Key {
+		c := rt.cols[k]
+		parts[j] = schemas.QuoteIdent(c.name) + " = $" + strconv.Itoa(offset+j+1) + "::text::" + c.sqlType
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// Session applies the changes of one target transaction. It is used by one
+// goroutine.
+type Session struct {
+	e    *Engine
+	recs []Record
+}
+
+// Begin starts the conflict handling of one target transaction.
+func (e *Engine) Begin() *Session { return &Session{e: e} }
+
+// Committed hands the session's records to OnRecord and the notifiers;
+// call it after the target transaction committed.
+func (s *Session) Committed() {
+	for _, r := range s.recs {
+		s.e.records.Add(1)
+		if s.e.cfg.OnRecord != nil {
+			s.e.cfg.OnRecord(r)
+		}
+		s.e.log.Info("conflict", "table", r.Table, "key", keyText(r.Key), "kind", r.Kind, "group", r.Group,
+			"method", r.Method, "outcome", r.Outcome, "commit_lsn", r.CommitLSN)
+	}
+	s.e.disp.send(s.recs)
+	s.recs = nil
+}
+
+func keyText(k Row) string {
+	b, _ := json.Marshal(k)
+	return string(b)
+}
+
+// attribution is who last wrote a group's current local values, and when.
+type attribution struct {
+	site string
+	ts   *time.Time
+}
+
+// change is one event being applied, with canonical texts.
+type change struct {
+	rt          *tableRT
+	ev          *consumer.Event
+	site        string // remote site
+	ts          time.Time
+	before      []*string // nil when absent
+	after       []*string // nil when absent
+	local       []*string // nil when the row is missing
+	localTS     *time.Time
+	localHash   []string
+	meta        map[string]metaRow
+	keyParams   []any
+	metaKey     string
+	unchangedOK map[int]bool // after values unknown (unchanged TOAST)
+}
+
+type metaRow struct {
+	site string
+	ts   *time.Time
+	hash string
+}
+
+// Apply applies ev in tx, detecting and resolving conflicts with the
+// target's current row, which it locks (SELECT ... FOR UPDATE). A conflict
+// is recorded in tributary_conflicts in tx. An ownership violation is not
+// applied and is recorded. A change whose table is not Handled must not be
+// passed. Errors name the table, key and LSN.
+func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
+	rt, err := s.e.table(ev.Table)
+	if err != nil {
+		return ev.Wrap(consumer.Permanent(err))
+	}
+	if ev.Op == schemas.OpTruncate {
+		if _, err := tx.Exec(ctx, "TRUNCATE "+ev.Table.QualifiedName()); err != nil {
+			return ev.Wrap(pgtarget.Classify(err))
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM "+s.e.meta+" WHERE table_name = $1", rt.name); err != nil {
+			return ev.Wrap(pgtarget.Classify(err))
+		}
+		return nil
+	}
+	s.e.checkIdentity(ctx, tx, rt)
+	ch, err := s.e.load(ctx, tx, rt, ev)
+	if err != nil {
+		return err
+	}
+	if ok, detail, err := s.e.owned(ch); err != nil {
+		return ev.Wrap(consumer.Permanent(err))
+	} else if !ok {
+		return s.record(ctx, tx, ch, KindOwnership, "", "ownership", OutcomeRejected, ch.local, detail)
+	}
+	switch ev.Op {
+	case schemas.OpInsert, schemas.OpRead:
+		return s.insert(ctx, tx, ch)
+	case schemas.OpUpdate:
+		return s.update(ctx, tx, ch)
+	case schemas.OpDelete:
+		return s.delete(ctx, tx, ch)
+	}
+	return ev.Wrap(consumer.Permanent(fmt.Errorf("unknown op %q", ev.Op)))
+}
+
+// checkIdentity warns once per table when its replica identity at this site
+// is not FULL: this site's own producer then sends no before-images, and
+// the other sites cannot detect update conflicts on its changes.
+func (e *Engine) checkIdentity(ctx context.Context, tx pgx.Tx, rt *tableRT) {
+	e.mu.Lock()
+	done := e.idents[rt.name]
+	e.idents[rt.name] = true
+	e.mu.Unlock()
+	if done {
+		return
+	}
+	var ident string
+	err := tx.QueryRow(ctx, "SELECT relreplident::text FROM pg_class WHERE oid = $1::regclass", rt.t.QualifiedName()).Scan(&ident)
+	if err == nil && ident != "f" {
+		e.log.Warn("table is not REPLICA IDENTITY FULL at this site: other sites cannot detect conflicts on its changes; "+
+			"run ALTER TABLE ... REPLICA IDENTITY FULL at every site", "table", rt.name, "replica_identity", ident)
+	}
+}
+
+// load reads the canonical texts of the change's images, the local row (locked)
+// and its row metadata, in one round trip.
+func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.Event) (*change, error) {
+	ch := &change{rt: rt, ev: ev, site: e.SiteOf(ev.Txn), unchangedOK: map[int]bool{}}
+	if ev.Txn != nil {
+		ch.ts = ev.Txn.CommitTime.Truncate(time.Microsecond)
+	}
+	if ev.Op == schemas.OpUpdate && ev.Before == nil || ev.Op == schemas.OpDelete && ev.Before == nil {
+		return nil, ev.Wrap(consumer.Permanent(fmt.Errorf("%s has no before-image: conflict detection needs REPLICA IDENTITY FULL "+
+			"at the source (ALTER TABLE %s REPLICA IDENTITY FULL)", opWord(ev.Op), rt.t.QualifiedName())))
+	}
+	n := len(rt.cols)
+	params := make([]any, 2*n)
+	for _, img := range []struct {
+		row []any
+		off int
+	}{{ev.Before, 0}, {ev.After, n}} {
+		if img.row == nil {
+			continue
+		}
+		for i := range n {
+			if img.row[i] == nil {
+				continue
+			}
+			v, err := pgtarget.Encode(ev, i, img.row[i])
+			if err != nil {
+				return nil, err
+			}
+			params[img.off+i] = v
+		}
+	}
+	for _, i := range ev.Unchanged {
+		ch.unchangedOK[i] = true
+	}
+	keyRow := ev.Before
+	if keyRow == nil {
+		keyRow = ev.After
+	}
+	kp, err := pgtarget.Values(ev, keyRow, rt.t.Key)
+	if err != nil {
+		return nil, err
+	}
+	ch.keyParams = kp
+	mk, _ := json.Marshal(kp)
+	ch.metaKey = string(mk)
+
+	var b pgx.Batch
+	b.Queue(rt.canonSQL, params...)
+	b.Queue(rt.selectSQL, kp...)
+	b.Queue("SELECT grp, site, commit_ts, hash FROM "+e.meta+" WHERE table_name = $1 AND key = $2", rt.name, ch.metaKey)
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
+	canon := make([]*string, 2*n)
+	dst := make([]any, 2*n)
+	for i := range canon {
+		dst[i] = &canon[i]
+	}
+	if err := br.QueryRow().Scan(dst...); err != nil {
+		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read the change's values as the target types: %w", err)))
+	}
+	if ev.Before != nil {
+		ch.before = canon[:n]
+	}
+	if ev.After != nil {
+		ch.after = canon[n:]
+		if ch.before != nil {
+			for i := range ch.unchangedOK {
+				ch.after[i] = ch.before[i]
+			}
+		}
+	}
+	local := make([]*string, n)
+	hashes := make([]string, len(rt.groups))
+	dst = make([]any, 0, n+1+len(rt.groups))
+	for i := range local {
+		dst = append(dst, &local[i])
+	}
+	dst = append(dst, &ch.localTS)
+	for i := range hashes {
+		dst = append(dst, &hashes[i])
+	}
+	switch err := br.QueryRow().Scan(dst...); {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read and lock the local row: %w", err)))
+	default:
+		ch.local, ch.localHash = local, hashes
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read %s: %w", e.meta, err)))
+	}
+	ch.meta = map[string]metaRow{}
+	for rows.Next() {
+		var g string
+		var m metaRow
+		if err := rows.Scan(&g, &m.site, &m.ts, &m.hash); err != nil {
+			rows.Close()
+			return nil, ev.Wrap(pgtarget.Classify(err))
+		}
+		ch.meta[g] = m
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, ev.Wrap(pgtarget.Classify(err))
+	}
+	if err := br.Close(); err != nil {
+		return nil, ev.Wrap(pgtarget.Classify(err))
+	}
+	return ch, nil
+}
+
+func opWord(op schemas.Op) string {
+	switch op {
+	case schemas.OpUpdate:
+		return "update"
+	case schemas.OpDelete:
+		return "delete"
+	}
+	return "insert"
+}
+
+// attr is who last wrote group gi's current local values: the row
+// metadata when its hash still matches the values (the consumer wrote them),
+// else the local site at the row's last commit time.
+func (ch *change) attr(gi int, local string) attribution {
+	g := ch.rt.groups[gi].name
+	if m, ok := ch.meta[g]; ok && ch.localHash != nil && m.hash == ch.localHash[gi] {
+		return attribution{site: m.site, ts: m.ts}
+	}
+	return attribution{site: local, ts: ch.localTS}
+}
+
+// owned judges ownership on the before-image (the after-image of an insert).
+func (e *Engine) owned(ch *change) (bool, string, error) {
+	o := ch.rt.cfg.Ownership
+	if o == nil {
+		return true, "", nil
+	}
+	img := ch.before
+	if img == nil {
+		img = ch.after
+	}
+	if o.Primary != "" && ch.site != o.Primary {
+		return false, fmt.Sprintf("table is owned by primary site %s; the change came from %s", o.Primary, ch.site), nil
+	}
+	if ch.rt.owner != nil {
+		v, err := ch.rt.owner.eval(map[string]any{"row": celRow(ch.rt.cols, img), "site": ch.site})
+		if err != nil {
+			return false, "", fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
+		}
+		owners, err := siteNames(v)
+		if err != nil {
+			return false, "", fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
+		}
+		if !slices.Contains(owners, ch.site) {
+			return false, fmt.Sprintf("row is owned by %s; the change came from %s", strings.Join(owners, ", "), ch.site), nil
+		}
+	}
+	if len(ch.rt.colOwner) > 0 && ch.ev.Op == schemas.OpUpdate {
+		for i, site := range ch.rt.colOwner {
+			if site != ch.site && !eqText(ch.before[i], ch.after[i]) {
+				return false, fmt.Sprintf("column %s is owned by %s; the change came from %s", ch.rt.cols[i].name, site, ch.site), nil
+			}
+		}
+	}
+	return true, "", nil
+}
+
+func siteNames(v any) ([]string, error) {
+	switch x := v.(type) {
+	case types.String:
+		return []string{string(x)}, nil
+	case traits.Lister:
+		if l, err := x.ConvertToNative(reflect.TypeOf([]string(nil))); err == nil {
+			return l.([]string), nil
+		}
+	}
+	return nil, fmt.Errorf("want a site name or a list of names, got %v", v)
+}
+
+func eqText(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+func (ch *change) groupEq(gi int, x, y []*string) bool {
+	for _, i := range ch.rt.groups[gi].cols {
+		if !eqText(x[i], y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// rowMap renders a row by column name; nil for a nil row.
+func (rt *tableRT) rowMap(vals []*string) Row {
+	if vals == nil {
+		return nil
+	}
+	m := make(Row, len(vals))
+	for i, c := range rt.cols {
+		m[c.name] = vals[i]
+	}
+	return m
+}
+
+func (s *Session) insert(ctx context.Context, tx pgx.Tx, ch *change) error {
+	if ch.local == nil {
+		return s.insertRow(ctx, tx, ch)
+	}
+	all := make([]int, len(ch.rt.groups))
+	for gi := range ch.rt.groups {
+		all[gi] = gi
+	}
+	return s.resolve(ctx, tx, ch, KindInsertExists, all)
+}
+
+func (s *Session) insertRow(ctx context.Context, tx pgx.Tx, ch *change) error {
+	args := make([]any, len(ch.rt.cols))
+	for i, v := range ch.after {
+		if v != nil {
+			args[i] = *v
+		}
+	}
+	hashes := make([]string, len(ch.rt.groups))
+	dst := make([]any, len(hashes))
+	for i := range hashes {
+		dst[i] = &hashes[i]
+	}
+	if err := tx.QueryRow(ctx, ch.rt.insertSQL, args...).Scan(dst...); err != nil {
+		return ch.ev.Wrap(pgtarget.Classify(err))
+	}
+	attrs := make([]attribution, len(ch.rt.groups))
+	for i := range attrs {
+		attrs[i] = attribution{site: ch.site, ts: &ch.ts}
+	}
+	return s.e.writeMeta(ctx, tx, ch, attrs, hashes)
+}
+
+func (s *Session) update(ctx context.Context, tx pgx.Tx, ch *change) error {
+	if ch.local == nil {
+		switch ch.rt.cfg.Delete {
+		case DeleteError:
+			return s.stop(ch, KindUpdateMissing, "", Method(DeleteError), "update of a row that is missing at this site")
+		case UpdateWins:
+			if len(ch.unchangedOK) > 0 {
+				return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(UpdateWins), OutcomeSkipped, nil,
+					"the after-image lacks unchanged TOASTed values, so the row cannot be inserted")
+			}
+			if err := s.insertRow(ctx, tx, ch); err != nil {
+				return err
+			}
+			return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(UpdateWins), OutcomeInserted, ch.after, "")
+		}
+		return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(DeleteWins), OutcomeSkipped, nil, "")
+	}
+	var touched []int
+	for gi := range ch.rt.groups {
+		if !ch.groupEq(gi, ch.before, ch.after) {
+			touched = append(touched, gi)
+		}
+	}
+	return s.resolve(ctx, tx, ch, KindUpdateDiffers, touched)
+}
+
+func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
+	if ch.local == nil {
+		return s.record(ctx, tx, ch, KindDeleteMissing, "", Method(ch.rt.cfg.Delete), OutcomeSkipped, nil, "")
+	}
+	same := true
+	for gi := range ch.rt.groups {
+		same = same && ch.groupEq(gi, ch.before, ch.local)
+	}
+	if !same {
+		switch ch.rt.cfg.Delete {
+		case DeleteError:
+			return s.stop(ch, KindDeleteDiffers, "", Method(DeleteError), "delete of a row that was changed at this site")
+		case UpdateWins:
+			return s.record(ctx, tx, ch, KindDeleteDiffers, "", Method(UpdateWins), OutcomeLocal, ch.local, "")
+		}
+	}
+	if _, err := tx.Exec(ctx, ch.rt.deleteSQL, ch.keyParams...); err != nil {
+		return ch.ev.Wrap(pgtarget.Classify(err))
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM "+s.e.meta+" WHERE table_name = $1 AND key = $2", ch.rt.name, ch.metaKey); err != nil {
+		return ch.ev.Wrap(pgtarget.Classify(err))
+	}
+	if !same {
+		return s.record(ctx, tx, ch, KindDeleteDiffers, "", Method(DeleteWins), OutcomeDeleted, nil, "")
+	}
+	return nil
+}
+
+// set is how one column is written: SQL and its parameters, appended.
+type set struct {
+	col  int
+	expr string // with %s for each parameter number, in order
+	args []any
+}
+
+// pending is a group's resolution.
+type pending struct {
+	gi       int
+	conflict bool
+	method   Method
+	outcome  Outcome
+	attr     attribution
+	local    attribution
+}
+
+// rank is a site's place in Priority; unranked sites come after.
+func (e *Engine) better(a, b string) bool {
+	ra, rb := slices.Index(e.file.Priority, a), slices.Index(e.file.Priority, b)
+	if ra < 0 {
+		ra = len(e.file.Priority)
+	}
+	if rb < 0 {
+		rb = len(e.file.Priority)
+	}
+	if ra != rb {
+		return ra < rb
+	}
+	return a < b
+}
+
+// resolve decides each group in gis, writes the result and records the
+// conflicts. kind is the conflict kind should a group differ.
+func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind, gis []int) error {
+	rt := ch.rt
+	attrs := make([]attribution, len(rt.groups))
+	for gi := range rt.groups {
+		attrs[gi] = ch.attr(gi, s.e.cfg.Site)
+	}
+	remote := attribution{site: ch.site, ts: &ch.ts}
+	var sets []set
+	var res []pending
+	for _, gi := range gis {
+		g := rt.groups[gi]
+		switch {
+		case g.method != MethodAdditive && ch.groupEq(gi, ch.local, ch.after):
+			// Already the same: nothing to do, no conflict. (Not for
+			// additive: equal sums of different increments must both count.)
+			continue
+		case kind == KindUpdateDiffers && ch.groupEq(gi, ch.local, ch.before):
+			// No conflict: the remote site changed what this site has.
+			sets = append(sets, ch.remoteSets(gi)...)
+			attrs[gi] = remote
+			continue
+		}
+		local := attrs[gi]
+		p := pending{gi: gi, conflict: true, method: g.method, local: local}
+		remoteWins := false
+		switch g.method {
+		case MethodLatest, MethodEarliest:
+			switch {
+			case local.ts == nil:
+				remoteWins = g.method == MethodLatest
+			case ch.ts.Equal(*local.ts):
+				remoteWins = s.e.better(ch.site, local.site)
+			case g.method == MethodLatest:
+				remoteWins = ch.ts.After(*local.ts)
+			default:
+				remoteWins = ch.ts.Before(*local.ts)
+			}
+		case MethodSitePriority:
+			remoteWins = ch.site == local.site || s.e.better(ch.site, local.site)
+		case MethodApplyRemote:
+			remoteWins = true
+		case MethodKeepLocal:
+		case MethodError:
+			return s.stop(ch, kind, g.name, g.method, "column group "+g.name+" conflicts and its method is error")
+		case MethodAdditive, MethodMinimum, MethodMaximum:
+			for _, i := range g.cols {
+				if ch.unchangedOK[i] {
+					continue
+				}
+				sets = append(sets, mergeSet(rt, g.method, i, ch.before, ch.after, kind))
+			}
+			p.outcome = OutcomeMerged
+			p.attr = later(local, remote)
+		case MethodCustom:
+			ss, err := ch.custom(gi)
+			if err != nil {
+				return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
+			}
+			sets = append(sets, ss...)
+			p.outcome = OutcomeMerged
+			p.attr = later(local, remote)
+		}
+		if p.outcome == "" {
+			if remoteWins {
+				sets = append(sets, ch.remoteSets(gi)...)
+				p.outcome, p.attr = OutcomeRemote, remote
+			} else {
+				p.outcome, p.attr = OutcomeLocal, local
+			}
+		}
+		attrs[gi] = p.attr
+		res = append(res, p)
+	}
+	resolved := ch.local
+	if len(sets) > 0 {
+		var err error
+		var hashes []string
+		if resolved, hashes, err = s.e.writeSets(ctx, tx, ch, sets); err != nil {
+			return err
+		}
+		if err := s.e.writeMeta(ctx, tx, ch, attrs, hashes); err != nil {
+			return err
+		}
+	}
+	for _, p := range res {
+		if err := s.recordAttr(ctx, tx, ch, kind, rt.groups[p.gi].name, p.method, p.outcome, resolved, "", p.local); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func later(a, b attribution) attribution {
+	if a.ts == nil || b.ts != nil && b.ts.After(*a.ts) {
+		return b
+	}
+	return a
+}
+
+// remoteSets writes the remote after-values of group gi (columns with
+// unchanged TOAST values are left alone).
+func (ch *change) remoteSets(gi int) []set {
+	var out []set
+	for _, i := range ch.rt.groups[gi].cols {
+		if ch.unchangedOK[i] {
+			continue
+		}
+		out = append(out, set{col: i, expr: "%s::text::" + ch.rt.cols[i].sqlType, args: []any{textArg(ch.after[i])}})
+	}
+	return out
+}
+
+func textArg(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return *s
+}
+
+func mergeSet(rt *tableRT, m Method, i int, before, after []*string, kind Kind) set {
+	c := rt.cols[i]
+	qc, t := schemas.QuoteIdent(c.name), c.sqlType
+	switch m {
+	case MethodAdditive:
+		if kind == KindInsertExists || before == nil {
+			return set{col: i, expr: "coalesce(" + qc + ", 0) + coalesce(%s::text::" + t + ", 0)", args: []any{textArg(after[i])}}
+		}
+		return set{col: i, expr: "coalesce(" + qc + ", 0) + (coalesce(%s::text::" + t + ", 0) - coalesce(%s::text::" + t + ", 0))",
+			args: []any{textArg(after[i]), textArg(before[i])}}
+	case MethodMinimum:
+		return set{col: i, expr: "LEAST(" + qc + ", %s::text::" + t + ")", args: []any{textArg(after[i])}}
+	}
+	return set{col: i, expr: "GREATEST(" + qc + ", %s::text::" + t + ")", args: []any{textArg(after[i])}}
+}
+
+// custom evaluates a custom group's expression.
+func (ch *change) custom(gi int) ([]set, error) {
+	rt, g := ch.rt, ch.rt.groups[gi]
+	v, err := g.expr.eval(map[string]any{"local": celRow(rt.cols, ch.local), "remote_before": celRow(rt.cols, ch.before),
+		"remote_after": celRow(rt.cols, ch.after)})
+	if err != nil {
+		return nil, err
+	}
+	mp, ok := v.(traits.Mapper)
+	if !ok {
+		return nil, fmt.Errorf("want a map of column name to value, got %s", v.Type())
+	}
+	inGroup := map[string]int{}
+	for _, i := range g.cols {
+		inGroup[rt.cols[i].name] = i
+	}
+	var out []set
+	for it := mp.Iterator(); it.HasNext() == types.True; {
+		k := it.Next()
+		name, ok := k.(types.String)
+		if !ok {
+			return nil, fmt.Errorf("map key %v is not a column name", k)
+		}
+		i, ok := inGroup[string(name)]
+		if !ok {
+			return nil, fmt.Errorf("column %q is not in the group (%v)", name, slices.Sorted(maps.Keys(inGroup)))
+		}
+		val, err := textOf(mp.Get(k))
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", name, err)
+		}
+		out = append(out, set{col: i, expr: "%s::text::" + rt.cols[i].sqlType, args: []any{textArg(val)}})
+	}
+	slices.SortFunc(out, func(a, b set) int { return a.col - b.col })
+	return out, nil
+}
+
+// writeSets updates the local row and returns its new values and group hashes.
+func (e *Engine) writeSets(ctx context.Context, tx pgx.Tx, ch *change, sets []set) ([]*string, []string, error) {
+	rt := ch.rt
+	var parts []string
+	var args []any
+	for _, s := range sets {
+		nums := make([]any, len(s.args))
+		for j, a := range s.args {
+			args = append(args, a)
+			nums[j] = "$" + strconv.Itoa(len(args))
+		}
+		parts = append(parts, schemas.QuoteIdent(rt.cols[s.col].name)+" = "+fmt.Sprintf(s.expr, nums...))
+	}
+	ret := make([]string, 0, len(rt.cols)+len(rt.groups))
+	for _, c := range rt.cols {
+		ret = append(ret, schemas.QuoteIdent(c.name)+"::text")
+	}
+	ret = append(ret, rt.hashExprs()...)
+	sql := "UPDATE " + rt.t.QualifiedName() + " SET " + strings.Join(parts, ", ") + " WHERE " + rt.keyWhere(len(args)) +
+		" RETURNING " + strings.Join(ret, ", ")
+	args = append(args, ch.keyParams...)
+	vals := make([]*string, len(rt.cols))
+	hashes := make([]string, len(rt.groups))
+	dst := make([]any, 0, len(vals)+len(hashes))
+	for i := range vals {
+		dst = append(dst, &vals[i])
+	}
+	for i := range hashes {
+		dst = append(dst, &hashes[i])
+	}
+	if err := tx.QueryRow(ctx, sql, args...).Scan(dst...); err != nil {
+		return nil, nil, ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("write resolved row: %w", err)))
+	}
+	return vals, hashes, nil
+}
+
+// writeMeta records who wrote each group's values (see Engine).
+func (e *Engine) writeMeta(ctx context.Context, tx pgx.Tx, ch *change, attrs []attribution, hashes []string) error {
+	n := len(ch.rt.groups)
+	grps, sites, tss := make([]string, n), make([]string, n), make([]*time.Time, n)
+	for gi, g := range ch.rt.groups {
+		grps[gi], sites[gi], tss[gi] = g.name, attrs[gi].site, attrs[gi].ts
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO `+e.meta+` AS m (table_name, key, grp, site, commit_ts, hash)
+SELECT $1, $2, u.g, u.s, u.t, u.h FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[]) AS u(g, s, t, h)
+ON CONFLICT (table_name, key, grp) DO UPDATE SET site = EXCLUDED.site, commit_ts = EXCLUDED.commit_ts, hash = EXCLUDED.hash`,
+		ch.rt.name, ch.metaKey, grps, sites, tss, hashes)
+	if err != nil {
+		return ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("write %s: %w", e.meta, err)))
+	}
+	return nil
+}
+
+func (s *Session) newRecord(ch *change, kind Kind, grp string, m Method, o Outcome, resolved []*string, detail string) Record {
+	r := Record{DetectedAt: time.Now().UTC(), Site: s.e.cfg.Site, RemoteSite: ch.site, Consumer: s.e.cfg.Consumer,
+		Table: ch.rt.name, Kind: kind, Group: grp, Method: m, Outcome: o, Local: ch.rt.rowMap(ch.local),
+		RemoteBefore: ch.rt.rowMap(ch.before), RemoteAfter: ch.rt.rowMap(ch.after), Resolved: ch.rt.rowMap(resolved),
+		Detail: detail, Key: Row{}}
+	keyRow := ch.before
+	if keyRow == nil {
+		keyRow = ch.after
+	}
+	for _, k := range ch.rt.t.Key {
+		r.Key[ch.rt.cols[k].name] = keyRow[k]
+	}
+	if t := ch.ev.Txn; t != nil {
+		r.CommitLSN, r.Xid, r.CommitTime = t.CommitLSN.String(), t.Xid, t.CommitTime.UTC()
+	}
+	return r
+}
+
+// record writes a conflict row in tx and keeps the record for Committed.
+func (s *Session) record(ctx context.Context, tx pgx.Tx, ch *change, kind Kind, grp string, m Method, o Outcome,
+	resolved []*string, detail string) error {
+	return s.recordAttr(ctx, tx, ch, kind, grp, m, o, resolved, detail, attribution{})
+}
+
+// recordAttr is record with the attribution of the local values.
+func (s *Session) recordAttr(ctx context.Context, tx pgx.Tx, ch *change, kind Kind, grp string, m Method, o Outcome,
+	resolved []*string, detail string, local attribution) error {
+	r := s.newRecord(ch, kind, grp, m, o, resolved, detail)
+	r.LocalSite = local.site
+	if local.ts != nil {
+		r.LocalCommitTime = local.ts.UTC()
+	}
+	var lts any
+	if local.ts != nil {
+		lts = *local.ts
+	}
+	js := func(row Row) any {
+		if row == nil {
+			return nil
+		}
+		b, _ := json.Marshal(row)
+		return string(b)
+	}
+	key, _ := json.Marshal(r.Key)
+	var lsn any
+	if r.CommitLSN != "" {
+		lsn = r.CommitLSN
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO `+s.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
+	column_group, method, outcome, local_row, remote_before, remote_after, resolved, commit_lsn, xid, remote_commit_ts, detail,
+	local_site, local_commit_ts)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, $12::text::jsonb, $13::text::jsonb,
+	$14::text::jsonb, $15::text::pg_lsn, $16, $17, $18, nullif($19, ''), $20)`,
+		r.DetectedAt, r.Site, r.RemoteSite, r.Consumer, r.Table, string(key), string(r.Kind), r.Group, string(r.Method),
+		string(r.Outcome), js(r.Local), js(r.RemoteBefore), js(r.RemoteAfter), js(r.Resolved), lsn, int64(r.Xid),
+		r.CommitTime, r.Detail, r.LocalSite, lts)
+	if err != nil {
+		return ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("record conflict in %s: %w", s.e.conflicts, err)))
+	}
+	s.recs = append(s.recs, r)
+	return nil
+}
+
+// stop notifies at once (the transaction will roll back) and returns the
+// permanent error that stops the consumer for a person.
+func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string) error {
+	r := s.newRecord(ch, kind, grp, m, OutcomeStopped, nil, what)
+	if s.e.cfg.OnRecord != nil {
+		s.e.cfg.OnRecord(r)
+	}
+	s.e.disp.send([]Record{r})
+	return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("%w: %s (%s); resolve it by hand at this site, then restart the consumer",
+		ErrUnresolved, what, kind)))
+}
+
+// ErrUnresolved is wrapped by the error of a conflict whose method is error.
+var ErrUnresolved = errors.New("conflict needs a person")

@@ -1,0 +1,235 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
+	"github.com/tributary-cdc/tributary/consumer/postgres"
+	"github.com/tributary-cdc/tributary/integration/harness"
+	"github.com/tributary-cdc/tributary/producer"
+)
+
+// msSite is one site of a multi-site test: its database and its producer's
+// prefix, on a broker that every site shares.
+type msSite struct {
+	name string
+	env  *env
+	c    *pgx.Conn // the test goroutine's connection; see conn
+}
+
+// conn is one connection per site for the test goroutine's queries.
+func (s *msSite) conn(t *testing.T) *pgx.Conn {
+	if s.c == nil {
+		s.c = s.env.pg.Conn(t)
+	}
+	return s.c
+}
+
+// dump is table's rows as text, in key order.
+func (s *msSite) dump(t *testing.T, table string) string {
+	t.Helper()
+	rows, err := s.conn(t).Query(context.Background(), fmt.Sprintf(`SELECT t::text FROM %s t ORDER BY 1`, table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return fmt.Sprint(out)
+}
+
+// newSites starts one PostgreSQL per name, all on one broker and registry,
+// each with the DDL applied and a publication "pub" of tables.
+func newSites(t *testing.T, tables string, ddl []string, names ...string) []*msSite {
+	t.Helper()
+	base := newEnv(t)
+	out := make([]*msSite, len(names))
+	for i, n := range names {
+		e := &env{pg: base.pg, kafka: base.kafka, reg: base.reg, prefix: base.prefix + "_" + strings.ToLower(n)}
+		if i > 0 {
+			e.pg = harness.StartPostgres(t)
+		}
+		e.pg.Exec(t, ddl...)
+		e.pg.Exec(t, "CREATE PUBLICATION pub FOR TABLE "+tables)
+		out[i] = &msSite{name: n, env: e}
+	}
+	return out
+}
+
+// produce runs the site's producer; forward is --forward-origins.
+func (s *msSite) produce(t *testing.T, forward ...string) {
+	t.Helper()
+	cfg := s.env.producerConfig(t)
+	cfg.Slot = "slot_" + strings.ToLower(s.name)
+	cfg.ForwardOrigins = forward
+	cfg.Snapshot = producer.SnapshotNever
+	s.env.runProducer(t, cfg)
+}
+
+// consume runs, in process, a consumer at s of from's prefix, under the
+// origin tributary_<from>, with the conflict configuration yml; it returns
+// the engine. It stops when the test ends and fails the test on error.
+func (s *msSite) consume(t *testing.T, from *msSite, yml string) *conflict.Engine {
+	t.Helper()
+	var file *conflict.File
+	if yml != "" {
+		f, err := conflict.ParseFile([]byte(yml), t.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		file = f
+	}
+	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: "from_" + from.name,
+		Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := postgres.New(postgres.Config{DSN: s.env.pg.DSN, Consumer: "from_" + from.name,
+		Origin: conflict.OriginPrefix + from.name, Conflicts: eng, Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
+		Name: "from_" + from.name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("consumer at %s of %s: %v", s.name, from.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("consumer at %s of %s did not stop", s.name, from.name)
+		}
+		eng.Close(context.Background())
+	})
+	go func() {
+		select {
+		case err := <-done:
+			if ctx.Err() == nil {
+				t.Errorf("consumer at %s of %s stopped: %v", s.name, from.name, err)
+			}
+			done <- err
+		case <-ctx.Done():
+		}
+	}()
+	return eng
+}
+
+// query returns the first column of sql's single row at s.
+func (s *msSite) query(t *testing.T, sql string, args ...any) string {
+	t.Helper()
+	var v *string
+	err := s.conn(t).QueryRow(context.Background(), sql, args...).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "<no row>"
+	}
+	if err != nil {
+		t.Fatalf("%s at %s: %v", sql, s.name, err)
+	}
+	if v == nil {
+		return "NULL"
+	}
+	return *v
+}
+
+// waitEqual waits until table holds the same rows at every site.
+func waitEqual(t *testing.T, table string, sites ...*msSite) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		first := sites[0].dump(t, table)
+		same := true
+		var diff string
+		for _, s := range sites[1:] {
+			if d := s.dump(t, table); d != first {
+				same, diff = false, fmt.Sprintf("%s: %s\n%s: %s", sites[0].name, first, s.name, d)
+			}
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not converge in 90s:\n%s", table, diff)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitValue waits until sql returns want at s.
+func waitValue(t *testing.T, s *msSite, want, sql string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := s.query(t, sql, args...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("at %s, %s = %s after 60s, want %s", s.name, sql, got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readConflictTopic reads every record of a conflicts topic so far.
+func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := k.Admin(t).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			want[o.Partition] = o.Offset
+		}
+	})
+	if len(want) == 0 {
+		return nil
+	}
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var out []conflict.Record
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: %v", topic, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var rec conflict.Record
+			if err := json.Unmarshal(r.Value, &rec); err != nil {
+				t.Fatalf("%s offset %d: %v", topic, r.Offset, err)
+			}
+			out = append(out, rec)
+			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
+				delete(want, r.Partition)
+			}
+		})
+	}
+	return out
+}
