@@ -160,13 +160,7 @@ func (s *Sink) Open(ctx context.Context) error {
 
 // Checkpoint reads the consumer's checkpoint rows.
 func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
-	c, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return consumer.Checkpoint{}, err
-	}
-	cp, err := s.cpt.Read(ctx, c)
-	s.pool.Release(c, err)
-	return cp, err
+	return s.cpt.ReadFrom(ctx, s.pool)
 }
 
 // Apply appends the history rows of b's events and writes b's checkpoint in

@@ -231,6 +231,18 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 	return cp, nil
 }
 
+// ReadFrom reads the consumer's checkpoint on a connection of p: the Sink
+// Checkpoint method of every PostgreSQL sink.
+func (k *Checkpoints) ReadFrom(ctx context.Context, p *Pool) (consumer.Checkpoint, error) {
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		return consumer.Checkpoint{}, err
+	}
+	cp, err := k.Read(ctx, c)
+	p.Release(c, err)
+	return cp, err
+}
+
 // Committed records that cp's transaction committed; call it after Commit.
 func (k *Checkpoints) Committed(cp consumer.Checkpoint) {
 	k.mu.Lock()
