@@ -179,6 +179,19 @@ func (k *kafkaFlags) checkBrokers(ctx context.Context, opts []kgo.Opt) error {
 	return nil
 }
 
+// clients builds the Kafka client options and the registry client.
+func (k *kafkaFlags) clients(log *slog.Logger) ([]kgo.Opt, *schemas.Registry, error) {
+	opts, err := k.kgoOpts()
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := k.registryClient(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return opts, reg, nil
+}
+
 func (k *kafkaFlags) registryClient(log *slog.Logger) (*schemas.Registry, error) {
 	var opts []sr.ClientOpt
 	if *k.regUser != "" {

@@ -88,11 +88,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	opts, err := k.kgoOpts()
-	if err != nil {
-		return err
-	}
-	reg, err := k.registryClient(log)
+	opts, reg, err := k.clients(log)
 	if err != nil {
 		return err
 	}
