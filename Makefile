@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 KAFKA_DIR ?= $(CURDIR)/.cache/kafka
 
-.PHONY: build test test-unit test-integration test-kafka lint demo bench chaos clean
+.PHONY: build test test-unit test-integration test-kafka lint demo bench chaos chaos-kafka clean
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tributary
@@ -33,6 +33,18 @@ test-kafka: build
 	deploy/local/kafka.sh start $(KAFKA_DIR)
 	TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) TRIBUTARY_TEST_KAFKA_DIR=$(KAFKA_DIR) \
 	  $(GO) test -count=1 -timeout 20m -p 1 ./integration/... ; rc=$$?; \
+	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
+
+# The full fault-injection suite (its short version runs inside make test and
+# make test-kafka): three rounds of every fault, results in .cache/chaos-results.md.
+chaos: build
+	$(GO) test -count=1 -timeout 60m -v ./integration/chaos -chaos.full -chaos.report $(CURDIR)/.cache/chaos-results.md
+
+chaos-kafka: build
+	deploy/local/kafka.sh fetch $(KAFKA_DIR)
+	deploy/local/kafka.sh start $(KAFKA_DIR)
+	TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) TRIBUTARY_TEST_KAFKA_DIR=$(KAFKA_DIR) \
+	  $(GO) test -count=1 -timeout 60m -v ./integration/chaos -chaos.full -chaos.report $(CURDIR)/.cache/chaos-kafka-results.md ; rc=$$?; \
 	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
 
 lint:
