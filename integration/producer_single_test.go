@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"crypto/tls"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -43,27 +45,42 @@ func TestSecondProducerOnSlotFailsFast(t *testing.T) {
 	}
 }
 
-// TestRegistryBasicAuth: with a registry that requires basic auth, the
-// producer works with --registry-user and the password from the
-// environment, and a wrong password stops it with a clear error.
-func TestRegistryBasicAuth(t *testing.T) {
+// TestRegistryBasicAuthAndTLS: with a registry that requires basic auth over
+// HTTPS, the producer works with --registry-user, the password from the
+// environment and --registry-ca-file; a wrong password and a wrong CA each
+// stop it with a clear error.
+func TestRegistryBasicAuthAndTLS(t *testing.T) {
 	pg := harness.StartPostgres(t)
 	pg.Exec(t, `CREATE TABLE r (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE r`, `INSERT INTO r VALUES (1)`)
-	st, err := embedded.Start(embedded.Config{RegistryBasicAuth: "reg:s3cret-reg"})
+	pki, other := newTestPKI(t, "registry"), newTestPKI(t, "other")
+	dir := t.TempDir()
+	caFile := writeFile(t, filepath.Join(dir, "ca.pem"), pki.caPEM, 0o644)
+	wrongCA := writeFile(t, filepath.Join(dir, "wrong.pem"), other.caPEM, 0o644)
+	st, err := embedded.Start(embedded.Config{RegistryBasicAuth: "reg:s3cret-reg",
+		RegistryTLS: &tls.Config{Certificates: []tls.Certificate{pki.server}, MinVersion: tls.VersionTLS12}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	args := func(prefix string) []string {
-		return []string{"producer", "--source", pg.DSN, "--publication", "pub", "--slot", prefix, "--brokers", st.KafkaAddr,
-			"--registry", st.RegistryURL, "--prefix", prefix, "--registry-user", "reg", "--snapshot", "only", "--log-format", "json"}
+	if !strings.HasPrefix(st.RegistryURL, "https://") {
+		t.Fatalf("registry URL %s is not https", st.RegistryURL)
 	}
-	ok := exec.Command(harness.Binary(t), args("good")...)
+	args := func(prefix string, ca string) []string {
+		return []string{"producer", "--source", pg.DSN, "--publication", "pub", "--slot", prefix, "--brokers", st.KafkaAddr,
+			"--registry", st.RegistryURL, "--registry-ca-file", ca, "--prefix", prefix, "--registry-user", "reg",
+			"--snapshot", "only", "--log-format", "json"}
+	}
+	ok := exec.Command(harness.Binary(t), args("good", caFile)...)
 	ok.Env = append(ok.Environ(), "TRIBUTARY_REGISTRY_PASSWORD=s3cret-reg")
 	if out, err := ok.CombinedOutput(); err != nil {
 		t.Fatalf("producer with registry credentials: %v\n%s", err, lastLines(string(out), 5))
 	}
-	bad := exec.Command(harness.Binary(t), args("bad")...)
+	untrusted := exec.Command(harness.Binary(t), args("untrusted", wrongCA)...)
+	untrusted.Env = append(untrusted.Environ(), "TRIBUTARY_REGISTRY_PASSWORD=s3cret-reg")
+	if out, err := untrusted.CombinedOutput(); err == nil || !strings.Contains(string(out), "certificate signed by unknown authority") {
+		t.Fatalf("producer trusting the wrong CA for the registry: %v\n%s", err, lastLines(string(out), 5))
+	}
+	bad := exec.Command(harness.Binary(t), args("bad", caFile)...)
 	bad.Env = append(bad.Environ(), "TRIBUTARY_REGISTRY_PASSWORD=wrong")
 	out, err := bad.CombinedOutput()
 	text := string(out)

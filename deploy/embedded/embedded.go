@@ -50,6 +50,8 @@ type Config struct {
 	// SASLUsers enables SASL; each entry is mechanism ("SCRAM-SHA-256",
 	// "SCRAM-SHA-512" or "PLAIN"), user and password. The first is the superuser.
 	SASLUsers [][3]string
+	// RegistryTLS, when set, serves the registry over HTTPS.
+	RegistryTLS *tls.Config
 	// RegistryBasicAuth, as "user:password", makes the registry require HTTP
 	// basic authentication.
 	RegistryBasicAuth string
@@ -149,6 +151,10 @@ func Start(cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("start embedded registry on %s: %w", cfg.RegistryAddr, err)
 	}
 	s.RegistryURL = "http://" + ln.Addr().String()
+	if cfg.RegistryTLS != nil {
+		ln = tls.NewListener(ln, cfg.RegistryTLS)
+		s.RegistryURL = "https://" + ln.Addr().String()
+	}
 	s.srv = &http.Server{Handler: s.persisting(s.Registry.Handler(), cfg.Log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
