@@ -394,3 +394,20 @@ func yamlEqual(a, b map[string]any) bool {
 	}
 	return true
 }
+
+// TestOpsStaticBuild: the Dockerfile builds with CGO_ENABLED=0, which must
+// work (the DuckDB sink is left out of such a build and says so).
+func TestOpsStaticBuild(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "tributary-static")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/tributary")
+	cmd.Dir = harness.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, b)
+	}
+	b, err := exec.Command(out, "consumer", "--brokers", "127.0.0.1:1", "--registry", "http://127.0.0.1:1", "--prefix", "p",
+		"--name", "n", "--sink", "duckdb", "--duckdb-file", filepath.Join(t.TempDir(), "w.duckdb")).CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "without cgo") {
+		t.Fatalf("static binary with --sink duckdb: %v\n%s", err, b)
+	}
+}
