@@ -65,8 +65,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 )
@@ -138,20 +136,8 @@ func New(cfg Config) (*Sink, error) {
 // Open connects, checks that the connection may suppress triggers, and
 // creates the checkpoint table when it is missing.
 func (s *Sink) Open(ctx context.Context) error {
-	cc, err := pgx.ParseConfig(s.cfg.DSN)
+	pool, err := pgtarget.OpenPool(ctx, s.cfg.DSN, int(s.cfg.MaxConns), s.cpt.Create)
 	if err != nil {
-		return consumer.Permanent(fmt.Errorf("target DSN: %w", err))
-	}
-	pool := pgtarget.NewPool(cc, int(s.cfg.MaxConns))
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		pool.Close()
-		return err
-	}
-	err = s.cpt.Create(ctx, c)
-	pool.Release(c, err)
-	if err != nil {
-		pool.Close()
 		return err
 	}
 	s.pool = pool

@@ -156,26 +156,21 @@ func New(cfg Config) (*Sink, error) {
 // Open connects, checks that the connection may suppress triggers, and
 // creates the checkpoint table when it is missing.
 func (s *Sink) Open(ctx context.Context) error {
-	cc, err := pgx.ParseConfig(s.cfg.DSN)
+	pool, err := pgtarget.OpenPool(ctx, s.cfg.DSN, int(s.cfg.MaxConns), func(ctx context.Context, c *pgx.Conn) error {
+		if err := s.cpt.Create(ctx, c); err != nil {
+			return err
+		}
+		if s.cfg.Origin != "" {
+			if err := pgtarget.CreateOrigin(ctx, c, s.cfg.Origin); err != nil {
+				return err
+			}
+		}
+		if s.cfg.Conflicts != nil {
+			return s.cfg.Conflicts.Setup(ctx, c)
+		}
+		return nil
+	})
 	if err != nil {
-		return consumer.Permanent(fmt.Errorf("target DSN: %w", err))
-	}
-	pool := pgtarget.NewPool(cc, int(s.cfg.MaxConns))
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		pool.Close()
-		return err
-	}
-	err = s.cpt.Create(ctx, c)
-	if err == nil && s.cfg.Origin != "" {
-		err = pgtarget.CreateOrigin(ctx, c, s.cfg.Origin)
-	}
-	if err == nil && s.cfg.Conflicts != nil {
-		err = s.cfg.Conflicts.Setup(ctx, c)
-	}
-	pool.Release(c, err)
-	if err != nil {
-		pool.Close()
 		return err
 	}
 	s.pool = pool

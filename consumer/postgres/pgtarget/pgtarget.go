@@ -243,6 +243,29 @@ func (k *Checkpoints) ReadFrom(ctx context.Context, p *Pool) (consumer.Checkpoin
 	return cp, err
 }
 
+// OpenPool connects to dsn with up to maxConns connections and runs setup
+// (create the checkpoint table and whatever else the sink needs) on one of
+// them; the Sink Open method of every PostgreSQL sink.
+func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) (*Pool, error) {
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, consumer.Permanent(fmt.Errorf("target DSN: %w", err))
+	}
+	pool := NewPool(cc, maxConns)
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	err = setup(ctx, c)
+	pool.Release(c, err)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
 // Committed records that cp's transaction committed; call it after Commit.
 func (k *Checkpoints) Committed(cp consumer.Checkpoint) {
 	k.mu.Lock()
