@@ -15,9 +15,12 @@ import (
 // integration suite runs it as users do.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p := filepath.Join(RepoRoot(), "bin", "tributary")
+	p := os.Getenv("TRIBUTARY_TEST_BINARY")
+	if p == "" {
+		p = filepath.Join(RepoRoot(), "bin", "tributary")
+	}
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is missing: run `make build` (make test-integration does) before the integration suite", p)
+		t.Fatalf("%s is missing: run `make build` (make test-integration does) before the integration suite, or set TRIBUTARY_TEST_BINARY", p)
 	}
 	return p
 }
