@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// Binary is the path of the tributary binary that `make build` writes; the
+// Binary is the path of the tributary binary that `make build` writes (or
+// $TRIBUTARY_TEST_BINARY when set); the
 // integration suite runs it as users do.
 func Binary(t testing.TB) string {
 	t.Helper()
