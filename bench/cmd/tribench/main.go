@@ -63,6 +63,7 @@ type Config struct {
 	Only       string
 	DbzVersion string
 	Timeout    time.Duration
+	Bin        string
 }
 
 type Bench struct {
@@ -99,6 +100,7 @@ func main() {
 	flag.BoolVar(&c.SkipDbz, "skip-debezium", false, "do not run Debezium Server")
 	flag.StringVar(&c.Only, "only", "", "run only these workloads: drain,e2e,bigtx,latency,snapshot")
 	flag.StringVar(&c.DbzVersion, "debezium-version", envOr("DEBEZIUM_VERSION", "3.0.0.Final"), "io.debezium:debezium-server-dist version")
+	flag.StringVar(&c.Bin, "bin", "bin/tributary", "the tributary binary under test (relative to the repository root, or absolute)")
 	flag.Parse()
 	def := func(v *int, full, quick int) {
 		if *v <= 0 {
@@ -133,8 +135,11 @@ func main() {
 		fatal(fmt.Errorf("run tribench from the repository root: %v", err))
 	}
 	b := &Bench{cfg: c, root: root, cache: filepath.Join(root, ".cache", "bench"),
-		bin: filepath.Join(root, "bin", "tributary"), pgbin: envOr("PG_BINDIR", "/usr/lib/postgresql/15/bin"),
+		bin: c.Bin, pgbin: envOr("PG_BINDIR", "/usr/lib/postgresql/15/bin"),
 		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000)}
+	if !filepath.IsAbs(b.bin) {
+		b.bin = filepath.Join(root, b.bin)
+	}
 	if _, err := os.Stat(b.bin); err != nil {
 		fatal(fmt.Errorf("%s missing: run `make build` first", b.bin))
 	}
