@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"consumer": {"replay the events into a target, in commit order, exactly once", runConsumer},
 		"dev":      {"run an embedded Kafka broker and schema registry for development", runDev},
 		"producer": {"stream PostgreSQL logical replication into Kafka", runProducer},
+		"reseed":   {"re-instantiate a multi-site target whose data is lost from a healthy donor site", runReseed},
 		"setup":    {"print or run the SQL for the least-privilege capture and apply roles", runSetup},
 		"slot":     {"list replication slots, or drop one safely", runSlot},
 		"status":   {"show slot lag, publications and consumer checkpoints; exit 1 on errors", runStatus},

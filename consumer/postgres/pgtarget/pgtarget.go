@@ -251,6 +251,9 @@ func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.
 	if err != nil {
 		return nil, consumer.Permanent(fmt.Errorf("target DSN: %w", err))
 	}
+	if cc.RuntimeParams["application_name"] == "" {
+		cc.RuntimeParams["application_name"] = ConsumerApplicationName
+	}
 	pool := NewPool(cc, maxConns)
 	c, err := pool.Acquire(ctx)
 	if err != nil {

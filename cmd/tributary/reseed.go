@@ -1,0 +1,851 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// reseedMessagePrefix is the prefix of the logical message reseed writes at
+// the donor so that an idle donor's producer publishes past the snapshot.
+const reseedMessagePrefix = "tributary.reseed"
+
+// reseedSession are the settings of both reseed connections: COPY's text
+// form depends on them, so donor and target must agree.
+var reseedSession = map[string]string{
+	"DateStyle":          "ISO, MDY",
+	"IntervalStyle":      "iso_8601",
+	"TimeZone":           "UTC",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+	"application_name":   "tributary-reseed",
+}
+
+// runReseed re-instantiates a site whose data is lost from a healthy donor
+// site (docs/MULTISITE.md, "Reseed").
+func runReseed(ctx context.Context, args []string, e env) error {
+	fs := flagconf.New("tributary reseed", e.stdout, flagconf.Info{
+		Description: "Re-instantiates a multi-site target whose data is lost, from a healthy donor site\n" +
+			"(seed 001: \"its database can be re-instantiated from the failover site\").\n\n" +
+			"In one snapshot of the donor (the exported snapshot of a temporary logical slot, whose\n" +
+			"consistent point C divides the donor's commits exactly: those before C are in it), it\n" +
+			"copies the published tables' rows into the target with COPY, streaming, under\n" +
+			"session_replication_role = replica and the replication origin of the donor's site, so\n" +
+			"the target's own producer never publishes them. In the same target transaction it\n" +
+			"writes the target's consumer checkpoints:\n" +
+			"  --consumer (reads the donor's --prefix): the donor's last frame below C, after\n" +
+			"      waiting until the donor's producer has published past C;\n" +
+			"  every other consumer: the donor's own checkpoint rows for that stream, read in the\n" +
+			"      same snapshot (what the donor had applied from each third site).\n\n" +
+			"It refuses while a consumer is connected to the target, and when a table has rows\n" +
+			"(--force empties them in the same transaction). Create the target's tables first\n" +
+			"(pg_dump --schema-only of the donor). Afterwards start the target's consumers, and\n" +
+			"its producer with --snapshot never.\n" +
+			"Passwords come from PGPASSWORD or a passfile, never the command line.",
+		Examples: "  # site B lost its data; A is healthy. B's consumer of A is from_a, of C from_c.\n" +
+			"  tributary reseed --donor 'postgres://capture@a:5432/app' --target 'postgres://apply@b:5432/app' \\\n" +
+			"      --publication pub --brokers k:9092 --registry http://k:8081 --prefix a \\\n" +
+			"      --site-prefix b --consumer from_a --donor-site A\n" +
+			"  # the donor's consumer of C is named c_to_a, B's is from_c:\n" +
+			"  tributary reseed --config reseed.yaml --checkpoints c_to_a=from_c --force",
+	})
+	k := declareKafka(fs, true)
+	donor := fs.String("donor", "", "`DSN` of the healthy donor site (a role with REPLICATION and SELECT on the published tables)")
+	target := fs.String("target", "", "`DSN` of the site to re-instantiate (the apply role)")
+	publication := fs.String("publication", "", "the donor's `publication`: its tables are copied")
+	name := fs.String("consumer", "", "`name` of the target's consumer of the donor's stream (--prefix)")
+	sitePrefix := fs.String("site-prefix", "", "the target site's own producer `prefix`: the donor's consumers of it are not copied")
+	donorSite := fs.String("donor-site", "", "the donor's site `name`: the copy runs under replication origin tributary_<name>")
+	originName := fs.String("origin-name", "", "replication origin `name` of the copy (default tributary_<donor-site>), as the target's --consumer uses")
+	copyCP := fs.StringList("checkpoints", nil, "donor consumer checkpoints to copy, `donor[=target],...` "+
+		"(default every donor consumer that does not read --site-prefix, under its own name)")
+	cpSchema := fs.String("checkpoint-schema", "public", "`schema` of tributary_checkpoint at both sites")
+	force := fs.Bool("force", false, "empty target tables that have rows, in the copy's transaction")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the donor's producer to publish past the snapshot")
+	fs.Require("donor", "target", "publication", "consumer", "site-prefix")
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	if err != nil {
+		return err
+	}
+	if *originName == "" {
+		if *donorSite == "" {
+			return usageError{errors.New("--donor-site or --origin-name is needed: the copy runs under the donor's replication origin")}
+		}
+		*originName = conflict.OriginPrefix + *donorSite
+	}
+	if *sitePrefix == *k.prefix {
+		return usageError{fmt.Errorf("--site-prefix %q is the donor's --prefix: the target's own stream is not the donor's", *sitePrefix)}
+	}
+	rename := map[string]string{}
+	for _, c := range *copyCP {
+		from, to, ok := strings.Cut(c, "=")
+		if !ok {
+			to = from
+		}
+		if from == "" || to == "" {
+			return usageError{fmt.Errorf("--checkpoints %q: want donor[=target]", c)}
+		}
+		rename[from] = to
+	}
+	opts, reg, err := k.clients(log)
+	if err != nil {
+		return err
+	}
+	if err := k.checkBrokers(ctx, opts); err != nil {
+		return err
+	}
+	r := &reseed{log: log, opts: opts, reg: reg, prefix: *k.prefix, sitePrefix: *sitePrefix, consumer: *name,
+		origin: *originName, publication: *publication, cpSchema: *cpSchema, force: *force, timeout: *timeout,
+		rename: rename, progress: e.stderr}
+	if err := r.run(ctx, *donor, *target); err != nil {
+		var re *reseedRefusal
+		if errors.As(err, &re) {
+			return usageError{err}
+		}
+		return err
+	}
+	return nil
+}
+
+// reseedRefusal is a reason not to reseed that the operator must fix.
+type reseedRefusal struct{ msg string }
+
+func (r *reseedRefusal) Error() string { return r.msg }
+
+func refuse(format string, a ...any) error { return &reseedRefusal{msg: fmt.Sprintf(format, a...)} }
+
+// reseed is one run of tributary reseed.
+type reseed struct {
+	log         *slog.Logger
+	opts        []kgo.Opt
+	reg         *schemas.Registry
+	prefix      string // the donor's
+	sitePrefix  string // the target's
+	consumer    string
+	origin      string
+	publication string
+	cpSchema    string
+	force       bool
+	timeout     time.Duration
+	rename      map[string]string
+	progress    io.Writer
+}
+
+// pubTable is one published table of the donor, with its PG15 column list
+// and row filter.
+type pubTable struct {
+	schema, name string
+	cols         []string // nil: every column
+	filter       string   // "" : every row
+}
+
+func (t pubTable) qualified() string {
+	return schemas.QuoteIdent(t.schema) + "." + schemas.QuoteIdent(t.name)
+}
+
+func (t pubTable) String() string { return t.schema + "." + t.name }
+
+// quotedCols are the published columns, quoted; nil for every column.
+func (t pubTable) quotedCols() []string {
+	if t.cols == nil {
+		return nil
+	}
+	q := make([]string, len(t.cols))
+	for i, c := range t.cols {
+		q[i] = schemas.QuoteIdent(c)
+	}
+	return q
+}
+
+func (t pubTable) selectList() string {
+	if t.cols == nil {
+		return "*"
+	}
+	return strings.Join(t.quotedCols(), ", ")
+}
+
+func (t pubTable) columnList() string {
+	if t.cols == nil {
+		return ""
+	}
+	return " (" + strings.Join(t.quotedCols(), ", ") + ")"
+}
+
+// cpRow is one row of a tributary_checkpoint table.
+type cpRow struct {
+	consumer string
+	stream   consumer.Stream
+	next     int64
+	lsn      string
+	ts       *time.Time
+}
+
+func connectSession(ctx context.Context, dsn, role string, replication bool) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--%s: %w", role, err)}
+	}
+	for k, v := range reseedSession {
+		cfg.RuntimeParams[k] = v
+	}
+	if replication {
+		cfg.RuntimeParams["replication"] = "database"
+	}
+	return cfg, nil
+}
+
+func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
+	tcfg, err := connectSession(ctx, targetDSN, "target", false)
+	if err != nil {
+		return err
+	}
+	dcfg, err := connectSession(ctx, donorDSN, "donor", false)
+	if err != nil {
+		return err
+	}
+	rcfg, err := connectSession(ctx, donorDSN, "donor", true)
+	if err != nil {
+		return err
+	}
+	tgt, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *tcfg})
+	if err != nil {
+		return fmt.Errorf("connect to the target: %w", err)
+	}
+	defer tgt.Close(context.WithoutCancel(ctx))
+	if err := r.checkNoConsumer(ctx, tgt); err != nil {
+		return err
+	}
+
+	// The donor snapshot: a temporary slot's exported snapshot, imported by
+	// a REPEATABLE READ transaction; the slot's connection stays idle until
+	// the import is done, then goes (the imported snapshot lives on).
+	repl, err := pgconn.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		return fmt.Errorf("replication connection to the donor (its role needs REPLICATION): %w", err)
+	}
+	slot := fmt.Sprintf("tributary_reseed_%d", time.Now().UnixNano()%1e9)
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		repl.Close(ctx)
+		return fmt.Errorf("temporary slot %s on the donor for the snapshot: %w", slot, err)
+	}
+	cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		repl.Close(ctx)
+		return fmt.Errorf("slot %s consistent point %q: %w", slot, res.ConsistentPoint, err)
+	}
+	src, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *dcfg})
+	if err != nil {
+		repl.Close(ctx)
+		return fmt.Errorf("connect to the donor: %w", err)
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	stx, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		_, err = stx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+res.SnapshotName+"'")
+	}
+	repl.Close(ctx)
+	if err != nil {
+		return fmt.Errorf("import the donor snapshot %s: %w", res.SnapshotName, err)
+	}
+	defer stx.Rollback(context.WithoutCancel(ctx))
+	r.log.Info("donor snapshot taken", "consistent_point", cp, "slot", slot)
+
+	tables, err := r.publishedTables(ctx, stx)
+	if err != nil {
+		return err
+	}
+	third, err := r.donorCheckpoints(ctx, stx)
+	if err != nil {
+		return err
+	}
+	var snapTime time.Time
+	if err := stx.QueryRow(ctx, `SELECT now()`).Scan(&snapTime); err != nil {
+		return fmt.Errorf("donor snapshot time: %w", err)
+	}
+
+	// The target: tables exist, and are empty unless --force.
+	if err := r.checkTargetTables(ctx, tgt, tables); err != nil {
+		return err
+	}
+
+	// The donor's stream: its position for commits below cp.
+	own, err := r.streamPosition(ctx, src, cp)
+	if err != nil {
+		return err
+	}
+
+	// One target transaction: origin, (truncate,) copy, checkpoints.
+	if err := pgtarget.CreateOrigin(ctx, tgt, r.origin); err != nil {
+		return err
+	}
+	if _, err := tgt.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		return fmt.Errorf("SET session_replication_role = replica on the target (the apply role must be a superuser "+
+			"or have GRANT SET ON PARAMETER session_replication_role): %w", err)
+	}
+	if err := pgtarget.OriginSessionSetup(ctx, tgt, r.origin); err != nil {
+		return refuse("%v: stop the consumers of the target before reseeding it", err)
+	}
+	defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), tgt, r.log)
+	ttx, err := tgt.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin the target transaction: %w", err)
+	}
+	defer ttx.Rollback(context.WithoutCancel(ctx))
+	if err := pgtarget.OriginXactSetup(ctx, ttx, own.CommitLSN, snapTime); err != nil {
+		return err
+	}
+	if r.force {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t.qualified()
+		}
+		if len(names) > 0 {
+			if _, err := ttx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+				return fmt.Errorf("--force: empty the target tables: %w", err)
+			}
+		}
+	}
+	var total int64
+	for _, t := range tables {
+		n, err := r.copyTable(ctx, stx, ttx, t)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	cps := pgtarget.NewCheckpoints(r.cpSchema, r.consumer)
+	if err := cps.Create(ctx, ttx.Conn()); err != nil {
+		return err
+	}
+	if err := cps.Replace(ctx, ttx, own); err != nil {
+		return err
+	}
+	for name, cpt := range third {
+		if err := pgtarget.NewCheckpoints(r.cpSchema, name).Replace(ctx, ttx, cpt); err != nil {
+			return err
+		}
+	}
+	if err := ttx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit the reseed at the target: %w", err)
+	}
+	r.log.Info("reseed committed", "tables", len(tables), "rows", total, "consumer", r.consumer,
+		"donor_commit_lsn", own.CommitLSN, "consistent_point", cp, "third_site_consumers", len(third))
+	return nil
+}
+
+// checkNoConsumer refuses while a consumer is connected to the target.
+func (r *reseed) checkNoConsumer(ctx context.Context, tgt *pgx.Conn) error {
+	var who string
+	err := tgt.QueryRow(ctx, `SELECT string_agg(pid || ' ' || coalesce(host(client_addr), 'local'), ', ')
+		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1`,
+		pgtarget.ConsumerApplicationName).Scan(&who)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && who == "" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look for consumers connected to the target: %w", err)
+	}
+	return refuse("a consumer is connected to the target (backends %s): stop every consumer of the target "+
+		"before reseeding it, and start them again afterwards", who)
+}
+
+// publishedTables lists the donor publication's tables in the snapshot.
+func (r *reseed) publishedTables(ctx context.Context, tx pgx.Tx) ([]pubTable, error) {
+	rows, err := tx.Query(ctx, `SELECT schemaname, tablename, attnames, coalesce(rowfilter, '')
+		FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, r.publication)
+	if err != nil {
+		return nil, fmt.Errorf("list the tables of publication %s on the donor: %w", r.publication, err)
+	}
+	defer rows.Close()
+	var out []pubTable
+	for rows.Next() {
+		var t pubTable
+		var cols []string
+		if err := rows.Scan(&t.schema, &t.name, &cols, &t.filter); err != nil {
+			return nil, fmt.Errorf("list the tables of publication %s: %w", r.publication, err)
+		}
+		t.cols = cols
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, refuse("publication %s on the donor has no tables (or does not exist)", r.publication)
+	}
+	return out, nil
+}
+
+// donorCheckpoints reads, in the donor snapshot, the donor's checkpoints of
+// the streams the target also consumes: every consumer except those that
+// read the target's own prefix, or those --checkpoints names, renamed.
+func (r *reseed) donorCheckpoints(ctx context.Context, tx pgx.Tx) (map[string]consumer.Checkpoint, error) {
+	table := schemas.QuoteIdent(r.cpSchema) + "." + schemas.QuoteIdent("tributary_checkpoint")
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look for %s on the donor: %w", table, err)
+	}
+	out := map[string]consumer.Checkpoint{}
+	if !exists {
+		if len(r.rename) > 0 {
+			return nil, refuse("--checkpoints: the donor has no %s", table)
+		}
+		return out, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT consumer, kind, topic, partition, next_offset, coalesce(commit_lsn::text, ''), commit_ts
+		FROM `+table+` ORDER BY consumer, kind, topic, partition`)
+	if err != nil {
+		return nil, fmt.Errorf("read %s on the donor: %w", table, err)
+	}
+	defer rows.Close()
+	var all []cpRow
+	skip := map[string]bool{}
+	for rows.Next() {
+		var c cpRow
+		var kind string
+		if err := rows.Scan(&c.consumer, &kind, &c.stream.Topic, &c.stream.Partition, &c.next, &c.lsn, &c.ts); err != nil {
+			return nil, fmt.Errorf("read %s on the donor: %w", table, err)
+		}
+		c.stream.Kind = consumer.StreamKind(kind)
+		if strings.HasPrefix(c.stream.Topic, r.sitePrefix+".") || strings.HasPrefix(c.stream.Topic, r.prefix+".") {
+			skip[c.consumer] = true // reads the target's own stream (or, oddly, the donor's)
+		}
+		all = append(all, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, c := range all {
+		to := c.consumer
+		if len(r.rename) > 0 {
+			var ok bool
+			if to, ok = r.rename[c.consumer]; !ok {
+				continue
+			}
+		} else if skip[c.consumer] {
+			continue
+		}
+		if to == r.consumer {
+			return nil, refuse("donor consumer %s would be copied as %s, the consumer of the donor's own stream", c.consumer, to)
+		}
+		cp, ok := out[to]
+		if !ok {
+			cp = consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
+		}
+		cp.Next[c.stream] = c.next
+		if c.lsn != "" {
+			if l, err := pglogrepl.ParseLSN(c.lsn); err == nil && l > cp.CommitLSN {
+				cp.CommitLSN = l
+				if c.ts != nil {
+					cp.CommitTime = *c.ts
+				}
+			}
+		}
+		out[to] = cp
+	}
+	for from := range r.rename {
+		found := false
+		for _, c := range all {
+			found = found || c.consumer == from
+		}
+		if !found {
+			return nil, refuse("--checkpoints: the donor has no checkpoint of consumer %s", from)
+		}
+	}
+	for name, cp := range out {
+		r.log.Info("third-site checkpoint from the donor", "consumer", name, "streams", len(cp.Next), "commit_lsn", cp.CommitLSN)
+	}
+	return out, nil
+}
+
+// checkTargetTables checks that every table exists at the target and, without
+// --force, is empty.
+func (r *reseed) checkTargetTables(ctx context.Context, tgt *pgx.Conn, tables []pubTable) error {
+	for _, t := range tables {
+		var exists bool
+		if err := tgt.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.qualified()).Scan(&exists); err != nil {
+			return fmt.Errorf("look for table %s on the target: %w", t, err)
+		}
+		if !exists {
+			return refuse("table %s does not exist on the target: create the schema first "+
+				"(pg_dump --schema-only of the donor, without its publications and subscriptions)", t)
+		}
+		if r.force {
+			continue
+		}
+		var rows bool
+		if err := tgt.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.qualified()+`)`).Scan(&rows); err != nil {
+			return fmt.Errorf("look for rows in %s on the target: %w", t, err)
+		}
+		if rows {
+			return refuse("table %s on the target has rows: reseed copies whole tables; "+
+				"give --force to empty the published tables in the copy's transaction", t)
+		}
+	}
+	return nil
+}
+
+// copyTable streams t's published rows from the donor snapshot into the
+// target transaction with COPY, through a pipe: memory stays bounded
+// whatever the table's size.
+func (r *reseed) copyTable(ctx context.Context, stx, ttx pgx.Tx, t pubTable) (int64, error) {
+	sel := "SELECT " + t.selectList() + " FROM " + t.qualified()
+	if t.filter != "" {
+		sel += " WHERE " + t.filter
+	}
+	start := time.Now()
+	pr, pw := io.Pipe()
+	cr := &countingReader{r: pr, out: r.progress, table: t.String(), next: time.Now().Add(2 * time.Second)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := stx.Conn().PgConn().CopyTo(ctx, pw, "COPY ("+sel+") TO STDOUT")
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	tag, err := ttx.Conn().PgConn().CopyFrom(ctx, cr, "COPY "+t.qualified()+t.columnList()+" FROM STDIN")
+	pr.CloseWithError(errors.New("the target stopped reading"))
+	derr := <-done
+	if derr != nil {
+		return 0, fmt.Errorf("copy %s: read from the donor: %w", t, derr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("copy %s: write to the target: %w", t, err)
+	}
+	r.log.Info("table copied", "table", t.String(), "rows", tag.RowsAffected(), "bytes", cr.n, "took", time.Since(start).Round(time.Millisecond))
+	return tag.RowsAffected(), nil
+}
+
+// countingReader counts the bytes COPY passes through and prints progress
+// every two seconds.
+type countingReader struct {
+	r     io.Reader
+	out   io.Writer
+	table string
+	n     int64
+	next  time.Time
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if time.Now().After(c.next) {
+		c.next = time.Now().Add(2 * time.Second)
+		fmt.Fprintf(c.out, "reseed: %s: %d MB copied\n", c.table, c.n>>20)
+	}
+	return n, err
+}
+
+// streamPosition is the checkpoint of the donor's stream just before the
+// consistent point cp: the transactions topic and every data partition read
+// up to the donor's last frame whose commit LSN is below cp. It first writes
+// a logical message at the donor and waits until the donor's producer has
+// published a frame at or past cp, so that every frame below cp is committed
+// in Kafka (frames are committed in commit-LSN order).
+func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl.LSN) (consumer.Checkpoint, error) {
+	out := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
+	bc, err := pgx.ConnectConfig(ctx, src.Config())
+	if err != nil {
+		return out, fmt.Errorf("connect to the donor for the barrier message: %w", err)
+	}
+	_, err = bc.Exec(ctx, `SELECT pg_logical_emit_message(false, $1, now()::text)`, reseedMessagePrefix)
+	bc.Close(ctx)
+	if err != nil {
+		r.log.Warn("could not write the barrier message at the donor; waiting for its next commit instead "+
+			"(grant EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text))", "err", err)
+	}
+	cl, err := kgo.NewClient(r.opts...)
+	if err != nil {
+		return out, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	txTopic := schemas.TransactionsTopic(r.prefix)
+	frameLSN := func(rec *kgo.Record) (pglogrepl.LSN, error) {
+		f, err := r.frame(ctx, rec)
+		return f.CommitLSN, err
+	}
+	// Wait for a committed frame at or past cp.
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var txNext, txEnd int64
+	for next := time.Now(); ; {
+		start, end, err := r.bounds(wctx, adm, txTopic, 0)
+		if err == nil {
+			txNext, err = r.firstAtOrPast(wctx, txTopic, 0, start, end, cp, frameLSN)
+			txEnd = end
+		}
+		if err == nil && txNext < txEnd {
+			break
+		}
+		if err != nil && wctx.Err() == nil {
+			return out, err
+		}
+		if wctx.Err() != nil {
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			return out, fmt.Errorf("the donor's producer did not publish past the snapshot (LSN %s) on %s within %s: "+
+				"is it running with --prefix %s?", cp, txTopic, r.timeout, r.prefix)
+		}
+		if time.Now().After(next) {
+			r.log.Info("waiting for the donor's producer to publish past the snapshot", "consistent_point", cp, "topic", txTopic)
+			next = time.Now().Add(5 * time.Second)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out.Next[consumer.Stream{Kind: consumer.StreamTransactions, Topic: txTopic}] = txNext
+	// The last frame below cp gives the checkpoint's commit LSN and time.
+	if last, err := r.lastFrameBefore(ctx, txTopic, txNext); err != nil {
+		return out, err
+	} else if last != nil {
+		out.CommitLSN, out.CommitTime = last.CommitLSN, last.CommitTime
+	}
+	// Data partitions: every table topic of the publication and the messages topic.
+	tables, err := r.topicsOf(ctx, src)
+	if err != nil {
+		return out, err
+	}
+	headerLSN := func(rec *kgo.Record) (pglogrepl.LSN, error) {
+		for _, h := range rec.Headers {
+			if h.Key == schemas.HeaderCommitLSN {
+				n, err := strconv.ParseUint(string(h.Value), 10, 64)
+				if err != nil {
+					break
+				}
+				return pglogrepl.LSN(n), nil
+			}
+		}
+		return 0, fmt.Errorf("%s partition %d offset %d has no valid %s header", rec.Topic, rec.Partition, rec.Offset, schemas.HeaderCommitLSN)
+	}
+	ends, err := adm.ListEndOffsets(ctx, tables...)
+	if err != nil {
+		return out, fmt.Errorf("partitions of the donor's topics: %w", err)
+	}
+	var lerr error
+	ends.Each(func(o kadm.ListedOffset) {
+		if lerr != nil || errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+			return
+		}
+		if o.Err != nil {
+			lerr = fmt.Errorf("end offset of %s partition %d: %w", o.Topic, o.Partition, o.Err)
+			return
+		}
+		start, end, err := r.bounds(ctx, adm, o.Topic, o.Partition)
+		if err != nil {
+			lerr = err
+			return
+		}
+		n, err := r.firstAtOrPast(ctx, o.Topic, o.Partition, start, end, cp, headerLSN)
+		if err != nil {
+			lerr = err
+			return
+		}
+		if n > start {
+			out.Next[consumer.Stream{Kind: consumer.StreamData, Topic: o.Topic, Partition: o.Partition}] = n
+		}
+	})
+	if lerr != nil {
+		return out, lerr
+	}
+	r.log.Info("donor stream position", "topic", txTopic, "next_offset", txNext, "commit_lsn", out.CommitLSN,
+		"partitions", len(out.Next)-1)
+	return out, nil
+}
+
+// topicsOf lists the data topics the donor's frames may count: one per
+// published table, and the messages topic.
+func (r *reseed) topicsOf(ctx context.Context, src *pgx.Conn) ([]string, error) {
+	rows, err := src.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`, r.publication)
+	if err != nil {
+		return nil, fmt.Errorf("list the tables of publication %s on the donor: %w", r.publication, err)
+	}
+	defer rows.Close()
+	out := []string{schemas.MessagesTopic(r.prefix)}
+	for rows.Next() {
+		var s, t string
+		if err := rows.Scan(&s, &t); err != nil {
+			return nil, err
+		}
+		out = append(out, schemas.TopicName(r.prefix, s, t))
+	}
+	return out, rows.Err()
+}
+
+// bounds is a partition's log start and last stable offset.
+func (r *reseed) bounds(ctx context.Context, adm *kadm.Client, topic string, part int32) (int64, int64, error) {
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return 0, 0, fmt.Errorf("start offset of %s: %w", topic, err)
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return 0, 0, fmt.Errorf("end offset of %s: %w", topic, err)
+	}
+	s, ok1 := starts.Lookup(topic, part)
+	e, ok2 := ends.Lookup(topic, part)
+	switch {
+	case !ok1 || !ok2 || errors.Is(s.Err, kerr.UnknownTopicOrPartition) || errors.Is(e.Err, kerr.UnknownTopicOrPartition):
+		return 0, 0, nil
+	case s.Err != nil:
+		return 0, 0, fmt.Errorf("start offset of %s partition %d: %w", topic, part, s.Err)
+	case e.Err != nil:
+		return 0, 0, fmt.Errorf("end offset of %s partition %d: %w", topic, part, e.Err)
+	}
+	return s.Offset, e.Offset, nil
+}
+
+// firstAtOrPast is the offset of the first committed record of a partition
+// whose commit LSN (lsnOf) is at or past cp, or end when there is none
+// below end. Commit LSNs never decrease along a partition, so it bisects:
+// each probe reads the first committed record at or after an offset.
+func (r *reseed) firstAtOrPast(ctx context.Context, topic string, part int32, lo, hi int64, cp pglogrepl.LSN,
+	lsnOf func(*kgo.Record) (pglogrepl.LSN, error)) (int64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		rec, err := r.firstRecord(ctx, topic, part, mid, hi)
+		if err != nil {
+			return 0, err
+		}
+		if rec == nil {
+			hi = mid
+			continue
+		}
+		lsn, err := lsnOf(rec)
+		if err != nil {
+			return 0, err
+		}
+		if lsn >= cp {
+			hi = mid
+		} else {
+			lo = rec.Offset + 1
+		}
+	}
+	return lo, nil
+}
+
+// firstRecord reads the first committed data record of a partition at or
+// after offset from, below end; nil when there is none (only transaction
+// markers or aborted records).
+func (r *reseed) firstRecord(ctx context.Context, topic string, part int32, from, end int64) (*kgo.Record, error) {
+	var first *kgo.Record
+	err := r.scan(ctx, topic, part, from, end, func(rec *kgo.Record) bool {
+		first = rec
+		return false
+	})
+	return first, err
+}
+
+// scan calls fn for each committed data record of a partition from offset
+// from up to end, until fn returns false. Control records are read too, so
+// that reaching end-1 (always a record or a marker) ends the read exactly.
+func (r *reseed) scan(ctx context.Context, topic string, part int32, from, end int64, fn func(*kgo.Record) bool) error {
+	if from >= end {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.opts...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: kgo.NewOffset().At(from)}}))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read %s partition %d from offset %d: %w", topic, part, from, err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("fetch %s partition %d: %w", t, p, err) })
+		if ferr != nil {
+			return ferr
+		}
+		stop := false
+		fs.EachRecord(func(rec *kgo.Record) {
+			if stop {
+				return
+			}
+			if rec.Offset >= end {
+				stop = true
+				return
+			}
+			if !rec.Attrs.IsControl() && !fn(rec) {
+				stop = true
+				return
+			}
+			if rec.Offset >= end-1 {
+				stop = true
+			}
+		})
+		if stop {
+			return nil
+		}
+	}
+}
+
+// lastFrameBefore is the last committed frame of topic below offset end, or
+// nil when there is none.
+func (r *reseed) lastFrameBefore(ctx context.Context, topic string, end int64) (*schemas.Frame, error) {
+	for back := int64(16); ; back *= 2 {
+		start := max(end-back, 0)
+		var last *kgo.Record
+		if err := r.scan(ctx, topic, 0, start, end, func(rec *kgo.Record) bool { last = rec; return true }); err != nil {
+			return nil, err
+		}
+		if last != nil {
+			f, err := r.frame(ctx, last)
+			return &f, err
+		}
+		if start == 0 {
+			return nil, nil
+		}
+	}
+}
+
+// frame decodes a frame of the donor's transactions topic.
+func (r *reseed) frame(ctx context.Context, rec *kgo.Record) (schemas.Frame, error) {
+	bad := func(err error) (schemas.Frame, error) {
+		return schemas.Frame{}, fmt.Errorf("frame at %s offset %d: %w", rec.Topic, rec.Offset, err)
+	}
+	id, body, err := schemas.SplitWire(rec.Value)
+	if err != nil {
+		return bad(err)
+	}
+	c, err := r.reg.Codec(ctx, id)
+	if err != nil {
+		return bad(err)
+	}
+	native, _, err := c.NativeFromBinary(body)
+	if err != nil {
+		return bad(err)
+	}
+	f, err := schemas.FrameFromNative(native)
+	if err != nil {
+		return bad(err)
+	}
+	return f, nil
+}
