@@ -10,34 +10,55 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-// decoder turns records into events. Tables are cached by value schema ID; the
-// registry caches codecs. A decoder is used by one goroutine.
+// decoder turns records into events. Tables and compiled decoders are cached
+// by schema ID; the registry caches schema texts. A decoder is used by one
+// goroutine.
+//
+// Envelopes and frames are decoded with schemas.DecoderEnvelope and
+// schemas.DecoderFrame compiled from each record's writer schema; a writer
+// schema those cannot compile (ErrDecoderUnsupported) is decoded with goavro
+// into the same DecodedEnvelope, so every sink sees one row representation.
 type decoder struct {
 	reg    *schemas.Registry
 	tables map[int]*Table
+	envs   map[int]*schemas.DecoderEnvelope // nil value: decode with goavro
+	frames map[int]*schemas.DecoderFrame    // nil value: decode with goavro
+	env    schemas.DecodedEnvelope          // reused between events
 }
 
 func newDecoder(reg *schemas.Registry) *decoder {
-	return &decoder{reg: reg, tables: map[int]*Table{}}
+	return &decoder{reg: reg, tables: map[int]*Table{}, envs: map[int]*schemas.DecoderEnvelope{},
+		frames: map[int]*schemas.DecoderFrame{}}
 }
 
-// native decodes a wire-format value with the registry. An unknown schema ID
-// or undecodable bytes are permanent; a registry that cannot be reached is not.
-func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error) {
+// schema splits a wire-format value and fetches its writer schema. An
+// unknown schema ID or a malformed header is permanent; a registry that
+// cannot be reached is not.
+func (d *decoder) schema(ctx context.Context, b []byte) (int, []byte, *goavro.Codec, string, error) {
 	id, body, err := schemas.SplitWire(b)
 	if err != nil {
-		return nil, 0, "", Permanent(err)
+		return 0, nil, nil, "", Permanent(err)
 	}
 	codec, raw, err := d.reg.CodecAndSchema(ctx, id)
 	if err != nil {
 		if schemas.IsUnknownSchema(err) {
-			return nil, id, "", Permanent(fmt.Errorf("unknown schema id %d: %w", id, err))
+			return id, nil, nil, "", Permanent(fmt.Errorf("unknown schema id %d: %w", id, err))
 		}
+		return id, nil, nil, "", err
+	}
+	return id, body, codec, raw, nil
+}
+
+// native decodes a wire-format value with goavro.
+func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error) {
+	id, body, codec, raw, err := d.schema(ctx, b)
+	if err != nil {
 		return nil, id, "", err
 	}
 	v, rest, err := codec.NativeFromBinary(body)
@@ -52,13 +73,34 @@ func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error
 
 // frame decodes a record of the transactions topic.
 func (d *decoder) frame(ctx context.Context, r *kgo.Record) (schemas.Frame, error) {
-	v, _, _, err := d.native(ctx, r.Value)
+	id, body, codec, raw, err := d.schema(ctx, r.Value)
 	if err != nil {
 		return schemas.Frame{}, err
 	}
-	f, err := schemas.FrameFromNative(v)
+	fd, ok := d.frames[id]
+	if !ok {
+		if fd, err = schemas.DecoderCompileFrame(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
+			return schemas.Frame{}, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		}
+		d.frames[id] = fd
+	}
+	if fd == nil {
+		v, rest, err := codec.NativeFromBinary(body)
+		if err == nil && len(rest) != 0 {
+			err = fmt.Errorf("%d bytes left after the Avro record", len(rest))
+		}
+		if err != nil {
+			return schemas.Frame{}, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+		}
+		f, err := schemas.FrameFromNative(v)
+		if err != nil {
+			return f, Permanent(err)
+		}
+		return f, nil
+	}
+	f, err := fd.Decode(body)
 	if err != nil {
-		return f, Permanent(err)
+		return f, Permanent(fmt.Errorf("schema id %d: cannot decode frame: %w", id, err))
 	}
 	return f, nil
 }
@@ -80,57 +122,134 @@ func (d *decoder) message(ctx context.Context, r *kgo.Record) (*Message, error) 
 	return msg, nil
 }
 
-// event decodes a data record into ev (whose Txn and place are already set).
-func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
-	v, id, raw, err := d.native(ctx, r.Value)
+// envelope decodes a data record's value into d.env and returns its table.
+func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
+	id, body, codec, raw, err := d.schema(ctx, r.Value)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	env, ok := v.(map[string]any)
+	ed, ok := d.envs[id]
 	if !ok {
-		return Permanent(fmt.Errorf("schema id %d: value is not an envelope record", id))
+		if ed, err = schemas.DecoderCompileEnvelope(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		}
+		d.envs[id] = ed
 	}
+	e := &d.env
 	t := d.tables[id]
+	if ed != nil {
+		if err := ed.Decode(body, e); err != nil {
+			return nil, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+		}
+	} else {
+		v, rest, err := codec.NativeFromBinary(body)
+		if err == nil && len(rest) != 0 {
+			err = fmt.Errorf("%d bytes left after the Avro record", len(rest))
+		}
+		if err != nil {
+			return nil, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+		}
+		if err := envelopeFromNative(v, e); err != nil {
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		}
+	}
 	if t == nil {
-		src, _ := env["source"].(map[string]any)
-		schema, _ := src["schema"].(string)
-		name, _ := src["table"].(string)
-		if t, err = tableFromSchema(raw, id, schema, name, r.Topic); err != nil {
-			return Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		if t, err = tableFromSchema(raw, id, e.Source.Schema, e.Source.Table, r.Topic); err != nil {
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		}
+		if ed != nil {
+			fields := ed.RowFields()
+			if len(fields) != len(t.Columns) {
+				return nil, Permanent(fmt.Errorf("schema id %d: %d row fields for %d columns", id, len(fields), len(t.Columns)))
+			}
+			for i, f := range fields {
+				if t.Columns[i].Field != f {
+					return nil, Permanent(fmt.Errorf("schema id %d: row field %d is %q, column %q", id, i, f, t.Columns[i].Field))
+				}
+			}
 		}
 		d.tables[id] = t
 	}
+	if ed == nil {
+		// goavro's rows are maps: put them in column order.
+		if e.Before, err = t.row(e.Before); err != nil {
+			return nil, Permanent(fmt.Errorf("before: %w", err))
+		}
+		if e.After, err = t.row(e.After); err != nil {
+			return nil, Permanent(fmt.Errorf("after: %w", err))
+		}
+	}
+	return t, nil
+}
+
+// envelopeFromNative fills e from goavro's form of an envelope, leaving
+// Before and After as the goavro row maps (one-element slices) for
+// Table.row to order.
+func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
+	env, ok := v.(map[string]any)
+	if !ok {
+		return errors.New("value is not an envelope record")
+	}
+	e.Op, _ = env["op"].(string)
+	e.Before, e.After, e.UnchangedToast = nil, nil, e.UnchangedToast[:0]
+	if b := schemas.UnwrapUnion(env["before"]); b != nil {
+		e.Before = []any{b}
+	}
+	if a := schemas.UnwrapUnion(env["after"]); a != nil {
+		e.After = []any{a}
+	}
+	src, _ := env["source"].(map[string]any)
+	e.Source = schemas.Source{}
+	e.Source.Schema, _ = src["schema"].(string)
+	e.Source.Table, _ = src["table"].(string)
+	if n, ok := src["xid"].(int64); ok {
+		e.Source.Xid = uint32(n)
+	}
+	if n, ok := src["commit_lsn"].(int64); ok {
+		e.Source.CommitLSN = pglogrepl.LSN(n)
+	}
+	e.Source.CommitTime, _ = src["commit_ts"].(time.Time)
+	e.Source.Snapshot, _ = src["snapshot"].(bool)
+	if o, ok := schemas.UnwrapUnion(src["origin"]).(string); ok {
+		e.Source.Origin = o
+	}
+	ut, _ := env["unchanged_toast"].([]any)
+	for _, n := range ut {
+		name, _ := n.(string)
+		e.UnchangedToast = append(e.UnchangedToast, name)
+	}
+	return nil
+}
+
+// event decodes a data record into ev (whose Txn and place are already set).
+func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
+	t, err := d.envelope(ctx, r)
+	if err != nil {
+		return err
+	}
+	e := &d.env
 	ev.Table = t
 	if ev.Txn == nil {
-		ev.Txn = txnFromSource(env["source"])
+		ev.Txn = txnFromSource(&e.Source)
 	}
-	op, _ := env["op"].(string)
-	ev.Op = schemas.Op(op)
+	ev.Op = schemas.Op(e.Op)
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpUpdate, schemas.OpDelete, schemas.OpRead, schemas.OpTruncate:
 	default:
-		return Permanent(fmt.Errorf("unknown op %q", op))
+		return Permanent(fmt.Errorf("unknown op %q", e.Op))
 	}
-	if ev.Before, err = t.row(env["before"]); err != nil {
-		return Permanent(fmt.Errorf("before: %w", err))
-	}
-	if ev.After, err = t.row(env["after"]); err != nil {
-		return Permanent(fmt.Errorf("after: %w", err))
-	}
-	if ut, ok := env["unchanged_toast"].([]any); ok && len(ut) > 0 {
-		for _, n := range ut {
-			name, _ := n.(string)
-			i := t.column(name)
-			if i < 0 {
-				return Permanent(fmt.Errorf("unchanged_toast names unknown column %q", name))
-			}
-			ev.Unchanged = append(ev.Unchanged, i)
+	ev.Before, ev.After = e.Before, e.After
+	for _, name := range e.UnchangedToast {
+		i := t.column(name)
+		if i < 0 {
+			return Permanent(fmt.Errorf("unchanged_toast names unknown column %q", name))
 		}
+		ev.Unchanged = append(ev.Unchanged, i)
 	}
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpRead, schemas.OpUpdate:
 		if ev.After == nil {
-			return Permanent(fmt.Errorf("op %q without an after image", op))
+			return Permanent(fmt.Errorf("op %q without an after image", e.Op))
 		}
 	case schemas.OpDelete:
 		if ev.Before == nil {
@@ -149,12 +268,13 @@ func (t *Table) column(name string) int {
 	return -1
 }
 
-// row converts a decoded nullable Row union to column order.
-func (t *Table) row(v any) ([]any, error) {
-	v = schemas.UnwrapUnion(v)
-	if v == nil {
+// row puts a goavro row record (the single entry of img, as
+// envelopeFromNative leaves it) in column order.
+func (t *Table) row(img []any) ([]any, error) {
+	if img == nil {
 		return nil, nil
 	}
+	v := img[0]
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("row is %T, not a record", v)
@@ -343,19 +463,7 @@ func headerLSN(r *kgo.Record) (pglogrepl.LSN, bool) {
 
 // txnFromSource builds the Txn of a record read without its frame (per-key
 // mode) from the envelope's source block.
-func txnFromSource(v any) *Txn {
-	src, _ := v.(map[string]any)
-	t := &Txn{Offset: -1}
-	if n, ok := src["xid"].(int64); ok {
-		t.Xid = uint32(n)
-	}
-	if n, ok := src["commit_lsn"].(int64); ok {
-		t.CommitLSN = pglogrepl.LSN(n)
-	}
-	t.CommitTime, _ = src["commit_ts"].(time.Time)
-	t.Snapshot, _ = src["snapshot"].(bool)
-	if o, ok := schemas.UnwrapUnion(src["origin"]).(string); ok {
-		t.Origin = o
-	}
-	return t
+func txnFromSource(src *schemas.Source) *Txn {
+	return &Txn{Offset: -1, Xid: src.Xid, CommitLSN: src.CommitLSN, CommitTime: src.CommitTime,
+		Snapshot: src.Snapshot, Origin: src.Origin}
 }
