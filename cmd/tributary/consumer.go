@@ -42,6 +42,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	flushInterval := fs.Duration("flush-interval", 0, "duckdb: longest wait to fill a micro-batch (1s)")
 	exportParquet := fs.String("export-parquet", "", "duckdb: export the history as Parquet, partitioned by table and day, into `dir`")
 	exportInterval := fs.Duration("export-interval", 0, "duckdb: Parquet export `interval` (1m)")
+	duckMemory := fs.String("duckdb-memory-limit", "", "duckdb: DuckDB memory_limit `size`, e.g. 512MB or 2GiB (default DuckDB's: 80% of RAM; beyond it, spills to <file>.tmp)")
+	duckThreads := fs.Int("duckdb-threads", 0, "duckdb: DuckDB worker `threads` (default: the number of CPU cores)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9188")
 	transforms := fs.String("transforms", "", "YAML `file` of per-table transforms: renames, filters, splits, hashes... (docs/TRANSFORMS.md)")
 	tables := fs.StringList("tables", nil, "apply only these `schema.table,...`; default every table")
@@ -134,7 +136,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 			Schema: *historySchema, FlushRows: *flushRows, Logger: log})
 	case "duckdb":
 		s, groupMax, linger, err = newDuckDBSink(duckdbOptions{path: *duckFile, consumer: *name, flushRows: *flushRows,
-			flushInterval: *flushInterval, exportParquet: *exportParquet, exportInterval: *exportInterval, log: log})
+			flushInterval: *flushInterval, exportParquet: *exportParquet, exportInterval: *exportInterval,
+			memoryLimit: *duckMemory, threads: *duckThreads, log: log})
 	}
 	if err != nil {
 		return usageError{err}
@@ -153,7 +156,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 // duckdbOptions are the duckdb sink's flags.
 type duckdbOptions struct {
 	path, consumer, exportParquet string
-	flushRows                     int
+	memoryLimit                   string
+	flushRows, threads            int
 	flushInterval, exportInterval time.Duration
 	log                           *slog.Logger
 }

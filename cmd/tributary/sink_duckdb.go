@@ -13,7 +13,8 @@ import (
 // returns the group size and linger that make its micro-batches.
 func newDuckDBSink(o duckdbOptions) (consumer.Sink, int, time.Duration, error) {
 	d, err := duckdb.New(duckdb.Config{Path: o.path, Consumer: o.consumer, FlushRows: o.flushRows,
-		FlushInterval: o.flushInterval, ExportParquet: o.exportParquet, ExportInterval: o.exportInterval, Logger: o.log})
+		FlushInterval: o.flushInterval, ExportParquet: o.exportParquet, ExportInterval: o.exportInterval,
+		MemoryLimit: o.memoryLimit, Threads: o.threads, Logger: o.log})
 	if err != nil {
 		return nil, 0, 0, err
 	}

@@ -42,10 +42,19 @@
 //     covers a commit-LSN range recorded before it starts, with file names
 //     derived from that range, so an export interrupted by a crash is
 //     redone over the same files: no row is exported twice.
-//   - Errors name the database file, and for data errors the table, key and
-//     commit LSN. DuckDB errors are permanent: a locked, read-only or full
-//     file stops the consumer, which resumes from its checkpoint once the
-//     cause is fixed. After a failed Apply the database is reopened.
+//   - Errors name the database file, the micro-batch (its source commit-LSN
+//     range, tables and transactions-topic offsets), and for data errors
+//     the table, key and commit LSN. DuckDB errors are permanent. A file
+//     that is locked by another process, read-only or out of space (ErrLocked,
+//     ErrReadOnly, ErrNoSpace), and other I/O errors, are marked with
+//     consumer.Halt: the consumer stops at its checkpoint whatever its
+//     --on-error policy, as a Kafka Connect task fails, and a restart after
+//     the fix resumes there. The failed micro-batch rolls back whole, with
+//     its checkpoint; the database is reopened before the next Apply.
+//   - Memory: the Go side holds one Appender chunk per staged table; the
+//     staged rows (at most FlushRows per table before a merge) and the
+//     merges live in DuckDB, bounded by MemoryLimit, beyond which DuckDB
+//     spills to <Path>.tmp. Threads bounds DuckDB's worker threads.
 //
 // A Sink serves one Apply at a time (DuckDB has one writer); use it with the
 // transactional mode. Its methods must not be called concurrently.
@@ -93,6 +102,14 @@ type Config struct {
 	// ExportInterval is how often the Parquet export runs after an Apply
 	// (--export-interval; default 1m). The export also runs on Close.
 	ExportInterval time.Duration
+	// MemoryLimit is DuckDB's memory_limit (--duckdb-memory-limit), such as
+	// "512MB" or "2GiB"; empty keeps DuckDB's default, 80% of the RAM.
+	// Beyond it DuckDB spills to the <Path>.tmp directory, or fails with
+	// an out-of-memory error when an operation cannot spill.
+	MemoryLimit string
+	// Threads is DuckDB's worker threads (--duckdb-threads); 0 keeps
+	// DuckDB's default, the number of CPU cores.
+	Threads int
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Knobs are hooks for tests; nil in production.
@@ -128,9 +145,12 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.Consumer == "" {
 		return nil, errors.New("duckdb sink: Consumer (--name): required")
 	}
-	if cfg.FlushRows < 0 || cfg.FlushInterval < 0 || cfg.ExportInterval < 0 {
+	if cfg.FlushRows < 0 || cfg.FlushInterval < 0 || cfg.ExportInterval < 0 || cfg.Threads < 0 {
 		return nil, errors.New("duckdb sink: FlushRows (--flush-rows), FlushInterval (--flush-interval), " +
-			"ExportInterval (--export-interval): must not be negative")
+			"ExportInterval (--export-interval), Threads (--duckdb-threads): must not be negative")
+	}
+	if strings.ContainsAny(cfg.MemoryLimit, "'\\") {
+		return nil, fmt.Errorf("duckdb sink: MemoryLimit (--duckdb-memory-limit) %q: want a size such as 512MB or 2GiB", cfg.MemoryLimit)
 	}
 	if cfg.FlushRows == 0 {
 		cfg.FlushRows = 100000
@@ -155,16 +175,6 @@ func (s *Sink) GroupMaxEvents() int { return s.cfg.FlushRows }
 // transactions before it applies a micro-batch (FlushInterval).
 func (s *Sink) GroupLinger() time.Duration { return s.cfg.FlushInterval }
 
-// errorf wraps a DuckDB error with the database file; it is permanent unless
-// ctx ended.
-func (s *Sink) errorf(ctx context.Context, err error, format string, args ...any) error {
-	err = fmt.Errorf("duckdb %s: "+format+": %w", append(append([]any{s.cfg.Path}, args...), err)...)
-	if ctx.Err() != nil {
-		return err
-	}
-	return consumer.Permanent(err)
-}
-
 // Open opens (or creates) the database file and the checkpoint and export
 // tables.
 func (s *Sink) Open(ctx context.Context) error {
@@ -186,7 +196,22 @@ func (s *Sink) open(ctx context.Context) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
-		return s.errorf(ctx, err, "open (is another process using the file, or is it read-only?)")
+		return s.errorf(ctx, err, "open")
+	}
+	var settings []string
+	if s.cfg.MemoryLimit != "" {
+		settings = append(settings, "SET memory_limit = "+quoteLit(s.cfg.MemoryLimit))
+	}
+	if s.cfg.Threads > 0 {
+		settings = append(settings, fmt.Sprintf("SET threads = %d", s.cfg.Threads))
+	}
+	for _, q := range settings {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			conn.Close()
+			db.Close()
+			return consumer.Permanent(fmt.Errorf("duckdb %s: --duckdb-memory-limit %q, --duckdb-threads %d: %s: %w",
+				s.cfg.Path, s.cfg.MemoryLimit, s.cfg.Threads, q, oneLine{err}))
+		}
 	}
 	for _, q := range []string{
 		`CREATE TABLE IF NOT EXISTS main.tributary_checkpoint (consumer VARCHAR NOT NULL, kind VARCHAR NOT NULL,
@@ -201,8 +226,15 @@ func (s *Sink) open(ctx context.Context) error {
 			return s.errorf(ctx, err, "create checkpoint tables")
 		}
 	}
+	var mem string
+	var threads int64
+	if err := conn.QueryRowContext(ctx, `SELECT current_setting('memory_limit'), current_setting('threads')`).Scan(&mem, &threads); err != nil {
+		conn.Close()
+		db.Close()
+		return s.errorf(ctx, err, "read settings")
+	}
 	s.db, s.conn, s.tables = db, conn, map[int]*layout{}
-	s.log.Info("database open")
+	s.log.Info("database open", "memory_limit", mem, "threads", threads)
 	return nil
 }
 
@@ -283,6 +315,7 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	}()
 	w := &loader{s: s, ctx: ctx, stages: map[string]*stage{}}
 	defer w.closeAppenders()
+	sp := &w.span
 	for {
 		ev, err := b.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -291,24 +324,26 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		if err != nil {
 			return err
 		}
+		sp.add(ev)
 		if err := w.add(ev); err != nil {
-			return err
+			return sp.wrap(err)
 		}
 	}
-	if err := w.mergeAll(); err != nil {
-		return err
-	}
 	cp := b.Checkpoint()
+	sp.setTopic(cp)
+	if err := w.mergeAll(); err != nil {
+		return sp.wrap(err)
+	}
 	if err := s.writeCheckpoint(ctx, cp); err != nil {
-		return err
+		return sp.wrap(err)
 	}
 	if k := s.cfg.Knobs; k != nil && k.BeforeCommit != nil {
 		if err := k.BeforeCommit(); err != nil {
-			return s.errorf(ctx, err, "commit (commit_lsn %s)", cp.CommitLSN)
+			return sp.wrap(s.errorf(ctx, err, "commit"))
 		}
 	}
 	if _, err := s.conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return s.errorf(ctx, err, "commit (commit_lsn %s)", cp.CommitLSN)
+		return sp.wrap(s.errorf(ctx, err, "commit"))
 	}
 	committed = true
 	for id, l := range w.created {
@@ -336,11 +371,11 @@ func (s *Sink) writeCheckpoint(ctx context.Context, cp consumer.Checkpoint) erro
 	for st, next := range cp.Next {
 		if _, err := s.conn.ExecContext(ctx, `DELETE FROM main.tributary_checkpoint
 			WHERE consumer = ? AND kind = ? AND topic = ? AND "partition" = ?`, s.cfg.Consumer, string(st.Kind), st.Topic, st.Partition); err != nil {
-			return s.errorf(ctx, err, "write checkpoint (commit_lsn %s)", cp.CommitLSN)
+			return s.errorf(ctx, err, "write checkpoint")
 		}
 		if _, err := s.conn.ExecContext(ctx, `INSERT INTO main.tributary_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, now())`,
 			s.cfg.Consumer, string(st.Kind), st.Topic, st.Partition, next, lsn, ts); err != nil {
-			return s.errorf(ctx, err, "write checkpoint (commit_lsn %s)", cp.CommitLSN)
+			return s.errorf(ctx, err, "write checkpoint")
 		}
 	}
 	return nil
@@ -408,7 +443,7 @@ func (s *Sink) export(ctx context.Context) error {
 	}
 	dir := s.cfg.ExportParquet
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return consumer.Permanent(fmt.Errorf("duckdb %s: export to %s: %w", s.cfg.Path, dir, err))
+		return consumer.Halt(fmt.Errorf("duckdb %s: export to %s: %w", s.cfg.Path, dir, err))
 	}
 	total := int64(0)
 	for _, j := range jobs {

@@ -173,6 +173,7 @@ type loader struct {
 	created   map[int]*layout
 	rows      int
 	lastTrunc string
+	span      span // the micro-batch, for errors
 }
 
 func (w *loader) layout(ev *consumer.Event) (*layout, error) {
