@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 const latDDL = `(id bigint PRIMARY KEY, src_ts timestamptz NOT NULL DEFAULT clock_timestamp(), payload text NOT NULL)`
@@ -71,7 +72,11 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 		return r.fail("%v", err)
 	}
 	defer cp.Stop()
-	return b.latencyRun(ctx, r, table, b.tgt, txps, rows, func() string {
+	frames, err := b.watchFrames(ctx, prefix+".transactions")
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	r = b.latencyRun(ctx, r, table, b.tgt, txps, rows, func() string {
 		if pp.Exited() {
 			return "producer exited:\n" + pp.Tail(15)
 		}
@@ -80,6 +85,58 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 		}
 		return ""
 	})
+	var k []float64
+	for _, f := range frames() {
+		if !f.commit.Before(r.loadStart) {
+			k = append(k, f.lat)
+		}
+	}
+	sort.Float64s(k)
+	r.KP50, r.KP99, r.KMax = percentile(k, 0.50), percentile(k, 0.99), percentile(k, 1)
+	return r
+}
+
+type frameSeen struct {
+	commit time.Time
+	lat    float64 // ms from the source commit to readable in Kafka
+}
+
+// watchFrames reads the transactions topic read_committed from its end and
+// notes, for each frame, the time from its source commit (the frame's
+// CommitTime) to the moment this reader saw it. stop returns what it saw.
+func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []frameSeen, err error) {
+	ends, _, err := b.kafka.EndOffsets(ctx, topic, true)
+	if err != nil {
+		return nil, err
+	}
+	offs := map[int32]kgo.Offset{}
+	for p, o := range ends {
+		offs[p] = kgo.NewOffset().At(o)
+	}
+	cl, err := b.kafka.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan []frameSeen)
+	go func() {
+		defer cl.Close()
+		var seen []frameSeen
+		for wctx.Err() == nil {
+			fs := cl.PollFetches(wctx)
+			now := time.Now()
+			fs.EachRecord(func(rec *kgo.Record) {
+				f, err := decodeFrame(rec.Value)
+				if err != nil || f.Snapshot != nil {
+					return
+				}
+				seen = append(seen, frameSeen{commit: f.CommitTime, lat: float64(now.Sub(f.CommitTime).Microseconds()) / 1000})
+			})
+		}
+		done <- seen
+	}()
+	return func() []frameSeen { cancel(); return <-done }, nil
 }
 
 func (b *Bench) latencyNative(ctx context.Context, rep int, tag string, txps, rows int) *Result {
@@ -117,6 +174,7 @@ func (b *Bench) latencyRun(ctx context.Context, r *Result, table string, tgt *PG
 	}
 	time.Sleep(time.Second)
 	r.Load0 = loadavg()
+	r.loadStart = time.Now()
 	seen, stopPoll, err := pollVisible(ctx, tgt, table)
 	if err != nil {
 		return r.fail("%v", err)

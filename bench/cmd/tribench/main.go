@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -39,8 +40,14 @@ type Result struct {
 	// latency workloads
 	P50, P99, Max float64 // ms, source commit -> target commit
 	AP50, AP99    float64 // ms, source commit -> target apply (trigger)
-	Rate          float64 // achieved source tx/s
+	Rate          float64 // achieved source tx/s (latency), pgbench TPS (tps)
 	Samples       int
+	// source commit -> committed frame readable in Kafka (latency workloads), ms
+	KP50, KP99, KMax float64
+	LagMB            float64 // tps: slot lag behind the WAL insert position when pgbench ended, MB
+	Run              string  // the run (Bench.runID) that measured it
+
+	loadStart time.Time // latency: when the paced load began
 }
 
 func (r *Result) RowsPerSec() float64 {
@@ -64,6 +71,12 @@ type Config struct {
 	DbzVersion string
 	Timeout    time.Duration
 	Bin        string
+	MixN       int
+	PgbenchTx  int
+	ToastRows  int
+	DuckRows   int
+	TPSSecs    int
+	RepsFor    string
 }
 
 type Bench struct {
@@ -82,9 +95,12 @@ type Bench struct {
 	dbzJavaV string
 	dbzErr   string
 	results  []*Result
+	prev     *resultSet // results.json as it was before this run
+	duck     *duckBacklog
 	started  time.Time
 	ended    time.Time
 	runID    string
+	load0    string
 }
 
 func main() {
@@ -95,10 +111,16 @@ func main() {
 	flag.IntVar(&c.BigRows, "big-rows", 0, "rows in the one big transaction (default 1000000, or 100000 with --quick)")
 	flag.IntVar(&c.SnapRows, "snapshot-rows", 0, "rows in the snapshot table (default 5000000, or 200000 with --quick)")
 	flag.IntVar(&c.LatSecs, "latency-secs", 0, "seconds of steady load per latency run (default 20, or 10 with --quick)")
-	flag.StringVar(&c.LatRates, "latency-rates", "", "latency runs as TXPS[xROWS],... (default 2000,1000x5; quick 2000)")
+	flag.StringVar(&c.LatRates, "latency-rates", "", "latency runs as TXPS[xROWS],... (default 1000,1000x5,1000x10 = 1k, 5k, 10k rows/s; quick 1000,1000x5)")
+	flag.IntVar(&c.MixN, "mix-n", 0, "single-row INSERT/UPDATE/DELETE transactions in the mixed backlog (default 200000, or 20000 with --quick)")
+	flag.IntVar(&c.PgbenchTx, "pgbench-tx", 0, "pgbench TPC-B-like transactions in the pgbench backlog (default 50000, or 4000 with --quick)")
+	flag.IntVar(&c.ToastRows, "toast-rows", 0, "rows with a 16-KB TOASTed jsonb in the wide-row backlogs (default 20000, or 2000 with --quick)")
+	flag.IntVar(&c.DuckRows, "duckdb-rows", 0, "row changes in the DuckDB sink's backlog, half inserts, half updates (default 2000000, or 200000 with --quick)")
+	flag.IntVar(&c.TPSSecs, "tps-secs", 0, "seconds of pgbench per source-TPS measurement (default 20, or 5 with --quick)")
+	flag.StringVar(&c.RepsFor, "reps-for", "", "fewer repetitions for some workloads, e.g. tps=1,pgbench=2 (selectors as for --only)")
 	flag.StringVar(&c.Out, "out", "docs/BENCHMARKS.md", "report file (charts go to docs/bench/)")
 	flag.BoolVar(&c.SkipDbz, "skip-debezium", false, "do not run Debezium Server")
-	flag.StringVar(&c.Only, "only", "", "run only these workloads: drain,e2e,bigtx,latency,snapshot")
+	flag.StringVar(&c.Only, "only", "", "run only these workloads: "+strings.Join(selectors, ","))
 	flag.StringVar(&c.DbzVersion, "debezium-version", envOr("DEBEZIUM_VERSION", "3.0.0.Final"), "io.debezium:debezium-server-dist version")
 	flag.StringVar(&c.Bin, "bin", "bin/tributary", "the tributary binary under test (relative to the repository root, or absolute)")
 	flag.Parse()
@@ -116,11 +138,16 @@ func main() {
 	def(&c.BigRows, 1000000, 100000)
 	def(&c.SnapRows, 5000000, 200000)
 	def(&c.LatSecs, 20, 10)
+	def(&c.MixN, 200000, 20000)
+	def(&c.PgbenchTx, 50000, 4000)
+	def(&c.ToastRows, 20000, 2000)
+	def(&c.DuckRows, 2000000, 200000)
+	def(&c.TPSSecs, 20, 5)
 	if c.LatRates == "" {
 		if c.Quick {
-			c.LatRates = "2000"
+			c.LatRates = "1000,1000x5"
 		} else {
-			c.LatRates = "2000,1000x5"
+			c.LatRates = "1000,1000x5,1000x10"
 		}
 	}
 	c.Timeout = 20 * time.Minute
@@ -170,6 +197,9 @@ func (b *Bench) want(w string) bool {
 	if b.cfg.Only == "" {
 		return true
 	}
+	if w == "" {
+		return false
+	}
 	for _, x := range strings.Split(b.cfg.Only, ",") {
 		if strings.TrimSpace(x) == w {
 			return true
@@ -192,12 +222,24 @@ func (b *Bench) cleanup() {
 
 func (b *Bench) run(ctx context.Context) error {
 	b.started = time.Now()
+	b.load0 = loadavg()
 	if err := os.MkdirAll(filepath.Join(b.cache, "logs"), 0o755); err != nil {
 		return err
 	}
 	logf("config: %+v", b.cfg)
+	for _, x := range strings.Split(b.cfg.Only, ",") {
+		if x = strings.TrimSpace(x); x != "" && !slices.Contains(selectors, x) {
+			return fmt.Errorf("--only %s: unknown workload; choose from %s", x, strings.Join(selectors, ","))
+		}
+	}
+	if _, err := b.repsFor(""); err != nil {
+		return err
+	}
 	var err error
-	if !b.cfg.SkipDbz && (b.want("drain") || b.cfg.Only == "") {
+	if b.prev, err = loadResults(b.resultsPath()); err != nil {
+		return err
+	}
+	if !b.cfg.SkipDbz && (b.want("drain") || b.want("mix") || b.want("pgbench") || b.want("tps")) {
 		if b.dbzHome, err = b.fetchDebezium(ctx); err == nil {
 			b.dbzJava, b.dbzJavaV, err = javaForDebezium()
 		}
@@ -218,13 +260,13 @@ func (b *Bench) run(ctx context.Context) error {
 		return err
 	}
 	defer stopReg()
-	if b.src, err = startPG(ctx, b.root, "source", "/tmp/tb-src"); err != nil {
+	if b.src, err = startPG(ctx, b.root, "source", "/tmp/tb-"+b.runID+"-src"); err != nil {
 		return err
 	}
-	if b.tgt, err = startPG(ctx, b.root, "target (tributary consumer)", "/tmp/tb-tgt"); err != nil {
+	if b.tgt, err = startPG(ctx, b.root, "target (tributary consumer)", "/tmp/tb-"+b.runID+"-tgt"); err != nil {
 		return err
 	}
-	if b.nat, err = startPG(ctx, b.root, "target (native subscription)", "/tmp/tb-nat"); err != nil {
+	if b.nat, err = startPG(ctx, b.root, "target (native subscription)", "/tmp/tb-"+b.runID+"-nat"); err != nil {
 		return err
 	}
 	// A re-enabled subscription's worker otherwise waits up to 5 s to start.
@@ -245,15 +287,23 @@ func (b *Bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.duck != nil {
+		b.kafka.DeletePrefix(ctx, b.duck.prefix)
+	}
 	b.ended = time.Now()
 	logf("done in %s; report in %s", b.ended.Sub(b.started).Round(time.Second), b.cfg.Out)
 	return b.writeReport()
 }
 
 func (b *Bench) add(r *Result) {
+	r.Run = b.runID
 	b.results = append(b.results, r)
 	if r.Err != "" {
 		logf("%s / %s rep %d: ERROR %s", r.Workload, r.Peer, r.Rep, oneLine(r.Err))
+		return
+	}
+	if r.Workload == wTPS {
+		logf("%s / %s rep %d: %.0f TPS, slot lag %.1f MB, capture CPU %.2fs", r.Workload, r.Peer, r.Rep, r.Rate, r.LagMB, r.CPU)
 		return
 	}
 	if r.Samples > 0 {

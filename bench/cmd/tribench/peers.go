@@ -144,13 +144,32 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	return r
 }
 
-// consumer runs `tributary consumer --until-caught-up` and checks the target.
+// consumer runs `tributary consumer --until-caught-up` into the PostgreSQL
+// target and checks the target.
 func (b *Bench) consumer(ctx context.Context, rep int, wl, prefix, name string, rows int64, check, want string) *Result {
-	r := newResult(rep, wl, peerConsumer, rows)
-	args := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
-		"--name", name, "--target", b.tgt.DSN, "--create-tables", "--until-caught-up", "--log-format", "json"}
+	return b.consumerSink(ctx, rep, wl, peerConsumer, prefix, name, rows, []string{"--target", b.tgt.DSN, "--create-tables"},
+		func(*Proc) (string, error) {
+			got, err := b.tgt.QueryVal(ctx, check)
+			if err != nil {
+				return "", err
+			}
+			if got != want {
+				return "", fmt.Errorf("target check %q: got %s, want %s", check, got, want)
+			}
+			return "target verified: " + check + " = " + want, nil
+		})
+}
+
+// consumerSink runs `tributary consumer --until-caught-up` with the sink
+// arguments extra, then verify checks what it wrote and returns the note.
+func (b *Bench) consumerSink(ctx context.Context, rep int, wl, peer, prefix, name string, rows int64, extra []string,
+	verify func(*Proc) (string, error)) *Result {
+	r := newResult(rep, wl, peer, rows)
+	args := append([]string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
+		"--name", name}, extra...)
+	args = append(args, "--until-caught-up", "--log-format", "json")
 	r.Cmd = shellQuote(args)
-	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%d", wl, rep)), nil, args...)
+	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), name, rep)), nil, args...)
 	if err != nil {
 		return r.fail("%v", err)
 	}
@@ -161,14 +180,9 @@ func (b *Bench) consumer(ctx context.Context, rep int, wl, prefix, name string, 
 	if err != nil {
 		return r.fail("%v: %s", err, p.Tail(15))
 	}
-	got, err := b.tgt.QueryVal(ctx, check)
-	if err != nil {
+	if r.Note, err = verify(p); err != nil {
 		return r.fail("%v", err)
 	}
-	if got != want {
-		return r.fail("target check %q: got %s, want %s", check, got, want)
-	}
-	r.Note = "target verified: " + check + " = " + want
 	return r
 }
 
@@ -188,22 +202,22 @@ func combine(rep int, wl string, p, c *Result) *Result {
 
 // native enables the subscription and waits until its replication origin
 // has applied the transaction that ends at end.
-func (b *Bench) native(ctx context.Context, rep int, wl, end string, rows int64, check, want string) *Result {
+func (b *Bench) native(ctx context.Context, rep int, wl, sub, slot, end string, rows int64, check, want string) *Result {
 	r := newResult(rep, wl, peerNative, rows)
-	r.Cmd = "ALTER SUBSCRIPTION nsub ENABLE  -- on the native target; subscription created before the backlog with (enabled = false, copy_data = false)"
+	r.Cmd = "ALTER SUBSCRIPTION " + sub + " ENABLE  -- on the native target; subscription created before the backlog with (enabled = false, copy_data = false)"
 	t0 := time.Now()
-	if err := b.nat.Exec(ctx, `ALTER SUBSCRIPTION nsub ENABLE`); err != nil {
+	if err := b.nat.Exec(ctx, `ALTER SUBSCRIPTION `+sub+` ENABLE`); err != nil {
 		return r.fail("%v", err)
 	}
-	defer b.nat.Exec(context.Background(), `ALTER SUBSCRIPTION nsub DISABLE`)
+	defer b.nat.Exec(context.Background(), `ALTER SUBSCRIPTION `+sub+` DISABLE`)
 	apply := &srvSampler{find: func() int {
-		v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = 'nsub' AND relid IS NULL`)
+		v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL`, sub)
 		pid, _ := strconv.Atoi(v)
 		return pid
 	}}
-	ws := &srvSampler{find: func() int { return b.slotPID(ctx, "nsub_slot") }}
+	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
 	q := fmt.Sprintf(`SELECT coalesce((SELECT remote_lsn >= '%s'::pg_lsn FROM pg_replication_origin_status
-		WHERE external_id = 'pg_' || (SELECT oid FROM pg_subscription WHERE subname = 'nsub')), false)::text`, end)
+		WHERE external_id = 'pg_' || (SELECT oid FROM pg_subscription WHERE subname = '%s')), false)::text`, end, sub)
 	err := pollUntil(b.cfg.Timeout, 200*time.Millisecond, func() (bool, error) {
 		apply.sample()
 		ws.sample()
@@ -264,17 +278,22 @@ func (b *Bench) fetchDebezium(ctx context.Context) (string, error) {
 	return home, nil
 }
 
-func (b *Bench) debezium(ctx context.Context, rep int, prefix string, rows int64) *Result {
-	r := newResult(rep, wDrain, peerDbz, rows)
+// startDebezium starts Debezium Server on slot and publication pub for the
+// public tables, writing to topics <dprefix>.public.<table>, which it creates.
+func (b *Bench) startDebezium(ctx context.Context, tag, dprefix, slot, pub string, tables []string) (*Proc, []string, string, error) {
 	if b.dbzHome == "" {
-		return r.fail("%s", b.dbzErr)
+		return nil, nil, "", fmt.Errorf("%s", b.dbzErr)
 	}
-	dprefix := "dbz_" + prefix
-	topic := dprefix + ".public.bench"
-	if err := b.kafka.CreateTopic(ctx, topic, 3); err != nil {
-		return r.fail("create topic %s: %v", topic, err)
+	var topics, include []string
+	for _, t := range tables {
+		topic := dprefix + ".public." + t
+		if err := b.kafka.CreateTopic(ctx, topic, 3); err != nil {
+			return nil, nil, "", fmt.Errorf("create topic %s: %v", topic, err)
+		}
+		topics = append(topics, topic)
+		include = append(include, "public."+t)
 	}
-	offsets := filepath.Join(b.cache, "logs", b.runID+"-dbz-offsets-"+strconv.Itoa(rep)+".dat")
+	offsets := filepath.Join(b.cache, "logs", b.runID+"-dbz-offsets-"+tag+".dat")
 	_ = os.Remove(offsets)
 	props := strings.Join([]string{
 		"debezium.sink.type=kafka",
@@ -287,17 +306,18 @@ func (b *Bench) debezium(ctx context.Context, rep int, prefix string, rows int64
 		"debezium.format.value.schemas.enable=false",
 		"debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector",
 		"debezium.source.plugin.name=pgoutput",
-		"debezium.source.slot.name=dbz_slot",
-		"debezium.source.publication.name=pub_bench",
+		"debezium.source.slot.name=" + slot,
+		"debezium.source.publication.name=" + pub,
 		"debezium.source.publication.autocreate.mode=disabled",
 		"debezium.source.snapshot.mode=no_data",
+		"debezium.source.tombstones.on.delete=false",
 		"debezium.source.database.hostname=127.0.0.1",
 		"debezium.source.database.port=" + strconv.Itoa(b.src.Port),
 		"debezium.source.database.user=postgres",
 		"debezium.source.database.password=unused",
 		"debezium.source.database.dbname=postgres",
 		"debezium.source.topic.prefix=" + dprefix,
-		"debezium.source.table.include.list=public.bench",
+		"debezium.source.table.include.list=" + strings.Join(include, ","),
 		"debezium.source.offset.storage.file.filename=" + offsets,
 		"debezium.source.offset.flush.interval.ms=1000",
 		"quarkus.http.port=" + strconv.Itoa(freePort()),
@@ -306,20 +326,29 @@ func (b *Bench) debezium(ctx context.Context, rep int, prefix string, rows int64
 	}, "\n") + "\n"
 	conf := filepath.Join(b.dbzHome, "config", "application.properties")
 	if err := os.WriteFile(conf, []byte(props), 0o644); err != nil {
-		return r.fail("%v", err)
+		return nil, nil, "", err
 	}
-	r.Cmd = "cd " + b.dbzHome + " && ./run.sh   # config/application.properties:\n" + props
+	cmd := "cd " + b.dbzHome + " && ./run.sh   # config/application.properties:\n" + props
 	var env []string
 	if b.dbzJava != "" {
 		env = append(env, "JAVA_HOME="+b.dbzJava)
-		r.Cmd = "JAVA_HOME=" + b.dbzJava + " " + r.Cmd
+		cmd = "JAVA_HOME=" + b.dbzJava + " " + cmd
 	}
-	p, err := startProc("debezium", b.dbzHome, b.logPath(fmt.Sprintf("debezium-%d", rep)), env, "bash", "run.sh")
+	p, err := startProc("debezium", b.dbzHome, b.logPath("debezium-"+tag), env, "bash", "run.sh")
+	return p, topics, cmd, err
+}
+
+// debezium drains slot with Debezium Server until its topics hold records
+// records (one per row change: tombstones are off).
+func (b *Bench) debezium(ctx context.Context, rep int, wl, prefix, slot, pub string, tables []string, records int64) *Result {
+	r := newResult(rep, wl, peerDbz, records)
+	p, topics, cmd, err := b.startDebezium(ctx, fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep), "dbz_"+prefix, slot, pub, tables)
+	r.Cmd = cmd
 	if err != nil {
 		return r.fail("%v", err)
 	}
 	defer p.Stop()
-	ws := &srvSampler{find: func() int { return b.slotPID(ctx, "dbz_slot") }}
+	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
 	var cpu, rss float64 = -1, -1
 	err = pollUntil(b.cfg.Timeout, 200*time.Millisecond, func() (bool, error) {
 		if p.Exited() {
@@ -329,14 +358,18 @@ func (b *Bench) debezium(ctx context.Context, rep int, prefix string, rows int64
 		if c := treeCPU(p.Pid()); c >= 0 {
 			cpu = c
 		}
-		_, n, err := b.kafka.EndOffsets(ctx, topic, false)
-		if err != nil {
-			return false, nil
+		var n int64
+		for _, topic := range topics {
+			_, c, err := b.kafka.EndOffsets(ctx, topic, false)
+			if err != nil {
+				return false, nil
+			}
+			n += c
 		}
 		if n > 0 && r.StartSecs < 0 {
 			r.StartSecs = time.Since(p.Start).Seconds()
 		}
-		return n >= rows, nil
+		return n >= records, nil
 	})
 	r.Secs = time.Since(p.Start).Seconds()
 	if c := treeCPU(p.Pid()); c >= 0 {

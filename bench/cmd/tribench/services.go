@@ -270,7 +270,12 @@ func (k *Kafka) lastFrameIn(ctx context.Context, topic string, start, end int64)
 	if last == nil {
 		return nil, nil
 	}
-	_, body, err := schemas.SplitWire(last.Value)
+	return decodeFrame(last.Value)
+}
+
+// decodeFrame decodes one record of the transactions topic.
+func decodeFrame(value []byte) (*schemas.Frame, error) {
+	_, body, err := schemas.SplitWire(value)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,19 +37,80 @@ func rowExpr(i string) string {
 	return fmt.Sprintf("%s, (%s %% 1000)::int, clock_timestamp(), repeat(md5(%s::text), 5)", i, i, i)
 }
 
+// Selectors for --only and --reps-for, in the order a repetition runs them.
+var selectors = []string{"drain", "e2e", "sinks", "bigtx", "mix", "pgbench", "toast", "duckdb", "latency", "snapshot", "tps"}
+
+// selector is the --only name that produces a workload's results.
+func selector(workload string) string {
+	switch {
+	case workload == wE2EInsert || workload == wE2EUpdate:
+		return "e2e"
+	case strings.HasPrefix(workload, wLatency):
+		return "latency"
+	case strings.HasPrefix(workload, "toast"):
+		return "toast"
+	}
+	return workload
+}
+
+// repsFor is the number of repetitions of selector sel (--reps-for, else --reps).
+func (b *Bench) repsFor(sel string) (int, error) {
+	n := b.cfg.Reps
+	for _, kv := range strings.Split(b.cfg.RepsFor, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		r, err := strconv.Atoi(v)
+		if !ok || err != nil || r < 1 || !slices.Contains(selectors, k) {
+			return 0, fmt.Errorf("--reps-for %q: want selector=N with a selector of %s", kv, strings.Join(selectors, ","))
+		}
+		if k == sel {
+			n = min(r, n)
+		}
+	}
+	return n, nil
+}
+
+// runs reports whether selector sel is selected and still has repetition rep to do.
+func (b *Bench) runs(sel string, rep int) bool {
+	n, _ := b.repsFor(sel)
+	return b.want(sel) && rep <= n
+}
+
 func (b *Bench) rep(ctx context.Context, rep int) error {
 	prefix := fmt.Sprintf("%s_r%d", b.runID, rep)
-	if b.want("drain") || b.want("e2e") {
+	if b.runs("drain", rep) || b.runs("e2e", rep) || b.runs("sinks", rep) {
 		if err := b.repStreams(ctx, rep, prefix); err != nil {
 			return err
 		}
 	}
-	if b.want("bigtx") {
+	if b.runs("bigtx", rep) {
 		if err := b.repBigTx(ctx, rep, prefix+"_big"); err != nil {
 			return err
 		}
 	}
-	if b.want("latency") {
+	if b.runs("mix", rep) {
+		if err := b.compareStreams(ctx, rep, prefix+"_mix", b.mixSpec()); err != nil {
+			return err
+		}
+	}
+	if b.runs("pgbench", rep) {
+		if err := b.compareStreams(ctx, rep, prefix+"_pgb", b.pgbenchSpec()); err != nil {
+			return err
+		}
+	}
+	if b.runs("toast", rep) {
+		if err := b.compareStreams(ctx, rep, prefix+"_toast", b.toastSpec()); err != nil {
+			return err
+		}
+	}
+	if b.runs("duckdb", rep) {
+		if err := b.repDuckDB(ctx, rep); err != nil {
+			return err
+		}
+	}
+	if b.runs("latency", rep) {
 		for i, spec := range strings.Split(b.cfg.LatRates, ",") {
 			txps, rows := parseRate(spec)
 			tag := fmt.Sprintf("r%d_%d", rep, i)
@@ -56,8 +118,13 @@ func (b *Bench) rep(ctx context.Context, rep int) error {
 			b.add(b.latencyNative(ctx, rep, tag, txps, rows))
 		}
 	}
-	if b.want("snapshot") {
+	if b.runs("snapshot", rep) {
 		if err := b.repSnapshot(ctx, rep, prefix+"_snap"); err != nil {
+			return err
+		}
+	}
+	if b.runs("tps", rep) {
+		if err := b.repTPS(ctx, rep, prefix+"_tps"); err != nil {
 			return err
 		}
 	}
@@ -118,12 +185,13 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	}
 	logf("backlog built in %.1fs (%.0f tx/s), end LSN %s", secs, float64(N)/secs, end)
 	consumer := "c_" + prefix
-	if b.want("drain") {
+	wantDrain, wantE2E, wantSinks := b.runs("drain", rep), b.runs("e2e", rep), b.runs("sinks", rep)
+	if wantDrain {
 		b.add(b.recvlogical(ctx, rep, wDrain, "recv_slot", "pub_all", end, int64(N)))
 	}
 	pr := b.producer(ctx, rep, wDrain, prefix, "trib_slot", "pub_all", end, int64(N))
 	b.add(pr)
-	if b.want("e2e") {
+	if wantE2E || wantSinks {
 		pe := *pr
 		pe.Workload = wE2EInsert
 		b.add(&pe)
@@ -131,15 +199,19 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 			fmt.Sprintf(`SELECT count(*)::text FROM bench`), strconv.Itoa(N))
 		b.add(c)
 		b.add(combine(rep, wE2EInsert, pr, c))
+		if wantSinks {
+			b.repSinks(ctx, rep, prefix, c, int64(N))
+		}
 	}
-	if b.want("drain") {
-		b.add(b.debezium(ctx, rep, prefix, int64(N)))
+	if wantDrain {
+		b.add(b.debezium(ctx, rep, wDrain, prefix, "dbz_slot", "pub_bench", []string{"bench"}, int64(N)))
 	}
 	_ = b.dropSlots(ctx, "dbz_slot")
-	if b.want("e2e") {
-		b.add(b.native(ctx, rep, wE2EInsert, end, int64(N), `SELECT count(*)::text FROM bench`, strconv.Itoa(N)))
+	if wantE2E {
+		b.add(b.native(ctx, rep, wE2EInsert, "nsub", "nsub_slot", end, int64(N), `SELECT count(*)::text FROM bench`, strconv.Itoa(N)))
 	}
-	if !b.want("e2e") {
+	if !wantE2E {
+		_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
 		return nil
 	}
 	logf("building a backlog of %d single-row UPDATE transactions", N)
@@ -155,7 +227,7 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	cu := b.consumer(ctx, rep, wE2EUpdate, prefix, consumer, int64(N), check, strconv.Itoa(N))
 	b.add(cu)
 	b.add(combine(rep, wE2EUpdate, pu, cu))
-	b.add(b.native(ctx, rep, wE2EUpdate, end, int64(N), check, strconv.Itoa(N)))
+	b.add(b.native(ctx, rep, wE2EUpdate, "nsub", "nsub_slot", end, int64(N), check, strconv.Itoa(N)))
 	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
 	return nil
 }
