@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/consumer/verify"
+	"github.com/tributary-cdc/tributary/transform"
 )
 
 // runVerify compares a source with a consumer's target. Exit status: 0 equal,
@@ -31,7 +33,13 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	})
 	source := fs.String("source", "", "source PostgreSQL `DSN`")
 	target := fs.String("target", "", "target `DSN`")
-	sink := fs.String("sink", "postgres", "`sink` type of the target: postgres")
+	sink := fs.String("sink", "postgres", "`sink` of the consumer: postgres (a replica), or history (compares the current versions of the history tables)")
+	historySchema := fs.String("history-schema", "", "history: `schema` of the history tables (default: each source table's)")
+	checkHistory := fs.Bool("check-history", false, "history: also check every key's versions (1..n, no gaps) and validity ranges (no overlaps)")
+	transforms := fs.String("transforms", "", "the consumer's transforms YAML `file`: source rows are transformed as the consumer does before they are compared (needs --registry and --prefix)")
+	k := declareKafka(fs, false)
+	consumerName := fs.String("name", "", "the consumer's --name (from its config file); same as --consumer")
+	ignoreConsumerSettings(fs)
 	tables := fs.StringList("tables", nil, "compare these `schema.table,...`; default every table of the source's publications")
 	publication := fs.String("publication", "", "with no --tables, compare the tables of this `publication` only")
 	name := fs.String("consumer", "", "consumer `name` whose checkpoint is waited for; default the only consumer in the target, none if there is none")
@@ -44,18 +52,29 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	leafRows := fs.Int("leaf-rows", 1000, "`rows` at or below which a differing range is compared row by row")
 	maxKeys := fs.Int("max-keys", 100, "differing `keys` listed per table (the counts are always exact)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	logFormat := fs.String("log-format", "auto", "log `format`: text, json, or auto (text on a terminal, JSON otherwise)")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.Require("source", "target")
 	if err := parse(fs, args, e); err != nil {
 		return err
 	}
-	log, err := newLogger(e.stderr, *logFormat, *logLevel)
+	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
 	if err != nil {
 		return err
 	}
-	if *sink != "postgres" {
-		return usageError{fmt.Errorf("--sink %q: want postgres", *sink)}
+	if *name == "" {
+		*name = *consumerName
+	}
+	switch *sink {
+	case "postgres", "history":
+	case "duckdb":
+		return usageError{errors.New("--sink duckdb: verify cannot compare a DuckDB warehouse yet; compare a postgres or history sink")}
+	default:
+		return usageError{fmt.Errorf("--sink %q: want postgres or history", *sink)}
+	}
+	var tr *verify.Transform
+	if *transforms != "" {
+		if tr, err = loadVerifyTransform(*transforms, k, log); err != nil {
+			return err
+		}
 	}
 	if *timeout < 0 || *rechecks < 0 || *fanout < 2 || *leafRows < 1 || *maxKeys < 0 {
 		return usageError{errors.New("--timeout, --rechecks and --max-keys must not be negative, --fanout at least 2, --leaf-rows at least 1")}
@@ -74,7 +93,13 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	if err := verify.CheckDSN(*target, "target"); err != nil {
 		return fail(err)
 	}
-	tgt, err := verify.NewPostgresTarget(ctx, *target, *name, *checkpointSchema)
+	open := func(consumer string) (verify.Target, error) {
+		if *sink == "history" {
+			return verify.NewHistoryTarget(ctx, *target, consumer, *checkpointSchema, *historySchema)
+		}
+		return verify.NewPostgresTarget(ctx, *target, consumer, *checkpointSchema)
+	}
+	tgt, err := open(*name)
 	if err != nil {
 		return fail(err)
 	}
@@ -91,7 +116,7 @@ func runVerify(ctx context.Context, args []string, e env) error {
 			wait = false
 		case 1:
 			tgt.Close(ctx)
-			if tgt, err = verify.NewPostgresTarget(ctx, *target, names[0], *checkpointSchema); err != nil {
+			if tgt, err = open(names[0]); err != nil {
 				return fail(err)
 			}
 			log.Info("waiting for the target's only consumer", "consumer", names[0])
@@ -105,7 +130,7 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	}
 	rep, err := verify.Run(ctx, verify.Config{SourceDSN: *source, Target: tgt, Tables: *tables, Publication: *publication,
 		Wait: wait, Timeout: *timeout, Barrier: *barrier, Rechecks: rc, Fanout: *fanout, LeafRows: int64(*leafRows),
-		MaxKeys: *maxKeys, Logger: log})
+		MaxKeys: *maxKeys, Transform: tr, CheckInvariants: *checkHistory, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -129,4 +154,46 @@ func runVerify(ctx context.Context, args []string, e env) error {
 // attempt on its own line) into one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// loadVerifyTransform compiles the consumer's transforms and binds them, as
+// the consumer does, to the latest table versions in its registry.
+func loadVerifyTransform(file string, k *kafkaFlags, log *slog.Logger) (*verify.Transform, error) {
+	if *k.registry == "" || *k.prefix == "" {
+		return nil, usageError{errors.New("--transforms needs the consumer's --registry and --prefix: " +
+			"the transform is bound to the table versions the consumer decodes")}
+	}
+	tc, err := transform.LoadConfig(file)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	p, err := transform.Compile(tc)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	reg, err := k.registryClient(log)
+	if err != nil {
+		return nil, err
+	}
+	return &verify.Transform{Pipeline: p, Lookup: transform.RegistryLookup(reg, *k.prefix)}, nil
+}
+
+// ignoreConsumerSettings declares the consumer's settings that verify does
+// not use, so that `tributary verify --config` accepts the consumer's own
+// config file.
+func ignoreConsumerSettings(fs *flagconf.Set) {
+	const why = " (a consumer setting, accepted so that verify reads the consumer's --config; ignored)"
+	fs.String("duckdb-file", "", "duckdb: database `file`"+why)
+	fs.Int("flush-rows", 0, "`rows`"+why)
+	fs.Duration("flush-interval", 0, "`interval`"+why)
+	fs.String("export-parquet", "", "`dir`"+why)
+	fs.Duration("export-interval", 0, "`interval`"+why)
+	fs.String("metrics-addr", "", "`address`"+why)
+	fs.String("mode", "transactional", "`mode`"+why+"; verify needs transactional")
+	fs.String("on-conflict", "error", "`policy`"+why)
+	fs.String("on-error", "stop", "`policy`"+why)
+	fs.Bool("create-tables", false, "create tables"+why)
+	fs.Bool("until-caught-up", false, "catch up and exit"+why)
+	fs.Duration("interval", 0, "`interval`"+why)
+	declareMultisite(fs)
 }

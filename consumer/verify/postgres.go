@@ -55,6 +55,10 @@ type pgSnapshot struct {
 	role string // "source" or "target"
 	cpt  string // quoted checkpoint table; "" on the source
 	name string // consumer name
+	// hist, when set, makes the snapshot read history tables: a table
+	// resolves to its history table, of which only the current versions
+	// are compared (see historyTarget).
+	hist *historyLayout
 }
 
 func beginSnapshot(ctx context.Context, c *pgx.Conn, role string) (*pgSnapshot, error) {
@@ -118,7 +122,11 @@ func readPosition(ctx context.Context, q querier, cpt, name string) (Position, e
 
 // Table resolves want on this side.
 func (s *pgSnapshot) Table(ctx context.Context, want *TableDef) (*TableDef, error) {
-	cols, err := s.columns(ctx, want.Schema, want.Name)
+	schema, name := want.Schema, want.Name
+	if s.hist != nil {
+		schema, name = s.hist.table(schema, name)
+	}
+	cols, err := s.columns(ctx, schema, name)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +137,7 @@ func (s *pgSnapshot) Table(ctx context.Context, want *TableDef) (*TableDef, erro
 	for _, c := range cols {
 		byName[c.Name] = c
 	}
-	t := &TableDef{Schema: want.Schema, Name: want.Name}
+	t := &TableDef{Schema: schema, Name: name}
 	var missing []string
 	for _, c := range want.Columns {
 		got, ok := byName[c.Name]
@@ -233,6 +241,15 @@ func qualified(t *TableDef) string {
 	return schemas.QuoteIdent(t.Schema) + "." + schemas.QuoteIdent(t.Name)
 }
 
+// from is the FROM item of t, aliased t: the table itself, or the current
+// versions of a history table.
+func (s *pgSnapshot) from(t *TableDef) string {
+	if s.hist != nil {
+		return "(SELECT * FROM " + qualified(t) + " h WHERE " + s.hist.current("h") + ") t"
+	}
+	return qualified(t) + " t"
+}
+
 func keyExpr(c Column) string {
 	e := "t." + schemas.QuoteIdent(c.Name)
 	if c.CompareCollation != "" {
@@ -263,7 +280,16 @@ func keyText(t *TableDef) string {
 func rowHash(t *TableDef) string {
 	parts := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
-		parts[i] = "t." + schemas.QuoteIdent(c.Name) + "::text"
+		parts[i] = "t." + schemas.QuoteIdent(c.Name)
+	}
+	return hashOf(parts)
+}
+
+// hashOf is the signed 64-bit hash of the row of the text forms of exprs.
+func hashOf(exprs []string) string {
+	parts := make([]string, len(exprs))
+	for i, e := range exprs {
+		parts[i] = e + "::text"
 	}
 	return "('x' || substr(md5(ROW(" + strings.Join(parts, ", ") + ")::text), 1, 16))::bit(64)::bigint"
 }
@@ -300,7 +326,7 @@ func where(t *TableDef, r Range, n int) (string, []any) {
 // Checksum aggregates r on the server.
 func (s *pgSnapshot) Checksum(ctx context.Context, t *TableDef, r Range) (Sum, error) {
 	w, args := where(t, r, 1)
-	q := "SELECT count(*), coalesce(sum(" + rowHash(t) + "::numeric), 0)::text FROM " + qualified(t) + " t WHERE " + w
+	q := "SELECT count(*), coalesce(sum(" + rowHash(t) + "::numeric), 0)::text FROM " + s.from(t) + " WHERE " + w
 	var sum Sum
 	if err := s.tx.QueryRow(ctx, q, args...).Scan(&sum.Rows, &sum.Hash); err != nil {
 		return Sum{}, fmt.Errorf("%s: checksum of %s: %w", s.role, t, err)
@@ -311,7 +337,7 @@ func (s *pgSnapshot) Checksum(ctx context.Context, t *TableDef, r Range) (Sum, e
 // Rows streams key and row hash in key order.
 func (s *pgSnapshot) Rows(ctx context.Context, t *TableDef, r Range, fn func([]string, string) error) error {
 	w, args := where(t, r, 1)
-	q := "SELECT " + keyText(t) + ", " + rowHash(t) + "::text FROM " + qualified(t) + " t WHERE " + w + " ORDER BY " + keyList(t)
+	q := "SELECT " + keyText(t) + ", " + rowHash(t) + "::text FROM " + s.from(t) + " WHERE " + w + " ORDER BY " + keyList(t)
 	rows, err := s.tx.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("%s: rows of %s: %w", s.role, t, err)
@@ -353,7 +379,7 @@ func (s *pgSnapshot) Boundaries(ctx context.Context, t *TableDef, r Range, rows 
 		inner[i] = fmt.Sprintf("t.%s::text AS k%d", schemas.QuoteIdent(c.Name), i)
 	}
 	q := "SELECT " + strings.Join(cols, ", ") + " FROM (SELECT " + strings.Join(inner, ", ") +
-		", row_number() OVER (ORDER BY " + keyList(t) + ") AS rn FROM " + qualified(t) + " t WHERE " + w +
+		", row_number() OVER (ORDER BY " + keyList(t) + ") AS rn FROM " + s.from(t) + " WHERE " + w +
 		") s WHERE s.rn % $1 = 0 AND s.rn < " + fmt.Sprint(rows) + " ORDER BY s.rn"
 	res, err := s.tx.Query(ctx, q, append([]any{step}, args...)...)
 	if err != nil {
@@ -384,7 +410,8 @@ type postgresTarget struct {
 	desc string
 	name string
 	cpt  string
-	conn *pgx.Conn // for polling the checkpoint
+	conn *pgx.Conn      // for polling the checkpoint
+	hist *historyLayout // set for a history sink
 }
 
 // NewPostgresTarget connects to a PostgreSQL sink's database. consumer is
@@ -421,8 +448,87 @@ func (p *postgresTarget) Snapshot(ctx context.Context) (Snapshot, error) {
 	if p.name != "" {
 		s.cpt, s.name = p.cpt, p.name
 	}
+	s.hist = p.hist
 	return s, nil
 }
+
+// Hasher opens a connection of its own to the target database.
+func (p *postgresTarget) Hasher(ctx context.Context) (RowHasher, error) {
+	c, _, err := connect(ctx, p.dsn, "target")
+	if err != nil {
+		return nil, err
+	}
+	return &pgHasher{conn: c}, nil
+}
+
+// pgHasher computes row hashes of text literals in a PostgreSQL target.
+type pgHasher struct {
+	conn *pgx.Conn
+}
+
+// Hash casts each value to its column's type in t, then hashes and prints
+// the key as the target's Checksum and Rows do.
+func (h *pgHasher) Hash(ctx context.Context, t *TableDef, rows [][]any, fn func(key []string, hash int64) error) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	n := len(t.Columns)
+	cols := make([][]*string, n)
+	for i := range cols {
+		cols[i] = make([]*string, len(rows))
+	}
+	for r, row := range rows {
+		for i, v := range row {
+			if s, ok := v.(string); ok {
+				cols[i][r] = &s
+			}
+		}
+	}
+	typed := make([]string, n)
+	params := make([]string, n)
+	names := make([]string, n)
+	byName := map[string]int{}
+	args := make([]any, n)
+	for i, c := range t.Columns {
+		typed[i] = fmt.Sprintf("v.c%d::%s", i, c.Type)
+		params[i] = fmt.Sprintf("$%d::text[]", i+1)
+		names[i] = fmt.Sprintf("c%d", i)
+		byName[c.Name] = i
+		args[i] = cols[i]
+	}
+	keys := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keys[i] = "(" + typed[byName[k.Name]] + ")::text"
+	}
+	q := "SELECT " + strings.Join(keys, ", ") + ", " + hashOf(typed) + " FROM unnest(" + strings.Join(params, ", ") +
+		") WITH ORDINALITY AS v(" + strings.Join(names, ", ") + ", ord) ORDER BY v.ord"
+	res, err := h.conn.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("target: hash transformed rows of %s: %w", t, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		key := make([]string, len(t.Key))
+		var hash int64
+		ptrs := make([]any, len(key)+1)
+		for i := range key {
+			ptrs[i] = &key[i]
+		}
+		ptrs[len(key)] = &hash
+		if err := res.Scan(ptrs...); err != nil {
+			return fmt.Errorf("target: hash transformed rows of %s: %w", t, err)
+		}
+		if err := fn(key, hash); err != nil {
+			return err
+		}
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("target: hash transformed rows of %s: %w", t, err)
+	}
+	return nil
+}
+
+func (h *pgHasher) Close(ctx context.Context) error { return h.conn.Close(ctx) }
 
 func (p *postgresTarget) Close(ctx context.Context) error { return p.conn.Close(ctx) }
 

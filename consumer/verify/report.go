@@ -27,7 +27,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		switch {
 		case t.Problem != "":
 			pf("  %-40s DIFFERENT  %s\n", t.Table, t.Problem)
-		case t.Equal:
+		case t.Missing+t.Extra+t.Different == 0: // the rows are equal; invariants are reported below
 			pf("  %-40s equal      %d rows, %d range(s) compared\n", t.Table, t.SourceRows, t.RangesCompared)
 		default:
 			pf("  %-40s DIFFERENT  source %d rows, target %d rows, %d range(s) compared: %d missing, %d extra, %d different\n",
@@ -37,6 +37,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 			if t.KeysTruncated {
 				pf("      ... more keys differ than are listed\n")
+			}
+		}
+		if t.InvariantViolations > 0 {
+			pf("  %-40s BROKEN     %d row(s) break the sink's invariants\n", t.Table, t.InvariantViolations)
+			for _, v := range t.Invariants {
+				pf("      invariant %s\n", v)
 			}
 		}
 	}

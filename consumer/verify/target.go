@@ -28,6 +28,9 @@ type Target interface {
 	Applied(ctx context.Context) (Position, error)
 	// Snapshot opens one consistent read of the target's data.
 	Snapshot(ctx context.Context) (Snapshot, error)
+	// Hasher opens a RowHasher on the target's database, for comparisons
+	// that transform the source rows (Config.Transform).
+	Hasher(ctx context.Context) (RowHasher, error)
 	// Describe names the target without secrets, for logs and reports.
 	Describe() string
 	// Close releases the target's connections.
@@ -53,6 +56,20 @@ type Snapshot interface {
 	// rows/n rows each; rows is r's row count.
 	Boundaries(ctx context.Context, t *TableDef, r Range, rows int64, n int) ([][]string, error)
 	// Close ends the read.
+	Close(ctx context.Context) error
+}
+
+// RowHasher computes, in the target's database, the key text forms and row
+// hashes that the target's Checksum and Rows compute, for rows given as the
+// text literals a sink writes: each value is parsed as its column's type on
+// the target first, so both sides print values the same way. It is used by
+// one goroutine at a time.
+type RowHasher interface {
+	// Hash calls fn with the key (as text, in t.Key order) and the row
+	// hash of each of rows, in order. A row holds one value per column of
+	// t, in t.Columns order: a string literal, or nil for NULL.
+	Hash(ctx context.Context, t *TableDef, rows [][]any, fn func(key []string, hash int64) error) error
+	// Close releases the hasher's connection.
 	Close(ctx context.Context) error
 }
 

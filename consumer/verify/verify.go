@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/consumer"
 )
 
 // BarrierPrefix is the logical decoding message prefix of verify's barrier.
@@ -45,6 +47,13 @@ type Config struct {
 	LeafRows int64
 	// MaxKeys bounds the keys listed per table (100); counts stay exact.
 	MaxKeys int
+	// Transform, when set, applies the consumer's transforms to the source
+	// rows before they are compared (see the package documentation).
+	Transform *Transform
+	// CheckInvariants also checks the invariants of a sink that has its
+	// own (the history sink: versions 1..n per key, validity ranges that
+	// do not overlap); a violation makes the table differ.
+	CheckInvariants bool
 	// Logger receives progress; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -91,6 +100,10 @@ type TableReport struct {
 	KeysTruncated bool `json:"keys_truncated,omitempty"`
 	// Problem is a schema difference that prevented a row comparison.
 	Problem string `json:"problem,omitempty"`
+	// InvariantViolations counts the rows that break the sink's own
+	// invariants (Config.CheckInvariants); Invariants lists some.
+	InvariantViolations int64    `json:"invariant_violations,omitempty"`
+	Invariants          []string `json:"invariants,omitempty"`
 }
 
 // Report is the result of a comparison.
@@ -157,9 +170,13 @@ type pair struct {
 	tgt    Snapshot
 	lsn    pglogrepl.LSN
 	target Position
+	hasher RowHasher // opened by the first transformed table
 }
 
 func (p *pair) close(ctx context.Context) {
+	if p.hasher != nil {
+		p.hasher.Close(ctx)
+	}
 	if p.src != nil {
 		p.src.Close(ctx)
 	}
@@ -173,6 +190,10 @@ type tableState struct {
 	name   string
 	rep    *TableReport
 	leaves []Range // differing leaf ranges of the last round
+	// noSplit: the transform rewrites key column keyColumn, so the table
+	// is compared as a whole.
+	noSplit   bool
+	keyColumn string
 }
 
 func (e *engine) run(ctx context.Context) (*Report, error) {
@@ -399,7 +420,7 @@ func (e *engine) compareTable(ctx context.Context, p *pair, st *tableState, roun
 	rep := &TableReport{Table: sdef.String()}
 	prev := st.rep
 	st.rep = rep
-	tdef, err := p.tgt.Table(ctx, sdef)
+	c, err := e.prepare(ctx, p, sdef, round)
 	var se *SchemaError
 	if errors.As(err, &se) {
 		rep.Problem = se.Reason
@@ -408,9 +429,102 @@ func (e *engine) compareTable(ctx context.Context, p *pair, st *tableState, roun
 	if err != nil {
 		return err
 	}
+	c.rep = rep
+	if round == 0 {
+		e.log.Info("comparing", "table", sdef.String(), "target_table", c.tgt.String(), "transformed", c.transformed())
+		ss, ts, scanned, err := c.sums(ctx, Range{})
+		var kr *errKeyRewritten
+		if errors.As(err, &kr) {
+			// Source key ranges are not target key ranges: compare the
+			// whole table only.
+			e.log.Warn("the consumer's transform rewrites a key column; comparing the table as a whole, without listing keys",
+				"table", sdef.String(), "column", kr.column)
+			st.noSplit = true
+			c.noSplit()
+			ss, ts, scanned, err = c.sums(ctx, Range{})
+		}
+		if err != nil {
+			return err
+		}
+		rep.SourceRows, rep.TargetRows = ss.Rows, ts.Rows
+		if ss != ts {
+			if st.noSplit {
+				st.keyColumn = kr.column
+				c.wholeDiffers(ss, ts, kr.column)
+			} else if err := c.descend(ctx, Range{}, ss, ts, scanned); err != nil {
+				return err
+			}
+		}
+	} else {
+		rep.SourceRows, rep.TargetRows = prev.SourceRows, prev.TargetRows
+		rep.RangesCompared = prev.RangesCompared
+		if st.noSplit {
+			c.noSplit()
+		}
+		for _, r := range st.leaves {
+			ss, ts, scanned, err := c.sums(ctx, r)
+			if err != nil {
+				return err
+			}
+			switch {
+			case ss == ts:
+			case st.noSplit:
+				c.wholeDiffers(ss, ts, st.keyColumn)
+			default:
+				if err := c.descend(ctx, r, ss, ts, scanned); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	st.leaves = c.leaves
+	if st.noSplit && len(st.leaves) == 0 && rep.Problem != "" {
+		st.leaves = []Range{{}}
+	}
+	if e.cfg.CheckInvariants {
+		if ic, ok := p.tgt.(invariantChecker); ok {
+			n, list, err := ic.Invariants(ctx, c.tgt, e.cfg.MaxKeys)
+			if err != nil {
+				return err
+			}
+			rep.InvariantViolations, rep.Invariants = n, list
+		}
+	}
+	rep.Equal = rep.Problem == "" && rep.Missing == 0 && rep.Extra == 0 && rep.Different == 0 && rep.InvariantViolations == 0
+	e.log.Info("compared", "table", rep.Table, "equal", rep.Equal, "source_rows", rep.SourceRows,
+		"ranges_compared", rep.RangesCompared, "missing", rep.Missing, "extra", rep.Extra, "different", rep.Different,
+		"invariant_violations", rep.InvariantViolations)
+	return nil
+}
+
+// invariantChecker is a Snapshot of a sink with invariants of its own (the
+// history sink's versions and validity ranges).
+type invariantChecker interface {
+	// Invariants checks t and returns the number of violations and up to
+	// max of them, described.
+	Invariants(ctx context.Context, t *TableDef, max int) (int64, []string, error)
+}
+
+// prepare resolves the source table on the target, through the consumer's
+// transform when there is one, and returns the comparison for it.
+func (e *engine) prepare(ctx context.Context, p *pair, sdef *TableDef, round int) (*comparison, error) {
+	want := sdef
+	var in *consumer.Table
+	if e.cfg.Transform != nil {
+		w, i, err := transformedTable(ctx, e.cfg.Transform, sdef)
+		if err != nil {
+			return nil, err
+		}
+		if w != nil {
+			want, in = w, i
+		}
+	}
+	tdef, err := p.tgt.Table(ctx, want)
+	if err != nil {
+		return nil, err
+	}
 	if tdef == nil {
-		rep.Problem = "the target has no table " + sdef.String()
-		return nil
+		return nil, &SchemaError{Table: sdef.String(), Reason: "the target has no table " + want.String()}
 	}
 	for i := range sdef.Key {
 		sdef.Key[i].CompareCollation = tdef.Key[i].CompareCollation
@@ -419,39 +533,20 @@ func (e *engine) compareTable(ctx context.Context, p *pair, st *tableState, roun
 				"table", sdef.String(), "column", sdef.Key[i].Name, "source", sdef.Key[i].Collation, "target", tdef.Key[i].Collation)
 		}
 	}
-	c := &comparison{e: e, p: p, src: sdef, tgt: tdef, rep: rep}
-	if round == 0 {
-		e.log.Info("comparing", "table", sdef.String())
-		ss, ts, err := c.sums(ctx, Range{})
+	c := &comparison{e: e, p: p, src: sdef, tgt: tdef, side: plainSource{s: p.src, t: sdef}}
+	if in != nil {
+		if p.hasher == nil {
+			if p.hasher, err = e.cfg.Target.Hasher(ctx); err != nil {
+				return nil, err
+			}
+		}
+		ts, err := newTransformedSource(p.src, sdef, in, e.cfg.Transform.Pipeline, tdef, p.hasher)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		rep.SourceRows, rep.TargetRows = ss.Rows, ts.Rows
-		if ss != ts {
-			if err := c.descend(ctx, Range{}, ss, ts); err != nil {
-				return err
-			}
-		}
-	} else {
-		rep.SourceRows, rep.TargetRows = prev.SourceRows, prev.TargetRows
-		rep.RangesCompared = prev.RangesCompared
-		for _, r := range st.leaves {
-			ss, ts, err := c.sums(ctx, r)
-			if err != nil {
-				return err
-			}
-			if ss != ts {
-				if err := c.descend(ctx, r, ss, ts); err != nil {
-					return err
-				}
-			}
-		}
+		c.side = ts
 	}
-	st.leaves = c.leaves
-	rep.Equal = rep.Problem == "" && rep.Missing == 0 && rep.Extra == 0 && rep.Different == 0
-	e.log.Info("compared", "table", rep.Table, "equal", rep.Equal, "source_rows", rep.SourceRows,
-		"ranges_compared", rep.RangesCompared, "missing", rep.Missing, "extra", rep.Extra, "different", rep.Different)
-	return nil
+	return c, nil
 }
 
 // comparison is one table in one round.
@@ -459,12 +554,35 @@ type comparison struct {
 	e        *engine
 	p        *pair
 	src, tgt *TableDef
+	side     rowSource // the source side: src as it is, or transformed
 	rep      *TableReport
 	leaves   []Range
 }
 
-// sums computes the checksums of r on both sides at once.
-func (c *comparison) sums(ctx context.Context, r Range) (Sum, Sum, error) {
+func (c *comparison) transformed() bool {
+	_, ok := c.side.(*transformedSource)
+	return ok
+}
+
+// noSplit stops checking that keys pass through the transform unchanged.
+func (c *comparison) noSplit() {
+	if ts, ok := c.side.(*transformedSource); ok {
+		ts.checkKeys = false
+	}
+}
+
+// wholeDiffers reports a table that differs and whose keys cannot be
+// narrowed down, because the transform rewrites key column col.
+func (c *comparison) wholeDiffers(ss, ts Sum, col string) {
+	c.leaves = append(c.leaves, Range{})
+	c.rep.Problem = fmt.Sprintf("the transformed source (%d rows) and the target (%d rows) differ; "+
+		"the consumer's transform rewrites key column %q, so the differing keys cannot be listed", ss.Rows, ts.Rows, col)
+}
+
+// sums computes the checksums of r on both sides at once; ss.Rows counts
+// the rows the target should hold, scanned the source rows of r (more than
+// ss.Rows when a transform filters rows).
+func (c *comparison) sums(ctx context.Context, r Range) (Sum, Sum, int64, error) {
 	c.rep.RangesCompared++
 	type res struct {
 		s   Sum
@@ -475,23 +593,29 @@ func (c *comparison) sums(ctx context.Context, r Range) (Sum, Sum, error) {
 		s, err := c.p.tgt.Checksum(ctx, c.tgt, r)
 		ch <- res{s, err}
 	}()
-	ss, err := c.p.src.Checksum(ctx, c.src, r)
+	ss, scanned, err := c.side.Checksum(ctx, r)
 	t := <-ch
 	if err != nil {
-		return Sum{}, Sum{}, err
+		return Sum{}, Sum{}, 0, err
 	}
-	return ss, t.s, t.err
+	return ss, t.s, scanned, t.err
 }
 
 // descend narrows a differing range down to leaves and diffs their rows.
-func (c *comparison) descend(ctx context.Context, r Range, ss, ts Sum) error {
+func (c *comparison) descend(ctx context.Context, r Range, ss, ts Sum, scanned int64) error {
 	if ss.Rows <= c.e.cfg.LeafRows {
 		c.leaves = append(c.leaves, r)
 		return c.diffRows(ctx, r)
 	}
-	bounds, err := c.p.src.Boundaries(ctx, c.src, r, ss.Rows, c.e.cfg.Fanout)
+	// Split by source rows (scanned): a transform's filter may hold back
+	// some of them.
+	bounds, err := c.p.src.Boundaries(ctx, c.src, r, scanned, c.e.cfg.Fanout)
 	if err != nil {
 		return err
+	}
+	if len(bounds) == 0 {
+		c.leaves = append(c.leaves, r)
+		return c.diffRows(ctx, r)
 	}
 	lo := r.Lo
 	for i := 0; i <= len(bounds); i++ {
@@ -500,12 +624,12 @@ func (c *comparison) descend(ctx context.Context, r Range, ss, ts Sum) error {
 			sub.Hi = bounds[i]
 			lo = bounds[i]
 		}
-		s1, t1, err := c.sums(ctx, sub)
+		s1, t1, n1, err := c.sums(ctx, sub)
 		if err != nil {
 			return err
 		}
 		if s1 != t1 {
-			if err := c.descend(ctx, sub, s1, t1); err != nil {
+			if err := c.descend(ctx, sub, s1, t1, n1); err != nil {
 				return err
 			}
 		}
@@ -523,7 +647,7 @@ func (c *comparison) diffRows(ctx context.Context, r Range) error {
 	}
 	var order []string
 	src := map[string]*srow{}
-	err := c.p.src.Rows(ctx, c.src, r, func(key []string, hash string) error {
+	err := c.side.Rows(ctx, r, func(key []string, hash string) error {
 		k := strings.Join(key, "\x00")
 		order = append(order, k)
 		src[k] = &srow{key: key, hash: hash}
@@ -532,11 +656,14 @@ func (c *comparison) diffRows(ctx context.Context, r Range) error {
 	if err != nil {
 		return err
 	}
+	prev := ""
 	err = c.p.tgt.Rows(ctx, c.tgt, r, func(key []string, hash string) error {
 		k := strings.Join(key, "\x00")
 		s, ok := src[k]
+		dup := k == prev // rows come in key order: a key twice is adjacent
+		prev = k
 		switch {
-		case !ok:
+		case !ok, dup:
 			c.add(Extra, key)
 		case s.hash != hash:
 			s.seen = true
@@ -572,7 +699,7 @@ func (c *comparison) add(kind Kind, key []string) {
 	}
 	parts := make([]string, len(key))
 	for i, v := range key {
-		parts[i] = c.src.Key[i].Name + "=" + v
+		parts[i] = c.tgt.Key[i].Name + "=" + v // the target's names: a transform may rename keys
 	}
 	c.rep.Keys = append(c.rep.Keys, KeyDiff{Kind: kind, Key: strings.Join(parts, ", ")})
 }
