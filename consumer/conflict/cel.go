@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
@@ -140,4 +141,26 @@ func classOf(sqlType string) class {
 func additiveOK(sqlType string) bool {
 	t := strings.ToLower(sqlType)
 	return classOf(t) == classInt || classOf(t) == classFloat || t == "money" || strings.HasPrefix(t, "interval")
+}
+
+// isTimestamp reports whether a timestamp_column may have the type.
+func isTimestamp(sqlType string) bool {
+	t := strings.ToLower(sqlType)
+	return strings.HasPrefix(t, "timestamp")
+}
+
+// timestampLayouts are PostgreSQL's ISO output forms of timestamptz (offsets
+// of hours, hours and minutes, or seconds) and of timestamp.
+var timestampLayouts = []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00",
+	"2006-01-02 15:04:05.999999-07:00:00", "2006-01-02 15:04:05.999999"}
+
+// parseTimestamp parses a timestamp or timestamptz value as the target
+// prints it (DateStyle ISO); a timestamp without time zone is taken as UTC.
+func parseTimestamp(s string) (time.Time, error) {
+	for _, l := range timestampLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not an ISO timestamp (the target's DateStyle must be ISO)", s)
 }

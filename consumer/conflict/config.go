@@ -46,15 +46,21 @@ const (
 	// group's resolved column values; columns it leaves out keep their
 	// local values.
 	MethodCustom Method = "custom"
-	// MethodError stops the consumer with an error naming the table, key
-	// and LSN, for a person to resolve.
+	// MethodError stops the consumer with an error naming the table, key,
+	// LSN and both versions, for a person to resolve (by a row in
+	// tributary_conflict_actions, or by fixing the row).
 	MethodError Method = "error"
+	// MethodOwnership is not declared: it is recorded for ownership
+	// violations, and for conflicts decided by ownership (a change from
+	// the row's owner, or from the owner of every column of the group,
+	// overrides the local values).
+	MethodOwnership Method = "ownership"
 )
 
 var methods = []Method{MethodLatest, MethodEarliest, MethodSitePriority, MethodAdditive, MethodMinimum, MethodMaximum,
 	MethodKeepLocal, MethodApplyRemote, MethodCustom, MethodError}
 
-// usesTime reports whether m compares commit times.
+// usesTime reports whether m compares versions' times.
 func (m Method) usesTime() bool { return m == MethodLatest || m == MethodEarliest }
 
 // DeletePolicy resolves a delete of a row that was changed locally, and an
@@ -111,6 +117,10 @@ type TableConfig struct {
 	Method Method `yaml:"method"`
 	// Expr is the CEL expression of Method custom.
 	Expr string `yaml:"expr"`
+	// TimestampColumn, with latest or earliest, names a timestamp column of
+	// the columns in no group whose value is the version's time, in place
+	// of commit times (see GroupConfig.TimestampColumn).
+	TimestampColumn string `yaml:"timestamp_column"`
 	// Delete is the DeletePolicy (delete-wins by default).
 	Delete DeletePolicy `yaml:"delete"`
 	// Groups are named column groups, each resolved on its own.
@@ -125,6 +135,14 @@ type GroupConfig struct {
 	Columns []string `yaml:"columns"`
 	Method  Method   `yaml:"method"`
 	Expr    string   `yaml:"expr"` // custom
+	// TimestampColumn, with latest or earliest, is one of Columns, of type
+	// timestamp or timestamptz, that every writer at every site sets on
+	// each change of the group (an application column or a BEFORE trigger
+	// that is not ALWAYS enabled). Its value, not the commit time, is then
+	// the version's time: the remote after-image's against the local row's.
+	// Such a group needs no track_commit_timestamp and no row metadata;
+	// NULL counts as oldest.
+	TimestampColumn string `yaml:"timestamp_column"`
 }
 
 // Ownership says which site may change a row; a change from any other site
@@ -225,12 +243,15 @@ func normTable(n string) string {
 	return n
 }
 
-func checkMethod(m Method, expr string) error {
+func checkMethod(m Method, expr, tsCol string) error {
 	if !slices.Contains(methods, m) {
 		return fmt.Errorf("method %q: want one of %v", m, methods)
 	}
 	if (m == MethodCustom) != (expr != "") {
 		return fmt.Errorf("method %q: expr is required with custom and only with custom", m)
+	}
+	if tsCol != "" && !m.usesTime() {
+		return fmt.Errorf("method %q: timestamp_column %q is only for latest and earliest", m, tsCol)
 	}
 	return nil
 }
@@ -240,7 +261,7 @@ func (tc *TableConfig) validate() error {
 	if tc.Method == "" {
 		tc.Method = MethodLatest
 	}
-	if err := checkMethod(tc.Method, tc.Expr); err != nil {
+	if err := checkMethod(tc.Method, tc.Expr, tc.TimestampColumn); err != nil {
 		errs = append(errs, err)
 	}
 	switch tc.Delete {
@@ -265,8 +286,11 @@ func (tc *TableConfig) validate() error {
 				gc.Expr = tc.Expr
 			}
 		}
-		if err := checkMethod(gc.Method, gc.Expr); err != nil {
+		if err := checkMethod(gc.Method, gc.Expr, gc.TimestampColumn); err != nil {
 			errs = append(errs, fmt.Errorf("groups.%s: %w", g, err))
+		}
+		if gc.TimestampColumn != "" && !slices.Contains(gc.Columns, gc.TimestampColumn) {
+			errs = append(errs, fmt.Errorf("groups.%s: timestamp_column %q is not one of its columns", g, gc.TimestampColumn))
 		}
 		for _, c := range gc.Columns {
 			if o, ok := inGroup[c]; ok {

@@ -3,6 +3,7 @@ package conflict
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/cel-go/common/types"
 )
@@ -19,6 +20,10 @@ func TestParseFileValidates(t *testing.T) {
 		{"ownership empty", "tables:\n  t:\n    ownership: {}\n", "set primary, owner or columns"},
 		{"bad table", "tables:\n  a.b.c: {}\n", "not schema.table"},
 		{"delete policy", "tables:\n  t:\n    delete: maybe\n", "delete \"maybe\""},
+		{"timestamp column needs latest or earliest", "tables:\n  t:\n    groups:\n      a: {columns: [x, at], method: maximum, timestamp_column: at}\n",
+			"only for latest and earliest"},
+		{"timestamp column in its group", "tables:\n  t:\n    groups:\n      a: {columns: [x], method: latest, timestamp_column: at}\n",
+			"not one of its columns"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f, err := ParseFile([]byte(c.yml), "test.yaml")
@@ -111,5 +116,27 @@ func TestCustomAndOwnerExpressions(t *testing.T) {
 	}
 	if v, _ := textOf(types.Double(2.5)); *v != "2.5" {
 		t.Fatalf("textOf(2.5) = %s", *v)
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	for in, want := range map[string]string{
+		"2026-11-22 00:33:16.123456+00":    "2026-11-22T00:33:16.123456Z",
+		"2026-11-22 05:33:16+05:30":        "2026-11-22T00:03:16Z",
+		"2026-11-22 00:33:16-03":           "2026-11-22T03:33:16Z",
+		"2026-11-22 00:33:16.5":            "2026-11-22T00:33:16.5Z",
+		"1900-01-01 00:00:00+00:09:21":     "1899-12-31T23:50:39Z",
+		"2026-11-22 00:33:16.000001+00:00": "2026-11-22T00:33:16.000001Z",
+	} {
+		got, err := parseTimestamp(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if s := got.UTC().Format(time.RFC3339Nano); s != want {
+			t.Fatalf("%s: got %s, want %s", in, s, want)
+		}
+	}
+	if _, err := parseTimestamp("11/22/2026 00:33:16"); err == nil || !strings.Contains(err.Error(), "DateStyle") {
+		t.Fatalf("a non-ISO value should fail naming DateStyle: %v", err)
 	}
 }

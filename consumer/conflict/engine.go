@@ -63,6 +63,7 @@ type Engine struct {
 	log       *slog.Logger
 	meta      string // quoted schema.tributary_row_meta
 	conflicts string // quoted schema.tributary_conflicts
+	actions   string // quoted schema.tributary_conflict_actions
 	disp      *dispatcher
 
 	mu     sync.Mutex
@@ -111,7 +112,8 @@ func New(cfg Config) (*Engine, error) {
 	log := cfg.Logger.With("component", "conflict", "site", cfg.Site, "remote_site", cfg.RemoteSite)
 	q := schemas.QuoteIdent(f.Schema) + "."
 	return &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
-		conflicts: q + schemas.QuoteIdent("tributary_conflicts"), disp: newDispatcher(log, cfg.Notifiers),
+		conflicts: q + schemas.QuoteIdent("tributary_conflicts"), actions: q + schemas.QuoteIdent("tributary_conflict_actions"),
+		disp:   newDispatcher(log, cfg.Notifiers),
 		tables: map[int]*tableRT{}, idents: map[string]bool{}}, nil
 }
 
@@ -183,9 +185,17 @@ CREATE TABLE IF NOT EXISTS %s (
 	commit_ts  timestamptz,
 	hash       text NOT NULL,
 	PRIMARY KEY (table_name, key, grp)
-)`, schemas.QuoteIdent(e.file.Schema), e.conflicts, e.meta)
+);
+CREATE TABLE IF NOT EXISTS %s (
+	table_name text NOT NULL,
+	key        jsonb NOT NULL,
+	commit_lsn pg_lsn NOT NULL,
+	action     text NOT NULL CHECK (action IN ('keep-local', 'apply-remote')),
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (table_name, key, commit_lsn)
+)`, schemas.QuoteIdent(e.file.Schema), e.conflicts, e.meta, e.actions)
 	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return pgtarget.Classify(fmt.Errorf("create %s and %s: %w", e.conflicts, e.meta, err))
+		return pgtarget.Classify(fmt.Errorf("create %s, %s and %s: %w", e.conflicts, e.meta, e.actions, err))
 	}
 	if e.needsTime() {
 		var on string
@@ -209,11 +219,11 @@ func (e *Engine) needsTime() bool {
 		cfgs = append(cfgs, e.file.Defaults)
 	}
 	for _, tc := range cfgs {
-		if tc.Method.usesTime() {
+		if tc.Method.usesTime() && tc.TimestampColumn == "" {
 			return true
 		}
 		for _, g := range tc.Groups {
-			if g.Method.usesTime() {
+			if g.Method.usesTime() && g.TimestampColumn == "" {
 				return true
 			}
 		}
@@ -283,6 +293,7 @@ type group struct {
 	cols   []int
 	method Method
 	expr   *program
+	tsCol  int // the timestamp_column's index, or -1 (commit times)
 }
 
 // tableRT is a table version with its conflict configuration applied.
@@ -330,7 +341,10 @@ func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
 	slices.Sort(names)
 	for _, g := range names {
 		gc := tc.Groups[g]
-		gr := group{name: g, method: gc.Method, expr: ex.groups[g]}
+		gr := group{name: g, method: gc.Method, expr: ex.groups[g], tsCol: -1}
+		if gc.TimestampColumn != "" {
+			gr.tsCol = byName[gc.TimestampColumn] // a group column: checked below
+		}
 		for _, c := range gc.Columns {
 			i, ok := byName[c]
 			if !ok {
@@ -344,17 +358,27 @@ func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
 		}
 		rt.groups = append(rt.groups, gr)
 	}
-	def := group{name: defaultGroup, method: tc.Method, expr: ex.def}
+	def := group{name: defaultGroup, method: tc.Method, expr: ex.def, tsCol: -1}
 	for i, c := range rt.cols {
 		if !c.key && !inGroup[i] {
 			def.cols = append(def.cols, i)
+			if c.name == tc.TimestampColumn {
+				def.tsCol = i
+			}
 		}
+	}
+	if tc.TimestampColumn != "" && def.tsCol < 0 {
+		return nil, fmt.Errorf("conflict config: table %s: timestamp_column %q is not a column in no group", rt.name, tc.TimestampColumn)
 	}
 	if len(def.cols) > 0 {
 		rt.groups = append(rt.groups, def)
 	}
 	for _, g := range rt.groups {
-		rt.needTime = rt.needTime || g.method.usesTime()
+		rt.needTime = rt.needTime || g.method.usesTime() && g.tsCol < 0
+		if g.tsCol >= 0 && !isTimestamp(rt.cols[g.tsCol].sqlType) {
+			return nil, fmt.Errorf("conflict config: table %s: group %s: timestamp_column %q is %s, want timestamp or timestamptz",
+				rt.name, g.name, rt.cols[g.tsCol].name, rt.cols[g.tsCol].sqlType)
+		}
 		if g.method == MethodAdditive {
 			for _, i := range g.cols {
 				if !additiveOK(rt.cols[i].sqlType) {
@@ -483,6 +507,25 @@ type change struct {
 	keyParams   []any
 	metaKey     string
 	unchangedOK map[int]bool // after values unknown (unchanged TOAST)
+	act         *Method      // the declared action, once read (Session.declared)
+	fromOwner   bool         // the change's site owns the row (primary or owner)
+}
+
+// ownerDecides reports whether the change's site owns the row, or every
+// column of group gi: its change then wins a conflict in the group.
+func (ch *change) ownerDecides(gi int) bool {
+	if ch.fromOwner {
+		return true
+	}
+	if len(ch.rt.colOwner) == 0 {
+		return false
+	}
+	for _, i := range ch.rt.groups[gi].cols {
+		if ch.rt.colOwner[i] != ch.site {
+			return false
+		}
+	}
+	return true
 }
 
 type metaRow struct {
@@ -515,10 +558,21 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	if err != nil {
 		return err
 	}
-	if ok, detail, err := s.e.owned(ch); err != nil {
+	ok, detail, foreign, err := s.e.owned(ch)
+	switch {
+	case err != nil:
 		return ev.Wrap(consumer.Permanent(err))
-	} else if !ok {
-		return s.record(ctx, tx, ch, KindOwnership, "", "ownership", OutcomeRejected, ch.local, detail)
+	case !ok:
+		return s.record(ctx, tx, ch, KindOwnership, "", MethodOwnership, OutcomeRejected, ch.local, detail)
+	case len(foreign) > 0:
+		// Vertical ownership: the columns the site does not own are not
+		// applied (as if unchanged); the rest of the change is.
+		for _, i := range foreign {
+			ch.after[i], ch.unchangedOK[i] = ch.before[i], true
+		}
+		if err := s.record(ctx, tx, ch, KindOwnership, "", MethodOwnership, OutcomeRejected, nil, detail); err != nil {
+			return err
+		}
 	}
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpRead:
@@ -683,40 +737,52 @@ func (ch *change) attr(gi int, local string) attribution {
 	return attribution{site: local, ts: ch.localTS}
 }
 
-// owned judges ownership on the before-image (the after-image of an insert).
-func (e *Engine) owned(ch *change) (bool, string, error) {
+// owned judges ownership on the before-image (the after-image of an insert):
+// ok false rejects the whole change; foreign lists the columns of an update
+// that the change's site may not change (vertical ownership), which are not
+// to be applied.
+func (e *Engine) owned(ch *change) (ok bool, detail string, foreign []int, err error) {
 	o := ch.rt.cfg.Ownership
 	if o == nil {
-		return true, "", nil
+		return true, "", nil, nil
 	}
 	img := ch.before
 	if img == nil {
 		img = ch.after
 	}
 	if o.Primary != "" && ch.site != o.Primary {
-		return false, fmt.Sprintf("table is owned by primary site %s; the change came from %s", o.Primary, ch.site), nil
+		return false, fmt.Sprintf("table is owned by primary site %s; the change came from %s", o.Primary, ch.site), nil, nil
 	}
+	ch.fromOwner = o.Primary != ""
 	if ch.rt.owner != nil {
 		v, err := ch.rt.owner.eval(map[string]any{"row": celRow(ch.rt.cols, img), "site": ch.site})
 		if err != nil {
-			return false, "", fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
+			return false, "", nil, fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
 		}
 		owners, err := siteNames(v)
 		if err != nil {
-			return false, "", fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
+			return false, "", nil, fmt.Errorf("table %s: ownership.owner: %w", ch.rt.name, err)
 		}
 		if !slices.Contains(owners, ch.site) {
-			return false, fmt.Sprintf("row is owned by %s; the change came from %s", strings.Join(owners, ", "), ch.site), nil
+			return false, fmt.Sprintf("row is owned by %s; the change came from %s", strings.Join(owners, ", "), ch.site), nil, nil
+		}
+		ch.fromOwner = true
+	}
+	if len(ch.rt.colOwner) == 0 || ch.ev.Op != schemas.OpUpdate {
+		return true, "", nil, nil
+	}
+	var names []string
+	for i := range ch.rt.cols {
+		if site, ok := ch.rt.colOwner[i]; ok && site != ch.site && !eqText(ch.before[i], ch.after[i]) {
+			foreign = append(foreign, i)
+			names = append(names, fmt.Sprintf("%s (owned by %s)", ch.rt.cols[i].name, site))
 		}
 	}
-	if len(ch.rt.colOwner) > 0 && ch.ev.Op == schemas.OpUpdate {
-		for i, site := range ch.rt.colOwner {
-			if site != ch.site && !eqText(ch.before[i], ch.after[i]) {
-				return false, fmt.Sprintf("column %s is owned by %s; the change came from %s", ch.rt.cols[i].name, site, ch.site), nil
-			}
-		}
+	if len(foreign) > 0 {
+		detail = fmt.Sprintf("the change came from %s, which may not change %s; those columns were not applied, "+
+			"the change's other columns were", ch.site, strings.Join(names, ", "))
 	}
-	return true, "", nil
+	return true, detail, foreign, nil
 }
 
 func siteNames(v any) ([]string, error) {
@@ -796,7 +862,18 @@ func (s *Session) update(ctx context.Context, tx pgx.Tx, ch *change) error {
 	if ch.local == nil {
 		switch ch.rt.cfg.Delete {
 		case DeleteError:
-			return s.stop(ch, KindUpdateMissing, "", Method(DeleteError), "update of a row that is missing at this site")
+			switch act, err := s.declared(ctx, tx, ch); {
+			case err != nil:
+				return err
+			case act == MethodKeepLocal:
+				return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(DeleteError), OutcomeSkipped, nil, declaredDetail)
+			case act == "":
+				return s.stop(ch, KindUpdateMissing, "", Method(DeleteError), "update of a row that is missing at this site")
+			}
+			if err := s.insertRow(ctx, tx, ch); err != nil {
+				return err
+			}
+			return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(DeleteError), OutcomeInserted, ch.after, declaredDetail)
 		case UpdateWins:
 			if len(ch.unchangedOK) > 0 {
 				return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(UpdateWins), OutcomeSkipped, nil,
@@ -826,12 +903,21 @@ func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
 	for gi := range ch.rt.groups {
 		same = same && ch.groupEq(gi, ch.before, ch.local)
 	}
+	policy, detail := Method(ch.rt.cfg.Delete), ""
 	if !same {
 		switch ch.rt.cfg.Delete {
 		case DeleteError:
-			return s.stop(ch, KindDeleteDiffers, "", Method(DeleteError), "delete of a row that was changed at this site")
+			switch act, err := s.declared(ctx, tx, ch); {
+			case err != nil:
+				return err
+			case act == MethodKeepLocal:
+				return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeLocal, ch.local, declaredDetail)
+			case act == "":
+				return s.stop(ch, KindDeleteDiffers, "", policy, "delete of a row that was changed at this site")
+			}
+			detail = declaredDetail
 		case UpdateWins:
-			return s.record(ctx, tx, ch, KindDeleteDiffers, "", Method(UpdateWins), OutcomeLocal, ch.local, "")
+			return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeLocal, ch.local, "")
 		}
 	}
 	if _, err := tx.Exec(ctx, ch.rt.deleteSQL, ch.keyParams...); err != nil {
@@ -841,7 +927,7 @@ func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
 		return ch.ev.Wrap(pgtarget.Classify(err))
 	}
 	if !same {
-		return s.record(ctx, tx, ch, KindDeleteDiffers, "", Method(DeleteWins), OutcomeDeleted, nil, "")
+		return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeDeleted, nil, detail)
 	}
 	return nil
 }
@@ -861,6 +947,7 @@ type pending struct {
 	outcome  Outcome
 	attr     attribution
 	local    attribution
+	detail   string
 }
 
 // rank is a site's place in Priority; unranked sites come after.
@@ -902,20 +989,39 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 			attrs[gi] = remote
 			continue
 		}
-		local := attrs[gi]
-		p := pending{gi: gi, conflict: true, method: g.method, local: local}
+		local, remoteTS := attrs[gi], &ch.ts
+		if g.tsCol >= 0 {
+			var err error
+			if local.ts, err = ch.columnTime(g, ch.local); err != nil {
+				return err
+			}
+			if remoteTS, err = ch.columnTime(g, ch.after); err != nil {
+				return err
+			}
+		}
+		method := g.method
+		if ch.ownerDecides(gi) {
+			method = MethodOwnership
+		}
+		p := pending{gi: gi, conflict: true, method: method, local: local}
 		remoteWins := false
-		switch g.method {
+		switch method {
+		case MethodOwnership:
+			// The row's (or the group's columns') owner made the change:
+			// the local change it conflicts with was not the site's to make.
+			remoteWins = true
 		case MethodLatest, MethodEarliest:
 			switch {
-			case local.ts == nil:
-				remoteWins = g.method == MethodLatest
-			case ch.ts.Equal(*local.ts):
+			case local.ts == nil && remoteTS == nil:
+				remoteWins = s.e.better(ch.site, local.site)
+			case local.ts == nil || remoteTS == nil:
+				remoteWins = (local.ts == nil) == (g.method == MethodLatest)
+			case remoteTS.Equal(*local.ts):
 				remoteWins = s.e.better(ch.site, local.site)
 			case g.method == MethodLatest:
-				remoteWins = ch.ts.After(*local.ts)
+				remoteWins = remoteTS.After(*local.ts)
 			default:
-				remoteWins = ch.ts.Before(*local.ts)
+				remoteWins = remoteTS.Before(*local.ts)
 			}
 		case MethodSitePriority:
 			remoteWins = ch.site == local.site || s.e.better(ch.site, local.site)
@@ -923,7 +1029,14 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 			remoteWins = true
 		case MethodKeepLocal:
 		case MethodError:
-			return s.stop(ch, kind, g.name, g.method, "column group "+g.name+" conflicts and its method is error")
+			act, err := s.declared(ctx, tx, ch)
+			if err != nil {
+				return err
+			}
+			if act == "" {
+				return s.stop(ch, kind, g.name, g.method, "column group "+g.name+" conflicts and its method is error")
+			}
+			remoteWins, p.detail = act == MethodApplyRemote, declaredDetail
 		case MethodAdditive, MethodMinimum, MethodMaximum:
 			for _, i := range g.cols {
 				if ch.unchangedOK[i] {
@@ -965,11 +1078,25 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 		}
 	}
 	for _, p := range res {
-		if err := s.recordAttr(ctx, tx, ch, kind, rt.groups[p.gi].name, p.method, p.outcome, resolved, "", p.local); err != nil {
+		if err := s.recordAttr(ctx, tx, ch, kind, rt.groups[p.gi].name, p.method, p.outcome, resolved, p.detail, p.local); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// columnTime is the value of group g's timestamp_column in row (nil for
+// NULL).
+func (ch *change) columnTime(g group, row []*string) (*time.Time, error) {
+	v := row[g.tsCol]
+	if v == nil {
+		return nil, nil
+	}
+	t, err := parseTimestamp(*v)
+	if err != nil {
+		return nil, ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
+	}
+	return &t, nil
 }
 
 func later(a, b attribution) attribution {
@@ -1168,16 +1295,52 @@ VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, 
 	return nil
 }
 
+// declaredDetail is the detail of a conflict resolved by a declared action.
+const declaredDetail = "resolved by the action declared in tributary_conflict_actions"
+
+// declared takes the action a person declared for the change's conflict
+// (see stop): keep-local, apply-remote, or "" when none is declared. The
+// action row is deleted in tx, so it is used once, when tx commits.
+func (s *Session) declared(ctx context.Context, tx pgx.Tx, ch *change) (Method, error) {
+	if ch.act != nil {
+		return *ch.act, nil
+	}
+	if ch.ev.Txn == nil {
+		return "", nil
+	}
+	key, _ := json.Marshal(s.newRecord(ch, "", "", "", "", nil, "").Key)
+	var act string
+	err := tx.QueryRow(ctx, "DELETE FROM "+s.e.actions+" WHERE table_name = $1 AND key = $2::text::jsonb AND commit_lsn = $3::text::pg_lsn RETURNING action",
+		ch.rt.name, string(key), ch.ev.Txn.CommitLSN.String()).Scan(&act)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("read %s: %w", s.e.actions, err)))
+	}
+	m := Method(act)
+	ch.act = &m
+	return m, nil
+}
+
 // stop notifies at once (the transaction will roll back) and returns the
-// permanent error that stops the consumer for a person.
+// permanent error that stops the consumer for a person. The error shows
+// both versions and how to declare the resolution.
 func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string) error {
 	r := s.newRecord(ch, kind, grp, m, OutcomeStopped, nil, what)
 	if s.e.cfg.OnRecord != nil {
 		s.e.cfg.OnRecord(r)
 	}
 	s.e.disp.send([]Record{r})
-	return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("%w: %s (%s); resolve it by hand at this site, then restart the consumer",
-		ErrUnresolved, what, kind)))
+	js := func(row Row) string {
+		b, _ := json.Marshal(row)
+		return string(b)
+	}
+	return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("%w: %s (%s, site %s, change from %s); local row %s; remote before %s; "+
+		"remote after %s; resolve it at this site: INSERT INTO %s (table_name, key, commit_lsn, action) VALUES "+
+		"('%s', '%s', '%s', 'keep-local' or 'apply-remote'), or make the row equal to the remote before- or after-image; "+
+		"then restart the consumer", ErrUnresolved, what, kind, s.e.cfg.Site, ch.site, js(r.Local), js(r.RemoteBefore),
+		js(r.RemoteAfter), s.e.actions, r.Table, js(r.Key), r.CommitLSN)))
 }
 
 // ErrUnresolved is wrapped by the error of a conflict whose method is error.
