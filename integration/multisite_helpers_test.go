@@ -233,3 +233,92 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 	}
 	return out
 }
+
+// msRun is a consumer that a test stops, expects to stop, and restarts.
+type msRun struct {
+	eng    *conflict.Engine
+	done   chan error // Run's result, once
+	cancel context.CancelFunc
+	ended  bool // the test saw it stop by itself (stopped)
+}
+
+// startConsumer runs, in process, a consumer at s of from's prefix as
+// consume does, but hands its end to the test: wait for an error it stops
+// with, or stop it. The test's end stops it too.
+func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string) *msRun {
+	t.Helper()
+	var file *conflict.File
+	if yml != "" {
+		f, err := conflict.ParseFile([]byte(yml), t.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		file = f
+	}
+	name := "from_" + from.name
+	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := postgres.New(postgres.Config{DSN: s.env.pg.DSN, Consumer: name, Origin: conflict.OriginPrefix + from.name,
+		Conflicts: eng, Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
+		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &msRun{eng: eng, done: make(chan error, 1), cancel: cancel}
+	go func() {
+		err := c.Run(ctx)
+		eng.Close(context.Background())
+		r.done <- err
+	}()
+	t.Cleanup(func() { r.stop(t) })
+	// The sink creates the conflict tables when it opens.
+	waitValue(t, s, "true", `SELECT (to_regclass('tributary_conflict_actions') IS NOT NULL)::text`)
+	return r
+}
+
+// stopped waits for the consumer to stop by itself and returns why.
+func (r *msRun) stopped(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		r.ended = true
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("the consumer did not stop within 60 s")
+		return nil
+	}
+}
+
+// stop cancels the consumer and waits for it; an error other than the
+// cancellation fails the test.
+func (r *msRun) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil && !r.ended && !errors.Is(err, context.Canceled) {
+			t.Errorf("consumer stopped with: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the consumer did not stop within 30 s of cancel")
+	}
+}
+
+// waitPublished waits until s's producer has confirmed its slot past
+// everything written at s so far, so that its log in Kafka holds every
+// transaction committed there before the call.
+func (s *msSite) waitPublished(t *testing.T) {
+	t.Helper()
+	target := s.query(t, `SELECT pg_current_wal_lsn()::text`)
+	waitValue(t, s, "true", `SELECT (confirmed_flush_lsn >= $1::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = $2`,
+		target, "slot_"+strings.ToLower(s.name))
+}
