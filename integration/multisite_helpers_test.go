@@ -234,6 +234,67 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 	return out
 }
 
+// produceProc runs the site's producer as a subprocess (slot "slot", no
+// initial snapshot), so that a test can kill it like a crashed process.
+func (s *msSite) produceProc(t *testing.T) *harness.Proc {
+	t.Helper()
+	p := harness.StartTributary(t, nil, s.env.producerArgs("--snapshot", "never")...)
+	s.env.waitSlotActive(t, "slot", p)
+	return p
+}
+
+// consumeStoppable is consume with a stop function, for a test that takes
+// the site down and brings it back: stop cancels the consumer and waits for
+// it, failing the test if it had stopped with an error before.
+func (s *msSite) consumeStoppable(t *testing.T, from *msSite, yml string) (*conflict.Engine, func()) {
+	t.Helper()
+	var file *conflict.File
+	if yml != "" {
+		f, err := conflict.ParseFile([]byte(yml), t.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		file = f
+	}
+	name := "from_" + from.name
+	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := postgres.New(postgres.Config{DSN: s.env.pg.DSN, Consumer: name,
+		Origin: conflict.OriginPrefix + from.name, Conflicts: eng, Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
+		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once bool
+	stop := func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("consumer at %s of %s: %v", s.name, from.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("consumer at %s of %s did not stop", s.name, from.name)
+		}
+		eng.Close(context.Background())
+	}
+	t.Cleanup(stop)
+	return eng, stop
+}
+
 // msRun is a consumer that a test stops, expects to stop, and restarts.
 type msRun struct {
 	eng    *conflict.Engine

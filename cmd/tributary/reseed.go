@@ -201,8 +201,10 @@ type cpRow struct {
 	ts       *time.Time
 }
 
-func connectSession(ctx context.Context, dsn, role string, replication bool) (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
+// sessionConfig parses dsn (role names the flag) with reseedSession's
+// settings; replication makes it a replication connection.
+func sessionConfig(dsn, role string, replication bool) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--%s: %w", role, err)}
 	}
@@ -216,19 +218,19 @@ func connectSession(ctx context.Context, dsn, role string, replication bool) (*p
 }
 
 func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
-	tcfg, err := connectSession(ctx, targetDSN, "target", false)
+	tcfg, err := sessionConfig(targetDSN, "target", false)
 	if err != nil {
 		return err
 	}
-	dcfg, err := connectSession(ctx, donorDSN, "donor", false)
+	dcfg, err := sessionConfig(donorDSN, "donor", false)
 	if err != nil {
 		return err
 	}
-	rcfg, err := connectSession(ctx, donorDSN, "donor", true)
+	rcfg, err := sessionConfig(donorDSN, "donor", true)
 	if err != nil {
 		return err
 	}
-	tgt, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *tcfg})
+	tgt, err := pgx.ConnectConfig(ctx, tcfg)
 	if err != nil {
 		return fmt.Errorf("connect to the target: %w", err)
 	}
@@ -240,7 +242,7 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 	// The donor snapshot: a temporary slot's exported snapshot, imported by
 	// a REPEATABLE READ transaction; the slot's connection stays idle until
 	// the import is done, then goes (the imported snapshot lives on).
-	repl, err := pgconn.ConnectConfig(ctx, rcfg)
+	repl, err := pgconn.ConnectConfig(ctx, &rcfg.Config)
 	if err != nil {
 		return fmt.Errorf("replication connection to the donor (its role needs REPLICATION): %w", err)
 	}
@@ -256,7 +258,7 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		repl.Close(ctx)
 		return fmt.Errorf("slot %s consistent point %q: %w", slot, res.ConsistentPoint, err)
 	}
-	src, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *dcfg})
+	src, err := pgx.ConnectConfig(ctx, dcfg)
 	if err != nil {
 		repl.Close(ctx)
 		return fmt.Errorf("connect to the donor: %w", err)
@@ -271,7 +273,7 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		return fmt.Errorf("import the donor snapshot %s: %w", res.SnapshotName, err)
 	}
 	defer stx.Rollback(context.WithoutCancel(ctx))
-	r.log.Info("donor snapshot taken", "consistent_point", cp, "slot", slot)
+	r.log.Info("donor snapshot taken", "consistent_point", cp.String(), "slot", slot)
 
 	tables, err := r.publishedTables(ctx, stx)
 	if err != nil {
@@ -352,24 +354,24 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		return fmt.Errorf("commit the reseed at the target: %w", err)
 	}
 	r.log.Info("reseed committed", "tables", len(tables), "rows", total, "consumer", r.consumer,
-		"donor_commit_lsn", own.CommitLSN, "consistent_point", cp, "third_site_consumers", len(third))
+		"donor_commit_lsn", own.CommitLSN.String(), "consistent_point", cp.String(), "third_site_consumers", len(third))
 	return nil
 }
 
 // checkNoConsumer refuses while a consumer is connected to the target.
 func (r *reseed) checkNoConsumer(ctx context.Context, tgt *pgx.Conn) error {
-	var who string
+	var who *string
 	err := tgt.QueryRow(ctx, `SELECT string_agg(pid || ' ' || coalesce(host(client_addr), 'local'), ', ')
 		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1`,
 		pgtarget.ConsumerApplicationName).Scan(&who)
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && who == "" {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("look for consumers connected to the target: %w", err)
 	}
+	if who == nil {
+		return nil
+	}
 	return refuse("a consumer is connected to the target (backends %s): stop every consumer of the target "+
-		"before reseeding it, and start them again afterwards", who)
+		"before reseeding it, and start them again afterwards", *who)
 }
 
 // publishedTables lists the donor publication's tables in the snapshot.
@@ -476,7 +478,7 @@ func (r *reseed) donorCheckpoints(ctx context.Context, tx pgx.Tx) (map[string]co
 		}
 	}
 	for name, cp := range out {
-		r.log.Info("third-site checkpoint from the donor", "consumer", name, "streams", len(cp.Next), "commit_lsn", cp.CommitLSN)
+		r.log.Info("third-site checkpoint from the donor", "consumer", name, "streams", len(cp.Next), "commit_lsn", cp.CommitLSN.String())
 	}
 	return out, nil
 }
@@ -534,7 +536,7 @@ func (r *reseed) copyTable(ctx context.Context, stx, ttx pgx.Tx, t pubTable) (in
 	if err != nil {
 		return 0, fmt.Errorf("copy %s: write to the target: %w", t, err)
 	}
-	r.log.Info("table copied", "table", t.String(), "rows", tag.RowsAffected(), "bytes", cr.n, "took", time.Since(start).Round(time.Millisecond))
+	r.log.Info("table copied", "table", t.String(), "rows", tag.RowsAffected(), "bytes", cr.n, "took", time.Since(start).Round(time.Millisecond).String())
 	return tag.RowsAffected(), nil
 }
 
@@ -566,7 +568,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // in Kafka (frames are committed in commit-LSN order).
 func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl.LSN) (consumer.Checkpoint, error) {
 	out := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
-	bc, err := pgx.ConnectConfig(ctx, src.Config())
+	bc, err := pgx.ConnectConfig(ctx, src.Config().Copy())
 	if err != nil {
 		return out, fmt.Errorf("connect to the donor for the barrier message: %w", err)
 	}
@@ -611,7 +613,7 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl
 				"is it running with --prefix %s?", cp, txTopic, r.timeout, r.prefix)
 		}
 		if time.Now().After(next) {
-			r.log.Info("waiting for the donor's producer to publish past the snapshot", "consistent_point", cp, "topic", txTopic)
+			r.log.Info("waiting for the donor's producer to publish past the snapshot", "consistent_point", cp.String(), "topic", txTopic)
 			next = time.Now().Add(5 * time.Second)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -670,7 +672,7 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl
 	if lerr != nil {
 		return out, lerr
 	}
-	r.log.Info("donor stream position", "topic", txTopic, "next_offset", txNext, "commit_lsn", out.CommitLSN,
+	r.log.Info("donor stream position", "topic", txTopic, "next_offset", txNext, "commit_lsn", out.CommitLSN.String(),
 		"partitions", len(out.Next)-1)
 	return out, nil
 }
