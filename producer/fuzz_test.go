@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/linkedin/goavro/v2"
 
 	"github.com/tributary-cdc/tributary/schemas"
 )
@@ -105,20 +104,21 @@ func TestFuzzSeedsDecode(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed %d: %v", i, err)
 		}
-		row, toast, err := rowFromTuple(ts, msg.(*pglogrepl.InsertMessage).Tuple)
-		if err != nil {
-			t.Fatalf("seed %d: %v", i, err)
+		env := fuzzCheckTuple(t, ts, msg.(*pglogrepl.InsertMessage).Tuple)
+		if env == nil {
+			t.Fatalf("seed %d: rejected", i)
 		}
-		if i == 3 && (len(toast) != 3 || row["name"] != nil) {
-			t.Fatalf("seed %d: unchanged TOAST columns %v, name %v", i, toast, row["name"])
+		toast := env["unchanged_toast"].([]any)
+		after := schemas.UnwrapUnion(env["after"]).(map[string]any)
+		if i == 3 && (len(toast) != 3 || after["name"] != nil) {
+			t.Fatalf("seed %d: unchanged TOAST columns %v, name %v", i, toast, after["name"])
 		}
-		fuzzCheckTuple(t, ts, msg.(*pglogrepl.InsertMessage).Tuple)
 	}
 }
 
 // FuzzDecodeTuple feeds bytes to parsePgoutput (pglogrepl.Parse), as the
 // producer does with each XLogData payload, and the tuples of Insert, Update and Delete messages
-// to rowFromTuple. Nothing may panic; errors are fine. A row rowFromTuple
+// to the encoder. Nothing may panic; errors are fine. A row the encoder
 // accepts must be encodable as the table's Avro envelope (and its key, when
 // the key column is set): Decode's contract is to return what goavro accepts.
 func FuzzDecodeTuple(f *testing.F) {
@@ -157,7 +157,7 @@ func FuzzDecodeTuple(f *testing.F) {
 	})
 }
 
-// FuzzRowFromTuple drives rowFromTuple with structurally valid tuples of
+// FuzzRowFromTuple drives the encoder with structurally valid tuples of
 // arbitrary column kinds and values, independently of pglogrepl's parser:
 // kinds[i] is column i's kind ('t' when kinds is short), v[i] its data.
 func FuzzRowFromTuple(f *testing.F) {
@@ -184,43 +184,36 @@ func FuzzRowFromTuple(f *testing.F) {
 	})
 }
 
-// fuzzCheckTuple converts tup and, when it converts, encodes the envelope
-// and key as session.emit and session.encodeKey do.
-func fuzzCheckTuple(t *testing.T, ts *schemas.TableSchema, tup *pglogrepl.TupleData) {
-	row, toast, err := rowFromTuple(ts, tup)
+// fuzzCheckTuple encodes tup's envelope and key as session.encodeChange and
+// session.encodeKey do and returns the envelope as goavro decodes it, or nil
+// when the encoder rejects the row. What the encoder accepts, goavro must
+// decode, null and unchanged-TOAST columns must be null, and every decoded
+// value must go back to a literal that Decode accepts.
+func fuzzCheckTuple(t *testing.T, ts *schemas.TableSchema, tup *pglogrepl.TupleData) map[string]any {
+	enc := schemas.NewEncoder(ts)
+	ev := schemas.EncoderEvent{Op: schemas.OpInsert, After: tup,
+		SourceHead: schemas.EncoderSourceHead("fuzz", "fuzz", "db", "public", "t"),
+		Tx:         schemas.NewEncoderTx(0, 1, time.Unix(0, 0), "")}
+	b, err := enc.AppendValue(nil, &ev)
 	if err != nil {
-		return
-	}
-	if len(row) != len(ts.Fields) {
-		t.Fatalf("row has %d fields, table %d", len(row), len(ts.Fields))
-	}
-	for i, c := range tup.Columns {
-		if c.DataType == pglogrepl.TupleDataTypeNull || c.DataType == pglogrepl.TupleDataTypeToast {
-			if row[ts.Fields[i]] != nil {
-				t.Fatalf("column %d (%c) is %v, want null", i, c.DataType, row[ts.Fields[i]])
-			}
-		}
-	}
-	if toast == nil {
-		toast = []any{}
-	}
-	src := schemas.Source{Version: "fuzz", Prefix: "fuzz", DB: "db", Schema: "public", Table: "t", CommitTime: time.Unix(0, 0)}
-	env := map[string]any{
-		"op": string(schemas.OpInsert), "before": nil, "after": goavro.Union(ts.RowName, row),
-		"source": src.Native(), "tx": map[string]any{"id": "1:0/0", "position": int64(0)},
-		"unchanged_toast": toast,
-	}
-	b, err := ts.ValueCodec.BinaryFromNative(nil, env)
-	if err != nil {
-		t.Fatalf("rowFromTuple accepted a row the value schema cannot encode: %v\nrow: %#v", err, row)
+		return nil
 	}
 	back, rest, err := ts.ValueCodec.NativeFromBinary(b)
 	if err != nil || len(rest) != 0 {
 		t.Fatalf("encoded envelope does not decode: %v (%d bytes left)", err, len(rest))
 	}
-	after := schemas.UnwrapUnion(back.(map[string]any)["after"]).(map[string]any)
+	env := back.(map[string]any)
+	after := schemas.UnwrapUnion(env["after"]).(map[string]any)
+	if len(after) != len(ts.Fields) {
+		t.Fatalf("row has %d fields, table %d", len(after), len(ts.Fields))
+	}
 	for i, f := range ts.Fields {
 		v := schemas.UnwrapUnion(after[f])
+		if c := tup.Columns[i]; c.DataType == pglogrepl.TupleDataTypeNull || c.DataType == pglogrepl.TupleDataTypeToast {
+			if v != nil {
+				t.Fatalf("column %d (%c) is %v, want null", i, c.DataType, v)
+			}
+		}
 		if v == nil {
 			continue
 		}
@@ -232,13 +225,17 @@ func fuzzCheckTuple(t *testing.T, ts *schemas.TableSchema, tup *pglogrepl.TupleD
 			t.Fatalf("column %s: Encode's literal %q does not decode: %v", f, lit, err)
 		}
 	}
-	for _, k := range ts.KeyColumns {
-		kv := schemas.UnwrapUnion(row[ts.Fields[k]])
-		if kv == nil {
-			return
+	key, err := enc.AppendKey(nil, tup)
+	if err != nil {
+		for _, k := range ts.KeyColumns {
+			if tup.Columns[k].DataType == pglogrepl.TupleDataTypeText {
+				t.Fatalf("the value encodes but its key does not: %v", err)
+			}
 		}
-		if _, err := ts.KeyCodec.BinaryFromNative(nil, map[string]any{ts.Fields[k]: kv}); err != nil {
-			t.Fatalf("key %v does not encode: %v", kv, err)
-		}
+		return env
 	}
+	if _, rest, err := ts.KeyCodec.NativeFromBinary(key); err != nil || len(rest) != 0 {
+		t.Fatalf("encoded key does not decode: %v (%d bytes left)", err, len(rest))
+	}
+	return env
 }

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -50,15 +51,14 @@ type session struct {
 	dbName string
 	only   map[string]bool // schema.table filter; nil means every published table
 
-	relations  map[uint32]*relState
-	frameCodec *goavro.Codec
-	frameID    int
-	msgKeyID   int
-	msgValID   int
-	msgCodec   *goavro.Codec
-	msgKey     *goavro.Codec
-	msgTopic   topicInfo
-	txTopic    string
+	relations map[uint32]*relState
+	frameID   int
+	msgKeyID  int
+	msgValID  int
+	msgCodec  *goavro.Codec
+	msgKey    *goavro.Codec
+	msgTopic  topicInfo
+	txTopic   string
 
 	resumeAfter pglogrepl.LSN // source transactions committed at or below this are in Kafka already
 	snap        snapshotState // initial snapshot progress; nil when no snapshot runs
@@ -81,6 +81,8 @@ type session struct {
 
 type relState struct {
 	ts      *schemas.TableSchema
+	enc     *schemas.Encoder
+	srcHead []byte // the table's encoded source head (schemas.EncoderSourceHead)
 	keyID   int
 	valueID int
 	topic   topicInfo
@@ -101,6 +103,22 @@ type txState struct {
 	skip       bool // already in Kafka, or from an origin not forwarded
 	pos        int64
 	counts     map[tpKey]int64
+
+	enc       *schemas.EncoderTx // built on the first event; see encoded
+	commitHdr []byte             // order header values shared by the transaction's records
+	xidHdr    []byte
+}
+
+// encoded returns the encoded parts that every event of tx shares. It is
+// built on first use, after any Origin message; a txState is used by one
+// goroutine.
+func (tx *txState) encoded() *schemas.EncoderTx {
+	if tx.enc == nil {
+		tx.enc = schemas.NewEncoderTx(tx.commitLSN, tx.xid, tx.commitTime, tx.origin)
+		tx.commitHdr = lsnHeader(uint64(tx.commitLSN))
+		tx.xidHdr = strconv.AppendUint(nil, uint64(tx.xid), 10)
+	}
+	return tx.enc
 }
 
 func (s *session) close() {
@@ -266,9 +284,6 @@ func (s *session) openKafka(ctx context.Context) error {
 	}
 	if s.msgTopic, err = s.w.ensureTopic(ctx, schemas.MessagesTopic(cfg.Prefix), 0); err != nil {
 		return err
-	}
-	if s.frameCodec, err = goavro.NewCodec(schemas.FrameSchema()); err != nil {
-		return permanent(err)
 	}
 	if s.msgCodec, err = goavro.NewCodec(schemas.MessageSchema()); err != nil {
 		return permanent(err)
@@ -521,6 +536,7 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 	case *pglogrepl.OriginMessage:
 		if s.tx != nil {
 			s.tx.origin = m.Name
+			s.tx.enc = nil
 			if !s.forwardOrigin(m.Name) {
 				s.tx.skip = true
 			}
@@ -574,6 +590,8 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 		return permanent(err)
 	}
 	rs.ts = ts
+	rs.enc = schemas.NewEncoder(ts)
+	rs.srcHead = schemas.EncoderSourceHead(s.cfg.Version, s.cfg.Prefix, s.dbName, t.Schema, t.Name)
 	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0); err != nil {
 		return err
 	}
@@ -625,120 +643,66 @@ func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, o
 	if rs.skip {
 		return nil
 	}
-	ts := rs.ts
-	var before, after map[string]any
-	var toast []any
-	var err error
-	if oldT != nil {
-		if before, _, err = rowFromTuple(ts, oldT); err != nil {
-			return s.eventError(rs, lsn, "?", err)
-		}
-	}
-	if newT != nil {
-		if after, toast, err = rowFromTuple(ts, newT); err != nil {
-			return s.eventError(rs, lsn, "?", err)
-		}
-	}
-	keyRow := after
+	keyT := newT
 	if op == schemas.OpDelete {
-		keyRow = before
+		keyT = oldT
 	}
-	key, keyText, err := s.encodeKey(rs, keyRow)
+	key, err := s.encodeKey(rs, keyT)
 	if err != nil {
-		return s.eventError(rs, lsn, keyText, err)
+		return s.eventError(rs, lsn, rs.enc.KeyText(keyT), err)
 	}
-	if op == schemas.OpUpdate && before != nil {
-		oldKey, oldText, err := s.encodeKey(rs, before)
+	if op == schemas.OpUpdate && oldT != nil {
+		oldKey, err := s.encodeKey(rs, oldT)
 		if err != nil {
-			return s.eventError(rs, lsn, oldText, err)
+			return s.eventError(rs, lsn, rs.enc.KeyText(oldT), err)
 		}
-		if string(oldKey) != string(key) {
+		if !bytes.Equal(oldKey, key) {
 			// A key change is a delete of the old key and an insert of the
 			// new one, so that each key's events stay on its own partition.
-			if err := s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpDelete, oldKey, oldText, before, before, nil, nil); err != nil {
+			if err := s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpDelete, oldKey, oldT, oldT, nil); err != nil {
 				return err
 			}
-			return s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpInsert, key, keyText, after, nil, after, toast)
+			return s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpInsert, key, newT, nil, newT)
 		}
 	}
-	return s.emitUnlessInSnapshot(ctx, rs, lsn, op, key, keyText, keyRow, before, after, toast)
+	return s.emitUnlessInSnapshot(ctx, rs, lsn, op, key, keyT, oldT, newT)
 }
 
 // emitUnlessInSnapshot emits a change unless a resumed snapshot already holds
-// its effect (see catchUp); keyRow holds the row's key columns.
-func (s *session) emitUnlessInSnapshot(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, keyRow, before, after map[string]any, toast []any) error {
-	skip, err := s.inSnapshot(ctx, rs.ts, s.tx.commitLSN, keyRow)
+// its effect (see catchUp); keyT is the row image the key comes from.
+func (s *session) emitUnlessInSnapshot(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyT, before, after *pglogrepl.TupleData) error {
+	skip, err := s.inSnapshot(ctx, rs.ts, s.tx.commitLSN, keyT)
 	if err != nil {
-		return s.eventError(rs, lsn, keyText, err)
+		return s.eventError(rs, lsn, rs.enc.KeyText(keyT), err)
 	}
 	if skip {
 		return nil
 	}
-	return s.emit(ctx, rs, lsn, op, key, keyText, before, after, toast)
-}
-
-// encodeKey encodes the key columns of row as the Kafka key, and renders them
-// for error messages.
-func (s *session) encodeKey(rs *relState, row map[string]any) ([]byte, string, error) {
-	ts := rs.ts
-	if row == nil {
-		return nil, "?", errors.New("no row image to take the key from")
-	}
-	km := make(map[string]any, len(ts.KeyColumns))
-	text := "("
-	for n, i := range ts.KeyColumns {
-		f := ts.Fields[i]
-		v := schemas.UnwrapUnion(row[f])
-		if n > 0 {
-			text += ", "
-		}
-		text += ts.Table.Columns[i].Name + "=" + fmt.Sprint(v)
-		if v == nil {
-			return nil, text + ")", fmt.Errorf("key column %q is null or unchanged TOAST", ts.Table.Columns[i].Name)
-		}
-		km[f] = v
-	}
-	text += ")"
-	b, err := ts.KeyCodec.BinaryFromNative(schemas.AppendHeader(make([]byte, 0, 32), rs.keyID), km)
+	r, err := s.encodeChange(rs, rs.topic.part, s.tx, s.tx.pos, lsn, op, key, before, after)
 	if err != nil {
-		return nil, text, fmt.Errorf("encode key: %w", err)
-	}
-	return b, text, nil
-}
-
-// emit encodes one change in the current source transaction and produces it
-// in the open Kafka transaction.
-func (s *session) emit(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyText string, before, after map[string]any, toast []any) error {
-	r, err := s.encodeChange(rs, rs.topic.part, s.tx, s.tx.pos, lsn, op, key, before, after, toast)
-	if err != nil {
-		return s.eventError(rs, lsn, keyText, err)
+		return s.eventError(rs, lsn, rs.enc.KeyText(keyT), err)
 	}
 	return s.produce(ctx, r)
+}
+
+// encodeKey encodes the key columns of row image t as the Kafka key, in the
+// Confluent wire format.
+func (s *session) encodeKey(rs *relState, t *pglogrepl.TupleData) ([]byte, error) {
+	return rs.enc.AppendKey(schemas.AppendHeader(make([]byte, 0, 32), rs.keyID), t)
 }
 
 // encodeChange builds the record of one change at position pos of source
 // transaction tx: the envelope, its partition and its order headers. It only
 // reads shared state, so snapshot workers call it concurrently, each with its
-// own partitioner.
-func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txState, pos int64, lsn pglogrepl.LSN, op schemas.Op, key []byte, before, after map[string]any, toast []any) (*kgo.Record, error) {
+// own partitioner and txState.
+func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txState, pos int64, lsn pglogrepl.LSN, op schemas.Op, key []byte, before, after *pglogrepl.TupleData) (*kgo.Record, error) {
 	ts := rs.ts
 	if key == nil {
 		return nil, errors.New("keyless change")
 	}
-	if toast == nil {
-		toast = []any{}
-	}
-	src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: ts.Table.Schema, Table: ts.Table.Name,
-		LSN: lsn, CommitLSN: tx.commitLSN, Xid: tx.xid, CommitTime: tx.commitTime, Origin: tx.origin, Snapshot: op == schemas.OpRead}
-	env := map[string]any{
-		"op":              string(op),
-		"before":          rowUnion(ts, before),
-		"after":           rowUnion(ts, after),
-		"source":          src.Native(),
-		"tx":              map[string]any{"id": schemas.TxID(tx.xid, tx.commitLSN), "position": pos},
-		"unchanged_toast": toast,
-	}
-	val, err := ts.ValueCodec.BinaryFromNative(schemas.AppendHeader(make([]byte, 0, 256), rs.valueID), env)
+	ev := schemas.EncoderEvent{Op: op, Before: before, After: after, SourceHead: rs.srcHead, LSN: lsn,
+		Tx: tx.encoded(), Snapshot: op == schemas.OpRead, Position: pos}
+	val, err := rs.enc.AppendValue(schemas.AppendHeader(make([]byte, 0, valueSizeHint(rs, before, after)), rs.valueID), &ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode value: %w", err)
 	}
@@ -747,12 +711,28 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 	return r, nil
 }
 
+// valueSizeHint is a capacity for an envelope's bytes that is rarely
+// exceeded: the text sizes bound the binary ones of most types.
+func valueSizeHint(rs *relState, rows ...*pglogrepl.TupleData) int {
+	n := 96 + len(rs.srcHead)
+	for _, t := range rows {
+		if t == nil {
+			continue
+		}
+		for _, c := range t.Columns {
+			n += 2 + len(c.Data)
+		}
+	}
+	return n
+}
+
 // orderHeaders are the headers that let readers check order without decoding.
 func orderHeaders(tx *txState, pos int64) []kgo.RecordHeader {
+	tx.encoded()
 	return []kgo.RecordHeader{
-		{Key: schemas.HeaderCommitLSN, Value: lsnHeader(uint64(tx.commitLSN))},
+		{Key: schemas.HeaderCommitLSN, Value: tx.commitHdr},
 		{Key: schemas.HeaderPosition, Value: lsnHeader(uint64(pos))},
-		{Key: schemas.HeaderXID, Value: strconv.AppendUint(nil, uint64(tx.xid), 10)},
+		{Key: schemas.HeaderXID, Value: tx.xidHdr},
 	}
 }
 
@@ -767,42 +747,6 @@ func (s *session) produce(ctx context.Context, r *kgo.Record) error {
 	s.tx.counts[tpKey{r.Topic, r.Partition}]++
 	s.groupEvents++
 	return ctx.Err()
-}
-
-func rowUnion(ts *schemas.TableSchema, row map[string]any) any {
-	if row == nil {
-		return nil
-	}
-	return goavro.Union(ts.RowName, row)
-}
-
-// rowFromTuple converts a pgoutput tuple to the row record's native form.
-// Unchanged TOAST columns are null and returned by original name.
-func rowFromTuple(ts *schemas.TableSchema, t *pglogrepl.TupleData) (map[string]any, []any, error) {
-	if int(t.ColumnNum) != len(ts.Fields) || len(t.Columns) != len(ts.Fields) {
-		return nil, nil, fmt.Errorf("tuple has %d columns, relation has %d", len(t.Columns), len(ts.Fields))
-	}
-	row := make(map[string]any, len(ts.Fields))
-	var toast []any
-	for i, c := range t.Columns {
-		f := ts.Fields[i]
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-			row[f] = nil
-		case pglogrepl.TupleDataTypeToast:
-			row[f] = nil
-			toast = append(toast, ts.Table.Columns[i].Name)
-		case pglogrepl.TupleDataTypeText:
-			v, err := ts.Codecs[i].Decode(c.Data)
-			if err != nil {
-				return nil, nil, fmt.Errorf("column %q (%s) value %q: %w", ts.Table.Columns[i].Name, ts.Table.Columns[i].SQLType, clip(c.Data), err)
-			}
-			row[f] = ts.Union(i, v)
-		default:
-			return nil, nil, fmt.Errorf("column %q: unexpected tuple data type %q", ts.Table.Columns[i].Name, c.DataType)
-		}
-	}
-	return row, toast, nil
 }
 
 func clip(b []byte) string {
@@ -837,15 +781,8 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			}
 		}
 		for p := int32(0); p < rs.topic.n; p++ {
-			src := schemas.Source{Version: s.cfg.Version, Prefix: s.cfg.Prefix, DB: s.dbName, Schema: ts.Table.Schema, Table: ts.Table.Name,
-				LSN: lsn, CommitLSN: s.tx.commitLSN, Xid: s.tx.xid, CommitTime: s.tx.commitTime, Origin: s.tx.origin}
-			env := map[string]any{
-				"op": string(schemas.OpTruncate), "before": nil, "after": nil,
-				"source":          src.Native(),
-				"tx":              map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
-				"unchanged_toast": []any{},
-			}
-			val, err := ts.ValueCodec.BinaryFromNative(schemas.AppendHeader(nil, rs.valueID), env)
+			ev := schemas.EncoderEvent{Op: schemas.OpTruncate, SourceHead: rs.srcHead, LSN: lsn, Tx: s.tx.encoded(), Position: s.tx.pos}
+			val, err := rs.enc.AppendValue(schemas.AppendHeader(nil, rs.valueID), &ev)
 			if err != nil {
 				return s.eventError(rs, lsn, "(truncate)", err)
 			}
@@ -927,10 +864,7 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
 	}
 	sortCounts(f.Partitions)
-	val, err := s.frameCodec.BinaryFromNative(schemas.AppendHeader(nil, s.frameID), f.Native())
-	if err != nil {
-		return permanent(fmt.Errorf("encode frame of xid %d commit %s: %w", tx.xid, tx.commitLSN, err))
-	}
+	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
 	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
 	s.groupTxns++
 	s.groupEnd = end

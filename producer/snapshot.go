@@ -269,17 +269,13 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 				c.DataType, c.Data = pglogrepl.TupleDataTypeText, v
 			}
 		}
-		after, _, err := rowFromTuple(ts, tuple)
+		key, err := s.encodeKey(rs, tuple)
 		if err != nil {
-			return n, nil, permanent(fmt.Errorf("snapshot of table %s (key after %v): %w", ts.Table, lastKey, err))
+			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
-		key, keyText, err := s.encodeKey(rs, after)
+		r, err := s.encodeChange(rs, part, meta, n, 0, schemas.OpRead, key, nil, tuple)
 		if err != nil {
-			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, keyText, err))
-		}
-		r, err := s.encodeChange(rs, part, meta, n, 0, schemas.OpRead, key, nil, after, nil)
-		if err != nil {
-			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, keyText, err))
+			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
 		select {
 		case out <- r:
@@ -388,10 +384,7 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
 	}
 	sortCounts(f.Partitions)
-	val, err := s.frameCodec.BinaryFromNative(schemas.AppendHeader(nil, s.frameID), f.Native())
-	if err != nil {
-		return permanent(fmt.Errorf("encode snapshot frame of %s chunk %d: %w", ts.Table, chunk, err))
-	}
+	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
 	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
 	s.tx = nil
 	// Each chunk commits on its own: the snapshot's progress is what Kafka holds.
@@ -560,7 +553,7 @@ func newCatchUp(st snapshotState) *catchUp {
 
 // inSnapshot reports whether the change of table t committed at commit, to the
 // row whose key columns row holds, is already reflected by a snapshot read.
-func (s *session) inSnapshot(ctx context.Context, ts *schemas.TableSchema, commit pglogrepl.LSN, row map[string]any) (bool, error) {
+func (s *session) inSnapshot(ctx context.Context, ts *schemas.TableSchema, commit pglogrepl.LSN, row *pglogrepl.TupleData) (bool, error) {
 	c := s.catchUp
 	if c == nil || commit >= c.until {
 		return false, nil
@@ -588,9 +581,13 @@ func (s *session) inSnapshot(ctx context.Context, ts *schemas.TableSchema, commi
 	var left, right []string
 	args := make([]any, 0, 2*len(ts.KeyColumns))
 	for n, i := range ts.KeyColumns {
-		v := schemas.UnwrapUnion(row[ts.Fields[i]])
-		if v == nil {
+		c := row.Columns[i]
+		if c.DataType != pglogrepl.TupleDataTypeText {
 			return false, fmt.Errorf("key column %q is null", ts.Table.Columns[i].Name)
+		}
+		v, err := ts.Codecs[i].Decode(c.Data)
+		if err != nil {
+			return false, err
 		}
 		text, err := ts.Codecs[i].Encode(v)
 		if err != nil {

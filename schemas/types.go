@@ -103,6 +103,9 @@ type Codec struct {
 	// Fallback is true when the type is carried as its text form because
 	// of UnsupportedAsText.
 	Fallback bool
+	// appendText, when set, appends the Avro binary of Decode's result
+	// straight from the text, with Decode's errors (see encoder.go).
+	appendText encodeAppendFunc
 }
 
 // typeNumericScale decodes numeric's typmod into precision and scale. Scale is
@@ -225,16 +228,27 @@ func typeBadNative(typ string, native any) error {
 }
 
 func typeBoolCodec() Codec {
+	parse := func(text []byte) (bool, error) {
+		switch string(text) {
+		case "t", "true":
+			return true, nil
+		case "f", "false":
+			return false, nil
+		}
+		return false, typeBadText("bool", text, errPGTSyntax)
+	}
 	return Codec{
 		Avro: "boolean",
 		Decode: func(text []byte) (any, error) {
-			switch string(text) {
-			case "t", "true":
-				return true, nil
-			case "f", "false":
-				return false, nil
+			b, err := parse(text)
+			if err != nil {
+				return nil, err
 			}
-			return nil, typeBadText("bool", text, errPGTSyntax)
+			return b, nil
+		},
+		appendText: func(dst, text []byte) ([]byte, error) {
+			b, err := parse(text)
+			return encodeBool(dst, b), err
 		},
 		Encode: func(native any) (string, error) {
 			b, ok := native.(bool)
@@ -285,6 +299,17 @@ func typeIntEncoder(typ string, lo, hi int64) func(any) (string, error) {
 	}
 }
 
+// typeIntAppender appends an int or long parsed from text within [lo, hi].
+func typeIntAppender(typ string, lo, hi int64) encodeAppendFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		n, ok := pgtParseInt(text, lo, hi)
+		if !ok {
+			return dst, typeBadText(typ, text, errPGTSyntax)
+		}
+		return encodeLong(dst, n), nil
+	}
+}
+
 // typeIntCodec maps int2 and int4 to Avro int (goavro native int32).
 func typeIntCodec(typ string, lo, hi int64) Codec {
 	return Codec{
@@ -296,7 +321,8 @@ func typeIntCodec(typ string, lo, hi int64) Codec {
 			}
 			return int32(n), nil
 		},
-		Encode: typeIntEncoder(typ, lo, hi),
+		Encode:     typeIntEncoder(typ, lo, hi),
+		appendText: typeIntAppender(typ, lo, hi),
 	}
 }
 
@@ -311,7 +337,8 @@ func typeLongCodec(typ string, lo, hi int64) Codec {
 			}
 			return n, nil
 		},
-		Encode: typeIntEncoder(typ, lo, hi),
+		Encode:     typeIntEncoder(typ, lo, hi),
+		appendText: typeIntAppender(typ, lo, hi),
 	}
 }
 
@@ -532,19 +559,31 @@ func typeTextCodec(name string, fallback bool) Codec {
 // valid, if not nil, checks the text's syntax. Text must be valid UTF-8 (Avro
 // strings are UTF-8); Encode rejects NUL, which no PostgreSQL text can hold.
 func typeStringCodec(name string, avro any, valid func([]byte) bool) Codec {
+	check := func(text []byte) error {
+		if valid != nil && !valid(text) {
+			return typeBadText(name, text, errPGTSyntax)
+		}
+		if !utf8.Valid(text) {
+			return typeBadText(name, text, fmt.Errorf("%w: not UTF-8", ErrUnrepresentable))
+		}
+		if bytes.IndexByte(text, 0) >= 0 {
+			return typeBadText(name, text, fmt.Errorf("%w: contains NUL", ErrUnrepresentable))
+		}
+		return nil
+	}
 	return Codec{
 		Avro: avro,
 		Decode: func(text []byte) (any, error) {
-			if valid != nil && !valid(text) {
-				return nil, typeBadText(name, text, errPGTSyntax)
-			}
-			if !utf8.Valid(text) {
-				return nil, typeBadText(name, text, fmt.Errorf("%w: not UTF-8", ErrUnrepresentable))
-			}
-			if bytes.IndexByte(text, 0) >= 0 {
-				return nil, typeBadText(name, text, fmt.Errorf("%w: contains NUL", ErrUnrepresentable))
+			if err := check(text); err != nil {
+				return nil, err
 			}
 			return string(text), nil
+		},
+		appendText: func(dst, text []byte) ([]byte, error) {
+			if err := check(text); err != nil {
+				return dst, err
+			}
+			return encodeBytes(dst, text), nil
 		},
 		Encode: func(native any) (string, error) {
 			s, ok := native.(string)
@@ -604,6 +643,13 @@ func typeDateCodec() Codec {
 			}
 			return d, nil
 		},
+		appendText: func(dst, text []byte) ([]byte, error) {
+			d, ok := pgtParseDate(text)
+			if !ok {
+				return dst, typeBadText("date", text, errPGTSyntax)
+			}
+			return encodeLong(dst, int64(d)), nil
+		},
 		Encode: func(native any) (string, error) {
 			var days int64
 			switch v := native.(type) {
@@ -637,6 +683,13 @@ func typeTimeCodec() Codec {
 				return nil, typeBadText("time", text, errPGTSyntax)
 			}
 			return us, nil
+		},
+		appendText: func(dst, text []byte) ([]byte, error) {
+			us, ok := pgtParseTime(text)
+			if !ok {
+				return dst, typeBadText("time", text, errPGTSyntax)
+			}
+			return encodeLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64
@@ -681,6 +734,13 @@ func typeTimestampCodec(withTZ bool) Codec {
 				return nil, typeBadText(typ, text, err)
 			}
 			return us, nil
+		},
+		appendText: func(dst, text []byte) ([]byte, error) {
+			us, err := pgtParseTimestamp(text, withTZ)
+			if err != nil {
+				return dst, typeBadText(typ, text, err)
+			}
+			return encodeLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64

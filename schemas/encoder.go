@@ -1,0 +1,418 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// This file is the producer's hot path: Avro binary written straight from
+// PostgreSQL's text, without building goavro's native maps. Its output is
+// byte for byte what the table's goavro codecs (TableSchema.KeyCodec and
+// ValueCodec, the frame codec) write for the same event; encoder_test.go
+// checks that on every type case and on random rows, and goavro stays the
+// decoder everywhere else.
+
+// encodeAppendFunc appends the Avro binary of one non-null column value
+// given PostgreSQL's text form of it. Errors are Decode's errors.
+type encodeAppendFunc func(dst, text []byte) ([]byte, error)
+
+// Encoder writes the key and value of one table version's events in Avro
+// binary. It is built once per TableSchema, is immutable and is safe for
+// concurrent use; every method appends to a buffer the caller owns.
+type Encoder struct {
+	ts   *TableSchema
+	cols []encodeAppendFunc
+}
+
+// NewEncoder compiles the encoder of ts: one append function per column,
+// taken from the column's Codec.
+func NewEncoder(ts *TableSchema) *Encoder {
+	e := &Encoder{ts: ts, cols: make([]encodeAppendFunc, len(ts.Codecs))}
+	for i, c := range ts.Codecs {
+		e.cols[i] = encodeColumnFunc(c)
+	}
+	return e
+}
+
+// encodeColumnFunc returns c's direct text-to-binary function, or one that
+// goes through c.Decode and encodes the native value as goavro does.
+func encodeColumnFunc(c Codec) encodeAppendFunc {
+	if c.appendText != nil {
+		return c.appendText
+	}
+	avro, decode := c.Avro, c.Decode
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := decode(text)
+		if err != nil {
+			return dst, err
+		}
+		return encodeNative(dst, avro, v)
+	}
+}
+
+// EncoderTx holds the parts of the envelope's source and tx records that are
+// the same for every event of one source transaction (or snapshot chunk),
+// already encoded.
+type EncoderTx struct {
+	sourceMid  []byte // commit_lsn, xid, commit_ts
+	sourceTail []byte // origin
+	id         []byte // tx.id
+}
+
+// NewEncoderTx encodes the per-transaction parts of source and tx.
+func NewEncoderTx(commitLSN pglogrepl.LSN, xid uint32, commitTime time.Time, origin string) *EncoderTx {
+	t := &EncoderTx{}
+	t.sourceMid = encodeLong(t.sourceMid, int64(commitLSN))
+	t.sourceMid = encodeLong(t.sourceMid, int64(xid))
+	t.sourceMid = encodeLong(t.sourceMid, encodeTimeMicros(commitTime))
+	t.sourceTail = encodeNullableString(nil, origin)
+	t.id = encodeString(nil, TxID(xid, commitLSN))
+	return t
+}
+
+// EncoderSourceHead encodes the per-table start of the envelope's source
+// record: version, prefix, db, schema and table.
+func EncoderSourceHead(version, prefix, db, schema, table string) []byte {
+	b := encodeString(nil, version)
+	b = encodeString(b, prefix)
+	b = encodeString(b, db)
+	b = encodeString(b, schema)
+	return encodeString(b, table)
+}
+
+// EncoderEvent is one change to encode: the row images as pgoutput tuples
+// (or snapshot rows in the same form), nil for an absent image.
+type EncoderEvent struct {
+	Op         Op
+	Before     *pglogrepl.TupleData
+	After      *pglogrepl.TupleData
+	SourceHead []byte // EncoderSourceHead of the table
+	LSN        pglogrepl.LSN
+	Tx         *EncoderTx
+	Snapshot   bool
+	Position   int64
+}
+
+// AppendValue appends the Avro binary of ev's envelope (without the wire
+// format header) to dst. Unchanged TOAST columns of After are null and listed
+// in unchanged_toast. An error names the column, its SQL type and value.
+func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
+	dst = encodeString(dst, string(ev.Op))
+	var err error
+	if dst, err = e.appendRowUnion(dst, ev.Before); err != nil {
+		return dst, err
+	}
+	if dst, err = e.appendRowUnion(dst, ev.After); err != nil {
+		return dst, err
+	}
+	dst = append(dst, ev.SourceHead...)
+	dst = encodeLong(dst, int64(ev.LSN))
+	dst = append(dst, ev.Tx.sourceMid...)
+	dst = encodeBool(dst, ev.Snapshot)
+	dst = append(dst, ev.Tx.sourceTail...)
+	dst = append(dst, ev.Tx.id...)
+	dst = encodeLong(dst, ev.Position)
+	// unchanged_toast: one block of the TOAST column names, then the end.
+	toast := 0
+	if ev.After != nil {
+		for _, c := range ev.After.Columns {
+			if c.DataType == pglogrepl.TupleDataTypeToast {
+				toast++
+			}
+		}
+	}
+	if toast > 0 {
+		dst = encodeLong(dst, int64(toast))
+		for i, c := range ev.After.Columns {
+			if c.DataType == pglogrepl.TupleDataTypeToast {
+				dst = encodeString(dst, e.ts.Table.Columns[i].Name)
+			}
+		}
+	}
+	return append(dst, 0), nil
+}
+
+// appendRowUnion appends the ["null", Row] union of one row image.
+func (e *Encoder) appendRowUnion(dst []byte, t *pglogrepl.TupleData) ([]byte, error) {
+	if t == nil {
+		return append(dst, 0), nil
+	}
+	if err := e.checkTuple(t); err != nil {
+		return dst, err
+	}
+	dst = append(dst, 2)
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:
+			dst = append(dst, 0)
+		case pglogrepl.TupleDataTypeText:
+			var err error
+			if dst, err = e.cols[i](append(dst, 2), c.Data); err != nil {
+				return dst, e.columnError(i, c.Data, err)
+			}
+		default:
+			return dst, fmt.Errorf("column %q: unexpected tuple data type %q", e.ts.Table.Columns[i].Name, c.DataType)
+		}
+	}
+	return dst, nil
+}
+
+// AppendKey appends the Avro binary of the key record of row image t.
+func (e *Encoder) AppendKey(dst []byte, t *pglogrepl.TupleData) ([]byte, error) {
+	if t == nil {
+		return dst, errors.New("no row image to take the key from")
+	}
+	if err := e.checkTuple(t); err != nil {
+		return dst, err
+	}
+	for _, i := range e.ts.KeyColumns {
+		c := t.Columns[i]
+		if c.DataType != pglogrepl.TupleDataTypeText {
+			return dst, fmt.Errorf("key column %q is null or unchanged TOAST", e.ts.Table.Columns[i].Name)
+		}
+		var err error
+		if dst, err = e.cols[i](dst, c.Data); err != nil {
+			return dst, e.columnError(i, c.Data, err)
+		}
+	}
+	return dst, nil
+}
+
+// KeyText renders the key columns of t as "(col=text, ...)" for error
+// messages; a column that is not text shows as its tuple data kind.
+func (e *Encoder) KeyText(t *pglogrepl.TupleData) string {
+	if t == nil || len(t.Columns) != len(e.ts.Fields) {
+		return "?"
+	}
+	b := []byte{'('}
+	for n, i := range e.ts.KeyColumns {
+		if n > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, e.ts.Table.Columns[i].Name...)
+		b = append(b, '=')
+		switch c := t.Columns[i]; c.DataType {
+		case pglogrepl.TupleDataTypeText:
+			b = append(b, encodeClip(c.Data)...)
+		case pglogrepl.TupleDataTypeNull:
+			b = append(b, "<null>"...)
+		default:
+			b = append(b, "<unchanged toast>"...)
+		}
+	}
+	return string(append(b, ')'))
+}
+
+func (e *Encoder) checkTuple(t *pglogrepl.TupleData) error {
+	if int(t.ColumnNum) != len(e.ts.Fields) || len(t.Columns) != len(e.ts.Fields) {
+		return fmt.Errorf("tuple has %d columns, relation has %d", len(t.Columns), len(e.ts.Fields))
+	}
+	return nil
+}
+
+func (e *Encoder) columnError(i int, text []byte, err error) error {
+	c := e.ts.Table.Columns[i]
+	return fmt.Errorf("column %q (%s) value %q: %w", c.Name, c.SQLType, encodeClip(text), err)
+}
+
+// encodeClip shortens a value for an error message.
+func encodeClip(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:61]) + "..."
+	}
+	return string(b)
+}
+
+// EncoderAppendFrame appends the Avro binary of commit frame f (without the
+// wire format header): what goavro writes for FrameSchema and f.Native().
+func EncoderAppendFrame(dst []byte, f *Frame) []byte {
+	dst = encodeLong(dst, int64(f.Xid))
+	dst = encodeLong(dst, int64(f.CommitLSN))
+	dst = encodeLong(dst, int64(f.EndLSN))
+	dst = encodeLong(dst, encodeTimeMicros(f.CommitTime))
+	dst = encodeNullableString(dst, f.Origin)
+	if s := f.Snapshot; s == nil {
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 2)
+		dst = encodeString(dst, s.Slot)
+		dst = encodeString(dst, s.Schema)
+		dst = encodeString(dst, s.Table)
+		dst = encodeLong(dst, s.Chunk)
+		dst = encodeBool(dst, s.Last)
+		if s.LastKey == nil {
+			dst = append(dst, 0)
+		} else {
+			dst = append(dst, 2)
+			if len(s.LastKey) > 0 {
+				dst = encodeLong(dst, int64(len(s.LastKey)))
+				for _, k := range s.LastKey {
+					dst = encodeString(dst, k)
+				}
+			}
+			dst = append(dst, 0)
+		}
+	}
+	dst = encodeLong(dst, f.Events)
+	if len(f.Partitions) > 0 {
+		dst = encodeLong(dst, int64(len(f.Partitions)))
+		for _, p := range f.Partitions {
+			dst = encodeString(dst, p.Topic)
+			dst = encodeLong(dst, int64(p.Partition))
+			dst = encodeLong(dst, p.Count)
+		}
+	}
+	return append(dst, 0)
+}
+
+// encodeTimeMicros is goavro's timestamp-micros form of a time.Time,
+// wrapping arithmetic included.
+func encodeTimeMicros(t time.Time) int64 { return t.Unix()*1e6 + int64(t.Nanosecond()/1e3) }
+
+// encodeLong appends an Avro int or long: a zigzag varint.
+func encodeLong(dst []byte, v int64) []byte {
+	return binary.AppendUvarint(dst, uint64(v<<1)^uint64(v>>63))
+}
+
+func encodeBool(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+
+func encodeString(dst []byte, s string) []byte {
+	return append(encodeLong(dst, int64(len(s))), s...)
+}
+
+func encodeBytes(dst, b []byte) []byte {
+	return append(encodeLong(dst, int64(len(b))), b...)
+}
+
+// encodeNullableString is the ["null", "string"] union, with "" as null.
+func encodeNullableString(dst []byte, s string) []byte {
+	if s == "" {
+		return append(dst, 0)
+	}
+	return encodeString(append(dst, 2), s)
+}
+
+func encodeFloat(dst []byte, f float32) []byte {
+	return binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
+}
+
+func encodeDouble(dst []byte, f float64) []byte {
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
+}
+
+// encodeDecimalInt appends the bytes/decimal of unscaled value n: its
+// minimal big-endian two's complement, as goavro's toSignedBytes writes it.
+func encodeDecimalInt(dst []byte, n int64) []byte {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(n))
+	i := 0
+	if n >= 0 {
+		for i < 7 && buf[i] == 0 && buf[i+1]&0x80 == 0 {
+			i++
+		}
+	} else {
+		for i < 7 && buf[i] == 0xff && buf[i+1]&0x80 != 0 {
+			i++
+		}
+	}
+	return encodeBytes(dst, buf[i:])
+}
+
+var encodeBigOne = big.NewInt(1)
+
+// encodeDecimalBig appends the bytes/decimal of unscaled value n as
+// goavro's toSignedBytes writes it.
+func encodeDecimalBig(dst []byte, n *big.Int) []byte {
+	switch n.Sign() {
+	case 0:
+		return encodeBytes(dst, []byte{0})
+	case 1:
+		b := n.Bytes()
+		if b[0]&0x80 != 0 {
+			dst = encodeLong(dst, int64(len(b)+1))
+			return append(append(dst, 0), b...)
+		}
+		return encodeBytes(dst, b)
+	}
+	length := uint(n.BitLen()/8+1) * 8
+	b := new(big.Int).Add(n, new(big.Int).Lsh(encodeBigOne, length)).Bytes()
+	if len(b) >= 2 && b[0] == 0xff && b[1]&0x80 != 0 {
+		b = b[1:]
+	}
+	return encodeBytes(dst, b)
+}
+
+// encodeNative appends the Avro binary of native value v (what a Codec's
+// Decode returns) for the non-null schema avro, as goavro's BinaryFromNative
+// does. It serves the types without a direct text path: decimals,
+// intervals and arrays.
+func encodeNative(dst []byte, avro any, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case bool:
+		return encodeBool(dst, x), nil
+	case int32:
+		return encodeLong(dst, int64(x)), nil
+	case int64:
+		return encodeLong(dst, x), nil
+	case float32:
+		return encodeFloat(dst, x), nil
+	case float64:
+		return encodeDouble(dst, x), nil
+	case string:
+		return encodeString(dst, x), nil
+	case []byte:
+		return encodeBytes(dst, x), nil
+	case *big.Rat:
+		m, _ := avro.(map[string]any)
+		scale, _ := m["scale"].(int)
+		n := new(big.Int).Mul(x.Num(), new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
+		return encodeDecimalBig(dst, n.Div(n, x.Denom())), nil
+	case map[string]any: // tributary.Interval
+		mo, ok1 := x["months"].(int32)
+		d, ok2 := x["days"].(int32)
+		us, ok3 := x["micros"].(int64)
+		if !ok1 || !ok2 || !ok3 {
+			return dst, fmt.Errorf("encode: malformed interval %v", x)
+		}
+		return encodeLong(encodeLong(encodeLong(dst, int64(mo)), int64(d)), us), nil
+	case []any:
+		m, _ := avro.(map[string]any)
+		items, _ := m["items"].([]any)
+		if len(items) != 2 {
+			return dst, fmt.Errorf("encode: array value for schema %v", avro)
+		}
+		if len(x) > 0 {
+			dst = encodeLong(dst, int64(len(x)))
+		}
+		for _, e := range x {
+			if e == nil {
+				dst = append(dst, 0)
+				continue
+			}
+			um, ok := e.(map[string]any)
+			if !ok || len(um) != 1 {
+				return dst, fmt.Errorf("encode: array element %v is not a union value", e)
+			}
+			dst = append(dst, 2)
+			for _, ev := range um {
+				var err error
+				if dst, err = encodeNative(dst, items[1], ev); err != nil {
+					return dst, err
+				}
+			}
+		}
+		return append(dst, 0), nil
+	}
+	return dst, fmt.Errorf("encode: unexpected native %T", v)
+}
