@@ -184,6 +184,8 @@ func loadVerifyTransform(file string, k *kafkaFlags, log *slog.Logger) (*verify.
 func ignoreConsumerSettings(fs *flagconf.Set) {
 	const why = " (a consumer setting, accepted so that verify reads the consumer's --config; ignored)"
 	fs.String("duckdb-file", "", "duckdb: database `file`"+why)
+	fs.String("duckdb-memory-limit", "", "`size`"+why)
+	fs.Int("duckdb-threads", 0, "`threads`"+why)
 	fs.Int("flush-rows", 0, "`rows`"+why)
 	fs.Duration("flush-interval", 0, "`interval`"+why)
 	fs.String("export-parquet", "", "`dir`"+why)

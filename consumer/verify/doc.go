@@ -72,6 +72,37 @@
 //   - Passwords are never logged or reported; databases are named by
 //     user@host:port/database.
 //
+// # Transforms
+//
+// With Config.Transform the target is compared with what the consumer's
+// transform makes of the source, not with the source itself. Each source
+// table is bound to the pipeline through the table version the consumer
+// decodes (the registry's latest value schema); tables no step applies to
+// are compared as they are. For the others, the source rows of a range are
+// read in key order, converted to the values the consumer decodes (the
+// producer's type conversion, then through Avro and back), passed through the
+// same transform code as snapshot reads (row filters drop rows, splits,
+// combines, renames, masks and conversions apply), encoded as the sink
+// encodes them (pgtarget.Values), and hashed by the target's database
+// (Target.Hasher) after a cast to each target column's type, so both sides
+// print values the same way. Nothing is held but one batch of rows.
+//
+// Steps keep key columns in place, so source key ranges are target key
+// ranges and range splitting works as without transforms. When a step
+// rewrites a key column's value (a hash of the key), that is detected on the
+// first pass and the table is compared as a whole: equal or not, without the
+// differing keys.
+//
+// # History sinks
+//
+// NewHistoryTarget compares each source table with the current versions of
+// its history table (valid_to open, op not d or t). Config.CheckInvariants
+// also checks the whole history table: versions 1..n per key in commit
+// order, every version but the last closed no later than the next opens, no
+// range ending before it starts, delete and truncate records closed at once.
+//
 // New sinks plug in through Target: a reader of the sink's applied position
-// and a consistent snapshot that computes the same checksums.
+// and a consistent snapshot that computes the same checksums. A key that
+// appears twice on the target (a damaged history with two open versions) is
+// reported as extra.
 package verify
