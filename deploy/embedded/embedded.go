@@ -41,6 +41,12 @@ type Config struct {
 	DataDir string
 	// KafkaAddr is the broker's listen address, "127.0.0.1:0" for a free port.
 	KafkaAddr string
+	// Advertise, when set, is the loopback host:port that the broker's
+	// metadata gives clients instead of its listen address, as Apache
+	// Kafka's advertised.listeners does: clients bootstrap from any address
+	// that reaches the broker and then connect to Advertise. It puts a TCP
+	// proxy (for fault injection) between every client and the broker.
+	Advertise string
 	// RegistryAddr is the registry's listen address, "127.0.0.1:0" for a free port.
 	RegistryAddr string
 	// Partitions is the default partition count of auto-created topics (3).
@@ -63,7 +69,8 @@ type Config struct {
 type Stack struct {
 	Cluster     *kfake.Cluster
 	Registry    *srfake.Registry
-	KafkaAddr   string // host:port of the broker
+	KafkaAddr   string // host:port the broker listens on
+	Advertised  string // host:port the broker advertises (KafkaAddr unless Config.Advertise)
 	RegistryURL string // http://host:port of the registry
 
 	srv     *http.Server
@@ -98,7 +105,26 @@ func Start(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka address %q: bad port: %w", cfg.KafkaAddr, err)
 	}
+	var adv net.Addr
+	if cfg.Advertise != "" {
+		if adv, err = loopbackTCPAddr(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("advertised kafka address %q: %w", cfg.Advertise, err)
+		}
+	}
+	var listenAddr string
+	listen := func(network, address string) (net.Listener, error) {
+		ln, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		listenAddr = ln.Addr().String()
+		if adv != nil {
+			return &advertisedListener{Listener: ln, addr: adv}, nil
+		}
+		return ln, nil
+	}
 	opts := []kfake.Opt{
+		kfake.ListenFn(listen),
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.ClusterID("tributary-dev"),
@@ -131,7 +157,7 @@ func Start(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded kafka on %s: %w", cfg.KafkaAddr, err)
 	}
-	s := &Stack{Cluster: cluster, KafkaAddr: cluster.ListenAddrs()[0], regFile: regFile}
+	s := &Stack{Cluster: cluster, KafkaAddr: listenAddr, Advertised: cluster.ListenAddrs()[0], regFile: regFile}
 	if cfg.RegistryBasicAuth != "" {
 		s.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.RegistryBasicAuth))
 	}
@@ -280,4 +306,32 @@ func (s *Stack) loadRegistry() error {
 		}
 	}
 	return nil
+}
+
+// advertisedListener is the broker's listener with the address kfake puts
+// in metadata responses replaced (kfake advertises its listener's Addr).
+type advertisedListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l *advertisedListener) Addr() net.Addr { return l.addr }
+
+// loopbackTCPAddr parses a loopback host:port with a non-zero port.
+func loopbackTCPAddr(hostport string) (*net.TCPAddr, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, errors.New("loopback addresses only")
+	}
+	a, err := net.ResolveTCPAddr("tcp", hostport)
+	if err != nil {
+		return nil, err
+	}
+	if a.Port == 0 {
+		return nil, errors.New("needs a port")
+	}
+	return a, nil
 }

@@ -13,6 +13,12 @@
 #   KAFKA_HEAP           JVM heap flags (default: -Xmx512m -Xms256m)
 #   KAFKA_START_TIMEOUT  seconds to wait for the broker (default: 90)
 #   JAVA                 java binary (default: java on PATH)
+#   KAFKA_PROXIED_LISTENER  off when empty. "1" (or HOST:PORT) adds a second listener,
+#                        PROXIED, on a free 127.0.0.1 port, advertised at a free port
+#                        (or HOST:PORT) where nothing listens: put a TCP proxy there
+#                        (to the listener port) and clients that bootstrap from it send
+#                        all their Kafka traffic through the proxy, for fault injection.
+#                        DIR/run/proxied holds "LISTEN_ADDR ADVERTISED_ADDR".
 # See deploy/README.md for the settings and what was verified.
 set -euo pipefail
 
@@ -210,6 +216,28 @@ cmd_start() {
   port=$(free_port)
   cport=$(free_port)
   while [ "$cport" = "$port" ]; do cport=$(free_port); done
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local protomap="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  local proxied=
+  if [ -n "${KAFKA_PROXIED_LISTENER:-}" ]; then
+    local pport adv
+    pport=$(free_port)
+    while [ "$pport" = "$port" ] || [ "$pport" = "$cport" ]; do pport=$(free_port); done
+    if [ "$KAFKA_PROXIED_LISTENER" = 1 ]; then
+      adv=127.0.0.1:$(free_port)
+      while [ "${adv##*:}" = "$pport" ] || [ "${adv##*:}" = "$port" ] || [ "${adv##*:}" = "$cport" ]; do
+        adv=127.0.0.1:$(free_port)
+      done
+    else
+      adv=$KAFKA_PROXIED_LISTENER
+      [[ $adv =~ ^[A-Za-z0-9.-]+:[0-9]+$ ]] || die "KAFKA_PROXIED_LISTENER=$adv: want 1 or HOST:PORT"
+    fi
+    listeners="$listeners,PROXIED://127.0.0.1:$pport"
+    advertised="$advertised,PROXIED://$adv"
+    protomap="$protomap,PROXIED:PLAINTEXT"
+    proxied="127.0.0.1:$pport $adv"
+  fi
 
   rm -rf "$RUN"
   mkdir -p "$RUN/data"
@@ -219,11 +247,11 @@ cmd_start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protomap
 log.dirs=$RUN/data
 num.partitions=3
 auto.create.topics.enable=false
@@ -274,6 +302,10 @@ EOF
     die "Kafka not ready within ${KAFKA_START_TIMEOUT}s (see $LOGFILE)"
   fi
   echo "127.0.0.1:$port" >"$RUN/bootstrap"
+  if [ -n "$proxied" ]; then
+    echo "$proxied" >"$RUN/proxied"
+    log "proxied listener: listening on ${proxied% *}, advertised as ${proxied#* }"
+  fi
   log "Kafka $(kafka_version) ready in $((SECONDS - t0)) s (pid $pid, controller 127.0.0.1:$cport, log $LOGFILE)"
   cat "$RUN/bootstrap"
 }
