@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -53,9 +54,13 @@ func (m *multisiteFlags) build(ctx context.Context, sink, mode, prefix, name str
 		}
 		return out, nil
 	}
-	if sink != "postgres" || mode == "per-key" {
-		return nil, usageError{errors.New("--site needs --sink postgres and --mode transactional " +
-			"(a replication origin serves one session at a time)")}
+	if sink != "postgres" {
+		return nil, usageError{fmt.Errorf("--site needs --sink postgres, not --sink %s", sink)}
+	}
+	if mode == "per-key" {
+		return nil, usageError{errors.New("--site needs --mode transactional, not --mode per-key: conflict handling and " +
+			"loop prevention apply under a replication origin, which one session at a time may use, and per-key mode " +
+			"applies partitions on parallel sessions")}
 	}
 	if *m.remoteSite == "" {
 		return nil, usageError{errors.New("--site needs --remote-site, the site whose producer --prefix is")}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestMultisiteUsage checks that the consumer refuses multi-site flags it
+// cannot honour before it applies anything, naming the flag to change.
+func TestMultisiteUsage(t *testing.T) {
+	base := []string{"--brokers", "127.0.0.1:1", "--registry", "http://127.0.0.1:1", "--prefix", "a", "--name", "from_a",
+		"--target", "postgres://127.0.0.1:1/db"}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"per-key", []string{"--site", "B", "--remote-site", "A", "--mode", "per-key"}, "--mode transactional"},
+		{"history sink", []string{"--site", "B", "--remote-site", "A", "--sink", "history"}, "--sink postgres"},
+		{"no remote site", []string{"--site", "B"}, "--remote-site"},
+		{"conflicts without site", []string{"--conflicts", "x.yaml"}, "need --site"},
+		{"origin in per-key mode", []string{"--origin-name", "o", "--mode", "per-key"}, "--mode transactional"},
+	} {
+		var out bytes.Buffer
+		e := env{stdout: &out, stderr: &out, lookup: func(string) (string, bool) { return "", false }}
+		err := runConsumer(context.Background(), append(append([]string{}, base...), c.args...), e)
+		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want a usage error naming %s", c.name, err, c.want)
+		}
+	}
+}
