@@ -36,10 +36,11 @@ func runReseed(t *testing.T, args []string) (int, string) {
 
 // TestMultisiteReseedLostSite runs three sites in a full mesh under load.
 // Site B loses its data: its processes stop, and its tables, checkpoints,
-// conflict records, slot and replication origins are wiped. `tributary
-// reseed` first refuses while a consumer of B is connected, and while B's
-// tables have rows; then it re-instantiates B from A while A and C keep
-// taking writes. B's consumers of A and C and its producer start again, the
+// conflict records, slot and replication origins are wiped; A had not yet
+// applied B's last changes. `tributary reseed` first refuses while a
+// consumer of B is connected, and while B's tables have rows; then it waits
+// for A's consumer of B to apply B's whole stream, and re-instantiates B
+// from A while A and C keep taking writes. B's consumers of A and C and its producer start again, the
 // load runs at all three sites, and after catch-up: all sites are equal;
 // every balance is 1000 plus its ledger increments (nothing applied twice,
 // nothing lost, including C's changes that A had or had not applied when it
@@ -61,6 +62,7 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 		}
 	}()
 	var stopB []func()
+	var stopAofB func()
 	for _, s := range sites {
 		for _, from := range sites {
 			if from == s {
@@ -69,6 +71,9 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 			_, stop := s.consumeStoppable(t, from, surviveYAML)
 			if s == b {
 				stopB = append(stopB, stop)
+			}
+			if s == a && from == b {
+				stopAofB = stop
 			}
 		}
 	}
@@ -80,13 +85,16 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 		t.Fatalf("reseed with B's consumers running: exit %d, want 2 naming the connected consumer:\n%s", code, out)
 	}
 
-	// B stops taking writes; once A has applied all B published, B's
-	// processes stop and its data is lost.
+	// A's consumer of B stops; B writes on, then stops taking writes, and
+	// once its producer has published it all (C has it) B's processes stop
+	// and its data is lost. A has not applied B's last changes.
+	stopAofB()
+	time.Sleep(time.Second)
 	if errs := loads[1].stop(); len(errs) > 0 {
 		t.Fatalf("load at B: %v", errs[0])
 	}
 	madeB := b.query(t, `SELECT count(*)::text FROM ledger WHERE site = 'B'`)
-	waitValue(t, a, madeB, `SELECT count(*)::text FROM ledger WHERE site = 'B'`)
+	waitValue(t, c, madeB, `SELECT count(*)::text FROM ledger WHERE site = 'B'`)
 	pb.Kill()
 	for _, stop := range stopB {
 		stop()
@@ -98,10 +106,29 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 		`SELECT pg_drop_replication_slot('slot')`,
 		`SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin`)
 
-	code, out := runReseed(t, reseedArgs(a, b))
-	if code != 0 {
-		t.Fatalf("reseed B from A: exit %d\n%s", code, out)
+	// The reseed waits for A to apply B's whole stream before it copies:
+	// it is still waiting while A's consumer of B is stopped.
+	proc := harness.StartTributary(t, nil, reseedArgs(a, b)...)
+	time.Sleep(3 * time.Second)
+	if done, _ := proc.Exited(); done || !strings.Contains(proc.Output(), "waiting for the donor's consumers of the target's own stream") {
+		t.Fatalf("reseed should wait for A's consumer of B (exited: %v):\n%s", done, proc.Output())
 	}
+	a.consumeStoppable(t, b, surviveYAML)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		done, err := proc.Exited()
+		if done {
+			if err != nil {
+				t.Fatalf("reseed B from A: %v\n%s", err, proc.Output())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reseed did not finish in 3 minutes:\n%s", proc.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out := proc.Output()
 	t.Logf("reseed:\n%s", lastLines(out, 12))
 	if got := b.query(t, `SELECT count(DISTINCT consumer)::text FROM tributary_checkpoint`); got != "2" {
 		t.Fatalf("B has checkpoints of %s consumers after the reseed, want from_A and from_C", got)

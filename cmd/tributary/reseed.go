@@ -55,6 +55,8 @@ func runReseed(ctx context.Context, args []string, e env) error {
 			"      waiting until the donor's producer has published past C;\n" +
 			"  every other consumer: the donor's own checkpoint rows for that stream, read in the\n" +
 			"      same snapshot (what the donor had applied from each third site).\n\n" +
+			"Before the snapshot it waits until the donor's consumers of the target's own stream\n" +
+			"(--site-prefix) have applied everything the target published, so the copy holds it.\n" +
 			"It refuses while a consumer is connected to the target, and when a table has rows\n" +
 			"(--force empties them in the same transaction). Create the target's tables first\n" +
 			"(pg_dump --schema-only of the donor). Afterwards start the target's consumers, and\n" +
@@ -79,7 +81,10 @@ func runReseed(ctx context.Context, args []string, e env) error {
 		"(default every donor consumer that does not read --site-prefix, under its own name)")
 	cpSchema := fs.String("checkpoint-schema", "public", "`schema` of tributary_checkpoint at both sites")
 	force := fs.Bool("force", false, "empty target tables that have rows, in the copy's transaction")
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the donor's producer to publish past the snapshot")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the donor's consumer of the target's stream, "+
+		"and for the donor's producer to publish past the snapshot")
+	waitOwn := fs.Bool("wait-own-stream", true, "first wait until the donor's consumers of the target's own stream (--site-prefix) "+
+		"have applied all of it that is in Kafka, so that the copy holds every change the target published")
 	fs.Require("donor", "target", "publication", "consumer", "site-prefix")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -117,7 +122,7 @@ func runReseed(ctx context.Context, args []string, e env) error {
 	}
 	r := &reseed{log: log, opts: opts, reg: reg, prefix: *k.prefix, sitePrefix: *sitePrefix, consumer: *name,
 		origin: *originName, publication: *publication, cpSchema: *cpSchema, force: *force, timeout: *timeout,
-		rename: rename, progress: e.stderr}
+		waitOwn: *waitOwn, rename: rename, progress: e.stderr}
 	if err := r.run(ctx, *donor, *target); err != nil {
 		var re *reseedRefusal
 		if errors.As(err, &re) {
@@ -148,6 +153,7 @@ type reseed struct {
 	cpSchema    string
 	force       bool
 	timeout     time.Duration
+	waitOwn     bool
 	rename      map[string]string
 	progress    io.Writer
 }
@@ -239,6 +245,26 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		return err
 	}
 
+	// Refuse early, before waiting: the tables, as published now (the
+	// snapshot's list is checked again below).
+	pre, err := pgx.ConnectConfig(ctx, dcfg)
+	if err != nil {
+		return fmt.Errorf("connect to the donor: %w", err)
+	}
+	tables, err := r.publishedTables(ctx, pre)
+	pre.Close(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.checkTargetTables(ctx, tgt, tables); err != nil {
+		return err
+	}
+	if r.waitOwn {
+		if err := r.waitOwnStream(ctx, dcfg); err != nil {
+			return err
+		}
+	}
+
 	// The donor snapshot: a temporary slot's exported snapshot, imported by
 	// a REPEATABLE READ transaction; the slot's connection stays idle until
 	// the import is done, then goes (the imported snapshot lives on).
@@ -275,8 +301,7 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 	defer stx.Rollback(context.WithoutCancel(ctx))
 	r.log.Info("donor snapshot taken", "consistent_point", cp.String(), "slot", slot)
 
-	tables, err := r.publishedTables(ctx, stx)
-	if err != nil {
+	if tables, err = r.publishedTables(ctx, stx); err != nil {
 		return err
 	}
 	third, err := r.donorCheckpoints(ctx, stx)
@@ -294,7 +319,7 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 	}
 
 	// The donor's stream: its position for commits below cp.
-	own, err := r.streamPosition(ctx, src, cp)
+	own, err := r.streamPosition(ctx, src, tables, cp)
 	if err != nil {
 		return err
 	}
@@ -374,9 +399,11 @@ func (r *reseed) checkNoConsumer(ctx context.Context, tgt *pgx.Conn) error {
 		"before reseeding it, and start them again afterwards", *who)
 }
 
-// publishedTables lists the donor publication's tables in the snapshot.
-func (r *reseed) publishedTables(ctx context.Context, tx pgx.Tx) ([]pubTable, error) {
-	rows, err := tx.Query(ctx, `SELECT schemaname, tablename, attnames, coalesce(rowfilter, '')
+// publishedTables lists the donor publication's tables, as q sees them.
+func (r *reseed) publishedTables(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) ([]pubTable, error) {
+	rows, err := q.Query(ctx, `SELECT schemaname, tablename, attnames, coalesce(rowfilter, '')
 		FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2`, r.publication)
 	if err != nil {
 		return nil, fmt.Errorf("list the tables of publication %s on the donor: %w", r.publication, err)
@@ -566,7 +593,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // a logical message at the donor and waits until the donor's producer has
 // published a frame at or past cp, so that every frame below cp is committed
 // in Kafka (frames are committed in commit-LSN order).
-func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl.LSN) (consumer.Checkpoint, error) {
+func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pubTable, cp pglogrepl.LSN) (consumer.Checkpoint, error) {
 	out := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
 	bc, err := pgx.ConnectConfig(ctx, src.Config().Copy())
 	if err != nil {
@@ -626,9 +653,9 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl
 		out.CommitLSN, out.CommitTime = last.CommitLSN, last.CommitTime
 	}
 	// Data partitions: every table topic of the publication and the messages topic.
-	tables, err := r.topicsOf(ctx, src)
-	if err != nil {
-		return out, err
+	topics := []string{schemas.MessagesTopic(r.prefix)}
+	for _, t := range tables {
+		topics = append(topics, schemas.TopicName(r.prefix, t.schema, t.name))
 	}
 	headerLSN := func(rec *kgo.Record) (pglogrepl.LSN, error) {
 		for _, h := range rec.Headers {
@@ -642,7 +669,7 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl
 		}
 		return 0, fmt.Errorf("%s partition %d offset %d has no valid %s header", rec.Topic, rec.Partition, rec.Offset, schemas.HeaderCommitLSN)
 	}
-	ends, err := adm.ListEndOffsets(ctx, tables...)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return out, fmt.Errorf("partitions of the donor's topics: %w", err)
 	}
@@ -675,25 +702,6 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, cp pglogrepl
 	r.log.Info("donor stream position", "topic", txTopic, "next_offset", txNext, "commit_lsn", out.CommitLSN.String(),
 		"partitions", len(out.Next)-1)
 	return out, nil
-}
-
-// topicsOf lists the data topics the donor's frames may count: one per
-// published table, and the messages topic.
-func (r *reseed) topicsOf(ctx context.Context, src *pgx.Conn) ([]string, error) {
-	rows, err := src.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`, r.publication)
-	if err != nil {
-		return nil, fmt.Errorf("list the tables of publication %s on the donor: %w", r.publication, err)
-	}
-	defer rows.Close()
-	out := []string{schemas.MessagesTopic(r.prefix)}
-	for rows.Next() {
-		var s, t string
-		if err := rows.Scan(&s, &t); err != nil {
-			return nil, err
-		}
-		out = append(out, schemas.TopicName(r.prefix, s, t))
-	}
-	return out, rows.Err()
 }
 
 // bounds is a partition's log start and last stable offset.
@@ -850,4 +858,103 @@ func (r *reseed) frame(ctx context.Context, rec *kgo.Record) (schemas.Frame, err
 		return bad(err)
 	}
 	return f, nil
+}
+
+// waitOwnStream waits until every donor consumer of the target's own stream
+// has applied every frame committed in Kafka when it starts: the target's
+// changes that reached Kafka but not the donor would otherwise be missing
+// from the copy, and no consumer of the target replays its own stream.
+func (r *reseed) waitOwnStream(ctx context.Context, dcfg *pgx.ConnConfig) error {
+	topic := schemas.TransactionsTopic(r.sitePrefix)
+	cl, err := kgo.NewClient(r.opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	_, end, err := r.bounds(ctx, kadm.NewClient(cl), topic, 0)
+	if err != nil {
+		return err
+	}
+	if end == 0 {
+		r.log.Info("the target's own stream is empty; nothing to wait for", "topic", topic)
+		return nil
+	}
+	c, err := pgx.ConnectConfig(ctx, dcfg)
+	if err != nil {
+		return fmt.Errorf("connect to the donor: %w", err)
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	table := schemas.QuoteIdent(r.cpSchema) + "." + schemas.QuoteIdent("tributary_checkpoint")
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	for logAt := time.Now(); ; {
+		behind, err := r.ownStreamBehind(wctx, c, table, topic, end)
+		if err == nil && len(behind) == 0 {
+			r.log.Info("the donor has applied the target's own stream", "topic", topic, "end_offset", end)
+			return nil
+		}
+		if err != nil && wctx.Err() == nil {
+			return err
+		}
+		if wctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("the donor's consumers of the target's own stream %s did not apply it up to offset %d "+
+				"within %s (%s): start them, or give --wait-own-stream=false to copy without the target's changes "+
+				"they have not applied", topic, end, r.timeout, strings.Join(behind, ", "))
+		}
+		if time.Now().After(logAt) {
+			r.log.Info("waiting for the donor's consumers of the target's own stream", "topic", topic,
+				"end_offset", end, "behind", strings.Join(behind, ", "))
+			logAt = time.Now().Add(5 * time.Second)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ownStreamBehind lists the donor consumers of topic (a transactions topic)
+// that have a committed frame below end still to apply, as "name at offset".
+// A donor with no consumer of topic is an error: the target's changes would
+// be in no copy.
+func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic string, end int64) ([]string, error) {
+	var exists bool
+	if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look for %s on the donor: %w", table, err)
+	}
+	var rows []cpRow
+	if exists {
+		rs, err := c.Query(ctx, `SELECT consumer, next_offset FROM `+table+` WHERE kind = $1 AND topic = $2 AND partition = 0`,
+			string(consumer.StreamTransactions), topic)
+		if err != nil {
+			return nil, fmt.Errorf("read %s on the donor: %w", table, err)
+		}
+		for rs.Next() {
+			var row cpRow
+			if err := rs.Scan(&row.consumer, &row.next); err != nil {
+				rs.Close()
+				return nil, fmt.Errorf("read %s on the donor: %w", table, err)
+			}
+			rows = append(rows, row)
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return nil, fmt.Errorf("read %s on the donor: %w", table, err)
+		}
+	}
+	if len(rows) == 0 {
+		return nil, refuse("the donor has no consumer of the target's own stream %s in %s: the target's changes "+
+			"that are only in Kafka would be lost; give --wait-own-stream=false to reseed anyway", topic, table)
+	}
+	var behind []string
+	for _, row := range rows {
+		rec, err := r.firstRecord(ctx, topic, 0, row.next, end)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
+			behind = append(behind, fmt.Sprintf("%s at offset %d", row.consumer, row.next))
+		}
+	}
+	return behind, nil
 }
