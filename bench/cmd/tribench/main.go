@@ -279,6 +279,11 @@ func (b *Bench) run(ctx context.Context) error {
 		}
 		logf("===== repetition %d of %d =====", rep, b.cfg.Reps)
 		if err := b.rep(ctx, rep); err != nil {
+			// Keep what this run finished; the failed workload keeps its partial rows.
+			b.ended = time.Now()
+			if werr := b.writeReport(); werr != nil {
+				logf("writing the report: %v", werr)
+			}
 			return fmt.Errorf("repetition %d: %w", rep, err)
 		}
 		// Write the report after every repetition so a long run leaves something behind.

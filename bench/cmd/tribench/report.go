@@ -170,12 +170,14 @@ func (b *Bench) writeReport() error {
 
 	gs := groups(set.Results)
 	b.summary(&w, gs, set)
+	charts := map[string]bool{}
 	for _, g := range gs {
 		p("## %s\n\n", b.title(g.workload))
 		p("%s\n\n", runLine(g, set))
 		svg := b.chart(g)
 		if svg != "" {
 			name := chartName(g.workload)
+			charts[name] = true
 			if err := os.WriteFile(filepath.Join(chartDir, name), []byte(svg), 0o644); err != nil {
 				return err
 			}
@@ -212,7 +214,7 @@ func (b *Bench) writeReport() error {
 				p("| %s | %s | %s | %s | %s |\n", peer, fmtNum(tps, 0), pctChange(tps, base),
 					fmtNum(med(rs, func(r *Result) float64 { return r.CPU }), 2), fmtNum(med(rs, func(r *Result) float64 { return r.LagMB }), 1))
 			}
-			p("\nEach capture peer is started on its own slot (native: a subscription on the native target) and is streaming before pgbench starts; pgbench then runs the same fixed time. \"slot lag\" is `pg_current_wal_lsn() - confirmed_flush_lsn` of that slot when pgbench ended: how far the capture was behind.\n\n")
+			p("\nEach capture peer is started on its own slot (native: a subscription on the native target) and has confirmed a change written after it started before pgbench starts (pg_recvlogical with `--status-interval 1`); pgbench then runs the same fixed time. \"slot lag\" is `pg_current_wal_lsn() - confirmed_flush_lsn` of that slot when pgbench ended: how far the capture was behind.\n\n")
 		} else {
 			p("| peer | rows/s | seconds | first output s | client CPU s | CPU s per 1M rows | server CPU s | peak RSS MB |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
 			for _, peer := range g.peers {
@@ -263,7 +265,17 @@ func (b *Bench) writeReport() error {
 		w.WriteString("\n")
 		w.Write(notes)
 	}
-	return os.WriteFile(out, []byte(w.String()), 0o644)
+	if err := os.WriteFile(out, []byte(w.String()), 0o644); err != nil {
+		return err
+	}
+	// Charts of workloads that are no longer in the result set (renamed, or an older rate set).
+	old, _ := filepath.Glob(filepath.Join(chartDir, "*.svg"))
+	for _, f := range old {
+		if !charts[filepath.Base(f)] {
+			_ = os.Remove(f)
+		}
+	}
+	return nil
 }
 
 // runLine names the run(s) and binaries a section's figures come from.
@@ -522,7 +534,8 @@ func (b *Bench) method(w *strings.Builder) {
   targets are checked with count, `+"`sum(k)`"+` and `+"`sum(hashtext(doc::text))`"+`. Debezium is not run on these.
 - **History vs plain sink.** The same Kafka topics (the INSERT backlog, after the end-to-end INSERT run) are applied again
   by a second consumer with `+"`--sink history --history-schema hist`"+` into the same target cluster; the plain-sink figure is
-  that repetition's `+"`--sink postgres`"+` consumer. Both are `+"`--until-caught-up`"+` wall times including start-up.
+  that repetition's `+"`--sink postgres`"+` consumer; odd repetitions run the plain sink first, even ones the history sink.
+  Both are `+"`--until-caught-up`"+` wall times including start-up.
 - **DuckDB sink.** The backlog is alternating 1,000-row INSERT and UPDATE transactions of the same rows; the producer
   writes it to Kafka once per run, then each repetition applies all of it with a new consumer name into a new DuckDB
   file (`+"`--flush-rows 100000`"+`, `+"`--until-caught-up`"+`). The runner links no DuckDB client: the check is the consumer's own

@@ -195,12 +195,23 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 		pe := *pr
 		pe.Workload = wE2EInsert
 		b.add(&pe)
+		// The sinks comparison alternates which sink reads the topics first.
+		histFirst := wantSinks && rep%2 == 0
+		if histFirst {
+			b.repHistory(ctx, rep, prefix, int64(N))
+		}
 		c := b.consumer(ctx, rep, wE2EInsert, prefix, consumer, int64(N),
 			fmt.Sprintf(`SELECT count(*)::text FROM bench`), strconv.Itoa(N))
 		b.add(c)
 		b.add(combine(rep, wE2EInsert, pr, c))
 		if wantSinks {
-			b.repSinks(ctx, rep, prefix, c, int64(N))
+			ps := *c
+			ps.Workload, ps.Peer = wSinks, peerPGSink
+			ps.Note = "the e2e-insert consumer run (same topics, same repetition); " + ps.Note
+			b.add(&ps)
+			if !histFirst {
+				b.repHistory(ctx, rep, prefix, int64(N))
+			}
 		}
 	}
 	if wantDrain {
