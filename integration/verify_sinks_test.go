@@ -162,7 +162,7 @@ func TestVerifyHistorySink(t *testing.T) {
 		t.Fatalf("verify of a damaged history: exit %d, want 1\n%s\n%s", code, out, errOut)
 	}
 	for _, want := range []string{"verify: DIFFERENT", "missing   id=20", "extra     id=7", "BROKEN",
-		"invariant id=7 version 1 (op r): not the last version, but still open", "invariant id=9 version 5 (op u): version 5 is change 3"} {
+		"invariant id=7 version 1 (op r): not the last version, but still open", "invariant id=9 version 5 (op u): version 5 follows version 2 (a gap"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("report lacks %q:\n%s\n%s", want, out, errOut)
 		}

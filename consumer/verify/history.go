@@ -48,7 +48,8 @@ func NewHistoryTarget(ctx context.Context, dsn, consumer, checkpointSchema, hist
 }
 
 // Invariants checks the whole history table of t in the snapshot: per key,
-// versions are 1..n in (commit_lsn, position) order, every version but the
+// versions are 1..n in (commit_lsn, position) order (a break is reported at
+// the version after it), every version but the
 // last is closed no later than the next one opens, no range ends before it
 // starts, and delete and truncate records are closed at once. It returns the
 // number of violating rows and up to max of them, described.
@@ -64,19 +65,20 @@ func (s *pgSnapshot) Invariants(ctx context.Context, t *TableDef, max int) (int6
 	}
 	keyDesc := strings.Join(keyTexts, " || ', ' || ")
 	part := strings.Join(keys, ", ")
-	q := `SELECT x.k, x.version, x.rn, x.op, x.problem, count(*) OVER () FROM (
+	q := `SELECT x.k, x.version, x.op, x.problem, count(*) OVER () FROM (
 	SELECT y.*, CASE
-		WHEN y.version <> y.rn THEN 'version ' || y.version || ' is change ' || y.rn || ' of the key (gap, duplicate or out of order)'
+		WHEN y.prev IS NULL AND y.version <> 1 THEN 'the first version is ' || y.version || ', not 1 (a gap, a duplicate or out of order)'
+		WHEN y.version <> y.prev + 1 THEN 'version ' || y.version || ' follows version ' || y.prev || ' (a gap, a duplicate or out of order)'
 		WHEN y.valid_to < y.valid_from THEN 'valid_to is before valid_from'
 		WHEN y.op IN ('d', 't') AND y.valid_to IS DISTINCT FROM y.valid_from THEN 'a ' || y.op || ' record is not closed at once'
 		WHEN y.next_from IS NOT NULL AND y.valid_to IS NULL THEN 'not the last version, but still open'
 		WHEN y.next_from IS NOT NULL AND y.valid_to > y.next_from THEN 'overlaps the next version'
 		END AS problem
-	FROM (SELECT ` + keyDesc + ` AS k, h.version, h.op, h.valid_from, h.valid_to,
-		row_number() OVER w AS rn, lead(h.valid_from) OVER w AS next_from
+	FROM (SELECT ` + keyDesc + ` AS k, h.version, h.op, h.valid_from, h.valid_to, h.commit_lsn, h.position,
+		lag(h.version) OVER w AS prev, lead(h.valid_from) OVER w AS next_from
 		FROM ` + qualified(t) + ` h
 		WINDOW w AS (PARTITION BY ` + part + ` ORDER BY h.commit_lsn, h.position)) y
-) x WHERE x.problem IS NOT NULL ORDER BY x.k, x.rn LIMIT $1`
+) x WHERE x.problem IS NOT NULL ORDER BY x.k, x.commit_lsn, x.position LIMIT $1`
 	rows, err := s.tx.Query(ctx, q, max+1)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s: check the history invariants of %s: %w", s.role, t, err)
@@ -86,8 +88,8 @@ func (s *pgSnapshot) Invariants(ctx context.Context, t *TableDef, max int) (int6
 	var out []string
 	for rows.Next() {
 		var k, op, problem string
-		var version, rn int64
-		if err := rows.Scan(&k, &version, &rn, &op, &problem, &n); err != nil {
+		var version int64
+		if err := rows.Scan(&k, &version, &op, &problem, &n); err != nil {
 			return 0, nil, fmt.Errorf("%s: check the history invariants of %s: %w", s.role, t, err)
 		}
 		if len(out) < max {
