@@ -40,15 +40,12 @@ type decSetter[T any] func(b []byte, out *T) ([]byte, error)
 // time. An error wrapping ErrDecoderUnsupported means the schema uses a
 // construct only goavro decodes.
 func DecoderCompileEnvelope(schema string) (*DecoderEnvelope, error) {
-	s, err := DecoderCompile(schema)
+	root, err := decCompileRecord(schema, "envelope")
 	if err != nil {
 		return nil, err
 	}
-	if s.root.kind != decRecord {
-		return nil, errors.New("envelope schema is not a record")
-	}
 	d := &DecoderEnvelope{}
-	for _, f := range s.root.fields {
+	for _, f := range root.fields {
 		var set decSetter[DecodedEnvelope]
 		switch f.name {
 		case "op":
@@ -99,6 +96,18 @@ func DecoderCompileEnvelope(schema string) (*DecoderEnvelope, error) {
 		return nil, errors.New("not a Tributary envelope: no Row record in before or after")
 	}
 	return d, nil
+}
+
+// decCompileRecord compiles a writer schema whose root must be a record.
+func decCompileRecord(schema, what string) (*decNode, error) {
+	s, err := DecoderCompile(schema)
+	if err != nil {
+		return nil, err
+	}
+	if s.root.kind != decRecord {
+		return nil, fmt.Errorf("%s schema is not a record", what)
+	}
+	return s.root, nil
 }
 
 // RowFields are the names of the writer Row record's fields, in the order
@@ -388,15 +397,12 @@ type DecoderFrame struct {
 
 // DecoderCompileFrame compiles the writer schema text of a frame.
 func DecoderCompileFrame(schema string) (*DecoderFrame, error) {
-	s, err := DecoderCompile(schema)
+	root, err := decCompileRecord(schema, "frame")
 	if err != nil {
 		return nil, err
 	}
-	if s.root.kind != decRecord {
-		return nil, errors.New("frame schema is not a record")
-	}
 	d := &DecoderFrame{}
-	for _, f := range s.root.fields {
+	for _, f := range root.fields {
 		var set decSetter[Frame]
 		switch f.name {
 		case "xid":
