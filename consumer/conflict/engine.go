@@ -979,9 +979,11 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 	for _, gi := range gis {
 		g := rt.groups[gi]
 		switch {
-		case g.method != MethodAdditive && ch.groupEq(gi, ch.local, ch.after):
-			// Already the same: nothing to do, no conflict. (Not for
-			// additive: equal sums of different increments must both count.)
+		case g.method != MethodAdditive && (g.method != MethodCustom || kind != KindUpdateDiffers) &&
+			ch.groupEq(gi, ch.local, ch.after):
+			// Already the same: nothing to do, no conflict. Not for additive,
+			// nor for a custom update, whose expression may merge: equal sums
+			// of different increments must both count.
 			continue
 		case kind == KindUpdateDiffers && ch.groupEq(gi, ch.local, ch.before):
 			// No conflict: the remote site changed what this site has.
