@@ -65,11 +65,15 @@ type chaos struct {
 	prefix   string
 
 	regProxy, srcProxy, tgtProxy *harness.Proxy
-	prod, repl, hist             *supervised
-	w                            *workload
-	results                      []*result
-	ddlN                         int
-	kafkaEvents                  map[string]int
+	// kafkaProxy carries every Kafka connection of the producer, the
+	// consumers and the checks (the broker advertises it); nil on a real
+	// lane whose broker has no proxied listener.
+	kafkaProxy       *harness.Proxy
+	prod, repl, hist *supervised
+	w                *workload
+	results          []*result
+	ddlN             int
+	kafkaEvents      map[string]int
 }
 
 func TestChaos(t *testing.T) {
@@ -114,6 +118,7 @@ func TestChaos(t *testing.T) {
 		})
 		c.inject("network: producer <-> source PostgreSQL (latency, bandwidth, blackhole, reset)", func() { c.netFaults(c.srcProxy) })
 		c.inject("network: consumers <-> target PostgreSQL (latency, bandwidth, blackhole, reset)", func() { c.netFaults(c.tgtProxy) })
+		c.kafkaNetFaults(round)
 		c.inject(fmt.Sprintf("huge transaction (%d rows)", p.hugeRows), func() { c.hugeTxn() })
 		c.inject(fmt.Sprintf("DDL burst (%d x ADD COLUMN while writing)", p.ddlColumns), func() {
 			for i := 0; i < p.ddlColumns; i++ {
@@ -134,11 +139,21 @@ func (c *chaos) setup() {
 
 	// The registry always, and on the embedded lane the broker too, run as a
 	// `tributary dev` subprocess that a fault can restart.
-	c.dev = harness.StartDevStack(t, t.TempDir())
-	brokers := c.dev.KafkaAddr
+	// Kafka clients reach the broker through a proxy that it advertises:
+	// on the embedded lane `tributary dev --advertise`, on the real lane
+	// kafka.sh's proxied listener (KAFKA_PROXIED_LISTENER=1).
+	var brokers string
 	if b := os.Getenv("TRIBUTARY_TEST_BROKERS"); b != "" {
+		c.dev = harness.StartDevStack(t, t.TempDir())
 		brokers, c.realLane = b, true
 		c.real = harness.RealKafkaFromEnv(t)
+		if c.real != nil && c.real.ProxiedAdvertise != "" {
+			c.kafkaProxy = harness.StartProxyAt(t, c.real.ProxiedAdvertise, c.real.ProxiedListen)
+			brokers = c.real.ProxiedAdvertise
+		}
+	} else {
+		c.dev, c.kafkaProxy = harness.StartDevStackBehindProxy(t, t.TempDir())
+		brokers = c.kafkaProxy.Addr
 	}
 	c.kafka = &harness.Kafka{Brokers: strings.Split(brokers, ","), RegistryURL: c.dev.RegistryURL, Real: c.realLane}
 	var err error
@@ -278,6 +293,24 @@ func (c *chaos) brokerRestart(round int) {
 			r.notes = append(r.notes, "real lane without TRIBUTARY_TEST_KAFKA_DIR")
 		}
 	}
+}
+
+// kafkaNetFaults injects the network faults between Kafka and all its
+// clients: the producer, both consumers (and the registry-independent
+// checks), whose Kafka connections all pass kafkaProxy.
+func (c *chaos) kafkaNetFaults(round int) {
+	name := "network: producer and consumers <-> Kafka (latency, bandwidth, blackhole, reset)"
+	if c.kafkaProxy == nil {
+		if round == 0 {
+			c.t.Log("Kafka network faults not injected: start the real broker with KAFKA_PROXIED_LISTENER=1 deploy/local/kafka.sh start DIR " +
+				"and set TRIBUTARY_TEST_KAFKA_DIR=DIR, so that its clients can be routed through a proxy")
+			r := c.row(name)
+			r.status = "SKIPPED"
+			r.notes = append(r.notes, "real lane without a proxied listener (KAFKA_PROXIED_LISTENER)")
+		}
+		return
+	}
+	c.inject(name, func() { c.netFaults(c.kafkaProxy) })
 }
 
 // probe commits a marked transaction and waits until both sinks hold it.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,10 +50,7 @@ func (c *chaos) finish() {
 	}
 
 	// tributary verify, as a user runs it, while the consumers still run.
-	if out, err := runTributary(t, 10*time.Minute, "verify", "--source", c.src.DSN, "--target", c.tgt.DSN,
-		"--publication", "pub", "--consumer", "replica", "--timeout", "5m", "--log-format", "json"); err != nil {
-		fail("tributary verify: %v\n%s", err, lastLines(out, 30))
-	}
+	c.checkVerify(fail, "--timeout", "5m")
 
 	if err := c.prod.term(t); err != nil {
 		fail("producer exit after SIGTERM: %v: %s", err, lastLines(c.prod.output(), 10))
@@ -67,13 +65,34 @@ func (c *chaos) finish() {
 			fail("%s --until-caught-up: %v\n%s", a[8], err, lastLines(out, 20))
 		}
 	}
-	c.checkKafka(fail)
+	c.checkVerify(fail, "--sink", "history", "--check-history", "--no-wait")
+	c.checkKafka(t, fail)
 	c.checkHistory(fail)
 	c.checkMoney(fail)
 	if final.status == "PASS" {
-		final.notes = append(final.notes, "verify exit 0; Kafka: each txlog id once, in commit order; history: one row per change; money total kept")
+		final.notes = append(final.notes, "verify exit 0 (replica; history current versions and invariants); "+
+			"Kafka: each txlog id once, in commit order; history: one row per change; money total kept")
 	}
 	final.count = 1
+	if !t.Failed() {
+		c.negativeControl()
+	}
+}
+
+// checkVerify runs tributary verify of the replica (or, with --sink history
+// in extra, of the history database) as a user runs it.
+func (c *chaos) checkVerify(fail func(string, ...any), extra ...string) {
+	target, consumer := c.tgt.DSN, "replica"
+	for _, a := range extra {
+		if a == "history" {
+			target, consumer = c.histDSN, "hist"
+		}
+	}
+	args := append([]string{"verify", "--source", c.src.DSN, "--target", target,
+		"--publication", "pub", "--consumer", consumer, "--log-format", "json"}, extra...)
+	if out, err := runTributary(c.t, 10*time.Minute, args...); err != nil {
+		fail("tributary verify %s: %v\n%s", strings.Join(extra, " "), err, lastLines(out, 30))
+	}
 }
 
 type txRow struct {
@@ -104,9 +123,10 @@ func (c *chaos) sourceTxlog() map[int64]txRow {
 
 // checkKafka: every committed source transaction is in Kafka exactly once,
 // whole, in commit order (ReadLog checks order, framing and positions).
-func (c *chaos) checkKafka(fail func(string, ...any)) {
+// ReadLog's own contract checks fail through tb.
+func (c *chaos) checkKafka(tb testing.TB, fail func(string, ...any)) {
 	src := c.sourceTxlog()
-	log := harness.ReadLog(c.t, c.kafka, c.reg, c.prefix)
+	log := harness.ReadLog(tb, c.kafka, c.reg, c.prefix)
 	dataTopic := map[string]string{}
 	for _, tb := range dataTables {
 		dataTopic[c.prefix+".public."+tb] = tb

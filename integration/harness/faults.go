@@ -52,9 +52,17 @@ type proxyConn struct {
 // when the test ends.
 func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartProxyAt(t, "127.0.0.1:0", target)
+}
+
+// StartProxyAt is StartProxy listening on addr (a free loopback port for
+// "127.0.0.1:0"), for clients that must find the proxy at a known address:
+// a broker that advertises it.
+func StartProxyAt(t testing.TB, addr, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
+		t.Fatalf("proxy listen on %s: %v", addr, err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), target: target, conns: map[*proxyConn]struct{}{}}
 	p.serve(ln)
@@ -264,7 +272,10 @@ type DevStack struct {
 	KafkaAddr    string
 	RegistryAddr string
 	RegistryURL  string
-	proc         *Proc
+	// Advertise, when set, is the broker address clients are sent to
+	// (tributary dev --advertise); see StartDevStackBehindProxy.
+	Advertise string
+	proc      *Proc
 }
 
 // StartDevStack starts `tributary dev` on free ports with dataDir.
@@ -278,12 +289,33 @@ func StartDevStack(t testing.TB, dataDir string) *DevStack {
 	return d
 }
 
+// StartDevStackBehindProxy starts `tributary dev` with its broker behind a
+// Proxy: the broker advertises the proxy's address, so every Kafka client
+// that bootstraps from the proxy's Addr (returned as the brokers to use)
+// sends all its Kafka traffic through the proxy, where a test injects
+// network faults. The proxy keeps its address across Restart.
+func StartDevStackBehindProxy(t testing.TB, dataDir string) (*DevStack, *Proxy) {
+	t.Helper()
+	d := &DevStack{DataDir: dataDir,
+		KafkaAddr:    fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		RegistryAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t))}
+	d.RegistryURL = "http://" + d.RegistryAddr
+	p := StartProxy(t, d.KafkaAddr)
+	d.Advertise = p.Addr
+	d.start(t)
+	return d, p
+}
+
 func (d *DevStack) start(t testing.TB) {
 	t.Helper()
 	var p *Proc
 	for attempt := 0; ; attempt++ {
-		p = StartTributary(t, nil, "dev", "--data-dir", d.DataDir, "--kafka-addr", d.KafkaAddr,
-			"--registry-addr", d.RegistryAddr, "--log-format", "json")
+		args := []string{"dev", "--data-dir", d.DataDir, "--kafka-addr", d.KafkaAddr,
+			"--registry-addr", d.RegistryAddr, "--log-format", "json"}
+		if d.Advertise != "" {
+			args = append(args, "--advertise", d.Advertise)
+		}
+		p = StartTributary(t, nil, args...)
 		deadline := time.Now().Add(60 * time.Second)
 		for !strings.Contains(p.Output(), "\nready\n") {
 			if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
@@ -336,6 +368,13 @@ func (d *DevStack) Output() string { return d.proc.Output() }
 type RealKafka struct {
 	Dir       string
 	Bootstrap string
+	// ProxiedListen and ProxiedAdvertise are set when kafka.sh started the
+	// broker with KAFKA_PROXIED_LISTENER=1: a second listener on
+	// ProxiedListen that advertises ProxiedAdvertise, where nothing listens
+	// until a test puts a Proxy there (StartProxyAt(ProxiedAdvertise,
+	// ProxiedListen)); clients that bootstrap from ProxiedAdvertise then send
+	// all their Kafka traffic through that proxy.
+	ProxiedListen, ProxiedAdvertise string
 }
 
 // RealKafkaFromEnv returns the broker in $TRIBUTARY_TEST_KAFKA_DIR, or nil
@@ -350,7 +389,13 @@ func RealKafkaFromEnv(t testing.TB) *RealKafka {
 	if err != nil {
 		t.Fatalf("TRIBUTARY_TEST_KAFKA_DIR=%s: %v (start it with deploy/local/kafka.sh start)", dir, err)
 	}
-	return &RealKafka{Dir: dir, Bootstrap: strings.TrimSpace(string(b))}
+	k := &RealKafka{Dir: dir, Bootstrap: strings.TrimSpace(string(b))}
+	if p, err := os.ReadFile(filepath.Join(dir, "run", "proxied")); err == nil {
+		if f := strings.Fields(string(p)); len(f) == 2 {
+			k.ProxiedListen, k.ProxiedAdvertise = f[0], f[1]
+		}
+	}
+	return k
 }
 
 var kafkaStarted = []string{"Kafka Server started", "] started (kafka.server"}
