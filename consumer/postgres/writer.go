@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -249,10 +250,23 @@ func opName(op schemas.Op) string {
 
 var copyLine = regexp.MustCompile(`COPY [^,]*, line (\d+)`)
 
+// copyBufs holds COPY data buffers between runs, so that steady streams do
+// not allocate one per run. Buffers grown past copyBufKeep are dropped, so
+// memory stays bounded after a large transaction.
+var copyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const copyBufKeep = 4 << 20
+
 // copy sends a run of inserts into one table with COPY FROM STDIN (text).
 func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 	t := evs[0].Table
-	var buf bytes.Buffer
+	buf := copyBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= copyBufKeep {
+			copyBufs.Put(buf)
+		}
+	}()
 	for _, ev := range evs {
 		for i, c := range t.Columns {
 			if i > 0 {
@@ -267,16 +281,18 @@ func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 			if err != nil {
 				return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 			}
-			copyEscape(&buf, s)
+			copyEscape(buf, s)
 		}
 		buf.WriteByte('\n')
 	}
-	cols := make([]string, len(t.Columns))
-	for i, c := range t.Columns {
-		cols[i] = schemas.QuoteIdent(c.Name)
-	}
-	sql := "COPY " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") FROM STDIN"
-	_, err := w.tx.Conn().PgConn().CopyFrom(ctx, &buf, sql)
+	sql := w.s.cached("c"+strconv.Itoa(t.SchemaID), func() string {
+		cols := make([]string, len(t.Columns))
+		for i, c := range t.Columns {
+			cols[i] = schemas.QuoteIdent(c.Name)
+		}
+		return "COPY " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") FROM STDIN"
+	})
+	_, err := w.tx.Conn().PgConn().CopyFrom(ctx, buf, sql)
 	if err != nil {
 		ev := evs[0]
 		var pe *pgconn.PgError
@@ -294,6 +310,10 @@ func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 
 // copyEscape writes s in COPY text format.
 func copyEscape(b *bytes.Buffer, s string) {
+	if strings.IndexAny(s, "\\\n\r\t") < 0 {
+		b.WriteString(s)
+		return
+	}
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '\\':
