@@ -52,9 +52,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
@@ -103,6 +105,15 @@ type Config struct {
 	// Origin, when set, is the replication origin every Apply runs under
 	// (--origin-name); it is created when missing. Transactional mode only.
 	Origin string
+	// SynchronousCommit is the synchronous_commit of apply transactions.
+	// The default is "off", as for PostgreSQL's own subscriptions: a commit
+	// returns without waiting for its WAL flush. That is safe for
+	// exactly-once effects because the checkpoint commits in the same
+	// transaction: a target crash can only lose a suffix of applied
+	// transactions together with their checkpoint, and the consumer applies
+	// them again from Kafka. A synchronous_commit given in the DSN (as
+	// options=-c synchronous_commit=on) is kept.
+	SynchronousCommit string
 	// Conflicts, when set, detects and resolves conflicts for the tables it
 	// handles and skips changes that came back to their own site.
 	Conflicts *conflict.Engine
@@ -144,6 +155,20 @@ func New(cfg Config) (*Sink, error) {
 	}
 	if cfg.CopyMin <= 0 {
 		cfg.CopyMin = 32
+	}
+	if cfg.SynchronousCommit == "" {
+		cc, err := pgconn.ParseConfig(cfg.DSN)
+		if err != nil {
+			return nil, consumer.Permanent(fmt.Errorf("postgres sink: DSN: %w", err))
+		}
+		if cc.RuntimeParams["synchronous_commit"] == "" && !strings.Contains(cc.RuntimeParams["options"], "synchronous_commit") {
+			cfg.SynchronousCommit = "off"
+		}
+	}
+	switch cfg.SynchronousCommit {
+	case "", "off", "local", "remote_write", "on", "remote_apply":
+	default:
+		return nil, fmt.Errorf("postgres sink: SynchronousCommit %q: want off, local, remote_write, on or remote_apply", cfg.SynchronousCommit)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -195,7 +220,11 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		}
 		defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), conn, s.log)
 	}
-	tx, err := conn.Begin(ctx)
+	var opts pgx.TxOptions
+	if sc := s.cfg.SynchronousCommit; sc != "" {
+		opts.BeginQuery = "BEGIN; SET LOCAL synchronous_commit TO " + sc
+	}
+	tx, err := conn.BeginTx(ctx, opts)
 	if err != nil {
 		return pgtarget.Classify(fmt.Errorf("begin: %w", err))
 	}
