@@ -336,8 +336,17 @@ func (s *session) stream(ctx context.Context) error {
 	defer cfg.Observer.Streaming(false)
 	nextStatus := time.Now()
 	nextHeartbeat := time.Now().Add(cfg.HeartbeatInterval)
-	recv := &deadlineCtx{parent: ctx}
-	defer recv.stop()
+	// Messages are received without a context: pgconn watches a context
+	// with a goroutine per call, which cost about a tenth of the CPU on
+	// single-row transactions. The status, heartbeat and group deadlines
+	// are the connection's read deadline instead, and a cancel of ctx
+	// moves that deadline to now. A read timeout leaves the connection
+	// usable (pgconn closes it on other errors only).
+	conn := s.repl.Conn()
+	var readDeadline time.Time // the read deadline last set; zero when unknown
+	stopInterrupt := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stopInterrupt()
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
 	for {
 		now := time.Now()
 		if ctx.Err() != nil {
@@ -373,9 +382,20 @@ func (s *session) stream(ctx context.Context) error {
 		if cfg.HeartbeatInterval > 0 && nextHeartbeat.Before(deadline) {
 			deadline = nextHeartbeat
 		}
-		msg, err := s.repl.ReceiveMessage(recv.until(deadline))
+		if !deadline.Equal(readDeadline) {
+			if err := conn.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
+			}
+			readDeadline = deadline
+			// A cancel after this check moves the deadline set here to now.
+			if ctx.Err() != nil {
+				continue
+			}
+		}
+		msg, err := s.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) || ctx.Err() != nil {
+				readDeadline = time.Time{}
 				continue
 			}
 			return fmt.Errorf("receive from slot %s: %w", cfg.Slot, err)
@@ -948,30 +968,4 @@ func checkTupleLengths(data []byte) error {
 		}
 	}
 	return nil
-}
-
-// deadlineCtx hands out one context per deadline rather than one per
-// message: a new context per received message cost about a tenth of the
-// producer's CPU on single-row transactions.
-type deadlineCtx struct {
-	parent context.Context
-	ctx    context.Context
-	cancel context.CancelFunc
-	at     time.Time
-}
-
-// until returns a context that ends at t (or with the parent).
-func (d *deadlineCtx) until(t time.Time) context.Context {
-	if d.ctx == nil || !t.Equal(d.at) || d.ctx.Err() != nil {
-		d.stop()
-		d.ctx, d.cancel = context.WithDeadline(d.parent, t)
-		d.at = t
-	}
-	return d.ctx
-}
-
-func (d *deadlineCtx) stop() {
-	if d.cancel != nil {
-		d.cancel()
-	}
 }
