@@ -30,6 +30,26 @@ type DecodedEnvelope struct {
 type DecoderEnvelope struct {
 	fields    []decSetter[DecodedEnvelope]
 	rowFields []string
+	zero      []func(*DecodedEnvelope) // clear what the writer schema lacks
+}
+
+// decEnvelopeZero clears each field of DecodedEnvelope that Decode fills,
+// keyed by its path in the envelope schema.
+var decEnvelopeZero = map[string]func(*DecodedEnvelope){
+	"op":                func(e *DecodedEnvelope) { e.Op = "" },
+	"tx.id":             func(e *DecodedEnvelope) { e.TxID = "" },
+	"tx.position":       func(e *DecodedEnvelope) { e.TxPosition = 0 },
+	"source.version":    func(e *DecodedEnvelope) { e.Source.Version = "" },
+	"source.prefix":     func(e *DecodedEnvelope) { e.Source.Prefix = "" },
+	"source.db":         func(e *DecodedEnvelope) { e.Source.DB = "" },
+	"source.schema":     func(e *DecodedEnvelope) { e.Source.Schema = "" },
+	"source.table":      func(e *DecodedEnvelope) { e.Source.Table = "" },
+	"source.lsn":        func(e *DecodedEnvelope) { e.Source.LSN = 0 },
+	"source.commit_lsn": func(e *DecodedEnvelope) { e.Source.CommitLSN = 0 },
+	"source.xid":        func(e *DecodedEnvelope) { e.Source.Xid = 0 },
+	"source.commit_ts":  func(e *DecodedEnvelope) { e.Source.CommitTime = time.Time{} },
+	"source.snapshot":   func(e *DecodedEnvelope) { e.Source.Snapshot = false },
+	"source.origin":     func(e *DecodedEnvelope) { e.Source.Origin = "" },
 }
 
 type decSetter[T any] func(b []byte, out *T) ([]byte, error)
@@ -95,6 +115,20 @@ func DecoderCompileEnvelope(schema string) (*DecoderEnvelope, error) {
 	if d.rowFields == nil {
 		return nil, errors.New("not a Tributary envelope: no Row record in before or after")
 	}
+	present := map[string]bool{}
+	for _, f := range root.fields {
+		present[f.name] = true
+		if (f.name == "source" || f.name == "tx") && f.node.kind == decRecord {
+			for _, sf := range f.node.fields {
+				present[f.name+"."+sf.name] = true
+			}
+		}
+	}
+	for path, z := range decEnvelopeZero {
+		if !present[path] {
+			d.zero = append(d.zero, z)
+		}
+	}
 	return d, nil
 }
 
@@ -115,12 +149,15 @@ func decCompileRecord(schema, what string) (*decNode, error) {
 func (d *DecoderEnvelope) RowFields() []string { return d.rowFields }
 
 // Decode decodes one envelope body (without the wire-format header) into e.
-// Bytes left after the envelope are an error. Strings of e.Source are kept
-// when unchanged, so reusing e across envelopes of one table saves their
-// allocation; everything else in e is overwritten.
+// Bytes left after the envelope are an error. Every field of e is set (to
+// its zero value when the writer schema lacks it); strings equal to the ones
+// e already holds are kept rather than allocated again, so reusing e across
+// envelopes saves those allocations. UnchangedToast reuses its array.
 func (d *DecoderEnvelope) Decode(b []byte, e *DecodedEnvelope) error {
 	e.Before, e.After, e.UnchangedToast = nil, nil, e.UnchangedToast[:0]
-	e.Source.Origin = ""
+	for _, z := range d.zero {
+		z(e)
+	}
 	var err error
 	for _, set := range d.fields {
 		if b, err = set(b, e); err != nil {
