@@ -88,6 +88,7 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 	// A's consumer of B stops; B writes on, then stops taking writes, and
 	// once its producer has published it all (C has it) B's processes stop
 	// and its data is lost. A has not applied B's last changes.
+	waitValue(t, a, "true", `SELECT (count(*) > 0)::text FROM ledger WHERE site = 'B'`)
 	stopAofB()
 	time.Sleep(time.Second)
 	if errs := loads[1].stop(); len(errs) > 0 {
@@ -132,6 +133,12 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 	t.Logf("reseed:\n%s", lastLines(out, 12))
 	if got := b.query(t, `SELECT count(DISTINCT consumer)::text FROM tributary_checkpoint`); got != "2" {
 		t.Fatalf("B has checkpoints of %s consumers after the reseed, want from_A and from_C", got)
+	}
+	if got := b.query(t, `SELECT (count(*) > 0)::text FROM tributary_row_meta`); got != "true" {
+		t.Fatalf("A's conflict metadata (who wrote the rows its consumers applied) was not copied to B")
+	}
+	if !strings.Contains(out, "Checkpoints written for consumers from_A, from_C") {
+		t.Fatalf("reseed's summary should name the consumers whose checkpoints it wrote:\n%s", out)
 	}
 
 	// B comes back: producer (no snapshot: the copy is not B's to publish), consumers, load.

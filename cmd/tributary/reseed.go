@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,7 @@ func runReseed(ctx context.Context, args []string, e env) error {
 	copyCP := fs.StringList("checkpoints", nil, "donor consumer checkpoints to copy, `donor[=target],...` "+
 		"(default every donor consumer that does not read --site-prefix, under its own name)")
 	cpSchema := fs.String("checkpoint-schema", "public", "`schema` of tributary_checkpoint at both sites")
+	metaSchema := fs.String("conflict-schema", "public", "`schema` of tributary_row_meta at both sites (schema: in the --conflicts file)")
 	force := fs.Bool("force", false, "empty target tables that have rows, in the copy's transaction")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the donor's consumer of the target's stream, "+
 		"and for the donor's producer to publish past the snapshot")
@@ -121,8 +123,8 @@ func runReseed(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	r := &reseed{log: log, opts: opts, reg: reg, prefix: *k.prefix, sitePrefix: *sitePrefix, consumer: *name,
-		origin: *originName, publication: *publication, cpSchema: *cpSchema, force: *force, timeout: *timeout,
-		waitOwn: *waitOwn, rename: rename, progress: e.stderr}
+		origin: *originName, publication: *publication, cpSchema: *cpSchema, metaSchema: *metaSchema, force: *force, timeout: *timeout,
+		waitOwn: *waitOwn, rename: rename, progress: e.stderr, out: e.stdout}
 	if err := r.run(ctx, *donor, *target); err != nil {
 		var re *reseedRefusal
 		if errors.As(err, &re) {
@@ -151,11 +153,13 @@ type reseed struct {
 	origin      string
 	publication string
 	cpSchema    string
+	metaSchema  string
 	force       bool
 	timeout     time.Duration
 	waitOwn     bool
 	rename      map[string]string
-	progress    io.Writer
+	progress    io.Writer // copy progress
+	out         io.Writer // the summary
 }
 
 // pubTable is one published table of the donor, with its PG15 column list
@@ -363,6 +367,9 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		}
 		total += n
 	}
+	if err := r.copyRowMeta(ctx, stx, ttx); err != nil {
+		return err
+	}
 	cps := pgtarget.NewCheckpoints(r.cpSchema, r.consumer)
 	if err := cps.Create(ctx, ttx.Conn()); err != nil {
 		return err
@@ -375,11 +382,24 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 			return err
 		}
 	}
+	// A consumer that connected meanwhile would have read the old checkpoint.
+	if err := r.checkNoConsumer(ctx, tgt); err != nil {
+		return err
+	}
 	if err := ttx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit the reseed at the target: %w", err)
 	}
 	r.log.Info("reseed committed", "tables", len(tables), "rows", total, "consumer", r.consumer,
 		"donor_commit_lsn", own.CommitLSN.String(), "consistent_point", cp.String(), "third_site_consumers", len(third))
+	names := []string{r.consumer}
+	for n := range third {
+		names = append(names, n)
+	}
+	sort.Strings(names[1:])
+	fmt.Fprintf(r.out, "reseeded %d rows of %d tables from the donor's snapshot at %s (its stream's last frame below it: commit %s).\n"+
+		"Checkpoints written for consumers %s.\n"+
+		"Now start the target's consumers, and its producer with --snapshot never.\n",
+		total, len(tables), cp, own.CommitLSN, strings.Join(names, ", "))
 	return nil
 }
 
@@ -727,30 +747,41 @@ func (r *reseed) bounds(ctx context.Context, adm *kadm.Client, topic string, par
 	return s.Offset, e.Offset, nil
 }
 
-// firstAtOrPast is the offset of the first committed record of a partition
-// whose commit LSN (lsnOf) is at or past cp, or end when there is none
-// below end. Commit LSNs never decrease along a partition, so it bisects:
-// each probe reads the first committed record at or after an offset.
+// firstAtOrPast is the offset just after a partition's last committed
+// record whose commit LSN (lsnOf) is below cp (lo when there is none): where
+// a reader of the records at or past cp starts; see bisect.
 func (r *reseed) firstAtOrPast(ctx context.Context, topic string, part int32, lo, hi int64, cp pglogrepl.LSN,
 	lsnOf func(*kgo.Record) (pglogrepl.LSN, error)) (int64, error) {
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		rec, err := r.firstRecord(ctx, topic, part, mid, hi)
-		if err != nil {
-			return 0, err
-		}
-		if rec == nil {
-			hi = mid
-			continue
+	return bisect(lo, hi, cp, func(from int64) (int64, pglogrepl.LSN, bool, error) {
+		rec, err := r.firstRecord(ctx, topic, part, from, hi)
+		if err != nil || rec == nil {
+			return 0, 0, false, err
 		}
 		lsn, err := lsnOf(rec)
+		return rec.Offset, lsn, true, err
+	})
+}
+
+// bisect finds the smallest offset in [lo, hi] from which every record has a
+// commit LSN at or past cp: just after the last record below cp, or lo when
+// there is none. Offsets without a record (transaction markers, aborted
+// records) may lie between it and the first record at or past cp; a reader
+// skips them. probe(from) returns the
+// offset and LSN of the first record at or after from (offsets without a
+// record, such as transaction markers and aborted records, are skipped), or
+// found false when there is none below hi. Commit LSNs never decrease along
+// a partition, so O(log(hi-lo)) probes suffice.
+func bisect(lo, hi int64, cp pglogrepl.LSN, probe func(from int64) (off int64, lsn pglogrepl.LSN, found bool, err error)) (int64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		off, lsn, found, err := probe(mid)
 		if err != nil {
 			return 0, err
 		}
-		if lsn >= cp {
+		if !found || lsn >= cp {
 			hi = mid
 		} else {
-			lo = rec.Offset + 1
+			lo = off + 1
 		}
 	}
 	return lo, nil
@@ -914,9 +945,9 @@ func (r *reseed) waitOwnStream(ctx context.Context, dcfg *pgx.ConnConfig) error 
 }
 
 // ownStreamBehind lists the donor consumers of topic (a transactions topic)
-// that have a committed frame below end still to apply, as "name at offset".
-// A donor with no consumer of topic is an error: the target's changes would
-// be in no copy.
+// that have a committed frame below end still to apply, as "name at offset";
+// a donor with no checkpoint of topic is behind too: the target's changes
+// would be in no copy.
 func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic string, end int64) ([]string, error) {
 	var exists bool
 	if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
@@ -943,8 +974,7 @@ func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic 
 		}
 	}
 	if len(rows) == 0 {
-		return nil, refuse("the donor has no consumer of the target's own stream %s in %s: the target's changes "+
-			"that are only in Kafka would be lost; give --wait-own-stream=false to reseed anyway", topic, table)
+		return []string{"no donor consumer has a checkpoint of it yet"}, nil
 	}
 	var behind []string
 	for _, row := range rows {
@@ -957,4 +987,33 @@ func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic 
 		}
 	}
 	return behind, nil
+}
+
+// copyRowMeta copies the donor's tributary_row_meta (who last wrote each
+// column group of a row the donor's consumers applied, and when) over the
+// target's, so that latest and earliest judge the copied rows as the donor
+// does. A donor without the table has nothing to copy; a target without it
+// gets a warning (pg_dump --schema-only of the donor creates it).
+func (r *reseed) copyRowMeta(ctx context.Context, stx, ttx pgx.Tx) error {
+	t := pubTable{schema: r.metaSchema, name: "tributary_row_meta"}
+	var atDonor, atTarget bool
+	if err := stx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.qualified()).Scan(&atDonor); err != nil {
+		return fmt.Errorf("look for %s on the donor: %w", t, err)
+	}
+	if err := ttx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.qualified()).Scan(&atTarget); err != nil {
+		return fmt.Errorf("look for %s on the target: %w", t, err)
+	}
+	switch {
+	case !atDonor:
+		return nil
+	case !atTarget:
+		r.log.Warn("the target has no conflict metadata table; latest and earliest will take the copied rows as "+
+			"written at the snapshot's time (create the target's schema with pg_dump --schema-only of the donor)", "table", t.String())
+		return nil
+	}
+	if _, err := ttx.Exec(ctx, "DELETE FROM "+t.qualified()); err != nil {
+		return fmt.Errorf("clear %s on the target: %w", t, err)
+	}
+	_, err := r.copyTable(ctx, stx, ttx, t)
+	return err
 }
