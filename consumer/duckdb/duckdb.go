@@ -198,19 +198,18 @@ func (s *Sink) open(ctx context.Context) error {
 		db.Close()
 		return s.errorf(ctx, err, "open")
 	}
-	var settings []string
+	var settings [][2]string // flag, statement
 	if s.cfg.MemoryLimit != "" {
-		settings = append(settings, "SET memory_limit = "+quoteLit(s.cfg.MemoryLimit))
+		settings = append(settings, [2]string{"--duckdb-memory-limit " + s.cfg.MemoryLimit, "SET memory_limit = " + quoteLit(s.cfg.MemoryLimit)})
 	}
 	if s.cfg.Threads > 0 {
-		settings = append(settings, fmt.Sprintf("SET threads = %d", s.cfg.Threads))
+		settings = append(settings, [2]string{fmt.Sprintf("--duckdb-threads %d", s.cfg.Threads), fmt.Sprintf("SET threads = %d", s.cfg.Threads)})
 	}
-	for _, q := range settings {
-		if _, err := conn.ExecContext(ctx, q); err != nil {
+	for _, set := range settings {
+		if _, err := conn.ExecContext(ctx, set[1]); err != nil {
 			conn.Close()
 			db.Close()
-			return consumer.Permanent(fmt.Errorf("duckdb %s: --duckdb-memory-limit %q, --duckdb-threads %d: %s: %w",
-				s.cfg.Path, s.cfg.MemoryLimit, s.cfg.Threads, q, oneLine{err}))
+			return consumer.Permanent(fmt.Errorf("duckdb %s: %s: %w", s.cfg.Path, set[0], oneLine{err}))
 		}
 	}
 	for _, q := range []string{

@@ -15,21 +15,27 @@ import (
 
 // layout is the DuckDB tables of one value schema and the SQL that loads them.
 type layout struct {
-	t       *consumer.Table
-	types   []colType
-	cur     string // quoted schema.table
-	hist    string // quoted schema.table_history
-	stage   string // temp staging table name, unquoted
-	ddl     []string
-	resolve string // CREATE TEMP TABLE _trb_resolved from the stage
-	nonKey  []int
+	t     *consumer.Table
+	types []colType
+	cur   string // quoted schema.table
+	hist  string // quoted schema.table_history
+	stage string // temp staging table name, unquoted
+	// resolved is the temp table of the staged rows, typed and completed,
+	// unquoted. Like the stage, it is created once per connection and
+	// emptied after each merge: a temp table created and dropped per merge
+	// would stay in memory until the DuckDB transaction ends, so a large
+	// source transaction would need memory in proportion to its size.
+	resolved string
+	ddl      []string
+	resolve  string // INSERT INTO resolved from the stage
+	nonKey   []int
 }
 
 func q(s string) string { return schemas.QuoteIdent(s) }
 
 func newLayout(t *consumer.Table) *layout {
 	l := &layout{t: t, cur: q(t.Schema) + "." + q(t.Name), hist: q(t.Schema) + "." + q(t.Name+"_history"),
-		stage: "_trb_stage_" + strconv.Itoa(t.SchemaID)}
+		stage: "_trb_stage_" + strconv.Itoa(t.SchemaID), resolved: "_trb_resolved_" + strconv.Itoa(t.SchemaID)}
 	isKey := map[int]bool{}
 	for _, k := range t.Key {
 		isKey[k] = true
@@ -91,7 +97,9 @@ func (l *layout) buildDDL() []string {
 	}
 	stmts = append(stmts, "INSERT INTO main.tributary_export SELECT "+quoteLit(l.hist)+", "+quoteLit(l.t.String())+
 		", 0, NULL WHERE NOT EXISTS (SELECT 1 FROM main.tributary_export WHERE history = "+quoteLit(l.hist)+")")
-	stmts = append(stmts, "CREATE TEMP TABLE IF NOT EXISTS "+q(l.stage)+" ("+strings.Join(stageDefs, ", ")+")")
+	stmts = append(stmts, "CREATE TEMP TABLE IF NOT EXISTS "+q(l.stage)+" ("+strings.Join(stageDefs, ", ")+")",
+		"CREATE TEMP TABLE IF NOT EXISTS "+q(l.resolved)+" (_ord BIGINT, _op VARCHAR, _lsn UBIGINT, _pos BIGINT, _xid BIGINT, _ts TIMESTAMPTZ, "+
+			strings.Join(defs, ", ")+")")
 	keys := l.keyList("")
 	latest := "SELECT * EXCLUDE (_trb_rn) FROM (SELECT *, row_number() OVER (PARTITION BY " + keys +
 		" ORDER BY commit_lsn DESC, position DESC) AS _trb_rn FROM " + l.hist + " WHERE %s) WHERE _trb_rn = 1 AND op NOT IN ('d', 't')"
@@ -119,7 +127,8 @@ func (l *layout) buildResolve() string {
 	for i := range l.t.Columns {
 		typed[i] = l.types[i].conv("c"+strconv.Itoa(i)) + " AS " + l.col(i)
 	}
-	b.WriteString("CREATE OR REPLACE TEMP TABLE _trb_resolved AS WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
+	b.WriteString("INSERT INTO " + q(l.resolved) + " (_ord, _op, _lsn, _pos, _xid, _ts, " + l.colList("") +
+		") WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
 	b.WriteString(strings.Join(typed, ", "))
 	b.WriteString(" FROM " + q(l.stage) + ") SELECT s._ord, s._op, s._lsn, s._pos, s._xid, s._ts")
 	isNon := map[int]bool{}
@@ -146,14 +155,15 @@ func (l *layout) buildResolve() string {
 // merge statements, run after resolve.
 func (l *layout) mergeSQL() []string {
 	cols := l.colList("")
+	res := q(l.resolved)
 	return []string{
 		"INSERT INTO " + l.hist + " (" + cols + ", op, commit_lsn, commit_ts, xid, position) SELECT " + cols +
-			", _op, _lsn, _ts, _xid, _pos FROM _trb_resolved ORDER BY _ord",
-		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM _trb_resolved r WHERE " + l.keyJoin("r", "c") + ")",
+			", _op, _lsn, _ts, _xid, _pos FROM " + res + " ORDER BY _ord",
+		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM " + res + " r WHERE " + l.keyJoin("r", "c") + ")",
 		"INSERT INTO " + l.cur + " (" + cols + ") SELECT " + cols + " FROM (SELECT *, row_number() OVER (PARTITION BY " +
-			l.keyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM _trb_resolved) WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
+			l.keyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM " + res + ") WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
 		"DELETE FROM " + q(l.stage),
-		"DROP TABLE _trb_resolved",
+		"DELETE FROM " + res,
 	}
 }
 
