@@ -148,16 +148,21 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 // target and checks the target.
 func (b *Bench) consumer(ctx context.Context, rep int, wl, prefix, name string, rows int64, check, want string) *Result {
 	return b.consumerSink(ctx, rep, wl, peerConsumer, prefix, name, rows, []string{"--target", b.tgt.DSN, "--create-tables"},
-		func(*Proc) (string, error) {
-			got, err := b.tgt.QueryVal(ctx, check)
-			if err != nil {
-				return "", err
-			}
-			if got != want {
-				return "", fmt.Errorf("target check %q: got %s, want %s", check, got, want)
-			}
-			return "target verified: " + check + " = " + want, nil
-		})
+		b.targetCheck(ctx, check, want))
+}
+
+// targetCheck is a consumerSink check: check on the target must return want.
+func (b *Bench) targetCheck(ctx context.Context, check, want string) func(*Proc) (string, error) {
+	return func(*Proc) (string, error) {
+		got, err := b.tgt.QueryVal(ctx, check)
+		if err != nil {
+			return "", err
+		}
+		if got != want {
+			return "", fmt.Errorf("target check %q: got %s, want %s", check, got, want)
+		}
+		return "target verified: " + check + " = " + want, nil
+	}
 }
 
 // consumerSink runs `tributary consumer --until-caught-up` with the sink

@@ -214,7 +214,7 @@ func (b *Bench) writeReport() error {
 				p("| %s | %s | %s | %s | %s |\n", peer, fmtNum(tps, 0), pctChange(tps, base),
 					fmtNum(med(rs, func(r *Result) float64 { return r.CPU }), 2), fmtNum(med(rs, func(r *Result) float64 { return r.LagMB }), 1))
 			}
-			p("\nEach capture peer is started on its own slot (native: a subscription on the native target) and has confirmed a change written after it started before pgbench starts (pg_recvlogical with `--status-interval 1`); pgbench then runs the same fixed time. \"slot lag\" is `pg_current_wal_lsn() - confirmed_flush_lsn` of that slot when pgbench ended: how far the capture was behind.\n\n")
+			p("\nEach capture peer is started on its own slot (native: a subscription on the native target) and has confirmed a transaction that touches all four tables, written after it started, before pgbench starts (pg_recvlogical with `--status-interval 1 --fsync-interval 1`); pgbench then runs the same fixed time. \"slot lag\" is `pg_current_wal_lsn() - confirmed_flush_lsn` of that slot when pgbench ended: how far the capture was behind.\n\n")
 		} else {
 			p("| peer | rows/s | seconds | first output s | client CPU s | CPU s per 1M rows | server CPU s | peak RSS MB |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
 			for _, peer := range g.peers {
