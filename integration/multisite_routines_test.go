@@ -87,22 +87,26 @@ func TestMultisiteRoutinesConverge(t *testing.T) {
 	ymlA, ymlB := routinesYAML("keep-local"), routinesYAML("apply-remote")
 
 	wantConflicts := 0 // per site and group, over the rounds so far
+	// digest is id, mn, mx and cu of every row at s; numbers reads it.
+	digest := func(s *msSite) string {
+		return s.query(t, `SELECT string_agg(concat_ws(' ', id, mn, mx, cu), ',' ORDER BY id) FROM routines`)
+	}
+	numbers := func(d string) (mn, mx map[int]int, cu map[int]int64) {
+		mn, mx, cu = map[int]int{}, map[int]int{}, map[int]int64{}
+		for _, r := range strings.Split(d, ",") {
+			var id int
+			var c int64
+			var lo, hi int
+			if _, err := fmt.Sscan(r, &id, &lo, &hi, &c); err != nil {
+				t.Fatalf("%q: %v", r, err)
+			}
+			mn[id], mx[id], cu[id] = lo, hi, c
+		}
+		return mn, mx, cu
+	}
 	var ra, rb *msRun
 	for round := 1; round <= 2; round++ {
-		start := map[int]int64{} // cu at the round's start
-		rs, err := a.conn(t).Query(context.Background(), `SELECT id, cu FROM routines`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rs.Next() {
-			var id int
-			var cu int64
-			if err := rs.Scan(&id, &cu); err != nil {
-				t.Fatal(err)
-			}
-			start[id] = cu
-		}
-		rs.Close()
+		_, _, start := numbers(digest(a)) // cu at the round's start
 		writes := routinesWorkload(t, sites, round, rows)
 		if round == 1 { // round 2 runs while they apply
 			ra, rb = a.startConsumer(t, b, ymlA), b.startConsumer(t, a, ymlB)
@@ -164,18 +168,7 @@ func TestMultisiteRoutinesConverge(t *testing.T) {
 	// the consumers run. minimum and maximum values move one way only
 	// (LEAST, GREATEST), so they converge to the extremes of all values
 	// written at either site; custom keeps every increment.
-	digest := func(s *msSite) string {
-		return s.query(t, `SELECT string_agg(concat_ws(' ', id, mn, mx, cu), ',' ORDER BY id) FROM routines`)
-	}
-	wantMn, wantMx, wantCu := map[int]int{}, map[int]int{}, map[int]int64{}
-	for _, r := range strings.Split(digest(a), ",") {
-		var id, mn, mx int
-		var cu int64
-		if _, err := fmt.Sscan(r, &id, &mn, &mx, &cu); err != nil {
-			t.Fatalf("%q: %v", r, err)
-		}
-		wantMn[id], wantMx[id], wantCu[id] = mn, mx, cu
-	}
+	wantMn, wantMx, wantCu := numbers(digest(a))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, s := range sites {
