@@ -154,6 +154,8 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 	}
 	waitEqual(t, "ledger", a, b, c)
 	waitEqual(t, "accounts", a, b, c)
+	verifySites(t, a, b)
+	verifySites(t, c, b)
 	checkLedgerBalances(t, a)
 	for _, p := range procs {
 		p.Kill()

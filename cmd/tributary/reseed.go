@@ -79,7 +79,7 @@ func runReseed(ctx context.Context, args []string, e env) error {
 	donorSite := fs.String("donor-site", "", "the donor's site `name`: the copy runs under replication origin tributary_<name>")
 	originName := fs.String("origin-name", "", "replication origin `name` of the copy (default tributary_<donor-site>), as the target's --consumer uses")
 	copyCP := fs.StringList("checkpoints", nil, "donor consumer checkpoints to copy, `donor[=target],...` "+
-		"(default every donor consumer that does not read --site-prefix, under its own name)")
+		"(default every donor consumer that does not read --site-prefix, under its own name; none for no other)")
 	cpSchema := fs.String("checkpoint-schema", "public", "`schema` of tributary_checkpoint at both sites")
 	metaSchema := fs.String("conflict-schema", "public", "`schema` of tributary_row_meta at both sites (schema: in the --conflicts file)")
 	force := fs.Bool("force", false, "empty target tables that have rows, in the copy's transaction")
@@ -105,7 +105,11 @@ func runReseed(ctx context.Context, args []string, e env) error {
 		return usageError{fmt.Errorf("--site-prefix %q is the donor's --prefix: the target's own stream is not the donor's", *sitePrefix)}
 	}
 	rename := map[string]string{}
+	noThird := len(*copyCP) == 1 && (*copyCP)[0] == "none"
 	for _, c := range *copyCP {
+		if noThird {
+			break
+		}
 		from, to, ok := strings.Cut(c, "=")
 		if !ok {
 			to = from
@@ -124,7 +128,7 @@ func runReseed(ctx context.Context, args []string, e env) error {
 	}
 	r := &reseed{log: log, opts: opts, reg: reg, prefix: *k.prefix, sitePrefix: *sitePrefix, consumer: *name,
 		origin: *originName, publication: *publication, cpSchema: *cpSchema, metaSchema: *metaSchema, force: *force, timeout: *timeout,
-		waitOwn: *waitOwn, rename: rename, progress: e.stderr, out: e.stdout}
+		waitOwn: *waitOwn, rename: rename, noThird: noThird, progress: e.stderr, out: e.stdout}
 	if err := r.run(ctx, *donor, *target); err != nil {
 		var re *reseedRefusal
 		if errors.As(err, &re) {
@@ -158,6 +162,7 @@ type reseed struct {
 	timeout     time.Duration
 	waitOwn     bool
 	rename      map[string]string
+	noThird     bool      // --checkpoints none
 	progress    io.Writer // copy progress
 	out         io.Writer // the summary
 }
@@ -458,6 +463,9 @@ func (r *reseed) donorCheckpoints(ctx context.Context, tx pgx.Tx) (map[string]co
 		return nil, fmt.Errorf("look for %s on the donor: %w", table, err)
 	}
 	out := map[string]consumer.Checkpoint{}
+	if r.noThird {
+		return out, nil
+	}
 	if !exists {
 		if len(r.rename) > 0 {
 			return nil, refuse("--checkpoints: the donor has no %s", table)
