@@ -33,7 +33,9 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	})
 	source := fs.String("source", "", "source PostgreSQL `DSN`")
 	target := fs.String("target", "", "target `DSN`")
-	sink := fs.String("sink", "postgres", "`sink` of the consumer: postgres (a replica), or history (compares the current versions of the history tables)")
+	sink := fs.String("sink", "postgres", "`sink` of the consumer: postgres (a replica), history (compares the current versions of the history tables) "+
+		"or duckdb (the current-state tables of --duckdb-file; needs a cgo build, and a consumer that does not hold the file)")
+	duckFile := fs.String("duckdb-file", "", "duckdb: the consumer's database `file`, opened read-only")
 	historySchema := fs.String("history-schema", "", "history: `schema` of the history tables (default: each source table's)")
 	checkHistory := fs.Bool("check-history", false, "history: also check every key's versions (1..n, no gaps) and validity ranges (no overlaps)")
 	transforms := fs.String("transforms", "", "the consumer's transforms YAML `file`: source rows are transformed as the consumer does before they are compared (needs --registry and --prefix)")
@@ -52,7 +54,7 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	leafRows := fs.Int("leaf-rows", 1000, "`rows` at or below which a differing range is compared row by row")
 	maxKeys := fs.Int("max-keys", 100, "differing `keys` listed per table (the counts are always exact)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	fs.Require("source", "target")
+	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
 		return err
 	}
@@ -65,10 +67,18 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	}
 	switch *sink {
 	case "postgres", "history":
+		if *target == "" {
+			return usageError{fmt.Errorf("--sink %s needs --target", *sink)}
+		}
 	case "duckdb":
-		return usageError{errors.New("--sink duckdb: verify cannot compare a DuckDB warehouse yet; compare a postgres or history sink")}
+		if *duckFile == "" {
+			return usageError{errors.New("--sink duckdb needs --duckdb-file")}
+		}
+		if *transforms != "" {
+			return usageError{errors.New("--sink duckdb: comparing through the consumer's --transforms is not supported yet")}
+		}
 	default:
-		return usageError{fmt.Errorf("--sink %q: want postgres or history", *sink)}
+		return usageError{fmt.Errorf("--sink %q: want postgres, history or duckdb", *sink)}
 	}
 	var tr *verify.Transform
 	if *transforms != "" {
@@ -90,10 +100,15 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	if err := verify.CheckDSN(*source, "source"); err != nil {
 		return fail(err)
 	}
-	if err := verify.CheckDSN(*target, "target"); err != nil {
-		return fail(err)
+	if *sink != "duckdb" {
+		if err := verify.CheckDSN(*target, "target"); err != nil {
+			return fail(err)
+		}
 	}
 	open := func(consumer string) (verify.Target, error) {
+		if *sink == "duckdb" {
+			return verify.NewDuckDBTarget(ctx, *duckFile, consumer, *source)
+		}
 		if *sink == "history" {
 			return verify.NewHistoryTarget(ctx, *target, consumer, *checkpointSchema, *historySchema)
 		}
@@ -183,7 +198,6 @@ func loadVerifyTransform(file string, k *kafkaFlags, log *slog.Logger) (*verify.
 // config file.
 func ignoreConsumerSettings(fs *flagconf.Set) {
 	const why = " (a consumer setting, accepted so that verify reads the consumer's --config; ignored)"
-	fs.String("duckdb-file", "", "duckdb: database `file`"+why)
 	fs.String("duckdb-memory-limit", "", "`size`"+why)
 	fs.Int("duckdb-threads", 0, "`threads`"+why)
 	fs.Int("flush-rows", 0, "`rows`"+why)

@@ -535,10 +535,15 @@ func (p *postgresTarget) Close(ctx context.Context) error { return p.conn.Close(
 // Consumers lists the consumer names with a transactional checkpoint in the
 // target's checkpoint table; nil when the table does not exist.
 func Consumers(ctx context.Context, t Target) ([]string, error) {
-	p, ok := t.(*postgresTarget)
-	if !ok {
-		return nil, nil
+	if l, ok := t.(interface {
+		consumers(context.Context) ([]string, error)
+	}); ok {
+		return l.consumers(ctx)
 	}
+	return nil, nil
+}
+
+func (p *postgresTarget) consumers(ctx context.Context) ([]string, error) {
 	rows, err := p.conn.Query(ctx, `SELECT DISTINCT consumer FROM `+p.cpt+` WHERE kind = 'transactions' ORDER BY 1`)
 	var names []string
 	if err == nil {

@@ -140,19 +140,30 @@ func nativeDecoder(c consumer.Column) (func([]byte) (any, error), error) {
 }
 
 func (t *transformedSource) Checksum(ctx context.Context, r Range) (Sum, int64, error) {
-	var sum big.Int
-	var h big.Int
-	var n int64
+	var acc hashSum
 	scanned, err := t.scan(ctx, r, func(_ []string, hash int64) error {
-		n++
-		sum.Add(&sum, h.SetInt64(hash))
+		acc.add(hash)
 		return nil
 	})
 	if err != nil {
 		return Sum{}, 0, err
 	}
-	return Sum{Rows: n, Hash: sum.String()}, scanned, nil
+	return acc.sum(), scanned, nil
 }
+
+// hashSum adds up row hashes as the SQL checksum does: the row count and
+// the exact sum of the signed 64-bit hashes.
+type hashSum struct {
+	n    int64
+	s, h big.Int
+}
+
+func (a *hashSum) add(h int64) {
+	a.n++
+	a.s.Add(&a.s, a.h.SetInt64(h))
+}
+
+func (a *hashSum) sum() Sum { return Sum{Rows: a.n, Hash: a.s.String()} }
 
 func (t *transformedSource) Rows(ctx context.Context, r Range, fn func([]string, string) error) error {
 	_, err := t.scan(ctx, r, func(key []string, hash int64) error {
