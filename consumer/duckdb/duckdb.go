@@ -176,10 +176,13 @@ func (s *Sink) GroupMaxEvents() int { return s.cfg.FlushRows }
 func (s *Sink) GroupLinger() time.Duration { return s.cfg.FlushInterval }
 
 // Open opens (or creates) the database file and the checkpoint and export
-// tables.
+// tables. On Unix it sets SIGXFSZ to be ignored for the whole process, so
+// that a file-size limit fails a write with an error (ErrNoSpace) rather
+// than killing the process.
 func (s *Sink) Open(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ignoreFileSizeSignal()
 	return s.open(ctx)
 }
 
