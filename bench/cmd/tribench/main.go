@@ -77,6 +77,7 @@ type Config struct {
 	DuckRows   int
 	TPSSecs    int
 	RepsFor    string
+	Deadline   string
 }
 
 type Bench struct {
@@ -97,6 +98,8 @@ type Bench struct {
 	results  []*Result
 	prev     *resultSet // results.json as it was before this run
 	duck     *duckBacklog
+	took     map[string]time.Duration // each step's time in repetition 1
+	skipped  []string                 // steps that --deadline left out of a repetition
 	started  time.Time
 	ended    time.Time
 	runID    string
@@ -118,6 +121,7 @@ func main() {
 	flag.IntVar(&c.DuckRows, "duckdb-rows", 0, "row changes in the DuckDB sink's backlog, half inserts, half updates (default 2000000, or 200000 with --quick)")
 	flag.IntVar(&c.TPSSecs, "tps-secs", 0, "seconds of pgbench per source-TPS measurement (default 20, or 5 with --quick)")
 	flag.StringVar(&c.RepsFor, "reps-for", "", "fewer repetitions for some workloads, e.g. tps=1,pgbench=2 (selectors as for --only)")
+	flag.StringVar(&c.Deadline, "deadline", "", "HH:MM UTC: after repetition 1, skip a repetition of a new workload (mix, pgbench, toast, duckdb, tps) when it and the rest of the original workloads would not finish by then")
 	flag.StringVar(&c.Out, "out", "docs/BENCHMARKS.md", "report file (charts go to docs/bench/)")
 	flag.BoolVar(&c.SkipDbz, "skip-debezium", false, "do not run Debezium Server")
 	flag.StringVar(&c.Only, "only", "", "run only these workloads: "+strings.Join(selectors, ","))
@@ -163,7 +167,12 @@ func main() {
 	}
 	b := &Bench{cfg: c, root: root, cache: filepath.Join(root, ".cache", "bench"),
 		bin: c.Bin, pgbin: envOr("PG_BINDIR", "/usr/lib/postgresql/15/bin"),
-		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000)}
+		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000), took: map[string]time.Duration{}}
+	if c.Deadline != "" {
+		if _, err := time.Parse("15:04", c.Deadline); err != nil {
+			fatal(fmt.Errorf("--deadline %q: want HH:MM (UTC)", c.Deadline))
+		}
+	}
 	if !filepath.IsAbs(b.bin) {
 		b.bin = filepath.Join(root, b.bin)
 	}

@@ -147,6 +147,9 @@ func (b *Bench) writeReport() error {
 		if ri.RepsFor != "" {
 			reps += " (" + ri.RepsFor + ")"
 		}
+		if len(ri.Skipped) > 0 {
+			reps += "; left out to finish by the deadline: " + strings.Join(ri.Skipped, ", ")
+		}
 		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ri.ID, ri.Started.UTC().Format("2006-01-02 15:04 MST"),
 			ri.Ended.Sub(ri.Started).Round(time.Second), ri.Mode, only, reps, ri.Commit, ri.Load)
 	}

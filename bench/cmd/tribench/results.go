@@ -20,7 +20,8 @@ type RunInfo struct {
 	Only     string // --only, empty for every workload
 	Reps     int
 	RepsFor  string
-	Commit   string // `tributary version` of the binary under test
+	Skipped  []string // repetitions --deadline left out
+	Commit   string   // `tributary version` of the binary under test
 	Sizes    string
 	Kafka    string
 	Debezium string
@@ -74,7 +75,7 @@ func (b *Bench) runInfo() *RunInfo {
 		dbz += "; not run: " + b.dbzErr
 	}
 	c := b.cfg
-	return &RunInfo{ID: b.runID, Started: b.started, Ended: b.ended, Mode: mode, Only: c.Only, Reps: c.Reps, RepsFor: c.RepsFor,
+	return &RunInfo{ID: b.runID, Started: b.started, Ended: b.ended, Mode: mode, Only: c.Only, Reps: c.Reps, RepsFor: c.RepsFor, Skipped: b.skipped,
 		Commit: cmdOut(b.bin, "version"), Kafka: b.kafka.Kind, Debezium: dbz, Load: b.load0,
 		Sizes: fmt.Sprintf("backlogs of %s single-row transactions; one transaction of %s rows; snapshot of %s rows; "+
 			"mixed backlog of %s transactions; pgbench backlog of %s transactions; %s wide rows; DuckDB backlog of %s row changes; "+

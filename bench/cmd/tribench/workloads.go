@@ -78,58 +78,115 @@ func (b *Bench) runs(sel string, rep int) bool {
 	return b.want(sel) && rep <= n
 }
 
+// step is one part of a repetition; sels are the selectors it serves.
+type step struct {
+	sels []string
+	run  func(ctx context.Context, rep int, prefix string) error
+	// skippable steps may lose repetitions after the first when --deadline
+	// is near (the workloads added for issues #6 and #8).
+	skippable bool
+}
+
+func (b *Bench) steps() []step {
+	return []step{
+		{sels: []string{"drain", "e2e", "sinks"}, run: b.repStreams},
+		{sels: []string{"bigtx"}, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.repBigTx(ctx, rep, prefix+"_big")
+		}},
+		{sels: []string{"mix"}, skippable: true, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.compareStreams(ctx, rep, prefix+"_mix", b.mixSpec())
+		}},
+		{sels: []string{"pgbench"}, skippable: true, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.compareStreams(ctx, rep, prefix+"_pgb", b.pgbenchSpec())
+		}},
+		{sels: []string{"toast"}, skippable: true, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.compareStreams(ctx, rep, prefix+"_toast", b.toastSpec())
+		}},
+		{sels: []string{"duckdb"}, skippable: true, run: func(ctx context.Context, rep int, _ string) error {
+			return b.repDuckDB(ctx, rep)
+		}},
+		{sels: []string{"latency"}, run: func(ctx context.Context, rep int, prefix string) error {
+			for i, spec := range strings.Split(b.cfg.LatRates, ",") {
+				txps, rows := parseRate(spec)
+				tag := fmt.Sprintf("r%d_%d", rep, i)
+				b.add(b.latencyTributary(ctx, rep, tag, prefix+"_lat"+strconv.Itoa(i), txps, rows))
+				b.add(b.latencyNative(ctx, rep, tag, txps, rows))
+			}
+			return nil
+		}},
+		{sels: []string{"snapshot"}, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.repSnapshot(ctx, rep, prefix+"_snap")
+		}},
+		{sels: []string{"tps"}, skippable: true, run: func(ctx context.Context, rep int, prefix string) error {
+			return b.repTPS(ctx, rep, prefix+"_tps")
+		}},
+	}
+}
+
+func (s step) selected(b *Bench, rep int) bool {
+	for _, sel := range s.sels {
+		if b.runs(sel, rep) {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *Bench) rep(ctx context.Context, rep int) error {
 	prefix := fmt.Sprintf("%s_r%d", b.runID, rep)
-	if b.runs("drain", rep) || b.runs("e2e", rep) || b.runs("sinks", rep) {
-		if err := b.repStreams(ctx, rep, prefix); err != nil {
+	steps := b.steps()
+	for i, st := range steps {
+		if !st.selected(b, rep) {
+			continue
+		}
+		key := strings.Join(st.sels, "+")
+		if st.skippable && rep > 1 && b.cfg.Deadline != "" {
+			if left := b.timeLeft(); left < b.stillNeeded(steps, i, rep) {
+				logf("%s: repetition %d skipped: %s left before --deadline %s, and it plus the remaining repetitions of the original workloads need about %s (from repetition 1)",
+					key, rep, left.Round(time.Second), b.cfg.Deadline, b.stillNeeded(steps, i, rep).Round(time.Second))
+				b.skipped = append(b.skipped, fmt.Sprintf("%s rep %d", key, rep))
+				continue
+			}
+		}
+		t0 := time.Now()
+		if err := st.run(ctx, rep, prefix); err != nil {
 			return err
 		}
-	}
-	if b.runs("bigtx", rep) {
-		if err := b.repBigTx(ctx, rep, prefix+"_big"); err != nil {
-			return err
-		}
-	}
-	if b.runs("mix", rep) {
-		if err := b.compareStreams(ctx, rep, prefix+"_mix", b.mixSpec()); err != nil {
-			return err
-		}
-	}
-	if b.runs("pgbench", rep) {
-		if err := b.compareStreams(ctx, rep, prefix+"_pgb", b.pgbenchSpec()); err != nil {
-			return err
-		}
-	}
-	if b.runs("toast", rep) {
-		if err := b.compareStreams(ctx, rep, prefix+"_toast", b.toastSpec()); err != nil {
-			return err
-		}
-	}
-	if b.runs("duckdb", rep) {
-		if err := b.repDuckDB(ctx, rep); err != nil {
-			return err
-		}
-	}
-	if b.runs("latency", rep) {
-		for i, spec := range strings.Split(b.cfg.LatRates, ",") {
-			txps, rows := parseRate(spec)
-			tag := fmt.Sprintf("r%d_%d", rep, i)
-			b.add(b.latencyTributary(ctx, rep, tag, prefix+"_lat"+strconv.Itoa(i), txps, rows))
-			b.add(b.latencyNative(ctx, rep, tag, txps, rows))
-		}
-	}
-	if b.runs("snapshot", rep) {
-		if err := b.repSnapshot(ctx, rep, prefix+"_snap"); err != nil {
-			return err
-		}
-	}
-	if b.runs("tps", rep) {
-		if err := b.repTPS(ctx, rep, prefix+"_tps"); err != nil {
-			return err
+		if rep == 1 {
+			b.took[key] = time.Since(t0)
 		}
 	}
 	b.kafka.DeletePrefix(ctx, prefix)
 	return nil
+}
+
+// stillNeeded estimates, from repetition 1, the time that steps[i] plus every
+// non-skippable step still to run (in this and the later repetitions) take.
+func (b *Bench) stillNeeded(steps []step, i, rep int) time.Duration {
+	need := b.took[strings.Join(steps[i].sels, "+")]
+	for r := rep; r <= b.cfg.Reps; r++ {
+		for j, st := range steps {
+			if (r == rep && j <= i) || st.skippable || !st.selected(b, r) {
+				continue
+			}
+			need += b.took[strings.Join(st.sels, "+")]
+		}
+	}
+	return need
+}
+
+// timeLeft is the time until --deadline (HH:MM UTC, today or tomorrow).
+func (b *Bench) timeLeft() time.Duration {
+	t, err := time.Parse("15:04", b.cfg.Deadline)
+	if err != nil {
+		return time.Duration(1<<62 - 1)
+	}
+	now := time.Now().UTC()
+	d := time.Date(now.Year(), now.Month(), now.Day(), t.Hour(), t.Minute(), 0, 0, time.UTC)
+	if d.Before(b.started.UTC()) {
+		d = d.Add(24 * time.Hour)
+	}
+	return d.Sub(now)
 }
 
 func parseRate(spec string) (txps, rows int) {
