@@ -21,7 +21,9 @@
 //     keeps its local values, so non-overlapping updates from two sites both
 //     survive without a conflict.
 //   - latest and earliest compare the remote source commit time with the
-//     commit time of whoever last wrote the group's local values. That is
+//     commit time of whoever last wrote the group's local values, or, for a
+//     group with a timestamp_column, that column's value in the remote
+//     after-image with its value in the local row. The commit time is
 //     kept in tributary_row_meta (table, key, group, site, commit_ts and an
 //     md5 of the group's values), written in the same transaction whenever
 //     the consumer writes a row: while the hash matches the row, the
@@ -34,7 +36,16 @@
 //     topic, a webhook) and Config.OnRecord get it after the commit, at most
 //     once, without holding up the apply.
 //   - Method error and delete policy error stop the consumer with a
-//     permanent error (ErrUnresolved) for a person; nothing is written.
+//     permanent error (ErrUnresolved) that names the table, key, commit LSN
+//     and both versions, for a person; nothing is written. A row of
+//     tributary_conflict_actions for that table, key and commit LSN
+//     (keep-local or apply-remote) resolves it when the consumer applies
+//     the change again; the row is used up in the same transaction.
+//   - Ownership is judged on the before-image: a change from a site that
+//     does not own the row is not applied and is recorded; under column
+//     ownership only the columns the site does not own are left out. A
+//     change from the owner of the row (or of every column of a group)
+//     wins a conflict with the local values.
 //   - Changes made at the local site that come back through a hub (their
 //     replication origin names the local site) are skipped (Engine.Own).
 //

@@ -1006,6 +1006,9 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 			method = MethodOwnership
 		}
 		p := pending{gi: gi, conflict: true, method: method, local: local}
+		if g.tsCol >= 0 {
+			p.detail = "times are the values of timestamp_column " + rt.cols[g.tsCol].name
+		}
 		remoteWins := false
 		switch method {
 		case MethodOwnership:
