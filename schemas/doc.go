@@ -18,4 +18,7 @@
 //     compatible schema version. Key fields are not nullable.
 //   - A value is never replaced by a placeholder: a TOASTed column that did not
 //     change is null in the row and named in the envelope's unchanged_toast list.
+//   - Encoder, the producer's hot path, writes keys, envelopes and frames
+//     straight from PostgreSQL's text, byte for byte what goavro writes for
+//     the same schemas; goavro remains the decoder.
 package schemas
