@@ -101,6 +101,18 @@
 // order, every version but the last closed no later than the next opens, no
 // range ending before it starts, delete and truncate records closed at once.
 //
+// # DuckDB sinks
+//
+// NewDuckDBTarget (cgo builds only; otherwise an *InputError) compares each
+// source table with the DuckDB sink's current-state table of the same name.
+// DuckDB prints values differently, so the DuckDB side prints each value as a
+// PostgreSQL literal in DuckDB SQL (hex for BLOB, array literals for lists)
+// and the source database casts it to the source column's type and hashes
+// it: both sides are hashed by PostgreSQL. Text keys are compared in byte
+// order (COLLATE "C" on the source), as DuckDB orders them. DuckDB lets no
+// other process open a file that a process writes, so the consumer must not
+// hold it: until it lets go, the checkpoint reads as not there yet.
+//
 // New sinks plug in through Target: a reader of the sink's applied position
 // and a consistent snapshot that computes the same checksums. A key that
 // appears twice on the target (a damaged history with two open versions) is
