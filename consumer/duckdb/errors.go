@@ -28,19 +28,22 @@ var (
 	ErrNoSpace = errors.New("no space left for the database file (disk full, quota or file-size limit)")
 )
 
-// fileCause classifies a DuckDB error by the OS error its message reports.
-func fileCause(err error) error {
+// classify finds the cause of a DuckDB error from the OS error its message
+// reports (nil when it names none), and whether the error is about the
+// database rather than the data, so that the consumer must halt.
+func classify(err error) (cause error, halt bool) {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "Could not set lock on file") || strings.Contains(msg, "Conflicting lock"):
-		return ErrLocked
+		cause = ErrLocked
 	case strings.Contains(msg, "Read-only file system") || strings.Contains(msg, "Permission denied"):
-		return ErrReadOnly
+		cause = ErrReadOnly
 	case strings.Contains(msg, "No space left on device") || strings.Contains(msg, "File too large") ||
 		strings.Contains(msg, "Disk quota exceeded"):
-		return ErrNoSpace
+		cause = ErrNoSpace
 	}
-	return nil
+	var de *ddb.Error
+	return cause, cause != nil || errors.As(err, &de) && haltTypes[de.Type]
 }
 
 // haltTypes are the DuckDB error types about the database rather than the
@@ -61,9 +64,7 @@ func (o oneLine) Unwrap() error { return o.err }
 // and the cause (ErrLocked, ...) when known. Unless ctx ended, the result is
 // permanent, and marked with consumer.Halt when it is about the file.
 func (s *Sink) errorf(ctx context.Context, err error, format string, args ...any) error {
-	cause := fileCause(err)
-	var de *ddb.Error
-	halt := cause != nil || errors.As(err, &de) && haltTypes[de.Type]
+	cause, halt := classify(err)
 	if cause != nil {
 		err = fmt.Errorf("%w: %w", cause, oneLine{err})
 	} else {
