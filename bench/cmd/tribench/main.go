@@ -121,7 +121,7 @@ func main() {
 	flag.IntVar(&c.DuckRows, "duckdb-rows", 0, "row changes in the DuckDB sink's backlog, half inserts, half updates (default 2000000, or 200000 with --quick)")
 	flag.IntVar(&c.TPSSecs, "tps-secs", 0, "seconds of pgbench per source-TPS measurement (default 20, or 5 with --quick)")
 	flag.StringVar(&c.RepsFor, "reps-for", "", "fewer repetitions for some workloads, e.g. tps=1,pgbench=2 (selectors as for --only)")
-	flag.StringVar(&c.Deadline, "deadline", "", "HH:MM UTC: after repetition 1, skip a repetition of a new workload (mix, pgbench, toast, duckdb, tps) when it and the rest of the original workloads would not finish by then")
+	flag.StringVar(&c.Deadline, "deadline", "", "HH:MM UTC: after repetition 1, skip a repetition of a new workload (mix, pgbench, toast, duckdb, tps) when it and the rest of the original workloads would not finish by then, and of an original one when it alone would not")
 	flag.StringVar(&c.Out, "out", "docs/BENCHMARKS.md", "report file (charts go to docs/bench/)")
 	flag.BoolVar(&c.SkipDbz, "skip-debezium", false, "do not run Debezium Server")
 	flag.StringVar(&c.Only, "only", "", "run only these workloads: "+strings.Join(selectors, ","))

@@ -140,10 +140,16 @@ func (b *Bench) rep(ctx context.Context, rep int) error {
 			continue
 		}
 		key := strings.Join(st.sels, "+")
-		if st.skippable && rep > 1 && b.cfg.Deadline != "" {
-			if left := b.timeLeft(); left < b.stillNeeded(steps, i, rep) {
-				logf("%s: repetition %d skipped: %s left before --deadline %s, and it plus the remaining repetitions of the original workloads need about %s (from repetition 1)",
-					key, rep, left.Round(time.Second), b.cfg.Deadline, b.stillNeeded(steps, i, rep).Round(time.Second))
+		if rep > 1 && b.cfg.Deadline != "" {
+			// New workloads give way to the original ones; an original one is
+			// left out only when it alone would not finish in time.
+			need := b.took[key]
+			if st.skippable {
+				need = b.stillNeeded(steps, i, rep)
+			}
+			if left := b.timeLeft(); left < need {
+				logf("%s: repetition %d skipped: %s left before --deadline %s, and about %s are needed (from repetition 1)",
+					key, rep, left.Round(time.Second), b.cfg.Deadline, need.Round(time.Second))
 				b.skipped = append(b.skipped, fmt.Sprintf("%s rep %d", key, rep))
 				continue
 			}
