@@ -358,7 +358,7 @@ func firstDiff(got, want []string) string {
 func TestDuckDBConsumerKillNineMidBatch(t *testing.T) {
 	e := newDuckFaultEnv(t)
 	path := filepath.Join(t.TempDir(), "wh.duckdb")
-	args := e.duckArgs(path, "--flush-rows", "7", "--flush-interval", "20ms")
+	args := e.duckArgs(path, "--flush-rows", "7", "--flush-interval", "20ms", "--duckdb-memory-limit", "256MB", "--duckdb-threads", "1")
 	l := newDuckLoad(t, e.pg)
 	// A backlog first, so that each life of the consumer is busy loading
 	// micro-batches when it is killed, then more while the kills happen
@@ -380,6 +380,11 @@ func TestDuckDBConsumerKillNineMidBatch(t *testing.T) {
 	const kills = 4
 	start := time.Now()
 	proc := harness.StartTributary(t, nil, args...)
+	waitBatches(t, proc, 0)
+	// DuckDB took the memory and thread settings (256 MB is 244.1 MiB).
+	if out := proc.Output(); !strings.Contains(out, `"memory_limit":"244.1 MiB"`) || !strings.Contains(out, `"threads":1`) {
+		t.Fatalf("the database open log does not show memory_limit 244.1 MiB and 1 thread:\n%s", lastLines(out, 20))
+	}
 	for i := 0; i < kills; i++ {
 		// Kill while it loads: after it has loaded a micro-batch in this
 		// life, at a random moment within the next ones.
@@ -500,13 +505,17 @@ func TestDuckDBConsumerFileFaults(t *testing.T) {
 			time.Since(start).Round(time.Millisecond), l.count())
 	}
 
+	// A memory limit DuckDB cannot parse stops the consumer, naming the flag.
+	last, err := catchUpDuck(t, append(slices.Clone(args), "--duckdb-memory-limit", "12parsecs"))
+	wantStop(t, "bad memory limit", err, last, path, "--duckdb-memory-limit 12parsecs")
+
 	// Locked: a second consumer on the file of a running one.
 	l.run(30, false, nil)
 	first := harness.StartTributary(t, nil, args...)
 	waitBatches(t, first, 0)
 	l.run(30, false, nil)
 	e.waitFrameCount(t, l.txns)
-	last, err := catchUpDuck(t, args)
+	last, err = catchUpDuck(t, args)
 	wantStop(t, "locked", err, last, path, "locked by another process")
 	first.Kill()
 	caughtUp("locked")
