@@ -342,7 +342,11 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 			"or have GRANT SET ON PARAMETER session_replication_role): %w", err)
 	}
 	if err := pgtarget.OriginSessionSetup(ctx, tgt, r.origin); err != nil {
-		return refuse("%v: stop the consumers of the target before reseeding it", err)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55006" {
+			return refuse("%v: stop the consumers of the target before reseeding it", err)
+		}
+		return err
 	}
 	defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), tgt, r.log)
 	ttx, err := tgt.Begin(ctx)
