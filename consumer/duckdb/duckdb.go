@@ -28,8 +28,8 @@
 //   - Changes are staged with the DuckDB Appender into a temporary table,
 //     then applied set-based per table: appended to the history, and
 //     DELETE plus INSERT of the last version of each changed key into the
-//     current state. Staged rows are merged every FlushRows rows, so memory
-//     does not depend on the size of a source transaction.
+//     current state. Staged rows are merged every FlushRows rows, so the
+//     staging memory does not depend on the size of a source transaction.
 //   - History rows are complete: unchanged TOASTed columns are carried
 //     forward from the key's previous state, and a delete row carries the
 //     key's last values. A truncate appends an op-t row for every live key
@@ -54,7 +54,11 @@
 //   - Memory: the Go side holds one Appender chunk per staged table; the
 //     staged rows (at most FlushRows per table before a merge) and the
 //     merges live in DuckDB, bounded by MemoryLimit, beyond which DuckDB
-//     spills to <Path>.tmp. Threads bounds DuckDB's worker threads.
+//     spills to <Path>.tmp. Threads bounds DuckDB's worker threads. One
+//     source transaction is one DuckDB transaction, and DuckDB keeps part of
+//     its uncommitted current-state changes in memory until the commit:
+//     MemoryLimit must leave room for the largest source transaction, or
+//     the Apply fails with DuckDB's out-of-memory error (a halt, resumable).
 //
 // A Sink serves one Apply at a time (DuckDB has one writer); use it with the
 // transactional mode. Its methods must not be called concurrently.
