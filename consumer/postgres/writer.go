@@ -37,6 +37,8 @@ type writer struct {
 	lastTrunc string
 	// cs writes the changes of the tables the conflict engine handles.
 	cs *conflict.Session
+	// plans caches per-table statement parts for this Apply.
+	plans map[*consumer.Table]*tablePlan
 }
 
 func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
@@ -176,15 +178,15 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		switch ev.Op {
 		case schemas.OpInsert, schemas.OpRead:
 			sql = w.s.insertSQL(t, upsert)
-			args, err = pgtarget.Values(ev, ev.After, allColumns(t))
+			args, err = pgtarget.Values(ev, ev.After, w.plan(t).all)
 		case schemas.OpUpdate:
 			if upsert && len(ev.Unchanged) == 0 {
 				sql = w.s.insertSQL(t, true)
-				args, err = pgtarget.Values(ev, ev.After, allColumns(t))
+				args, err = pgtarget.Values(ev, ev.After, w.plan(t).all)
 				break
 			}
-			set := setColumns(t, ev.Unchanged)
-			sql = w.s.updateSQL(t, set)
+			var set []int
+			set, sql = w.update(t, ev.Unchanged)
 			args, err = pgtarget.Values(ev, ev.After, set)
 			if err == nil {
 				var keyArgs []any
@@ -328,6 +330,37 @@ func copyEscape(b *bytes.Buffer, s string) {
 			b.WriteByte(c)
 		}
 	}
+}
+
+// tablePlan holds what the statements of one table version reuse within an
+// Apply: every column, and the UPDATE of an event without unchanged TOAST.
+type tablePlan struct {
+	all       []int
+	set       []int
+	updateSQL string
+}
+
+func (w *writer) plan(t *consumer.Table) *tablePlan {
+	p := w.plans[t]
+	if p == nil {
+		p = &tablePlan{all: allColumns(t), set: setColumns(t, nil)}
+		p.updateSQL = w.s.updateSQL(t, p.set)
+		if w.plans == nil {
+			w.plans = map[*consumer.Table]*tablePlan{}
+		}
+		w.plans[t] = p
+	}
+	return p
+}
+
+// update returns the columns and statement of an UPDATE of t.
+func (w *writer) update(t *consumer.Table, unchanged []int) ([]int, string) {
+	if len(unchanged) == 0 {
+		p := w.plan(t)
+		return p.set, p.updateSQL
+	}
+	set := setColumns(t, unchanged)
+	return set, w.s.updateSQL(t, set)
 }
 
 func allColumns(t *consumer.Table) []int {
