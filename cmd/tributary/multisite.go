@@ -43,24 +43,19 @@ type multisite struct {
 // build validates the flags and creates the conflict engine; with no --site
 // it returns only the origin (possibly empty).
 // onRecord sees every recorded conflict (for the metrics counter).
-func (m *multisiteFlags) build(ctx context.Context, sink, mode, prefix, name string, opts []kgo.Opt, log *slog.Logger, onRecord func(conflict.Record)) (*multisite, error) {
+func (m *multisiteFlags) build(ctx context.Context, sink, _, prefix, name string, opts []kgo.Opt, log *slog.Logger, onRecord func(conflict.Record)) (*multisite, error) {
 	out := &multisite{origin: *m.originName, close: func() {}}
 	if *m.site == "" {
 		if *m.remoteSite != "" || *m.conflicts != "" || *m.webhook != "" {
 			return nil, usageError{errors.New("--remote-site, --conflicts and --conflict-webhook need --site")}
 		}
-		if out.origin != "" && (sink != "postgres" || mode == "per-key") {
-			return nil, usageError{errors.New("--origin-name needs --sink postgres and --mode transactional")}
+		if out.origin != "" && sink != "postgres" {
+			return nil, usageError{errors.New("--origin-name needs --sink postgres")}
 		}
 		return out, nil
 	}
 	if sink != "postgres" {
 		return nil, usageError{fmt.Errorf("--site needs --sink postgres, not --sink %s", sink)}
-	}
-	if mode == "per-key" {
-		return nil, usageError{errors.New("--site needs --mode transactional, not --mode per-key: conflict handling and " +
-			"loop prevention apply under a replication origin, which one session at a time may use, and per-key mode " +
-			"applies partitions on parallel sessions")}
 	}
 	if *m.remoteSite == "" {
 		return nil, usageError{errors.New("--site needs --remote-site, the site whose producer --prefix is")}

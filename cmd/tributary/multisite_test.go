@@ -18,11 +18,10 @@ func TestMultisiteUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"per-key", []string{"--site", "B", "--remote-site", "A", "--mode", "per-key"}, "--mode transactional"},
 		{"history sink", []string{"--site", "B", "--remote-site", "A", "--sink", "history"}, "--sink postgres"},
-		{"no remote site", []string{"--site", "B"}, "--remote-site"},
+		{"no remote site", []string{"--site", "B", "--mode", "per-key"}, "--remote-site"},
+		{"origin with history sink", []string{"--origin-name", "o", "--sink", "history"}, "--sink postgres"},
 		{"conflicts without site", []string{"--conflicts", "x.yaml"}, "need --site"},
-		{"origin in per-key mode", []string{"--origin-name", "o", "--mode", "per-key"}, "--mode transactional"},
 	} {
 		var out bytes.Buffer
 		e := env{stdout: &out, stderr: &out, lookup: func(string) (string, bool) { return "", false }}

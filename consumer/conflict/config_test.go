@@ -62,7 +62,8 @@ func TestSitesAndOrigins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for origin, want := range map[string]string{"tributary_west": "west", "legacy_origin": "west", "other": "other"} {
+	for origin, want := range map[string]string{"tributary_west": "west", "legacy_origin": "west", "other": "other",
+		OriginInstance("tributary_west", 3): "west", OriginInstance("legacy_origin", 1): "west", OriginInstance("tributary_hq", 0): "hq"} {
 		if got := e.OriginSite(origin); got != want {
 			t.Errorf("OriginSite(%q) = %q, want %q", origin, got, want)
 		}

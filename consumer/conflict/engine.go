@@ -231,9 +231,27 @@ func (e *Engine) needsTime() bool {
 	return false
 }
 
+// OriginInstance is the name of the i-th replication origin of a consumer
+// whose origin is base: base itself for 0, else base#i. Per-key mode applies
+// on parallel sessions, and one session at a time may use an origin, so
+// each concurrent apply takes its own instance; they all stand for one site.
+func OriginInstance(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + originInstanceSep + strconv.Itoa(i)
+}
+
+const originInstanceSep = "#"
+
 // OriginSite is the site a replication origin name stands for: the File's
-// Origins mapping, else the name without OriginPrefix, else the name.
+// Origins mapping, else the name without OriginPrefix, else the name; an
+// instance (OriginInstance) stands for its base's site.
 func (e *Engine) OriginSite(origin string) string {
+	if s, ok := e.file.Origins[origin]; ok {
+		return s
+	}
+	origin, _, _ = strings.Cut(origin, originInstanceSep)
 	if s, ok := e.file.Origins[origin]; ok {
 		return s
 	}

@@ -35,8 +35,11 @@
 //     time before COMMIT), so that the target's own producer sees the
 //     Origin message and skips what the consumer wrote (no loops), and
 //     pg_replication_origin_status shows how far the target has applied.
-//     Only one session can use an origin at a time: use it in transactional
-//     mode only.
+//     One session at a time may use an origin, so Applies that run at the
+//     same time (per-key mode) each take their own instance of it,
+//     conflict.OriginInstance: Origin, Origin#1, Origin#2, ... (created
+//     when first needed); sequential Applies (transactional mode) always
+//     use Origin itself.
 //   - Conflicts: changes of the tables the engine handles are written one by
 //     one through conflict.Session.Apply (row locked, compared, resolved,
 //     recorded), in event order with the other writes of the transaction;
@@ -103,7 +106,8 @@ type Config struct {
 	// sent with COPY rather than INSERT statements (default 32).
 	CopyMin int
 	// Origin, when set, is the replication origin every Apply runs under
-	// (--origin-name); it is created when missing. Transactional mode only.
+	// (--origin-name); it is created when missing. Concurrent Applies use
+	// instances of it (see the package doc).
 	Origin string
 	// SynchronousCommit is the synchronous_commit of apply transactions.
 	// The default is "off", as for PostgreSQL's own subscriptions: a commit
@@ -131,6 +135,36 @@ type Sink struct {
 	mu      sync.Mutex
 	ensured map[int]bool      // value schema IDs whose target table was checked
 	sql     map[string]string // statement cache
+	origins []originSlot      // instances of cfg.Origin, by index
+}
+
+// originSlot is one instance of the sink's replication origin.
+type originSlot struct {
+	busy    bool // an Apply holds it
+	created bool // it exists at the target
+}
+
+// takeOrigin reserves the lowest free instance of the origin and returns
+// its index and name; giveOrigin frees it.
+func (s *Sink) takeOrigin() (int, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for i < len(s.origins) && s.origins[i].busy {
+		i++
+	}
+	if i == len(s.origins) {
+		s.origins = append(s.origins, originSlot{created: i == 0}) // Open created the first
+	}
+	s.origins[i].busy = true
+	return i, conflict.OriginInstance(s.cfg.Origin, i), s.origins[i].created
+}
+
+func (s *Sink) giveOrigin(i int, created bool) {
+	s.mu.Lock()
+	s.origins[i].busy = false
+	s.origins[i].created = s.origins[i].created || created
+	s.mu.Unlock()
 }
 
 var _ consumer.Sink = (*Sink)(nil)
@@ -215,7 +249,15 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	}
 	defer func() { s.pool.Release(conn, err) }()
 	if s.cfg.Origin != "" {
-		if err := pgtarget.OriginSessionSetup(ctx, conn, s.cfg.Origin); err != nil {
+		i, origin, created := s.takeOrigin()
+		if !created {
+			if err := pgtarget.CreateOrigin(ctx, conn, origin); err != nil {
+				s.giveOrigin(i, false)
+				return err
+			}
+		}
+		defer s.giveOrigin(i, true)
+		if err := pgtarget.OriginSessionSetup(ctx, conn, origin); err != nil {
 			return err
 		}
 		defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), conn, s.log)
