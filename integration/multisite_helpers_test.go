@@ -304,9 +304,10 @@ type msRun struct {
 }
 
 // startConsumer runs, in process, a consumer at s of from's prefix as
-// consume does, but hands its end to the test: wait for an error it stops
-// with, or stop it. The test's end stops it too.
-func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string) *msRun {
+// consume does (in mode, transactional by default), but hands its end to
+// the test: wait for an error it stops with, or stop it. The test's end
+// stops it too.
+func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...consumer.Mode) *msRun {
 	t.Helper()
 	var file *conflict.File
 	if yml != "" {
@@ -326,8 +327,12 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string) *msRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
-		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
+	cfg := consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
+		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20}
+	if len(mode) > 0 {
+		cfg.Mode = mode[0]
+	}
+	c, err := consumer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,14 @@ package integration
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/conflict"
+	"github.com/tributary-cdc/tributary/integration/harness"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // ownershipYAML declares primary-site, vertical (column list) and
@@ -27,23 +33,28 @@ tables:
     delete: update-wins
 `
 
-// TestMultisiteOwnershipAndDeletePolicies runs two sites and checks, end to
-// end:
+// TestMultisiteOwnershipAndDeletePolicies runs two sites whose consumers
+// apply in per-key mode (parallel sessions, one origin instance each). Both
+// sites make every change below before the consumers start, so that each
+// races the other site's, and the outcome is determined:
 //   - primary site: prices is writable at A only; B's insert and update are
-//     not applied at A and are recorded there;
+//     not applied at A and are recorded there; A's changes reach B, and
+//     override B's change of the same row;
 //   - vertical: only A may change stock.description; B's update of
 //     description and qty applies qty at A, not description, and is
-//     recorded; A's change of description reaches B;
+//     recorded; A's change of description overrides B's at B;
 //   - horizontal: branch rows of region east belong to A, the others to B;
-//     each site's change to its own rows is applied at the other, a change
-//     to the other's rows is rejected and recorded;
-//   - delete policies, with every change made before the consumers start so
-//     that each one races the other site's: an update at one site against a
-//     delete at the other, both ways, and a delete at both sites; delete-wins
-//     deletes the row everywhere, update-wins keeps the updated row
-//     everywhere (re-inserted where it was deleted); deletes of a missing row
-//     are skipped and recorded. The sites converge and every conflict is
-//     recorded, with the expected kind and outcome.
+//     each site's change to its own rows is applied at the other, and wins
+//     over the non-owner's; a change to the other's rows is rejected and
+//     recorded;
+//   - delete policies: an update at one site against a delete at the other,
+//     both ways, and a delete at both sites; delete-wins deletes the row
+//     everywhere, update-wins keeps the updated row everywhere (re-inserted
+//     where it was deleted); deletes of a missing row are skipped and
+//     recorded.
+//
+// The sites converge, every conflict is recorded with the expected kind and
+// outcome, and no producer publishes what a consumer applied.
 func TestMultisiteOwnershipAndDeletePolicies(t *testing.T) {
 	const n = 40 // rows per delete-policy table: 1..n/2 updated at A and deleted at B, then the reverse; n+1..n+5 deleted at both
 	ddl := []string{
@@ -66,7 +77,6 @@ func TestMultisiteOwnershipAndDeletePolicies(t *testing.T) {
 	a.produce(t)
 	b.produce(t)
 
-	// The delete-policy races, before any consumer runs.
 	for _, tb := range []string{"dw", "uw"} {
 		a.env.pg.Exec(t,
 			fmt.Sprintf(`UPDATE %s SET v = 'A-upd' WHERE id <= %d`, tb, n/2),
@@ -77,10 +87,19 @@ func TestMultisiteOwnershipAndDeletePolicies(t *testing.T) {
 			fmt.Sprintf(`UPDATE %s SET v = 'B-upd' WHERE id > %d AND id <= %d`, tb, n/2, n),
 			fmt.Sprintf(`DELETE FROM %s WHERE id > %d`, tb, n))
 	}
-	ea := a.consume(t, b, ownershipYAML)
-	eb := b.consume(t, a, ownershipYAML)
+	b.env.pg.Exec(t, `INSERT INTO prices VALUES (3, 300)`, `UPDATE prices SET price = 222 WHERE id = 2`,
+		`UPDATE stock SET description = 'B bolt', qty = 11 WHERE id = 1`,
+		`UPDATE branch SET amount = 12 WHERE id = 1`, `UPDATE branch SET amount = 22 WHERE id = 2`)
+	a.env.pg.Exec(t, `UPDATE prices SET price = 111 WHERE id = 1`, `UPDATE stock SET description = 'A bolt' WHERE id = 1`,
+		`UPDATE branch SET amount = 11 WHERE id = 1`)
+	// Every table's topic exists now, so the per-key consumers find them all
+	// when they start.
+	a.waitPublished(t)
+	b.waitPublished(t)
+	ea := a.startConsumer(t, b, ownershipYAML, consumer.ModePerKey).eng
+	eb := b.startConsumer(t, a, ownershipYAML, consumer.ModePerKey).eng
 
-	for _, tb := range []string{"dw", "uw"} {
+	for _, tb := range []string{"dw", "uw", "stock", "branch"} {
 		waitEqual(t, tb, a, b)
 	}
 	if got := a.query(t, `SELECT count(*)::text FROM dw`); got != "0" {
@@ -113,9 +132,27 @@ func TestMultisiteOwnershipAndDeletePolicies(t *testing.T) {
 		}
 	}
 
-	// Primary site: B writes prices, which A owns.
-	b.env.pg.Exec(t, `INSERT INTO prices VALUES (3, 300)`, `UPDATE prices SET price = 222 WHERE id = 2`)
-	a.env.pg.Exec(t, `UPDATE prices SET price = 111 WHERE id = 1`)
+	// Vertical: A has B's qty and its own description; so has B, where A's
+	// description overrode B's by ownership.
+	if got := a.query(t, `SELECT description || ' ' || qty FROM stock WHERE id = 1`); got != "A bolt 11" {
+		t.Fatalf("stock at both sites: %s, want A's description and B's qty", got)
+	}
+	waitValue(t, a, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.stock'
+		AND kind = 'ownership' AND outcome = 'rejected' AND remote_site = 'B' AND detail LIKE '%description (owned by A)%'`)
+	waitValue(t, b, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.stock'
+		AND kind = 'update-differs' AND method = 'ownership' AND outcome = 'applied-remote' AND column_group = 'descr'`)
+
+	// Horizontal: row 1 (east) is A's, row 2 B's.
+	if got := a.dump(t, "branch"); got != "[(1,east,11) (2,west,22)]" {
+		t.Fatalf("branch: %s, want each region's owner's amount", got)
+	}
+	waitValue(t, a, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.branch'
+		AND kind = 'ownership' AND outcome = 'rejected' AND remote_site = 'B' AND key->>'id' = '1'`)
+	waitValue(t, b, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.branch'
+		AND method = 'ownership' AND outcome = 'applied-remote' AND key->>'id' = '1'`)
+
+	// Primary site: B's writes did not reach A and are recorded there; A's
+	// reached B.
 	waitValue(t, a, "2", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.prices'
 		AND kind = 'ownership' AND outcome = 'rejected' AND remote_site = 'B'`)
 	waitValue(t, b, "111", `SELECT price::text FROM prices WHERE id = 1`)
@@ -132,32 +169,30 @@ func TestMultisiteOwnershipAndDeletePolicies(t *testing.T) {
 		t.Fatalf("prices at B: %s", got)
 	}
 
-	// Vertical: B changes description (A's) and qty (anyone's) together;
-	// then A, the owner, changes description.
-	b.env.pg.Exec(t, `UPDATE stock SET description = 'B bolt', qty = 11 WHERE id = 1`)
-	waitValue(t, a, "bolt 11", `SELECT description || ' ' || qty FROM stock WHERE id = 1`)
-	waitValue(t, a, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.stock'
-		AND kind = 'ownership' AND remote_site = 'B' AND detail LIKE '%description (owned by A)%'`)
-	a.env.pg.Exec(t, `UPDATE stock SET description = 'A bolt' WHERE id = 1`)
-	waitEqual(t, "stock", a, b)
-	if got := b.query(t, `SELECT description || ' ' || qty FROM stock WHERE id = 1`); got != "A bolt 11" {
-		t.Fatalf("stock at both sites: %s, want A's description and B's qty", got)
+	// No loop: each producer published only its own site's changes. Only
+	// the consumers insert (update-wins re-inserts), save B's own insert
+	// into prices; and every origin instance the consumers used stands for
+	// the other site.
+	a.waitPublished(t)
+	b.waitPublished(t)
+	for _, s := range sites {
+		for _, tx := range harness.ReadLog(t, s.env.kafka, s.env.reg, s.env.prefix).Txns {
+			if tx.Frame.Origin != "" {
+				t.Fatalf("%s's producer published a transaction of origin %s", s.name, tx.Frame.Origin)
+			}
+			for _, ev := range tx.Events {
+				if ev.Op == schemas.OpInsert && !(s == b && strings.HasSuffix(ev.Topic, ".prices")) {
+					t.Fatalf("%s's producer published an insert the consumer applied: %s %v", s.name, ev.Topic, ev.After)
+				}
+			}
+		}
 	}
-
-	// Horizontal: east rows are A's, the others B's. B changes both rows:
-	// its own reaches A, A's is rejected there. Then A, the owner, changes
-	// row 1, which overrides B's change at B.
-	b.env.pg.Exec(t, `UPDATE branch SET amount = 12 WHERE id = 1`, `UPDATE branch SET amount = 22 WHERE id = 2`)
-	waitValue(t, a, "22", `SELECT amount::text FROM branch WHERE id = 2`)
-	waitValue(t, a, "1", `SELECT count(*)::text FROM tributary_conflicts WHERE table_name = 'public.branch'
-		AND kind = 'ownership' AND outcome = 'rejected' AND remote_site = 'B' AND key->>'id' = '1'`)
-	if got := a.query(t, `SELECT amount::text FROM branch WHERE id = 1`); got != "10" {
-		t.Fatalf("B's change of A's row reached A: amount %s", got)
-	}
-	a.env.pg.Exec(t, `UPDATE branch SET amount = 11 WHERE id = 1`)
-	waitEqual(t, "branch", a, b)
-	if got := a.dump(t, "branch"); got != "[(1,east,11) (2,west,22)]" {
-		t.Fatalf("branch: %s, want each region's owner's amount", got)
+	for _, x := range []struct{ s, from *msSite }{{a, b}, {b, a}} {
+		if bad := x.s.query(t, `SELECT count(*)::text FROM pg_replication_origin WHERE split_part(roname, '#', 1) <> $1`,
+			conflict.OriginPrefix+x.from.name); bad != "0" {
+			t.Fatalf("%s has %s replication origins that are not instances of %s%s", x.s.name, bad, conflict.OriginPrefix, x.from.name)
+		}
+		t.Logf("%s applied under %s origin instances", x.s.name, x.s.query(t, `SELECT count(*)::text FROM pg_replication_origin`))
 	}
 
 	for _, x := range []struct {
