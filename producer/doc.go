@@ -16,6 +16,10 @@
 //   - Memory does not grow with transaction size (G6): a source transaction's
 //     events stream into the open Kafka transaction as they are decoded, and
 //     the Kafka client's buffer is bounded, which back-pressures decoding.
+//     While one group's Kafka transaction commits, decoding goes on into a
+//     queue bounded to 8 MB / 20,000 records.
+//   - Events are encoded by schemas.Encoder straight from pgoutput's text,
+//     byte for byte what the table's goavro codecs write.
 //   - Bad input stops with an error naming the table, column, key and LSN (G7),
 //     at a resumable place: nothing past the last Kafka commit is confirmed.
 //

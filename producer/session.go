@@ -72,6 +72,15 @@ type session struct {
 	serverEnd   pglogrepl.LSN // WAL end of the last keepalive
 	pendingFrom pglogrepl.LSN // commit LSN of the oldest source transaction not yet durable; 0 if none
 
+	// The commit of the previous group, in flight while the stream goes on,
+	// and the records that wait for it to end (overlap.go).
+	inflight        *inflightCommit
+	queue           []*kgo.Record
+	queueBytes      int
+	queueStart      time.Time
+	nextPendingFrom pglogrepl.LSN // pendingFrom once the commit in flight ends
+	wake            func()        // interrupts a receive when a commit ends
+
 	tx          *txState
 	groupEvents int
 	groupTxns   int
@@ -122,6 +131,9 @@ func (tx *txState) encoded() *schemas.EncoderTx {
 }
 
 func (s *session) close() {
+	if p := s.inflight; p != nil {
+		<-p.done
+	}
 	if s.w != nil && s.w.inTxn {
 		s.w.abort()
 	}
@@ -346,17 +358,28 @@ func (s *session) stream(ctx context.Context) error {
 	var readDeadline time.Time // the read deadline last set; zero when unknown
 	stopInterrupt := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
 	defer stopInterrupt()
-	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
+	s.wake = func() { _ = conn.SetReadDeadline(time.Now()) }
+	defer func() {
+		s.wake = nil
+		_ = conn.SetReadDeadline(time.Time{})
+	}()
 	for {
 		now := time.Now()
 		if ctx.Err() != nil {
 			return s.shutdown()
 		}
-		if s.tx == nil && s.w.inTxn && (s.groupEvents >= cfg.GroupMaxEvents || now.Sub(s.groupStart) >= cfg.GroupMaxDelay) {
-			if err := s.commitGroup(ctx); err != nil {
+		if s.inflight != nil && s.inflight.finished.Load() {
+			if err := s.awaitCommit(ctx); err != nil {
 				return err
 			}
 			nextStatus = now
+		}
+		// While a commit is in flight, the next group waits in the queue
+		// for it (its end wakes the receive) or until the queue is full.
+		if s.inflight == nil && s.tx == nil && s.groupOpen() && (s.groupEvents >= cfg.GroupMaxEvents || now.Sub(s.groupStart) >= cfg.GroupMaxDelay) {
+			if err := s.commitGroupAsync(ctx); err != nil {
+				return err
+			}
 		}
 		if !now.Before(nextStatus) {
 			if err := s.db.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&s.serverWAL); err != nil {
@@ -374,7 +397,7 @@ func (s *session) stream(ctx context.Context) error {
 			nextHeartbeat = now.Add(cfg.HeartbeatInterval)
 		}
 		deadline := nextStatus
-		if s.w.inTxn && s.tx == nil {
+		if s.inflight == nil && s.groupOpen() && s.tx == nil {
 			if d := s.groupStart.Add(cfg.GroupMaxDelay); d.Before(deadline) {
 				deadline = d
 			}
@@ -387,8 +410,9 @@ func (s *session) stream(ctx context.Context) error {
 				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
 			}
 			readDeadline = deadline
-			// A cancel after this check moves the deadline set here to now.
-			if ctx.Err() != nil {
+			// A cancel or a commit's end after this check moves the
+			// deadline set here to now.
+			if ctx.Err() != nil || s.inflight != nil && s.inflight.finished.Load() {
 				continue
 			}
 		}
@@ -419,6 +443,9 @@ func (s *session) stream(ctx context.Context) error {
 func (s *session) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := s.awaitCommit(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
 	if s.w.inTxn {
 		if s.tx == nil {
 			if err := s.commitGroup(ctx); err != nil {
@@ -513,24 +540,13 @@ func (s *session) sendStatus(ctx context.Context, reply bool) error {
 }
 
 // commitGroup commits the open Kafka transaction and moves the confirmed
-// position to the end of its last source transaction.
+// position to the end of its last source transaction. A commit in flight
+// and the records queued behind it are committed first.
 func (s *session) commitGroup(ctx context.Context) error {
-	start := time.Now()
-	if err := s.w.commit(ctx); err != nil {
+	if err := s.commitGroupAsync(ctx); err != nil {
 		return err
 	}
-	s.cfg.Observer.KafkaCommitted(s.groupTxns, s.groupEvents, time.Since(start))
-	if s.groupEnd > s.confirmed {
-		s.confirmed = s.groupEnd
-	}
-	s.log.Debug("kafka transaction committed", "source_txns", s.groupTxns, "events", s.groupEvents, "end_lsn", s.groupEnd)
-	s.progressed = true
-	s.groupEvents, s.groupTxns = 0, 0
-	s.pendingFrom = 0
-	if s.tx != nil && !s.tx.skip {
-		s.pendingFrom = s.tx.commitLSN
-	}
-	return nil
+	return s.awaitCommit(ctx)
 }
 
 // beginGroup opens a Kafka transaction for the next events if none is open.
@@ -550,8 +566,8 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 	case *pglogrepl.BeginMessage:
 		s.tx = &txState{xid: m.Xid, commitLSN: m.FinalLSN, commitTime: m.CommitTime, counts: map[tpKey]int64{}}
 		s.tx.skip = m.FinalLSN <= s.resumeAfter
-		if !s.tx.skip && s.pendingFrom == 0 {
-			s.pendingFrom = m.FinalLSN
+		if !s.tx.skip {
+			s.notePending(m.FinalLSN)
 		}
 	case *pglogrepl.OriginMessage:
 		if s.tx != nil {
@@ -759,12 +775,14 @@ func orderHeaders(tx *txState, pos int64) []kgo.RecordHeader {
 // produce sends r, whose partition and headers are set, in the open Kafka
 // transaction and counts it in the current source transaction.
 func (s *session) produce(ctx context.Context, r *kgo.Record) error {
-	if err := s.beginGroup(); err != nil {
+	// The client owns r once it has it (it sets r.Partition again when it
+	// buffers the record): read it before.
+	tp := tpKey{r.Topic, r.Partition}
+	if err := s.send(ctx, r); err != nil {
 		return err
 	}
-	s.w.produce(ctx, r)
 	s.tx.pos++
-	s.tx.counts[tpKey{r.Topic, r.Partition}]++
+	s.tx.counts[tp]++
 	s.groupEvents++
 	return ctx.Err()
 }
@@ -827,9 +845,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 			return nil
 		}
 		s.tx = &txState{commitLSN: m.LSN, commitTime: time.Now(), counts: map[tpKey]int64{}}
-		if s.pendingFrom == 0 {
-			s.pendingFrom = m.LSN
-		}
+		s.notePending(m.LSN)
 	} else if s.tx.skip {
 		return nil
 	}
@@ -866,7 +882,7 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 		// published change: no frame. The position moves past it with the
 		// next keepalive once earlier transactions are durable.
 		s.tx = nil
-		if !s.w.inTxn {
+		if !s.groupOpen() && s.inflight == nil {
 			s.pendingFrom = 0
 		}
 		return nil
@@ -885,7 +901,9 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	}
 	sortCounts(f.Partitions)
 	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
-	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
+	if err := s.send(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}); err != nil {
+		return err
+	}
 	s.groupTxns++
 	s.groupEnd = end
 	s.tx = nil
@@ -898,7 +916,7 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 		return s.sendStatus(ctx, false)
 	}
 	if s.groupEvents >= s.cfg.GroupMaxEvents {
-		return s.commitGroup(ctx)
+		return s.commitGroupAsync(ctx)
 	}
 	return nil
 }

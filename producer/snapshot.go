@@ -385,7 +385,9 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 	}
 	sortCounts(f.Partitions)
 	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
-	s.w.produce(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val})
+	if err := s.send(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}); err != nil {
+		return err
+	}
 	s.tx = nil
 	// Each chunk commits on its own: the snapshot's progress is what Kafka holds.
 	if err := s.commitGroup(ctx); err != nil {

@@ -130,15 +130,22 @@ func (w *kafkaWriter) commit(ctx context.Context) error {
 		return nil
 	}
 	w.inTxn = false
+	return w.commitOpen(ctx)
+}
+
+// commitOpen is commit for a caller that has already marked the transaction
+// closed (inTxn false). It touches only the client and the produce error, so
+// it may run in another goroutine while the caller does not use w.
+func (w *kafkaWriter) commitOpen(ctx context.Context) error {
 	if err := w.cl.Flush(ctx); err != nil {
-		w.abort()
+		w.abortOpen()
 		return fmt.Errorf("flush kafka transaction: %w", err)
 	}
 	w.errMu.Lock()
 	perr := w.err
 	w.errMu.Unlock()
 	if perr != nil {
-		w.abort()
+		w.abortOpen()
 		return perr
 	}
 	if err := w.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
@@ -151,10 +158,14 @@ func (w *kafkaWriter) commit(ctx context.Context) error {
 // a transaction left open is aborted by the broker when the next session
 // initializes the same transactional ID.
 func (w *kafkaWriter) abort() {
+	w.abortOpen()
+	w.inTxn = false
+}
+
+func (w *kafkaWriter) abortOpen() {
 	ctx := context.Background()
 	_ = w.cl.AbortBufferedRecords(ctx)
 	_ = w.cl.EndTransaction(ctx, kgo.TryAbort)
-	w.inTxn = false
 }
 
 func lsnHeader(v uint64) []byte { return strconv.AppendUint(nil, v, 10) }
