@@ -30,7 +30,7 @@ test: test-unit test-integration
 # The same integration suite against a real Apache Kafka started from Maven Central jars.
 test-kafka: build
 	deploy/local/kafka.sh fetch $(KAFKA_DIR)
-	deploy/local/kafka.sh start $(KAFKA_DIR)
+	KAFKA_PROXIED_LISTENER=1 deploy/local/kafka.sh start $(KAFKA_DIR)
 	TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) TRIBUTARY_TEST_KAFKA_DIR=$(KAFKA_DIR) \
 	  $(GO) test -count=1 -timeout 20m -p 1 ./integration/... ; rc=$$?; \
 	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
@@ -42,7 +42,7 @@ chaos: build
 
 chaos-kafka: build
 	deploy/local/kafka.sh fetch $(KAFKA_DIR)
-	deploy/local/kafka.sh start $(KAFKA_DIR)
+	KAFKA_PROXIED_LISTENER=1 deploy/local/kafka.sh start $(KAFKA_DIR)
 	TRIBUTARY_TEST_BROKERS=$$(cat $(KAFKA_DIR)/run/bootstrap) TRIBUTARY_TEST_KAFKA_DIR=$(KAFKA_DIR) \
 	  $(GO) test -count=1 -timeout 60m -v ./integration/chaos -chaos.full -chaos.report $(CURDIR)/.cache/chaos-kafka-results.md ; rc=$$?; \
 	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
