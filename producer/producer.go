@@ -169,7 +169,9 @@ func New(cfg Config) (*Producer, error) {
 // session resumes from the durable state: the slot's confirmed position and
 // the last frame in Kafka. With SnapshotOnly it returns after the snapshot.
 func (p *Producer) Run(ctx context.Context) error {
-	log := p.cfg.Log
+	// Every line names the slot: several producers may share one log (one
+	// per site, or in-process in tests) and their LSNs may look alike.
+	log := p.cfg.Log.With("slot", p.cfg.Slot)
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 500 * time.Millisecond
 	bo.MaxInterval = 30 * time.Second

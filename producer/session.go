@@ -237,7 +237,7 @@ func (s *session) run(ctx context.Context) error {
 			return fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
 		}
 		cp, _ := pglogrepl.ParseLSN(res.ConsistentPoint)
-		s.log.Info("created replication slot", "slot", cfg.Slot, "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
+		s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
 		if cfg.Snapshot != SnapshotNever {
 			s.snap = snapshotState{}
 			if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
@@ -343,7 +343,7 @@ func (s *session) stream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start replication on slot %s: %w", cfg.Slot, err)
 	}
-	s.log.Info("streaming", "slot", cfg.Slot, "publication", cfg.Publication, "resume_after", s.resumeAfter)
+	s.log.Info("streaming", "publication", cfg.Publication, "resume_after", s.resumeAfter)
 	cfg.Observer.Streaming(true)
 	defer cfg.Observer.Streaming(false)
 	nextStatus := time.Now()

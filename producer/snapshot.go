@@ -519,7 +519,7 @@ func (s *session) resumeSnapshot(ctx context.Context) error {
 		if err != nil {
 			return permanent(err)
 		}
-		s.log.Info("resuming the interrupted initial snapshot", "slot", s.cfg.Slot, "consistent_point", cp, "tables_started", len(s.snap))
+		s.log.Info("resuming the interrupted initial snapshot", "consistent_point", cp, "tables_started", len(s.snap))
 		if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
 			return err
 		}
