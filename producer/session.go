@@ -66,7 +66,7 @@ type session struct {
 
 	received    pglogrepl.LSN // write position: WAL processed
 	confirmed   pglogrepl.LSN // flush position: durable in Kafka
-	sentFlush   pglogrepl.LSN
+	sentFlush   pglogrepl.LSN // flush position last sent; starts at the slot's own (see startFlush)
 	confirmedAt time.Time     // when sentFlush last moved
 	serverWAL   pglogrepl.LSN // pg_current_wal_lsn() at the last periodic status
 	serverEnd   pglogrepl.LSN // WAL end of the last keepalive
@@ -200,6 +200,9 @@ func (s *session) run(ctx context.Context) error {
 		if slot.database != s.dbName {
 			return permanent(fmt.Errorf("slot %s belongs to database %s, not %s", cfg.Slot, slot.database, s.dbName))
 		}
+		if err := s.startFlush(slot.confirmed); err != nil {
+			return err
+		}
 		if slot.active {
 			pid := int32(0)
 			if slot.activePID != nil {
@@ -236,7 +239,11 @@ func (s *session) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
 		}
-		cp, _ := pglogrepl.ParseLSN(res.ConsistentPoint)
+		cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+		if err != nil {
+			return fmt.Errorf("create replication slot %s: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
+		}
+		s.sentFlush = cp
 		s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
 		if cfg.Snapshot != SnapshotNever {
 			s.snap = snapshotState{}
@@ -500,6 +507,23 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 	return nil
 }
 
+// startFlush makes the slot's confirmed position (pg_replication_slots, as
+// text; NULL for a slot never confirmed) the floor of what the session
+// confirms. A session that has committed nothing to Kafka yet would
+// otherwise send a flush position of 0, which pglogrepl replaces with the
+// write position: the slot would pass everything received (G5).
+func (s *session) startFlush(confirmed *string) error {
+	if confirmed == nil {
+		return nil
+	}
+	lsn, err := pglogrepl.ParseLSN(*confirmed)
+	if err != nil {
+		return fmt.Errorf("slot %s: confirmed_flush_lsn %q: %w", s.cfg.Slot, *confirmed, err)
+	}
+	s.sentFlush = lsn
+	return nil
+}
+
 // flushPosition is the position safe to confirm: everything committed to
 // Kafka, and beyond it the last keepalive's WAL end when no transaction before
 // it is still pending.
@@ -520,9 +544,14 @@ func (s *session) sendStatus(ctx context.Context, reply bool) error {
 	if write < flush {
 		write = flush
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: write, WALFlushPosition: flush, WALApplyPosition: flush, ReplyRequested: reply,
-	})
+	ssu := pglogrepl.StandbyStatusUpdate{WALWritePosition: write, WALFlushPosition: flush, WALApplyPosition: flush, ReplyRequested: reply}
+	if flush == 0 {
+		// Nothing is safe to confirm, not even the slot's own position
+		// (unknown): pglogrepl sends the write position in place of a zero
+		// flush or apply position, so report no position at all.
+		ssu.WALWritePosition = 0
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, ssu)
 	if err != nil {
 		return fmt.Errorf("standby status update: %w", err)
 	}
