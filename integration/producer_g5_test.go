@@ -249,6 +249,9 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 		t.Fatalf("producer exit: %v\n%s", err, output())
 	}
 
+	for _, m := range marks {
+		t.Logf("confirmed %s with the frames ending at offset %d (kill: %v)", m.confirmed, m.end, m.killed)
+	}
 	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
 	seen := map[int32]int{}
 	for _, tx := range log.Txns {
@@ -264,7 +267,6 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	}
 	kills := 0
 	for _, m := range marks {
-		t.Logf("confirmed %s with the frames ending at offset %d (kill: %v)", m.confirmed, m.end, m.killed)
 		if m.killed {
 			kills++
 		}
