@@ -28,7 +28,7 @@
 //     one source transaction or one batch changes a key several times.
 //   - Slowly-changing dimension type 2: the new row's valid_from is its
 //     commit time and the previous version's valid_to is closed to it in the
-//     same statement batch. Validity ranges of one key never overlap: they
+//     same statement. Validity ranges of one key never overlap: they
 //     are half-open, [valid_from, valid_to), and valid_from never goes back
 //     in time within a key (a commit time earlier than the previous version's
 //     valid_from is raised to it). Versions replaced within one commit get

@@ -26,8 +26,7 @@ type layout struct {
 	name    string // history table name, unquoted
 	qname   string // quoted schema.name
 	ddl     []string
-	closer  string // closes open versions; params ord, lsn, ts, pos, keys...
-	insert  string // appends rows; params ord, op, lsn, ts, xid, pos, unch, columns...
+	insert  string // appends rows and closes the versions they replace; params ord, op, lsn, ts, xid, pos, unch, columns...
 	carry   string // insert that also carries unchanged values forward
 	trunc   string // records a truncate; params lsn, ts, xid, pos
 	nonKey  []int
@@ -63,7 +62,6 @@ func newLayout(t *consumer.Table, schema string) (*layout, error) {
 	}
 	l.qname = schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent(l.name)
 	l.ddl = l.buildDDL()
-	l.closer = l.buildCloser()
 	l.insert = l.buildInsert(false)
 	l.carry = l.buildInsert(true)
 	l.trunc = l.buildTruncate()
@@ -142,31 +140,13 @@ func (l *layout) buildDDL() []string {
 
 func quoteLit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// buildCloser: the UPDATE that closes the open version of each key the chunk
-// changes, at the valid_from of the key's first new row. It runs before the
-// insert.
-func (l *layout) buildCloser() string {
-	var cast, names, types []string
-	for i, k := range l.keyCols {
-		c := l.t.Columns[k]
-		n := "k" + strconv.Itoa(i)
-		names = append(names, n)
-		types = append(types, "$"+strconv.Itoa(5+i)+"::text[]")
-		cast = append(cast, "u."+n+"::"+c.SQLType+" AS "+l.col(k))
-	}
-	return "WITH f AS (SELECT DISTINCT ON (" + l.keyList("") + ") * FROM (SELECT u._trb_ord, u._trb_lsn::pg_lsn AS _trb_lsn, u._trb_ts, u._trb_pos, " +
-		strings.Join(cast, ", ") + " FROM unnest($1::int4[], $2::text[], $3::timestamptz[], $4::int8[], " +
-		strings.Join(types, ", ") + ") AS u(_trb_ord, _trb_lsn, _trb_ts, _trb_pos, " + strings.Join(names, ", ") + ")) s ORDER BY " +
-		l.keyList("") + ", _trb_ord), " +
-		"o AS (SELECT f.*, p.commit_lsn AS _trb_plsn, p.position AS _trb_ppos, p.valid_to AS _trb_pto FROM f CROSS JOIN LATERAL (SELECT commit_lsn, position, valid_to FROM " +
-		l.qname + " h WHERE " + l.keyJoin("h", "f") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p) " +
-		"UPDATE " + l.qname + " h SET valid_to = greatest(o._trb_ts, h.valid_from) FROM o WHERE " + l.keyJoin("h", "o") +
-		" AND h.commit_lsn = o._trb_plsn AND h.position = o._trb_ppos AND o._trb_pto IS NULL AND (o._trb_plsn, o._trb_ppos) < (o._trb_lsn, o._trb_pos)"
-}
-
 // buildInsert: the INSERT ... SELECT that numbers a chunk's rows per key,
 // after the key's latest recorded version, and sets their validity. With
 // carry, a column flagged unchanged in unch takes the key's last known value.
+// The same statement closes each key's open version at the valid_from of the
+// key's first new row (a data-modifying CTE, so the key's latest version is
+// looked up once for both): both parts see the table as it was before the
+// statement, and the UPDATE touches only rows the INSERT does not add.
 func (l *layout) buildInsert(carry bool) string {
 	n := len(l.t.Columns)
 	var b strings.Builder
@@ -195,7 +175,7 @@ func (l *layout) buildInsert(carry bool) string {
 		extra = ", " + strings.Join(pcols, ", ")
 	}
 	b.WriteString("k AS (SELECT DISTINCT " + l.keyList("") + " FROM u), ")
-	b.WriteString("p AS (SELECT k.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, p.position AS _trb_ppos" +
+	b.WriteString("p AS (SELECT k.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, p.position AS _trb_ppos, p.valid_to AS _trb_pto" +
 		extra + " FROM k LEFT JOIN LATERAL (SELECT * FROM " + l.qname + " h WHERE " + l.keyJoin("h", "k") +
 		" ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true), ")
 	// Rows after the key's latest recorded change (a replay is skipped).
@@ -205,7 +185,7 @@ func (l *layout) buildInsert(carry bool) string {
 			nExtra += ", p." + q("_trb_p"+strconv.Itoa(i))
 		}
 	}
-	b.WriteString("n AS (SELECT u.*, p._trb_pv, p._trb_pfrom" + nExtra + " FROM u JOIN p ON " +
+	b.WriteString("n AS (SELECT u.*, p._trb_pv, p._trb_pfrom, p._trb_plsn, p._trb_ppos, p._trb_pto" + nExtra + " FROM u JOIN p ON " +
 		l.keyJoin("u", "p") + " WHERE p._trb_plsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p._trb_plsn, p._trb_ppos)), ")
 	win := "(PARTITION BY " + l.keyList("") + " ORDER BY _trb_ord)"
 	b.WriteString("w AS (SELECT n.*, coalesce(_trb_pv, 0) + row_number() OVER " + win + " AS version, " +
@@ -225,7 +205,10 @@ func (l *layout) buildInsert(carry bool) string {
 				q("_trb_f"+strconv.Itoa(i)))
 		}
 	}
-	b.WriteString(" FROM w) ")
+	b.WriteString(" FROM w), ")
+	// Close the version the key's first new row replaces, when it is open.
+	b.WriteString("c AS (UPDATE " + l.qname + " h SET valid_to = x._trb_vfrom FROM x WHERE " + l.keyJoin("h", "x") +
+		" AND x.version = x._trb_pv + 1 AND x._trb_pto IS NULL AND h.commit_lsn = x._trb_plsn AND h.position = x._trb_ppos) ")
 	b.WriteString("INSERT INTO " + l.qname + " (" + l.allCols("") + ", version, op, commit_lsn, commit_ts, xid, position, valid_from, valid_to) SELECT ")
 	sel := make([]string, n)
 	for i := range l.t.Columns {

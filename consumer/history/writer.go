@@ -17,8 +17,9 @@ import (
 const flushBytes = 16 << 20
 
 // writer turns one Apply's events into history rows. Rows are buffered per
-// history table and sent in chunks, set-based: one UPDATE that closes open
-// versions and one INSERT ... SELECT that numbers and appends the new ones.
+// history table and sent in chunks, set-based: one INSERT ... SELECT per
+// chunk numbers and appends the new rows and, in a data-modifying CTE,
+// closes the versions they replace.
 // Chunks of one table are sent in event order; tables are independent.
 type writer struct {
 	s       *Sink
@@ -198,39 +199,24 @@ func (w *writer) flushAll(ctx context.Context) error {
 	return nil
 }
 
-// flush sends c's rows: the UPDATE that closes the versions they replace,
-// then the INSERT, in one round trip.
+// flush sends c's rows in one statement, which also closes the versions
+// they replace.
 func (w *writer) flush(ctx context.Context, c *chunk) error {
 	if len(c.ord) == 0 {
 		return nil
 	}
 	l := c.l
-	closeArgs := []any{c.ord, c.lsn, c.ts, c.pos}
-	for _, k := range l.keyCols {
-		closeArgs = append(closeArgs, c.cols[k])
-	}
-	insArgs := []any{c.ord, c.op, c.lsn, c.ts, c.xid, c.pos, c.unch}
+	args := []any{c.ord, c.op, c.lsn, c.ts, c.xid, c.pos, c.unch}
 	for i := range l.t.Columns {
-		insArgs = append(insArgs, c.cols[i])
+		args = append(args, c.cols[i])
 	}
 	ins := l.insert
 	if c.unchgd {
 		ins = l.carry
 	}
-	var b pgx.Batch
-	b.Queue(l.closer, closeArgs...)
-	b.Queue(ins, insArgs...)
-	br := w.tx.SendBatch(ctx, &b)
-	_, err := br.Exec()
+	ct, err := w.tx.Exec(ctx, ins, args...)
 	if err == nil {
-		var ct interface{ RowsAffected() int64 }
-		ct, err = br.Exec()
-		if err == nil {
-			w.rows += int(ct.RowsAffected())
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
+		w.rows += int(ct.RowsAffected())
 	}
 	if err != nil {
 		// The statement covers the whole chunk; name its first and last event.
