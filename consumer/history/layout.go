@@ -163,7 +163,7 @@ func (l *layout) buildInsert(carry bool) string {
 	b.WriteString(" FROM unnest($1::int4[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], $6::int8[], $7::text[], ")
 	b.WriteString(strings.Join(types, ", "))
 	b.WriteString(") AS u(_trb_ord, op, _trb_lsn, _trb_ts, xid, _trb_pos, _trb_unch, " + strings.Join(names, ", ") + ")), ")
-	// The latest recorded version of each key.
+	// With carry, the values of the key's latest version.
 	var pcols []string
 	if carry {
 		for _, i := range l.nonKey {
@@ -174,19 +174,13 @@ func (l *layout) buildInsert(carry bool) string {
 	if len(pcols) > 0 {
 		extra = ", " + strings.Join(pcols, ", ")
 	}
-	b.WriteString("k AS (SELECT DISTINCT " + l.keyList("") + " FROM u), ")
-	b.WriteString("p AS (SELECT k.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, p.position AS _trb_ppos, p.valid_to AS _trb_pto" +
-		extra + " FROM k LEFT JOIN LATERAL (SELECT * FROM " + l.qname + " h WHERE " + l.keyJoin("h", "k") +
-		" ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true), ")
-	// Rows after the key's latest recorded change (a replay is skipped).
-	nExtra := ""
-	if carry {
-		for _, i := range l.nonKey {
-			nExtra += ", p." + q("_trb_p"+strconv.Itoa(i))
-		}
-	}
-	b.WriteString("n AS (SELECT u.*, p._trb_pv, p._trb_pfrom, p._trb_plsn, p._trb_ppos, p._trb_pto" + nExtra + " FROM u JOIN p ON " +
-		l.keyJoin("u", "p") + " WHERE p._trb_plsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p._trb_plsn, p._trb_ppos)), ")
+	// Each row with its key's latest recorded version (looked up per row: an
+	// index probe is cheaper than collecting the chunk's distinct keys), and
+	// only rows after that version's change (a replay is skipped).
+	b.WriteString("n AS (SELECT u.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, " +
+		"p.position AS _trb_ppos, p.valid_to AS _trb_pto" + extra + " FROM u LEFT JOIN LATERAL (SELECT * FROM " + l.qname +
+		" h WHERE " + l.keyJoin("h", "u") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true" +
+		" WHERE p.commit_lsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p.commit_lsn, p.position)), ")
 	win := "(PARTITION BY " + l.keyList("") + " ORDER BY _trb_ord)"
 	b.WriteString("w AS (SELECT n.*, coalesce(_trb_pv, 0) + row_number() OVER " + win + " AS version, " +
 		"greatest(max(_trb_ts) OVER " + win + ", _trb_pfrom) AS _trb_vfrom")
