@@ -306,8 +306,17 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	return nil
 }
 
+// dropSlots drops the named slots, waiting up to 30 s for a stopped
+// client's walsender to release each one.
 func (b *Bench) dropSlots(ctx context.Context, names ...string) error {
 	for _, n := range names {
+		err := pollUntil(30*time.Second, 200*time.Millisecond, func() (bool, error) {
+			v, err := b.src.QueryVal(ctx, `SELECT active::text FROM pg_replication_slots WHERE slot_name = $1`, n)
+			return err == nil && v != "true", err
+		})
+		if err != nil {
+			return fmt.Errorf("slot %s still active: %w", n, err)
+		}
 		if err := b.src.Exec(ctx, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'`, n)); err != nil {
 			return err
 		}
