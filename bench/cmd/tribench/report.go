@@ -148,7 +148,7 @@ func (b *Bench) writeReport() error {
 			reps += " (" + ri.RepsFor + ")"
 		}
 		if len(ri.Skipped) > 0 {
-			reps += "; left out to finish by the deadline: " + strings.Join(ri.Skipped, ", ")
+			reps += "; left out: " + strings.Join(ri.Skipped, ", ")
 		}
 		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ri.ID, ri.Started.UTC().Format("2006-01-02 15:04 MST"),
 			ri.Ended.Sub(ri.Started).Round(time.Second), ri.Mode, only, reps, ri.Commit, ri.Load)

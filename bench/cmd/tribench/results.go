@@ -20,7 +20,7 @@ type RunInfo struct {
 	Only     string // --only, empty for every workload
 	Reps     int
 	RepsFor  string
-	Skipped  []string // repetitions --deadline left out
+	Skipped  []string // repetitions left out (by --deadline, or noted after a failed run)
 	Commit   string   // `tributary version` of the binary under test
 	Sizes    string
 	Kafka    string
