@@ -28,7 +28,12 @@ type layout struct {
 	resolved string
 	ddl      []string
 	resolve  string // INSERT INTO resolved from the stage
-	nonKey   []int
+	// typed is resolve for a stage in which no row has an unchanged
+	// value (nor is a delete): only the casts, without the window over the
+	// staged rows and the join to the current state, which would carry
+	// nothing forward.
+	typed  string
+	nonKey []int
 }
 
 func q(s string) string { return schemas.QuoteIdent(s) }
@@ -47,7 +52,7 @@ func newLayout(t *consumer.Table) *layout {
 		}
 	}
 	l.ddl = l.buildDDL()
-	l.resolve = l.buildResolve()
+	l.resolve, l.typed = l.buildResolve()
 	return l
 }
 
@@ -120,15 +125,18 @@ func (l *layout) buildDDL() []string {
 }
 
 // buildResolve: the staged rows, typed, with unchanged values carried
-// forward from earlier staged rows of the key or from the current state.
-func (l *layout) buildResolve() string {
+// forward from earlier staged rows of the key or from the current state
+// (resolve), and the staged rows only typed (plain), for a stage in which no
+// row has an unchanged value.
+func (l *layout) buildResolve() (resolve, plain string) {
 	var b strings.Builder
 	typed := make([]string, len(l.t.Columns))
 	for i := range l.t.Columns {
 		typed[i] = l.types[i].conv("c"+strconv.Itoa(i)) + " AS " + l.col(i)
 	}
-	b.WriteString("INSERT INTO " + q(l.resolved) + " (_ord, _op, _lsn, _pos, _xid, _ts, " + l.colList("") +
-		") WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
+	into := "INSERT INTO " + q(l.resolved) + " (_ord, _op, _lsn, _pos, _xid, _ts, " + l.colList("") + ") "
+	plain = into + "SELECT _ord, _op, _lsn, _pos, _xid, _ts, " + strings.Join(typed, ", ") + " FROM " + q(l.stage)
+	b.WriteString(into + "WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
 	b.WriteString(strings.Join(typed, ", "))
 	b.WriteString(" FROM " + q(l.stage) + ") SELECT s._ord, s._op, s._lsn, s._pos, s._xid, s._ts")
 	isNon := map[int]bool{}
@@ -149,16 +157,23 @@ func (l *layout) buildResolve() string {
 			"}).v ELSE s." + c + " END AS " + c)
 	}
 	b.WriteString(" FROM s LEFT JOIN " + l.cur + " c ON " + l.keyJoin("s", "c"))
-	return b.String()
+	return b.String(), plain
 }
 
-// merge statements, run after resolve.
-func (l *layout) mergeSQL() []string {
+// merge statements, run after resolve. inOrder says the resolved rows are
+// already in staging order (the plain resolve scans the stage, and DuckDB
+// preserves insertion order), so the history needs no sort to be appended in
+// source order.
+func (l *layout) mergeSQL(inOrder bool) []string {
 	cols := l.colList("")
 	res := q(l.resolved)
+	order := " ORDER BY _ord"
+	if inOrder {
+		order = ""
+	}
 	return []string{
 		"INSERT INTO " + l.hist + " (" + cols + ", op, commit_lsn, commit_ts, xid, position) SELECT " + cols +
-			", _op, _lsn, _ts, _xid, _pos FROM " + res + " ORDER BY _ord",
+			", _op, _lsn, _ts, _xid, _pos FROM " + res + order,
 		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM " + res + " r WHERE " + l.keyJoin("r", "c") + ")",
 		"INSERT INTO " + l.cur + " (" + cols + ") SELECT " + cols + " FROM (SELECT *, row_number() OVER (PARTITION BY " +
 			l.keyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM " + res + ") WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
@@ -172,7 +187,9 @@ type stage struct {
 	l    *layout
 	app  *ddb.Appender
 	rows int
+	unch bool              // some staged row has an unchanged value
 	evs  []*consumer.Event // first and last event, for errors
+	vals []driver.Value    // one row's values, reused: AppendRow copies them
 }
 
 // loader loads one Apply's events.
@@ -279,7 +296,11 @@ func keyChanged(ev *consumer.Event) bool {
 
 func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, deleted bool) error {
 	l := st.l
-	vals := make([]driver.Value, 7+len(l.t.Columns))
+	if st.vals == nil {
+		st.vals = make([]driver.Value, 7+len(l.t.Columns))
+	}
+	vals := st.vals
+	clear(vals)
 	var unch string
 	if deleted || len(ev.Unchanged) > 0 {
 		flags := []byte(strings.Repeat("0", len(l.t.Columns)))
@@ -292,6 +313,7 @@ func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, d
 			flags[i] = '1'
 		}
 		unch = string(flags)
+		st.unch = true
 	}
 	vals[0], vals[1], vals[2], vals[3] = int64(st.rows), op, uint64(ev.Txn.CommitLSN), ev.Position
 	vals[4], vals[5], vals[6] = int64(ev.Txn.Xid), ev.Txn.CommitTime, unch
@@ -337,13 +359,17 @@ func (w *loader) merge(st *stage) error {
 		return w.mergeErr(st, err, "stage")
 	}
 	l := st.l
-	for _, stmt := range append([]string{l.resolve}, l.mergeSQL()...) {
+	resolve := l.typed
+	if st.unch {
+		resolve = l.resolve
+	}
+	for _, stmt := range append([]string{resolve}, l.mergeSQL(!st.unch)...) {
 		if _, err := w.s.conn.ExecContext(w.ctx, stmt); err != nil {
 			return w.mergeErr(st, err, "merge")
 		}
 	}
 	w.rows += st.rows
-	st.rows, st.evs = 0, st.evs[:0]
+	st.rows, st.unch, st.evs = 0, false, st.evs[:0]
 	return nil
 }
 
