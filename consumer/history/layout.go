@@ -182,8 +182,14 @@ func (l *layout) buildInsert(carry bool) string {
 		" h WHERE " + l.keyJoin("h", "u") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true" +
 		" WHERE p.commit_lsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p.commit_lsn, p.position)), ")
 	win := "(PARTITION BY " + l.keyList("") + " ORDER BY _trb_ord)"
+	// valid_from is the running maximum commit time (never before the
+	// previous version's); valid_to is the next row's valid_from, which is
+	// the same maximum taken one row further, so that one window pass
+	// computes both.
+	vfrom := "greatest(max(_trb_ts) OVER " + win + ", _trb_pfrom)"
 	b.WriteString("w AS (SELECT n.*, coalesce(_trb_pv, 0) + row_number() OVER " + win + " AS version, " +
-		"greatest(max(_trb_ts) OVER " + win + ", _trb_pfrom) AS _trb_vfrom")
+		vfrom + " AS _trb_vfrom, CASE WHEN op IN ('d', 't') THEN " + vfrom + " WHEN lead(_trb_ts) OVER " + win +
+		" IS NOT NULL THEN greatest(max(_trb_ts) OVER " + win + ", lead(_trb_ts) OVER " + win + ", _trb_pfrom) END AS _trb_vto")
 	if carry {
 		for _, i := range l.nonKey {
 			b.WriteString(", count(*) FILTER (WHERE substr(_trb_unch, " + strconv.Itoa(i+1) + ", 1) <> '1') OVER " + win +
@@ -191,7 +197,7 @@ func (l *layout) buildInsert(carry bool) string {
 		}
 	}
 	b.WriteString(" FROM n), ")
-	b.WriteString("x AS (SELECT w.*, CASE WHEN op IN ('d', 't') THEN _trb_vfrom ELSE lead(_trb_vfrom) OVER " + win + " END AS _trb_vto")
+	b.WriteString("x AS (SELECT w.*")
 	if carry {
 		for _, i := range l.nonKey {
 			g := q("_trb_g" + strconv.Itoa(i))
