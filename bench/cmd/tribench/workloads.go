@@ -311,7 +311,8 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 func (b *Bench) dropSlots(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		err := pollUntil(30*time.Second, 200*time.Millisecond, func() (bool, error) {
-			v, err := b.src.QueryVal(ctx, `SELECT active::text FROM pg_replication_slots WHERE slot_name = $1`, n)
+			// A slot that does not exist (a fresh cluster) counts as released.
+			v, err := b.src.QueryVal(ctx, `SELECT coalesce((SELECT active::text FROM pg_replication_slots WHERE slot_name = $1), 'absent')`, n)
 			return err == nil && v != "true", err
 		})
 		if err != nil {
