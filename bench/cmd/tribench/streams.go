@@ -249,8 +249,7 @@ func (b *Bench) toastSpec() streamSpec {
 	}
 	check := `SELECT count(*)::text || '/' || coalesce(sum(k), 0)::text || '/' || coalesce(sum(hashtext(doc::text)::bigint), 0)::text FROM wide`
 	return streamSpec{
-		name: "toast", tables: []string{"wide"},
-		dbzWhy: "left out on wide rows to keep the full run within its time budget (it runs on the INSERT, mixed and pgbench backlogs)",
+		name: "toast", tables: []string{"wide"}, dbz: true,
 		setup: func(ctx context.Context) error {
 			return b.onAll(ctx, `DROP TABLE IF EXISTS wide`, `CREATE TABLE wide (id bigint PRIMARY KEY, k int NOT NULL, doc jsonb NOT NULL)`)
 		},
