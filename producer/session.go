@@ -909,7 +909,13 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 	if s.tx.skip || s.tx.pos == 0 {
 		// Already in Kafka, from an origin that is not forwarded, or with no
 		// published change: no frame. The position moves past it with the
-		// next keepalive once earlier transactions are durable.
+		// next keepalive once earlier transactions are durable. If it began
+		// while a commit was in flight, it must not hold the position once
+		// that commit ends (nothing of it waits in Kafka): an idle source
+		// would otherwise keep the slot where it is until the next commit.
+		if s.nextPendingFrom == s.tx.commitLSN {
+			s.nextPendingFrom = 0
+		}
 		s.tx = nil
 		if !s.groupOpen() && s.inflight == nil {
 			s.pendingFrom = 0
