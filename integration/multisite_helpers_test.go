@@ -243,64 +243,23 @@ func (s *msSite) produceProc(t *testing.T) *harness.Proc {
 	return p
 }
 
-// consumeStoppable is consume with a stop function, for a test that takes
-// the site down and brings it back: stop cancels the consumer and waits for
-// it, failing the test if it had stopped with an error before.
+// consumeStoppable is startConsumer for a test that takes the site down
+// and brings it back: stop cancels the consumer and waits for it, failing
+// the test if it had stopped with an error before.
 func (s *msSite) consumeStoppable(t *testing.T, from *msSite, yml string) (*conflict.Engine, func()) {
 	t.Helper()
-	var file *conflict.File
-	if yml != "" {
-		f, err := conflict.ParseFile([]byte(yml), t.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		file = f
-	}
-	name := "from_" + from.name
-	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := postgres.New(postgres.Config{DSN: s.env.pg.DSN, Consumer: name,
-		Origin: conflict.OriginPrefix + from.name, Conflicts: eng, Logger: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
-		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once bool
-	stop := func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("consumer at %s of %s: %v", s.name, from.name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("consumer at %s of %s did not stop", s.name, from.name)
-		}
-		eng.Close(context.Background())
-	}
-	t.Cleanup(stop)
-	return eng, stop
+	r := s.startConsumer(t, from, yml)
+	return r.eng, func() { r.stop(t) }
 }
 
 // msRun is a consumer that a test stops, expects to stop, and restarts.
 type msRun struct {
-	eng    *conflict.Engine
-	done   chan error // Run's result, once
-	cancel context.CancelFunc
-	ended  bool // the test saw it stop by itself (stopped)
+	name    string // "consumer at <site> of <from>", for messages
+	eng     *conflict.Engine
+	done    chan error // Run's result, once
+	cancel  context.CancelFunc
+	ended   bool // the test saw it stop by itself (stopped)
+	stopRan bool // stop ran: a second stop (the test's end) does nothing
 }
 
 // startConsumer runs, in process, a consumer at s of from's prefix as
@@ -337,7 +296,7 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &msRun{eng: eng, done: make(chan error, 1), cancel: cancel}
+	r := &msRun{name: fmt.Sprintf("consumer at %s of %s", s.name, from.name), eng: eng, done: make(chan error, 1), cancel: cancel}
 	go func() {
 		err := c.Run(ctx)
 		eng.Close(context.Background())
@@ -364,18 +323,23 @@ func (r *msRun) stopped(t *testing.T) error {
 }
 
 // stop cancels the consumer and waits for it; an error other than the
-// cancellation fails the test.
+// cancellation fails the test. Only the first call does anything, so that
+// the test's end does not report again what an earlier stop reported.
 func (r *msRun) stop(t *testing.T) {
 	t.Helper()
+	if r.stopRan {
+		return
+	}
+	r.stopRan = true
 	r.cancel()
 	select {
 	case err := <-r.done:
 		r.done <- err
 		if err != nil && !r.ended && !errors.Is(err, context.Canceled) {
-			t.Errorf("consumer stopped with: %v", err)
+			t.Errorf("%s stopped with: %v", r.name, err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Error("the consumer did not stop within 30 s of cancel")
+		t.Errorf("%s did not stop within 30 s of cancel", r.name)
 	}
 }
 
