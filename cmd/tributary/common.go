@@ -208,3 +208,22 @@ func (k *kafkaFlags) registryClient(log *slog.Logger) (*schemas.Registry, error)
 }
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
+
+// checkSinkTarget checks that --sink names a sink and that the setting it
+// writes to (--target or --duckdb-file) is given: consumer and verify take
+// the same sinks, so that verify reads the consumer's config file.
+func checkSinkTarget(sink, target, duckFile string) error {
+	switch sink {
+	case "postgres", "history":
+		if target == "" {
+			return usageError{fmt.Errorf("--sink %s needs --target", sink)}
+		}
+	case "duckdb":
+		if duckFile == "" {
+			return usageError{errors.New("--sink duckdb needs --duckdb-file")}
+		}
+	default:
+		return usageError{fmt.Errorf("--sink %q: want postgres, history or duckdb", sink)}
+	}
+	return nil
+}

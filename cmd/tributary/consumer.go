@@ -63,20 +63,11 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	switch *sink {
-	case "postgres", "history":
-		if *target == "" {
-			return usageError{fmt.Errorf("--sink %s needs --target", *sink)}
-		}
-	case "duckdb":
-		if *duckFile == "" {
-			return usageError{fmt.Errorf("--sink duckdb needs --duckdb-file")}
-		}
-		if *mode == "per-key" {
-			return usageError{fmt.Errorf("--sink duckdb applies one batch at a time; use --mode transactional")}
-		}
-	default:
-		return usageError{fmt.Errorf("--sink %q: want postgres, history or duckdb", *sink)}
+	if err := checkSinkTarget(*sink, *target, *duckFile); err != nil {
+		return err
+	}
+	if *sink == "duckdb" && *mode == "per-key" {
+		return usageError{fmt.Errorf("--sink duckdb applies one batch at a time; use --mode transactional")}
 	}
 	m, err := consumer.ParseMode(*mode)
 	if err != nil {

@@ -65,20 +65,11 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	if *name == "" {
 		*name = *consumerName
 	}
-	switch *sink {
-	case "postgres", "history":
-		if *target == "" {
-			return usageError{fmt.Errorf("--sink %s needs --target", *sink)}
-		}
-	case "duckdb":
-		if *duckFile == "" {
-			return usageError{errors.New("--sink duckdb needs --duckdb-file")}
-		}
-		if *transforms != "" {
-			return usageError{errors.New("--sink duckdb: comparing through the consumer's --transforms is not supported yet")}
-		}
-	default:
-		return usageError{fmt.Errorf("--sink %q: want postgres, history or duckdb", *sink)}
+	if err := checkSinkTarget(*sink, *target, *duckFile); err != nil {
+		return err
+	}
+	if *sink == "duckdb" && *transforms != "" {
+		return usageError{errors.New("--sink duckdb: comparing through the consumer's --transforms is not supported yet")}
 	}
 	var tr *verify.Transform
 	if *transforms != "" {
