@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"time"
@@ -27,6 +28,7 @@ const HeartbeatPrefix = "tributary.heartbeat"
 
 // sessionParams are the settings under which PostgreSQL renders values as
 // text for pgoutput and COPY; the type codecs in schemas parse exactly these.
+// It is only read; other packages get a copy from SessionParams.
 var sessionParams = map[string]string{
 	"DateStyle":          "ISO, MDY",
 	"IntervalStyle":      "iso_8601",
@@ -35,6 +37,14 @@ var sessionParams = map[string]string{
 	"bytea_output":       "hex",
 	"application_name":   "tributary",
 }
+
+// SessionParams returns a fresh copy of the producer's session settings:
+// those under which PostgreSQL renders values as text for pgoutput and COPY
+// (DateStyle, IntervalStyle, TimeZone, extra_float_digits, bytea_output),
+// which the type codecs in schemas parse, and application_name "tributary".
+// A program that must read values in the same text forms sets them on its
+// connections, usually with its own application_name.
+func SessionParams() map[string]string { return maps.Clone(sessionParams) }
 
 // session is one replication session: connections, Kafka client and the
 // in-flight state. It is used by one goroutine.

@@ -22,6 +22,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -30,15 +31,13 @@ import (
 const reseedMessagePrefix = "tributary.reseed"
 
 // reseedSession are the settings of both reseed connections: COPY's text
-// form depends on them, so donor and target must agree.
-var reseedSession = map[string]string{
-	"DateStyle":          "ISO, MDY",
-	"IntervalStyle":      "iso_8601",
-	"TimeZone":           "UTC",
-	"extra_float_digits": "3",
-	"bytea_output":       "hex",
-	"application_name":   "tributary-reseed",
-}
+// form depends on them, so donor and target must agree. They are the
+// producer's, under reseed's own application_name.
+var reseedSession = func() map[string]string {
+	p := producer.SessionParams()
+	p["application_name"] = "tributary-reseed"
+	return p
+}()
 
 // runReseed re-instantiates a site whose data is lost from a healthy donor
 // site (docs/MULTISITE.md, "Reseed").

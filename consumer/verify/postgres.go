@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -18,17 +19,16 @@ import (
 // has not written a checkpoint.
 var ErrNoCheckpoint = errors.New("no checkpoint")
 
-// sessionParams make both sides print values identically; they match the
-// producer's, so the text forms are the ones the events carry.
+// sessionParams make both sides print values identically: the producer's
+// settings, under verify's own application_name, except IntervalStyle.
+// Verify has rendered intervals in the "postgres" style, not the producer's
+// iso_8601, since it was written; that difference is kept here as it was,
+// on top of the producer's settings.
 func sessionParams() map[string]string {
-	return map[string]string{
-		"DateStyle":          "ISO, MDY",
-		"IntervalStyle":      "postgres",
-		"TimeZone":           "UTC",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-		"application_name":   "tributary-verify",
-	}
+	p := producer.SessionParams()
+	p["application_name"] = "tributary-verify"
+	p["IntervalStyle"] = "postgres"
+	return p
 }
 
 // connect opens one connection with the comparison's session settings.
