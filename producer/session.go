@@ -298,6 +298,11 @@ func (s *session) openKafka(ctx context.Context) error {
 		kgo.MaxBufferedRecords(10000),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.RecordDeliveryTimeout(5*time.Minute),
+		// A topic the producer has just created can fail a first produce or
+		// AddPartitionsToTxn until every broker knows it; franz-go then
+		// reloads metadata no sooner than this (default 5 s, which every new
+		// table would pay).
+		kgo.MetadataMinAge(250*time.Millisecond),
 	)
 	var err error
 	if s.kcl, err = kgo.NewClient(opts...); err != nil {

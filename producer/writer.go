@@ -73,11 +73,14 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 			return topicInfo{}, fmt.Errorf("describe topic %s: %w", topic, err)
 		}
 		td = md[topic]
-		if td.Err == nil && len(td.Partitions) > 0 {
+		if td.Err == nil && len(td.Partitions) > 0 && partitionsLed(td) {
 			break
 		}
 		if wait > 10*time.Second {
-			return topicInfo{}, fmt.Errorf("describe topic %s: not available: %w", topic, td.Err)
+			if td.Err != nil {
+				return topicInfo{}, fmt.Errorf("describe topic %s: not available: %w", topic, td.Err)
+			}
+			return topicInfo{}, fmt.Errorf("describe topic %s: %d partitions, not all with a leader after %s", topic, len(td.Partitions), 2*wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -88,6 +91,16 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 	ti := topicInfo{n: int32(len(td.Partitions)), part: w.hasher.ForTopic(topic)}
 	w.topics[topic] = ti
 	return ti, nil
+}
+
+// partitionsLed reports whether every partition of td has a leader.
+func partitionsLed(td kadm.TopicDetail) bool {
+	for _, p := range td.Partitions {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // partitionFor returns the partition of a keyed record of topic.
