@@ -113,14 +113,14 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 			}
 			continue
 		}
-		if werr = s.writeSnapshotChunk(ctx, cs, cp, commitTime); werr != nil {
-			cancel()
-			continue
-		}
 		pr := progress[cs.w.name]
 		if pr == nil {
 			pr = &SnapshotProgress{Table: cs.w.name, Estimate: cs.w.st.estimate, Started: time.Now()}
 			progress[cs.w.name] = pr
+		}
+		if werr = s.writeSnapshotChunk(ctx, cs, cp, commitTime); werr != nil {
+			cancel()
+			continue
 		}
 		pr.Rows += cs.res.n
 		pr.Done = cs.res.last
@@ -129,7 +129,13 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	if werr != nil {
 		return werr
 	}
-	s.log.Info("snapshot complete", "tables", len(tables), "consistent_point", cp)
+	// The last chunk's commit may still be in flight.
+	if err := s.awaitCommit(ctx); err != nil {
+		return err
+	}
+	// Every snapshot frame is in Kafka: nothing holds the slot's position.
+	s.tx, s.pendingFrom, s.nextPendingFrom = nil, 0, 0
+	s.log.Info("snapshot complete", "tables", len(tables), "consistent_point", cp.String())
 	return nil
 }
 
@@ -143,11 +149,12 @@ type snapshotWork struct {
 }
 
 // chunkStream carries one chunk from a worker to the writer: its records in
-// key order, then (when recs is closed) its result.
+// key order, in batches of up to recBatch (one channel hand-off per record
+// cost more than encoding it), then (when recs is closed) its result.
 type chunkStream struct {
 	w     *snapshotWork
 	chunk int64
-	recs  chan *kgo.Record
+	recs  chan []*kgo.Record
 	res   chunkResult // valid once recs is closed
 }
 
@@ -158,15 +165,16 @@ type chunkResult struct {
 	err     error
 }
 
-// writeSnapshotChunk produces one chunk's records, frames it and commits it.
+// writeSnapshotChunk produces one chunk's records, frames it and starts its
+// commit. While the previous chunk's commit is in flight, the records wait in
+// the session's bounded queue (overlap.go), so reading and encoding go on.
 func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pglogrepl.LSN, commitTime time.Time) error {
 	s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
-	if err := s.beginGroup(); err != nil {
-		return err
-	}
-	for r := range cs.recs {
-		if err := s.produce(ctx, r); err != nil {
-			return err
+	for batch := range cs.recs {
+		for _, r := range batch {
+			if err := s.produce(ctx, r); err != nil {
+				return err
+			}
 		}
 	}
 	if cs.res.err != nil {
@@ -220,7 +228,7 @@ func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, w *snapshotWork,
 			q += " WHERE " + strings.Join(conds, " AND ")
 		}
 		q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, s.cfg.SnapshotChunkRows)
-		cs := &chunkStream{w: w, chunk: chunk, recs: make(chan *kgo.Record, 512)}
+		cs := &chunkStream{w: w, chunk: chunk, recs: make(chan []*kgo.Record, recBatchesAhead)}
 		select {
 		case streams <- cs:
 		case <-ctx.Done():
@@ -246,7 +254,7 @@ func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, w *snapshotWork,
 
 // readChunk runs one chunk's query and sends its rows as records. It returns
 // the row count and the key text of the last row.
-func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part kgo.TopicPartitioner, meta *txState, q string, args []any, out chan<- *kgo.Record) (int64, []string, error) {
+func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part kgo.TopicPartitioner, meta *txState, q string, args []any, out chan<- []*kgo.Record) (int64, []string, error) {
 	ts := rs.ts
 	rows, err := tx.Query(ctx, q, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
 	if err != nil {
@@ -255,6 +263,7 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 	defer rows.Close()
 	var n int64
 	var lastKey []string
+	batch := make([]*kgo.Record, 0, recBatch)
 	tuple := &pglogrepl.TupleData{ColumnNum: uint16(len(ts.Fields)), Columns: make([]*pglogrepl.TupleDataColumn, len(ts.Fields))}
 	for i := range tuple.Columns {
 		tuple.Columns[i] = &pglogrepl.TupleDataColumn{}
@@ -277,10 +286,12 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 		if err != nil {
 			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
-		select {
-		case out <- r:
-		case <-ctx.Done():
-			return n, nil, ctx.Err()
+		batch = append(batch, r)
+		if len(batch) == recBatch {
+			if err := sendBatch(ctx, out, batch); err != nil {
+				return n, nil, err
+			}
+			batch = make([]*kgo.Record, 0, recBatch)
 		}
 		n++
 		lastKey = lastKey[:0]
@@ -291,7 +302,28 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 	if err := rows.Err(); err != nil {
 		return n, nil, fmt.Errorf("snapshot %s: %w", ts.Table, err)
 	}
+	if len(batch) > 0 {
+		if err := sendBatch(ctx, out, batch); err != nil {
+			return n, nil, err
+		}
+	}
 	return n, lastKey, nil
+}
+
+// Records go from a snapshot worker to the writer in batches of recBatch,
+// and a worker reads at most recBatchesAhead batches ahead of the writer.
+const (
+	recBatch        = 256
+	recBatchesAhead = 4
+)
+
+func sendBatch(ctx context.Context, out chan<- []*kgo.Record, batch []*kgo.Record) error {
+	select {
+	case out <- batch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // snapshotTables lists the published tables with their columns as pgoutput
@@ -367,13 +399,12 @@ func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTabl
 	return out, nil
 }
 
-// finishSnapshotChunk frames and commits one chunk, and records it in the
-// session's snapshot state. lastKey is the key after which the next chunk
-// starts; it is recorded in the frame only when the chunk has rows.
+// finishSnapshotChunk frames one chunk, starts its commit, and records it in
+// the session's snapshot state. lastKey is the key after which the next chunk
+// starts; it is recorded in the frame only when the chunk has rows. The state
+// is read only when the snapshot starts, and a failed commit ends the session,
+// whose successor reads the state back from Kafka.
 func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool, lastKey []string, hasRows bool) error {
-	if err := s.beginGroup(); err != nil {
-		return err
-	}
 	tx := s.tx
 	f := schemas.Frame{CommitLSN: tx.commitLSN, EndLSN: tx.commitLSN, CommitTime: tx.commitTime, Events: tx.pos,
 		Snapshot: &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: ts.Table.Schema, Table: ts.Table.Name, Chunk: chunk, Last: last}}
@@ -389,8 +420,9 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 		return err
 	}
 	s.tx = nil
-	// Each chunk commits on its own: the snapshot's progress is what Kafka holds.
-	if err := s.commitGroup(ctx); err != nil {
+	// Each chunk commits on its own: the snapshot's progress is what Kafka
+	// holds. The commit overlaps with the next chunk.
+	if err := s.commitGroupAsync(ctx); err != nil {
 		return err
 	}
 	name := ts.Table.String()
@@ -402,7 +434,7 @@ func (s *session) reportSnapshot(p SnapshotProgress) {
 	s.cfg.Observer.SnapshotProgress(p)
 	attrs := []any{"table", p.Table, "rows", p.Rows, "estimate", p.Estimate, "rows_per_s", int64(p.Rate())}
 	if eta, ok := p.ETA(); ok {
-		attrs = append(attrs, "eta", eta.Round(time.Second))
+		attrs = append(attrs, "eta", eta.Round(time.Second).String())
 	}
 	if p.Done {
 		s.log.Info("snapshot table done", attrs...)
