@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -82,7 +83,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageError{fmt.Errorf("--log-level %q: %v", level, err)}
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: readableAttr}
 	switch format {
 	case "auto":
 		if f, ok := w.(*os.File); ok && isTerminal(f) {
@@ -95,6 +96,19 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: want text, json or auto", format)}
+}
+
+// readableAttr writes LSNs as PostgreSQL does ("0/3E8746A8") and durations
+// as "1.5s" in both log formats; the JSON handler would print both as
+// integers.
+func readableAttr(_ []string, a slog.Attr) slog.Attr {
+	switch v := a.Value.Any().(type) {
+	case pglogrepl.LSN:
+		a.Value = slog.StringValue(v.String())
+	case time.Duration:
+		a.Value = slog.StringValue(v.String())
+	}
+	return a
 }
 
 func isTerminal(f *os.File) bool {

@@ -372,7 +372,11 @@ func caughtUp(logPath string, txns int64, end pglogrepl.LSN) (string, error) {
 	if last == nil {
 		return "", fmt.Errorf("no \"caught up\" line in %s", logPath)
 	}
-	applied, lsn := jsonInt(last["applied_txns"]), pglogrepl.LSN(jsonInt(last["commit_lsn"]))
+	applied := jsonInt(last["applied_txns"])
+	lsn, err := pglogrepl.ParseLSN(fmt.Sprint(last["commit_lsn"]))
+	if err != nil {
+		return "", fmt.Errorf("\"caught up\" line in %s: commit_lsn: %w", logPath, err)
+	}
 	// end is the last transaction's end LSN; its commit record starts just before it.
 	if applied != txns || lsn > end || end-lsn > 4096 {
 		return "", fmt.Errorf("consumer caught up at commit_lsn %s with %d transactions applied, want the commit that ends at %s and %d",
