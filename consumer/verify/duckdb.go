@@ -293,14 +293,14 @@ func (s *duckSnapshot) scan(ctx context.Context, t *TableDef, r Range, fn func([
 	return nil
 }
 
-// duckWhere renders r as a DuckDB predicate on the key, lexicographically.
+// duckWhere renders r as a DuckDB predicate on the key, lexicographically,
+// with the row comparison spelt out.
 func duckWhere(t *TableDef, r Range) (string, []any) {
-	var conds []string
-	var args []any
-	bound := func(op string, vals []string) {
+	return keyRange(r, func(op string, vals []string) (string, []any) {
 		// (k1 op v1) OR (k1 = v1 AND k2 op v2) ..., op strict but the
 		// last, which is op itself (> or <=).
 		var ors []string
+		var args []any
 		for i := range t.Key {
 			var ands []string
 			for j := 0; j < i; j++ {
@@ -315,18 +315,8 @@ func duckWhere(t *TableDef, r Range) (string, []any) {
 			args = append(args, vals[i])
 			ors = append(ors, "("+strings.Join(ands, " AND ")+")")
 		}
-		conds = append(conds, "("+strings.Join(ors, " OR ")+")")
-	}
-	if r.Lo != nil {
-		bound(">", r.Lo)
-	}
-	if r.Hi != nil {
-		bound("<=", r.Hi)
-	}
-	if len(conds) == 0 {
-		return "true", nil
-	}
-	return strings.Join(conds, " AND "), args
+		return "(" + strings.Join(ors, " OR ") + ")", args
+	})
 }
 
 func (s *duckSnapshot) Checksum(ctx context.Context, t *TableDef, r Range) (Sum, error) {

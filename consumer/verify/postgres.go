@@ -294,12 +294,36 @@ func hashOf(exprs []string) string {
 	return "('x' || substr(md5(ROW(" + strings.Join(parts, ", ") + ")::text), 1, 16))::bit(64)::bigint"
 }
 
-// where renders r as a predicate; its parameters start at $n.
-func where(t *TableDef, r Range, n int) (string, []any) {
+// keyRange renders r as a predicate on a key: above r.Lo and at or below
+// r.Hi, "true" when r has no bound. bound is the dialect's part: the key
+// compared with vals, as rows in key order, by op (">" or "<="), and the
+// parameters that takes; it is called for r.Lo first.
+func keyRange(r Range, bound func(op string, vals []string) (string, []any)) (string, []any) {
 	var conds []string
 	var args []any
-	bound := func(op string, vals []string) {
+	for _, b := range []struct {
+		op   string
+		vals []string
+	}{{">", r.Lo}, {"<=", r.Hi}} {
+		if b.vals == nil {
+			continue
+		}
+		c, a := bound(b.op, b.vals)
+		conds = append(conds, c)
+		args = append(args, a...)
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// where renders r as a predicate, with a row comparison; its parameters
+// start at $n.
+func where(t *TableDef, r Range, n int) (string, []any) {
+	return keyRange(r, func(op string, vals []string) (string, []any) {
 		ps := make([]string, len(t.Key))
+		var args []any
 		for i, c := range t.Key {
 			p := fmt.Sprintf("$%d::%s", n, c.Type)
 			if c.CompareCollation != "" {
@@ -309,18 +333,8 @@ func where(t *TableDef, r Range, n int) (string, []any) {
 			args = append(args, vals[i])
 			n++
 		}
-		conds = append(conds, "("+keyList(t)+") "+op+" ("+strings.Join(ps, ", ")+")")
-	}
-	if r.Lo != nil {
-		bound(">", r.Lo)
-	}
-	if r.Hi != nil {
-		bound("<=", r.Hi)
-	}
-	if len(conds) == 0 {
-		return "true", nil
-	}
-	return strings.Join(conds, " AND "), args
+		return "(" + keyList(t) + ") " + op + " (" + strings.Join(ps, ", ") + ")", args
+	})
 }
 
 // Checksum aggregates r on the server.
