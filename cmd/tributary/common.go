@@ -61,7 +61,7 @@ func declareKafka(fs *flagconf.Set, required bool) *kafkaFlags {
 		regPassword:  fs.Secret("registry-password", "schema registry basic-auth password"),
 		regCAFile:    fs.String("registry-ca-file", "", "PEM `file` of CAs for an https registry"),
 		logFormat:    fs.String("log-format", "auto", "log `format`: text, json, or auto (text on a terminal, JSON otherwise)"),
-		logLevel:     fs.String("log-level", "info", "log `level`: debug, info, warn, error"),
+		logLevel:     fs.String("log-level", "info", "log `level`: debug, info, warn, error; debug adds the Kafka client's own log (component=kafka-client)"),
 	}
 	if required {
 		fs.Require("brokers", "registry", "prefix")
@@ -199,11 +199,34 @@ func (k *kafkaFlags) clients(log *slog.Logger) ([]kgo.Opt, *schemas.Registry, er
 	if err != nil {
 		return nil, nil, err
 	}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		opts = append(opts, kgo.WithLogger(kgoLogger{log.With("component", "kafka-client")}))
+	}
 	reg, err := k.registryClient(log)
 	if err != nil {
 		return nil, nil, err
 	}
 	return opts, reg, nil
+}
+
+// kgoLogger writes the Kafka client's own log (connections, metadata,
+// transaction retries) through slog; it is on with --log-level debug only,
+// because the client logs every metadata refresh and retry.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelDebug }
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	case kgo.LogLevelInfo:
+		lv = slog.LevelInfo
+	}
+	l.log.Log(context.Background(), lv, msg, keyvals...)
 }
 
 func (k *kafkaFlags) registryClient(log *slog.Logger) (*schemas.Registry, error) {
