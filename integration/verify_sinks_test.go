@@ -47,12 +47,12 @@ func TestVerifyAppliesTheConsumersTransforms(t *testing.T) {
 		`CREATE TABLE people (id int PRIMARY KEY, full_name text, street text, city text, zip text, ssn text,
 			region text, born_at timestamptz)`,
 		`ALTER TABLE people REPLICA IDENTITY FULL`,
-		`CREATE TABLE tokens (code text PRIMARY KEY, n int NOT NULL)`,
+		`CREATE TABLE tokens (code text PRIMARY KEY, n int NOT NULL, span interval)`,
 		`INSERT INTO people SELECT g, 'First' || g || ' Last' || g, g || ' Main St', 'City' || (g % 7), lpad(g::text, 5, '0'),
 			'ssn-' || g, CASE WHEN g % 3 = 0 THEN 'SW' ELSE 'NE' END, '1980-01-01 12:00:00+00'::timestamptz + g * interval '1 day'
 			FROM generate_series(1, 300) g`,
 		`UPDATE people SET full_name = NULL WHERE id = 10`,
-		`INSERT INTO tokens SELECT 'tok-' || g, g FROM generate_series(1, 50) g`,
+		`INSERT INTO tokens SELECT 'tok-' || g, g, g * interval '1 day 3 hours 7 seconds' FROM generate_series(1, 50) g`,
 		`CREATE PUBLICATION pub FOR TABLE people, tokens`)
 	cfg := e.producerConfig(t)
 	cfg.Snapshot = "initial"

@@ -19,15 +19,13 @@ import (
 // has not written a checkpoint.
 var ErrNoCheckpoint = errors.New("no checkpoint")
 
-// sessionParams make both sides print values identically: the producer's
-// settings, under verify's own application_name, except IntervalStyle.
-// Verify has rendered intervals in the "postgres" style, not the producer's
-// iso_8601, since it was written; that difference is kept here as it was,
-// on top of the producer's settings.
+// sessionParams make both sides print values identically, and as the
+// producer prints them: with --transforms, source rows are parsed by the
+// producer's own conversion (schemas), which reads intervals in the
+// iso_8601 style the producer sets.
 func sessionParams() map[string]string {
 	p := producer.SessionParams()
 	p["application_name"] = "tributary-verify"
-	p["IntervalStyle"] = "postgres"
 	return p
 }
 
