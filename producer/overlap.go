@@ -33,6 +33,7 @@ type inflightCommit struct {
 	txns   int
 	events int
 	start  time.Time
+	took   time.Duration // Flush and EndTransaction; valid once done is closed
 }
 
 // groupOpen reports whether events wait to be committed outside any commit
@@ -57,6 +58,7 @@ func (s *session) commitGroupAsync(ctx context.Context) error {
 	w.inTxn = false // the goroutine owns the transaction until done
 	go func() {
 		p.err = w.commitOpen(ctx)
+		p.took = time.Since(p.start)
 		p.finished.Store(true)
 		close(p.done)
 		if wake != nil {
@@ -81,11 +83,11 @@ func (s *session) awaitCommit(ctx context.Context) error {
 		s.queue, s.queueBytes = nil, 0
 		return p.err
 	}
-	s.cfg.Observer.KafkaCommitted(p.txns, p.events, time.Since(p.start))
+	s.cfg.Observer.KafkaCommitted(p.txns, p.events, p.took)
 	if p.end > s.confirmed {
 		s.confirmed = p.end
 	}
-	s.log.Debug("kafka transaction committed", "source_txns", p.txns, "events", p.events, "end_lsn", p.end)
+	s.log.Debug("kafka transaction committed", "source_txns", p.txns, "events", p.events, "end_lsn", p.end, "took", p.took)
 	s.progressed = true
 	// The oldest source transaction not yet durable is the first one that
 	// began after the commit started, or the one being streamed.
