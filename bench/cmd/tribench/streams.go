@@ -90,7 +90,14 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 		_ = b.dropSlots(context.Background(), recv, trib, dbz)
 	}()
 	consumer := "c_" + prefix
-	for _, ph := range sp.phases {
+	for i, ph := range sp.phases {
+		if sp.dbz && i > 0 {
+			// The previous phase dropped Debezium's slot; a new one
+			// before this backlog gives Debezium this phase's changes.
+			if err := s.Exec(ctx, fmt.Sprintf(`SELECT pg_create_logical_replication_slot('%s', 'pgoutput')`, dbz)); err != nil {
+				return err
+			}
+		}
 		logf("%s: building the backlog", ph.wl)
 		t0 := time.Now()
 		end, rows, err := ph.build(ctx)
@@ -106,7 +113,8 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 		pr := b.producer(ctx, rep, ph.wl, prefix, trib, pub, end, rows)
 		b.add(pr)
 		if sp.dbz {
-			b.add(b.debezium(ctx, rep, ph.wl, prefix, dbz, pub, sp.tables, rows))
+			// Each phase writes its own topics: Debezium's would exist already.
+			b.add(b.debezium(ctx, rep, ph.wl, fmt.Sprintf("%s_%d", prefix, i), dbz, pub, sp.tables, rows))
 			_ = b.dropSlots(ctx, dbz) // it would hold WAL back for the next phase
 		} else {
 			b.add(newResult(rep, ph.wl, peerDbz, rows).fail("not run for this workload: %s", sp.dbzWhy))
