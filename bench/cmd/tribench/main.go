@@ -248,7 +248,7 @@ func (b *Bench) run(ctx context.Context) error {
 	if b.prev, err = loadResults(b.resultsPath()); err != nil {
 		return err
 	}
-	if !b.cfg.SkipDbz && (b.want("drain") || b.want("mix") || b.want("pgbench") || b.want("tps")) {
+	if !b.cfg.SkipDbz && (b.want("drain") || b.want("mix") || b.want("pgbench") || b.want("toast") || b.want("tps")) {
 		if b.dbzHome, err = b.fetchDebezium(ctx); err == nil {
 			b.dbzJava, b.dbzJavaV, err = javaForDebezium()
 		}
