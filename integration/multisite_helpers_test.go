@@ -85,58 +85,22 @@ func (s *msSite) produce(t *testing.T, forward ...string) {
 
 // consume runs, in process, a consumer at s of from's prefix, under the
 // origin tributary_<from>, with the conflict configuration yml; it returns
-// the engine. It stops when the test ends and fails the test on error.
+// the engine. It stops when the test ends, and fails the test as soon as it
+// stops by itself.
 func (s *msSite) consume(t *testing.T, from *msSite, yml string) *conflict.Engine {
 	t.Helper()
-	var file *conflict.File
-	if yml != "" {
-		f, err := conflict.ParseFile([]byte(yml), t.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		file = f
-	}
-	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: "from_" + from.name,
-		Logger: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := postgres.New(postgres.Config{DSN: s.env.pg.DSN, Consumer: "from_" + from.name,
-		Origin: conflict.OriginPrefix + from.name, Conflicts: eng, Logger: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := consumer.New(consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
-		Name: "from_" + from.name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && ctx.Err() == nil {
-				t.Errorf("consumer at %s of %s: %v", s.name, from.name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("consumer at %s of %s did not stop", s.name, from.name)
-		}
-		eng.Close(context.Background())
-	})
+	r := s.startConsumer(t, from, yml)
 	go func() {
 		select {
-		case err := <-done:
-			if ctx.Err() == nil {
-				t.Errorf("consumer at %s of %s stopped: %v", s.name, from.name, err)
+		case err := <-r.done:
+			if r.ctx.Err() == nil {
+				t.Errorf("%s stopped: %v", r.name, err)
 			}
-			done <- err
-		case <-ctx.Done():
+			r.done <- err
+		case <-r.ctx.Done():
 		}
 	}()
-	return eng
+	return r.eng
 }
 
 // query returns the first column of sql's single row at s.
@@ -257,6 +221,7 @@ type msRun struct {
 	name    string // "consumer at <site> of <from>", for messages
 	eng     *conflict.Engine
 	done    chan error // Run's result, once
+	ctx     context.Context
 	cancel  context.CancelFunc
 	ended   bool // the test saw it stop by itself (stopped)
 	stopRan bool // stop ran: a second stop (the test's end) does nothing
@@ -296,7 +261,7 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &msRun{name: fmt.Sprintf("consumer at %s of %s", s.name, from.name), eng: eng, done: make(chan error, 1), cancel: cancel}
+	r := &msRun{name: fmt.Sprintf("consumer at %s of %s", s.name, from.name), eng: eng, done: make(chan error, 1), ctx: ctx, cancel: cancel}
 	go func() {
 		err := c.Run(ctx)
 		eng.Close(context.Background())
