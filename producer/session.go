@@ -301,7 +301,8 @@ func (s *session) openKafka(ctx context.Context) error {
 		// A topic the producer has just created can fail a first produce or
 		// AddPartitionsToTxn until every broker knows it; franz-go then
 		// reloads metadata no sooner than this (default 5 s, which every new
-		// table would pay).
+		// table would pay). The Java client retries such errors after
+		// retry.backoff.ms (100 ms) too.
 		kgo.MetadataMinAge(250*time.Millisecond),
 	)
 	var err error

@@ -264,6 +264,7 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 	var n int64
 	var lastKey []string
 	batch := make([]*kgo.Record, 0, recBatch)
+	batchBytes := 0
 	tuple := &pglogrepl.TupleData{ColumnNum: uint16(len(ts.Fields)), Columns: make([]*pglogrepl.TupleDataColumn, len(ts.Fields))}
 	for i := range tuple.Columns {
 		tuple.Columns[i] = &pglogrepl.TupleDataColumn{}
@@ -287,11 +288,12 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
 		batch = append(batch, r)
-		if len(batch) == recBatch {
+		batchBytes += len(r.Key) + len(r.Value)
+		if len(batch) == recBatch || batchBytes >= recBatchBytes {
 			if err := sendBatch(ctx, out, batch); err != nil {
 				return n, nil, err
 			}
-			batch = make([]*kgo.Record, 0, recBatch)
+			batch, batchBytes = make([]*kgo.Record, 0, recBatch), 0
 		}
 		n++
 		lastKey = lastKey[:0]
@@ -310,10 +312,13 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 	return n, lastKey, nil
 }
 
-// Records go from a snapshot worker to the writer in batches of recBatch,
-// and a worker reads at most recBatchesAhead batches ahead of the writer.
+// Records go from a snapshot worker to the writer in batches of up to
+// recBatch records or recBatchBytes of keys and values, and a worker reads
+// at most recBatchesAhead batches ahead of the writer: with wide rows, about
+// 6 MiB per worker at most (G6).
 const (
 	recBatch        = 256
+	recBatchBytes   = 1 << 20
 	recBatchesAhead = 4
 )
 
@@ -402,8 +407,9 @@ func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTabl
 // finishSnapshotChunk frames one chunk, starts its commit, and records it in
 // the session's snapshot state. lastKey is the key after which the next chunk
 // starts; it is recorded in the frame only when the chunk has rows. The state
-// is read only when the snapshot starts, and a failed commit ends the session,
-// whose successor reads the state back from Kafka.
+// is read when the snapshot starts and, through the catch-up filter, after it
+// has returned, which it does only once every commit has succeeded; a failed
+// commit ends the session, whose successor reads the state back from Kafka.
 func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool, lastKey []string, hasRows bool) error {
 	tx := s.tx
 	f := schemas.Frame{CommitLSN: tx.commitLSN, EndLSN: tx.commitLSN, CommitTime: tx.commitTime, Events: tx.pos,
@@ -420,6 +426,7 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 		return err
 	}
 	s.tx = nil
+	s.groupTxns++ // a chunk counts as one transaction in the metrics
 	// Each chunk commits on its own: the snapshot's progress is what Kafka
 	// holds. The commit overlaps with the next chunk.
 	if err := s.commitGroupAsync(ctx); err != nil {
@@ -444,7 +451,9 @@ func (s *session) reportSnapshot(p SnapshotProgress) {
 }
 
 // SnapshotProgress is one table's initial snapshot progress, reported after
-// every chunk written to Kafka.
+// every chunk is handed to Kafka. A chunk's Kafka commit completes while the
+// next chunk is read, so a report can run one chunk ahead of what Kafka
+// holds; "snapshot complete" is logged only after the last commit.
 type SnapshotProgress struct {
 	Table    string    // schema.table
 	Rows     int64     // rows written in this session

@@ -65,22 +65,24 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, resp.Err)
 	}
-	// A new topic's metadata reaches every broker a moment after creation.
+	// A new topic's metadata reaches every broker a moment after creation,
+	// and its partitions get leaders a moment later.
 	var td kadm.TopicDetail
+	start := time.Now()
 	for wait := 50 * time.Millisecond; ; wait *= 2 {
 		md, err := w.adm.ListTopics(ctx, topic)
 		if err != nil {
 			return topicInfo{}, fmt.Errorf("describe topic %s: %w", topic, err)
 		}
 		td = md[topic]
-		if td.Err == nil && len(td.Partitions) > 0 && partitionsLed(td) {
+		err = topicReady(td)
+		if err == nil {
 			break
 		}
 		if wait > 10*time.Second {
-			if td.Err != nil {
-				return topicInfo{}, fmt.Errorf("describe topic %s: not available: %w", topic, td.Err)
-			}
-			return topicInfo{}, fmt.Errorf("describe topic %s: %d partitions, not all with a leader after %s", topic, len(td.Partitions), 2*wait)
+			// err wraps the broker's error, so a retriable one (no
+			// leader yet) keeps the session retrying.
+			return topicInfo{}, fmt.Errorf("describe topic %s: not ready after %s: %w", topic, time.Since(start).Round(time.Millisecond), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -93,14 +95,24 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 	return ti, nil
 }
 
-// partitionsLed reports whether every partition of td has a leader.
-func partitionsLed(td kadm.TopicDetail) bool {
-	for _, p := range td.Partitions {
-		if p.Err != nil || p.Leader < 0 {
-			return false
+// topicReady returns nil when td has partitions and each has a leader, and
+// otherwise the first error, naming the partition.
+func topicReady(td kadm.TopicDetail) error {
+	if td.Err != nil {
+		return td.Err
+	}
+	if len(td.Partitions) == 0 {
+		return kerr.UnknownTopicOrPartition
+	}
+	for _, p := range td.Partitions.Sorted() {
+		switch {
+		case p.Err != nil:
+			return fmt.Errorf("partition %d: %w", p.Partition, p.Err)
+		case p.Leader < 0:
+			return fmt.Errorf("partition %d: %w", p.Partition, kerr.LeaderNotAvailable)
 		}
 	}
-	return true
+	return nil
 }
 
 // partitionFor returns the partition of a keyed record of topic.
