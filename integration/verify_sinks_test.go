@@ -119,6 +119,42 @@ log-format: json
 		}
 	}
 	t.Logf("damaged:\n%s", out)
+
+	// The same transforms into a DuckDB warehouse: verify --sink duckdb
+	// with the transforms file finds it equal, then reports damage by key.
+	path := filepath.Join(dir, "wh.duckdb")
+	if last, err := catchUpDuck(t, e.duckArgs(path, "--transforms", tf)); err != nil {
+		t.Fatalf("duckdb consumer with the transforms: %v: %s", err, last)
+	}
+	dargs := []string{"--source", e.pg.DSN, "--sink", "duckdb", "--duckdb-file", path, "--consumer", "wh",
+		"--transforms", tf, "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
+		"--log-format", "text", "--leaf-rows", "8", "--fanout", "4", "--timeout", "30s", "--barrier=false"}
+	code, out, errOut = runVerifyCLI(t, dargs...)
+	if code != 0 || !strings.Contains(out, "verify: EQUAL") {
+		t.Fatalf("verify --sink duckdb with the consumer's transforms: exit %d\n%s\n%s", code, out, errOut)
+	}
+	db, err := sql.Open("duckdb", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`UPDATE public.contacts SET last_name = 'Changed' WHERE person_id = 100`,
+		`DELETE FROM public.contacts WHERE person_id = 200`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	code, out, errOut = runVerifyCLI(t, dargs...)
+	if code != 1 {
+		t.Fatalf("verify of a damaged duckdb file through the transforms: exit %d, want 1\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"verify: DIFFERENT", "different person_id=100", "missing   person_id=200"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("duckdb report lacks %q:\n%s\n%s", want, out, errOut)
+		}
+	}
 }
 
 // TestVerifyHistorySink compares a source with a history sink's current

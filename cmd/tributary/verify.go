@@ -68,9 +68,6 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	if err := checkSinkTarget(*sink, *target, *duckFile); err != nil {
 		return err
 	}
-	if *sink == "duckdb" && *transforms != "" {
-		return usageError{errors.New("--sink duckdb: comparing through the consumer's --transforms is not supported yet")}
-	}
 	var tr *verify.Transform
 	if *transforms != "" {
 		if tr, err = loadVerifyTransform(*transforms, k, log); err != nil {

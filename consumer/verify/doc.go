@@ -85,7 +85,9 @@
 // combines, renames, masks and conversions apply), encoded as the sink
 // encodes them (pgtarget.Values), and hashed by the target's database
 // (Target.Hasher) after a cast to each target column's type, so both sides
-// print values the same way. Nothing is held but one batch of rows.
+// print values the same way. A DuckDB target's rows are hashed by the source
+// database after a cast to the consumer's column types, and so are the
+// transformed source rows. Nothing is held but one batch of rows.
 //
 // Steps keep key columns in place, so source key ranges are target key
 // ranges and range splitting works as without transforms. When a step

@@ -146,8 +146,10 @@ func (d *duckTarget) hasher(ctx context.Context) (*pgHasher, error) {
 	return &pgHasher{conn: c}, nil
 }
 
-func (d *duckTarget) Hasher(context.Context) (RowHasher, error) {
-	return nil, &InputError{errors.New("--sink duckdb: comparing through the consumer's transforms is not supported yet")}
+// Hasher hashes transformed source rows in the source database, as the
+// DuckDB rows are hashed (see hashDef).
+func (d *duckTarget) Hasher(ctx context.Context) (RowHasher, error) {
+	return d.hasher(ctx)
 }
 
 func (d *duckTarget) Close(context.Context) error { return nil }
@@ -220,6 +222,15 @@ func (s *duckSnapshot) Table(ctx context.Context, want *TableDef) (*TableDef, er
 	}
 	s.want[t.String()] = want
 	return t, nil
+}
+
+// hashDef is the definition t's rows are hashed with: the table the source
+// side wants (PostgreSQL types), since the source database hashes them.
+func (s *duckSnapshot) hashDef(t *TableDef) *TableDef {
+	if w := s.want[t.String()]; w != nil {
+		return w
+	}
+	return t
 }
 
 // pgLiteral prints DuckDB expression x of DuckDB type typ as the text of a

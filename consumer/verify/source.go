@@ -306,9 +306,11 @@ func transformedTable(ctx context.Context, tr *Transform, src *TableDef) (*Table
 			return nil, nil, &SchemaError{Table: src.String(), Reason: fmt.Sprintf("the source lacks column %q of the registry's latest schema", c.Name)}
 		}
 	}
+	// Types are the consumer's column types (what --create-tables
+	// declares); a target that hashes through PostgreSQL casts to them.
 	want := &TableDef{Schema: out.Schema, Name: out.Name}
 	for _, c := range out.Columns {
-		want.Columns = append(want.Columns, Column{Name: c.Name})
+		want.Columns = append(want.Columns, Column{Name: c.Name, Type: c.SQLType})
 	}
 	if len(out.Key) != len(in.Key) || len(in.Key) != len(src.Key) {
 		return nil, nil, &SchemaError{Table: src.String(), Reason: "the transform's output key does not match the source's replication key"}
@@ -320,7 +322,8 @@ func transformedTable(ctx context.Context, tr *Transform, src *TableDef) (*Table
 		if p < 0 {
 			return nil, nil, &SchemaError{Table: src.String(), Reason: fmt.Sprintf("key column %q is not a key column of the registry's latest schema", k.Name)}
 		}
-		want.Key = append(want.Key, Column{Name: out.Columns[out.Key[p]].Name, Collation: k.Collation})
+		kc := out.Columns[out.Key[p]]
+		want.Key = append(want.Key, Column{Name: kc.Name, Type: kc.SQLType, Collation: k.Collation})
 	}
 	return want, in, nil
 }

@@ -540,7 +540,14 @@ func (e *engine) prepare(ctx context.Context, p *pair, sdef *TableDef, round int
 				return nil, err
 			}
 		}
-		ts, err := newTransformedSource(p.src, sdef, in, e.cfg.Transform.Pipeline, tdef, p.hasher)
+		// Transformed rows are hashed as the target's rows are: with
+		// the target's types, or, for a target whose rows another
+		// database hashes (DuckDB), with the types that one casts to.
+		hdef := tdef
+		if hd, ok := p.tgt.(interface{ hashDef(*TableDef) *TableDef }); ok {
+			hdef = hd.hashDef(tdef)
+		}
+		ts, err := newTransformedSource(p.src, sdef, in, e.cfg.Transform.Pipeline, hdef, p.hasher)
 		if err != nil {
 			return nil, err
 		}
