@@ -38,7 +38,9 @@ tables:
 // so the reshaped, filtered target verifies equal (with range splitting over
 // a filtered table), and a changed, a deleted and an intruding target row are
 // each reported by key. A table whose key the transform hashes is compared as
-// a whole. Without the transforms, the target does not match.
+// a whole. Without the transforms, the target does not match. The same
+// transforms into a DuckDB warehouse and into a history sink verify equal
+// too, and damage to either is reported by key.
 func TestVerifyAppliesTheConsumersTransforms(t *testing.T) {
 	t.Setenv("TRIBUTARY_TEST_SSN_SALT", "verify-salt")
 	e := newEnv(t)
@@ -154,6 +156,24 @@ log-format: json
 		if !strings.Contains(out, want) {
 			t.Fatalf("duckdb report lacks %q:\n%s\n%s", want, out, errOut)
 		}
+	}
+
+	// And into a history sink: its current versions verify equal through
+	// the transforms, with the history's own invariants.
+	hist := harness.StartPostgres(t)
+	harness.StartTributary(t, nil, "consumer", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL,
+		"--prefix", e.prefix, "--name", "hist", "--sink", "history", "--target", hist.DSN, "--transforms", tf, "--log-format", "json")
+	hargs := []string{"--source", e.pg.DSN, "--sink", "history", "--target", hist.DSN, "--consumer", "hist", "--check-history",
+		"--transforms", tf, "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
+		"--log-format", "text", "--leaf-rows", "8", "--fanout", "4", "--timeout", "1m"}
+	code, out, errOut = runVerifyCLI(t, hargs...)
+	if code != 0 || !strings.Contains(out, "verify: EQUAL") {
+		t.Fatalf("verify --sink history with the consumer's transforms: exit %d\n%s\n%s", code, out, errOut)
+	}
+	hist.Exec(t, `UPDATE contacts_history SET last_name = 'Changed' WHERE person_id = 100 AND valid_to IS NULL`)
+	code, out, errOut = runVerifyCLI(t, hargs...)
+	if code != 1 || !strings.Contains(out, "person_id=100") {
+		t.Fatalf("verify of a damaged history through the transforms: exit %d, want 1 naming person_id=100\n%s\n%s", code, out, errOut)
 	}
 }
 
