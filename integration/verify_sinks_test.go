@@ -135,19 +135,9 @@ log-format: json
 	if code != 0 || !strings.Contains(out, "verify: EQUAL") {
 		t.Fatalf("verify --sink duckdb with the consumer's transforms: exit %d\n%s\n%s", code, out, errOut)
 	}
-	db, err := sql.Open("duckdb", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	duckExec(t, path,
 		`UPDATE public.contacts SET last_name = 'Changed' WHERE person_id = 100`,
-		`DELETE FROM public.contacts WHERE person_id = 200`,
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
+		`DELETE FROM public.contacts WHERE person_id = 200`)
 	code, out, errOut = runVerifyCLI(t, dargs...)
 	if code != 1 {
 		t.Fatalf("verify of a damaged duckdb file through the transforms: exit %d, want 1\n%s\n%s", code, out, errOut)
@@ -267,21 +257,11 @@ func TestVerifyDuckDBSink(t *testing.T) {
 	}
 	t.Logf("equal:\n%s", out)
 
-	db, err := sql.Open("duckdb", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	duckExec(t, path,
 		`UPDATE public.items SET tags = ['a,10', NULL, 'q"11'] WHERE id = 10`,
 		`DELETE FROM public.items WHERE id = 200`,
 		`INSERT INTO public.words VALUES ('cherry', 6)`,
-		`UPDATE public.words SET n = 0 WHERE w = 'éclair'`,
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
+		`UPDATE public.words SET n = 0 WHERE w = 'éclair'`)
 	code, out, errOut = runVerifyCLI(t, args...)
 	if code != 1 {
 		t.Fatalf("verify of a damaged duckdb file: exit %d, want 1\n%s\n%s", code, out, errOut)
@@ -292,4 +272,20 @@ func TestVerifyDuckDBSink(t *testing.T) {
 		}
 	}
 	t.Logf("damaged:\n%s", out)
+}
+
+// duckExec runs statements on the DuckDB file at path, as damage a verify
+// must find.
+func duckExec(t *testing.T, path string, stmts ...string) {
+	t.Helper()
+	db, err := sql.Open("duckdb", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 }
