@@ -204,6 +204,10 @@ func (p *Producer) Run(ctx context.Context) error {
 	}
 }
 
+// ErrStreamEnded is the source ending the replication stream by itself, as
+// a server shutting down does; the session reconnects.
+var ErrStreamEnded = errors.New("the source ended the replication stream (shutting down?)")
+
 // IsTransient reports whether err is worth retrying: the network, a server
 // restarting or out of resources, or a retriable Kafka error. Everything else
 // (bad input, configuration, a fenced producer, an active slot) is permanent.
@@ -242,7 +246,7 @@ func IsTransient(err error) bool {
 	if errors.As(err, &ke) {
 		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions)
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+	if errors.Is(err, ErrStreamEnded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, kgo.ErrClientClosed) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
 		return true
 	}

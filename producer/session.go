@@ -454,6 +454,10 @@ func (s *session) stream(ctx context.Context) error {
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("slot %s: %w", cfg.Slot, pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone, *pgproto3.CommandComplete:
+			// The walsender ends the stream when the server shuts down
+			// (a fast shutdown sends CommandComplete): reconnect.
+			return fmt.Errorf("slot %s: %w (%T)", cfg.Slot, ErrStreamEnded, msg)
 		default:
 			return fmt.Errorf("slot %s: unexpected message %T", cfg.Slot, msg)
 		}
