@@ -61,7 +61,7 @@ func declareKafka(fs *flagconf.Set, required bool) *kafkaFlags {
 		regPassword:  fs.Secret("registry-password", "schema registry basic-auth password"),
 		regCAFile:    fs.String("registry-ca-file", "", "PEM `file` of CAs for an https registry"),
 		logFormat:    fs.String("log-format", "auto", "log `format`: text, json, or auto (text on a terminal, JSON otherwise)"),
-		logLevel:     fs.String("log-level", "info", "log `level`: debug, info, warn, error; debug adds the Kafka client's own log (component=kafka-client)"),
+		logLevel:     fs.String("log-level", "info", "log `level`: debug, info, warn, error; with debug, producer, consumer and reseed also log the Kafka client's own messages (component=kafka-client)"),
 	}
 	if required {
 		fs.Require("brokers", "registry", "prefix")

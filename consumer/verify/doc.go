@@ -106,11 +106,13 @@
 // # DuckDB sinks
 //
 // NewDuckDBTarget (cgo builds only; otherwise an *InputError) compares each
-// source table with the DuckDB sink's current-state table of the same name.
-// DuckDB prints values differently, so the DuckDB side prints each value as a
-// PostgreSQL literal in DuckDB SQL (hex for BLOB, array literals for lists)
-// and the source database casts it to the source column's type and hashes
-// it: both sides are hashed by PostgreSQL. Text keys are compared in byte
+// source table with the DuckDB sink's current-state table of the same name
+// (with Config.Transform, the table the transform writes). DuckDB prints
+// values differently, so the DuckDB side prints each value as a PostgreSQL
+// literal in DuckDB SQL (hex for BLOB, array literals for lists) and the
+// source database casts it to the source column's type (with
+// Config.Transform, the consumer's column type) and hashes it: both sides
+// are hashed by PostgreSQL. Text keys are compared in byte
 // order (COLLATE "C" on the source), as DuckDB orders them. DuckDB lets no
 // other process open a file that a process writes, so the consumer must not
 // hold it: until it lets go, the checkpoint reads as not there yet.

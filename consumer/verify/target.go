@@ -28,8 +28,9 @@ type Target interface {
 	Applied(ctx context.Context) (Position, error)
 	// Snapshot opens one consistent read of the target's data.
 	Snapshot(ctx context.Context) (Snapshot, error)
-	// Hasher opens a RowHasher on the target's database, for comparisons
-	// that transform the source rows (Config.Transform).
+	// Hasher opens a RowHasher on the database that hashes the target's
+	// rows (the target's own; the source's for DuckDB), for comparisons that
+	// transform the source rows (Config.Transform).
 	Hasher(ctx context.Context) (RowHasher, error)
 	// Describe names the target without secrets, for logs and reports.
 	Describe() string
@@ -59,10 +60,10 @@ type Snapshot interface {
 	Close(ctx context.Context) error
 }
 
-// RowHasher computes, in the target's database, the key text forms and row
-// hashes that the target's Checksum and Rows compute, for rows given as the
-// text literals a sink writes: each value is parsed as its column's type on
-// the target first, so both sides print values the same way. It is used by
+// RowHasher computes, in the database that hashes the target's rows, the key
+// text forms and row hashes that the target's Checksum and Rows compute, for
+// rows given as the text literals a sink writes: each value is parsed as its
+// column's type first, so both sides print values the same way. It is used by
 // one goroutine at a time.
 type RowHasher interface {
 	// Hash calls fn with the key (as text, in t.Key order) and the row
