@@ -18,8 +18,7 @@ type Observer interface {
 	// KafkaCommitted reports one committed Kafka transaction: how many source
 	// transactions and events it held, and how long the commit took.
 	KafkaCommitted(sourceTxns, events int, took time.Duration)
-	// SnapshotProgress reports a table's snapshot progress after each chunk
-	// is handed to Kafka (its commit may still be in flight).
+	// SnapshotProgress reports a table's snapshot progress after each chunk.
 	SnapshotProgress(SnapshotProgress)
 }
 

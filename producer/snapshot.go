@@ -129,12 +129,6 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	if werr != nil {
 		return werr
 	}
-	// The last chunk's commit may still be in flight.
-	if err := s.awaitCommit(ctx); err != nil {
-		return err
-	}
-	// Every snapshot frame is in Kafka: nothing holds the slot's position.
-	s.tx, s.pendingFrom, s.nextPendingFrom = nil, 0, 0
 	s.log.Info("snapshot complete", "tables", len(tables), "consistent_point", cp.String())
 	return nil
 }
@@ -165,9 +159,7 @@ type chunkResult struct {
 	err     error
 }
 
-// writeSnapshotChunk produces one chunk's records, frames it and starts its
-// commit. While the previous chunk's commit is in flight, the records wait in
-// the session's bounded queue (overlap.go), so reading and encoding go on.
+// writeSnapshotChunk produces one chunk's records, frames it and commits it.
 func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pglogrepl.LSN, commitTime time.Time) error {
 	s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
 	for batch := range cs.recs {
@@ -404,12 +396,9 @@ func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTabl
 	return out, nil
 }
 
-// finishSnapshotChunk frames one chunk, starts its commit, and records it in
-// the session's snapshot state. lastKey is the key after which the next chunk
-// starts; it is recorded in the frame only when the chunk has rows. The state
-// is read when the snapshot starts and, through the catch-up filter, after it
-// has returned, which it does only once every commit has succeeded; a failed
-// commit ends the session, whose successor reads the state back from Kafka.
+// finishSnapshotChunk frames and commits one chunk, and records it in the
+// session's snapshot state. lastKey is the key after which the next chunk
+// starts; it is recorded in the frame only when the chunk has rows.
 func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool, lastKey []string, hasRows bool) error {
 	tx := s.tx
 	f := schemas.Frame{CommitLSN: tx.commitLSN, EndLSN: tx.commitLSN, CommitTime: tx.commitTime, Events: tx.pos,
@@ -428,8 +417,8 @@ func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSche
 	s.tx = nil
 	s.groupTxns++ // a chunk counts as one transaction in the metrics
 	// Each chunk commits on its own: the snapshot's progress is what Kafka
-	// holds. The commit overlaps with the next chunk.
-	if err := s.commitGroupAsync(ctx); err != nil {
+	// holds.
+	if err := s.commitGroup(ctx); err != nil {
 		return err
 	}
 	name := ts.Table.String()
@@ -451,9 +440,7 @@ func (s *session) reportSnapshot(p SnapshotProgress) {
 }
 
 // SnapshotProgress is one table's initial snapshot progress, reported after
-// every chunk is handed to Kafka. A chunk's Kafka commit completes while the
-// next chunk is read, so a report can run one chunk ahead of what Kafka
-// holds; "snapshot complete" is logged only after the last commit.
+// every chunk written to Kafka.
 type SnapshotProgress struct {
 	Table    string    // schema.table
 	Rows     int64     // rows written in this session
