@@ -137,16 +137,7 @@ func TestDevStackSurvivesRestart(t *testing.T) {
 
 func waitReady(t *testing.T, p *harness.Proc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.Output(), "ready") {
-		if exited, err := p.Exited(); exited {
-			t.Fatalf("tributary dev exited (%v):\n%s", err, p.Output())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tributary dev not ready after 30s:\n%s", p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	mustWaitOutput(t, p, "ready", 30*time.Second)
 }
 
 // TestCLIBadInputOneLineErrors checks that mistakes give one line naming the

@@ -226,6 +226,21 @@ func waitOutput(p *harness.Proc, want string, timeout time.Duration) (out string
 	}
 }
 
+// mustWaitOutput is waitOutput that fails the test when p exits or the
+// timeout passes before want is printed.
+func mustWaitOutput(t *testing.T, p *harness.Proc, want string, timeout time.Duration) {
+	t.Helper()
+	out, exited := waitOutput(p, want, timeout)
+	switch {
+	case strings.Contains(out, want):
+	case exited:
+		_, err := p.Exited()
+		t.Fatalf("the process exited (%v) before printing %q:\n%s", err, want, lastLines(out, 20))
+	default:
+		t.Fatalf("no %q printed within %s:\n%s", want, timeout, lastLines(out, 20))
+	}
+}
+
 // waitActive waits until slot is active on pg.
 func waitActive(t *testing.T, pg *harness.Postgres, slot string, p *harness.Proc) {
 	t.Helper()

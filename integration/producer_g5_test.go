@@ -44,27 +44,7 @@ type g5Mark struct {
 func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	const bursts, perBurst = 6, 40
 	e := newEnv(t)
-	brokers := e.kafka.Brokers[0] // the producer's bootstrap
-	var proxy *harness.Proxy
-	if e.kafka.Real {
-		rk := harness.RealKafkaFromEnv(t)
-		if rk == nil || rk.ProxiedAdvertise == "" {
-			t.Fatal("the real-Kafka lane needs TRIBUTARY_TEST_KAFKA_DIR of a broker started with KAFKA_PROXIED_LISTENER=1 (deploy/local/kafka.sh)")
-		}
-		proxy = harness.StartProxyAt(t, rk.ProxiedAdvertise, rk.ProxiedListen)
-		brokers = rk.ProxiedAdvertise
-	} else {
-		// The embedded broker behind a proxy: it advertises the proxy, so the
-		// test's own reads go through it too.
-		d, p := harness.StartDevStackBehindProxy(t, t.TempDir())
-		proxy = p
-		brokers = p.Addr
-		e.kafka = &harness.Kafka{Brokers: []string{p.Addr}, RegistryURL: d.RegistryURL}
-		var err error
-		if e.reg, err = schemas.NewRegistry([]string{d.RegistryURL}, testLog(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	brokers, proxy := e.kafkaBehindProxy(t)
 	// The walsender asks for a status reply after half of this without one,
 	// so statuses go out while the first Kafka transaction hangs.
 	e.pg.Exec(t, `CREATE TABLE g5 (id int PRIMARY KEY, v int NOT NULL)`, `CREATE PUBLICATION pub FOR TABLE g5`,
@@ -284,6 +264,29 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	if os.Getenv("TRIBUTARY_TEST_LOG") != "" {
 		t.Log(output())
 	}
+}
+
+// kafkaBehindProxy returns a bootstrap address whose clients send all their
+// Kafka traffic through the returned proxy. On the real lane the broker must
+// have kafka.sh's proxied listener; on the embedded lane a new embedded
+// broker and registry, which advertise the proxy, replace e's (so the
+// test's own reads pass the proxy too).
+func (e *env) kafkaBehindProxy(t *testing.T) (string, *harness.Proxy) {
+	t.Helper()
+	if e.kafka.Real {
+		rk := harness.RealKafkaFromEnv(t)
+		if rk == nil || rk.ProxiedAdvertise == "" {
+			t.Fatal("the real-Kafka lane needs TRIBUTARY_TEST_KAFKA_DIR of a broker started with KAFKA_PROXIED_LISTENER=1 (deploy/local/kafka.sh)")
+		}
+		return rk.ProxiedAdvertise, harness.StartProxyAt(t, rk.ProxiedAdvertise, rk.ProxiedListen)
+	}
+	d, p := harness.StartDevStackBehindProxy(t, t.TempDir())
+	e.kafka = &harness.Kafka{Brokers: []string{p.Addr}, RegistryURL: d.RegistryURL}
+	var err error
+	if e.reg, err = schemas.NewRegistry([]string{d.RegistryURL}, testLog(t)); err != nil {
+		t.Fatal(err)
+	}
+	return p.Addr, p
 }
 
 // waitConfirmedPast waits until the slot is confirmed past everything

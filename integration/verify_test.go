@@ -186,16 +186,7 @@ func TestVerifyWaitsForConsumer(t *testing.T) {
 	verifyArgs := []string{"verify", "--log-format", "text", "--source", e.pg.DSN, "--target", target.DSN,
 		"--consumer", "replica", "--timeout", "2m"}
 	v := harness.StartTributary(t, nil, verifyArgs...)
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(v.Output(), "waiting for the consumer") {
-		if exited, err := v.Exited(); exited {
-			t.Fatalf("verify ended before the consumer ran (%v):\n%s", err, v.Output())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("verify did not start waiting:\n%s", v.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	mustWaitOutput(t, v, "waiting for the consumer", time.Minute)
 	harness.StartTributary(t, nil, "consumer", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL,
 		"--prefix", e.prefix, "--name", "replica", "--target", target.DSN, "--log-format", "json")
 	select {

@@ -58,6 +58,12 @@ type Config struct {
 	SchemaChange      schemas.SchemaChangePolicy
 	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
 	RetryMaxElapsed   time.Duration // give up after transient errors for this long without progress (30m)
+	// KafkaCommitTimeout bounds one Kafka commit: the flush of its records
+	// and EndTxn (1m). Past it the session ends, and a new one with a new
+	// client resumes from the durable state, so a client that stopped
+	// delivering (a broker restart can leave one stuck) cannot stall the
+	// stream.
+	KafkaCommitTimeout time.Duration
 	// Synchronous commits and confirms each source transaction as soon as
 	// it is decoded, instead of grouping, so that a source that lists
 	// StandbyName in synchronous_standby_names returns from COMMIT only
@@ -124,6 +130,7 @@ func (c *Config) validate() error {
 	defInt(&c.GroupMaxEvents, 20000)
 	def(&c.GroupMaxDelay, 20*time.Millisecond)
 	def(&c.KafkaTxnTimeout, 10*time.Minute)
+	def(&c.KafkaCommitTimeout, time.Minute)
 	def(&c.StatusInterval, 10*time.Second)
 	def(&c.HeartbeatInterval, 30*time.Second)
 	def(&c.RetryMaxElapsed, 30*time.Minute)

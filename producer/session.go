@@ -312,7 +312,7 @@ func (s *session) openKafka(ctx context.Context) error {
 	if _, _, err := s.kcl.ProducerID(ctx); err != nil {
 		return fmt.Errorf("kafka: initialize transactional producer: %w", err)
 	}
-	s.w = newKafkaWriter(s.kcl, cfg.Partitions)
+	s.w = newKafkaWriter(s.kcl, cfg.Partitions, cfg.KafkaCommitTimeout)
 	s.txTopic = schemas.TransactionsTopic(cfg.Prefix)
 	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1); err != nil {
 		return err

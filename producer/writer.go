@@ -24,11 +24,12 @@ const maxMessageBytes = 16 << 20
 // Kafka's default partitioner does (murmur2 of the key), so other producers
 // of the same keys agree. Not safe for concurrent use.
 type kafkaWriter struct {
-	cl         *kgo.Client
-	adm        *kadm.Client
-	partitions int32 // for topics this writer creates
-	hasher     kgo.Partitioner
-	topics     map[string]topicInfo
+	cl            *kgo.Client
+	adm           *kadm.Client
+	partitions    int32         // for topics this writer creates
+	commitTimeout time.Duration // bounds commitOpen; 0 for none
+	hasher        kgo.Partitioner
+	topics        map[string]topicInfo
 
 	inTxn bool
 	errMu sync.Mutex
@@ -40,9 +41,9 @@ type topicInfo struct {
 	part kgo.TopicPartitioner
 }
 
-func newKafkaWriter(cl *kgo.Client, partitions int32) *kafkaWriter {
+func newKafkaWriter(cl *kgo.Client, partitions int32, commitTimeout time.Duration) *kafkaWriter {
 	return &kafkaWriter{
-		cl: cl, adm: kadm.NewClient(cl), partitions: partitions,
+		cl: cl, adm: kadm.NewClient(cl), partitions: partitions, commitTimeout: commitTimeout,
 		hasher: kgo.StickyKeyPartitioner(nil),
 		topics: map[string]topicInfo{},
 	}
@@ -149,7 +150,8 @@ func (w *kafkaWriter) produce(ctx context.Context, r *kgo.Record) {
 
 // commit flushes and commits the open transaction. On any error the
 // transaction is aborted and the error returned; nothing of it is visible to
-// read_committed readers.
+// read_committed readers. The caller must then close the client: after a
+// commit that timed out, the client's state is unknown.
 func (w *kafkaWriter) commit(ctx context.Context) error {
 	if !w.inTxn {
 		return nil
@@ -158,12 +160,33 @@ func (w *kafkaWriter) commit(ctx context.Context) error {
 	return w.commitOpen(ctx)
 }
 
+// ErrCommitTimeout is a Kafka commit that did not end within the commit
+// timeout. It is transient: the session ends, and the next one starts with a
+// new client whose InitProducerID aborts the transaction left open.
+var ErrCommitTimeout = errors.New("kafka transaction commit timed out")
+
 // commitOpen is commit for a caller that has already marked the transaction
 // closed (inTxn false). It touches only the client and the produce error, so
 // it may run in another goroutine while the caller does not use w.
+//
+// The commit is bounded by commitTimeout. franz-go retries a record until it
+// is delivered, and a broker restart can leave a partition's records neither
+// delivered nor failed (seen with Apache Kafka 3.9: a batch answered
+// OUT_OF_ORDER_SEQUENCE_NUMBER after its predecessor was rewound, and never
+// resent), so an unbounded Flush could hold the stream, and the slot, forever.
 func (w *kafkaWriter) commitOpen(ctx context.Context) error {
+	start := time.Now()
+	if w.commitTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, w.commitTimeout, ErrCommitTimeout)
+		defer cancel()
+	}
 	if err := w.cl.Flush(ctx); err != nil {
-		w.abortOpen()
+		if err = w.bounded(ctx, err, start); !errors.Is(err, ErrCommitTimeout) {
+			// A client that timed out would only time out again: the
+			// next session's InitProducerID aborts instead.
+			w.abortOpen()
+		}
 		return fmt.Errorf("flush kafka transaction: %w", err)
 	}
 	w.errMu.Lock()
@@ -174,9 +197,18 @@ func (w *kafkaWriter) commitOpen(ctx context.Context) error {
 		return perr
 	}
 	if err := w.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return fmt.Errorf("commit kafka transaction: %w", err)
+		return fmt.Errorf("commit kafka transaction: %w", w.bounded(ctx, err, start))
 	}
 	return nil
+}
+
+// bounded names the commit timeout in err when it is what ended the call.
+func (w *kafkaWriter) bounded(ctx context.Context, err error, start time.Time) error {
+	if errors.Is(context.Cause(ctx), ErrCommitTimeout) {
+		return fmt.Errorf("%w: not done after %s (--kafka-commit-timeout %s): %w",
+			ErrCommitTimeout, time.Since(start).Round(time.Millisecond), w.commitTimeout, err)
+	}
+	return err
 }
 
 // abort aborts the open transaction, best effort: the session is ending, and
@@ -187,8 +219,16 @@ func (w *kafkaWriter) abort() {
 	w.inTxn = false
 }
 
+// abortTimeout bounds abortOpen: aborting waits for the responses of records
+// in flight, which a stuck client never gets.
+const abortTimeout = 10 * time.Second
+
 func (w *kafkaWriter) abortOpen() {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	// Best effort, so errors are not returned: the session ends and closes
+	// the client, and the next session's InitProducerID aborts the
+	// transaction if this could not.
 	_ = w.cl.AbortBufferedRecords(ctx)
 	_ = w.cl.EndTransaction(ctx, kgo.TryAbort)
 }

@@ -337,8 +337,8 @@ func (c *chaos) probe(r *result) {
 				break
 			}
 			if time.Now().After(deadline) {
-				msg := fmt.Sprintf("the %s did not apply a transaction committed after the fault within 5 minutes (%v); producer: %s; postgres consumer: %s; history consumer: %s",
-					s.who, err, lastLines(c.prod.output(), 6), lastLines(c.repl.output(), 6), lastLines(c.hist.output(), 6))
+				msg := fmt.Sprintf("the %s did not apply a transaction committed after the fault within 5 minutes (%v); pipeline: %s; producer: %s; postgres consumer: %s; history consumer: %s",
+					s.who, err, c.stallReport(), lastLines(c.prod.output(), 6), lastLines(c.repl.output(), 6), lastLines(c.hist.output(), 6))
 				if r != nil {
 					r.status = "FAILED"
 					r.notes = append(r.notes, msg)
