@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,17 +15,18 @@ import (
 // partition whose records were neither delivered nor failed (the chaos
 // suite's broker restart on Apache Kafka 3.9); here the proxy in front of
 // Kafka passes nothing while transactions stream in, which holds a commit
-// the same way. The producer must end the session on the timeout, not exit,
+// the same way. Progress lines must show the commit in flight while it hangs.
+// The producer must end the session on the timeout, not exit,
 // reconnect, and once Kafka answers again hold every source transaction
 // exactly once, those written during the outage included.
 func TestProducerCommitTimeoutEndsAStuckCommit(t *testing.T) {
 	e := newEnv(t)
 	brokers, proxy := e.kafkaBehindProxy(t)
 	e.pg.Exec(t, `CREATE TABLE ct (id int PRIMARY KEY, v int NOT NULL)`, `CREATE PUBLICATION pub FOR TABLE ct`)
-	const timeout = 2 * time.Second
+	const timeout = 3 * time.Second
 	proc := harness.StartTributary(t, nil, "producer", "--source", e.pg.DSN, "--publication", "pub", "--slot", "slot",
 		"--brokers", brokers, "--registry", e.kafka.RegistryURL, "--prefix", e.prefix, "--snapshot", "never",
-		"--heartbeat-interval", "1s", "--kafka-commit-timeout", timeout.String(), "--log-format", "json")
+		"--heartbeat-interval", "1s", "--kafka-commit-timeout", timeout.String(), "--progress-interval", "500ms", "--log-format", "json")
 	e.waitSlotActive(t, "slot", proc)
 
 	c := e.pg.Conn(t)
@@ -50,6 +52,11 @@ func TestProducerCommitTimeoutEndsAStuckCommit(t *testing.T) {
 	took := time.Since(held)
 	if exited, err := proc.Exited(); exited {
 		t.Fatalf("the producer exited (%v); a commit timeout must end only the session:\n%s", err, lastLines(proc.Output(), 15))
+	}
+	// Progress lines showed the commit hanging before it timed out.
+	out := proc.Output()
+	if i := strings.Index(out, want); !strings.Contains(out[:i], `"kafka_commit_in_flight_for"`) {
+		t.Fatalf("no progress line showed the Kafka commit in flight before it timed out:\n%s", lastLines(out[:i], 15))
 	}
 	proxy.SetBlackhole(false)
 	proxy.Reset()

@@ -84,6 +84,9 @@ func (s *session) awaitCommit(ctx context.Context) error {
 		return p.err
 	}
 	s.cfg.Observer.KafkaCommitted(p.txns, p.events, p.took)
+	s.prog.txns += p.txns
+	s.prog.events += p.events
+	s.prog.commits++
 	if p.end > s.confirmed {
 		s.confirmed = p.end
 	}

@@ -64,6 +64,9 @@ type Config struct {
 	// delivering (a broker restart can leave one stuck) cannot stall the
 	// stream.
 	KafkaCommitTimeout time.Duration
+	// ProgressInterval is how often the stream logs a progress line (1m);
+	// negative disables.
+	ProgressInterval time.Duration
 	// Synchronous commits and confirms each source transaction as soon as
 	// it is decoded, instead of grouping, so that a source that lists
 	// StandbyName in synchronous_standby_names returns from COMMIT only
@@ -131,6 +134,7 @@ func (c *Config) validate() error {
 	def(&c.GroupMaxDelay, 20*time.Millisecond)
 	def(&c.KafkaTxnTimeout, 10*time.Minute)
 	def(&c.KafkaCommitTimeout, time.Minute)
+	def(&c.ProgressInterval, time.Minute)
 	def(&c.StatusInterval, 10*time.Second)
 	def(&c.HeartbeatInterval, 30*time.Second)
 	def(&c.RetryMaxElapsed, 30*time.Minute)

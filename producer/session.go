@@ -96,6 +96,14 @@ type session struct {
 	groupTxns   int
 	groupStart  time.Time
 	groupEnd    pglogrepl.LSN
+
+	prog progress // since the last progress line
+}
+
+// progress is what the stream committed since its last progress line.
+type progress struct {
+	since                 time.Time
+	txns, events, commits int
 }
 
 type relState struct {
@@ -371,6 +379,8 @@ func (s *session) stream(ctx context.Context) error {
 	defer cfg.Observer.Streaming(false)
 	nextStatus := time.Now()
 	nextHeartbeat := time.Now().Add(cfg.HeartbeatInterval)
+	nextProgress := time.Now().Add(cfg.ProgressInterval)
+	s.prog = progress{since: time.Now()}
 	// Messages are received without a context: pgconn watches a context
 	// with a goroutine per call, which cost about a tenth of the CPU on
 	// single-row transactions. The status, heartbeat and group deadlines
@@ -405,13 +415,19 @@ func (s *session) stream(ctx context.Context) error {
 			}
 		}
 		if !now.Before(nextStatus) {
-			if err := s.db.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&s.serverWAL); err != nil {
-				return fmt.Errorf("read the source's WAL position: %w", err)
+			if err := s.readServerWAL(ctx); err != nil {
+				return err
 			}
 			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
 			nextStatus = now.Add(cfg.StatusInterval)
+		}
+		if cfg.ProgressInterval > 0 && !now.Before(nextProgress) {
+			if err := s.logProgress(ctx, now); err != nil {
+				return err
+			}
+			nextProgress = now.Add(cfg.ProgressInterval)
 		}
 		if cfg.HeartbeatInterval > 0 && !now.Before(nextHeartbeat) {
 			if _, err := s.db.Exec(ctx, `SELECT pg_logical_emit_message(false, $1, now()::text)`, HeartbeatPrefix); err != nil {
@@ -427,6 +443,9 @@ func (s *session) stream(ctx context.Context) error {
 		}
 		if cfg.HeartbeatInterval > 0 && nextHeartbeat.Before(deadline) {
 			deadline = nextHeartbeat
+		}
+		if cfg.ProgressInterval > 0 && nextProgress.Before(deadline) {
+			deadline = nextProgress
 		}
 		if !deadline.Equal(readDeadline) {
 			if err := conn.SetReadDeadline(deadline); err != nil {
@@ -462,6 +481,34 @@ func (s *session) stream(ctx context.Context) error {
 			return fmt.Errorf("slot %s: unexpected message %T", cfg.Slot, msg)
 		}
 	}
+}
+
+// readServerWAL reads the source's current WAL position into serverWAL.
+func (s *session) readServerWAL(ctx context.Context) error {
+	if err := s.db.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&s.serverWAL); err != nil {
+		return fmt.Errorf("read the source's WAL position: %w", err)
+	}
+	return nil
+}
+
+// logProgress logs what the stream committed since the last progress line,
+// how far the slot is confirmed behind the source's WAL, and a Kafka commit
+// that has been in flight for a while: a stream that stalls says so.
+func (s *session) logProgress(ctx context.Context, now time.Time) error {
+	if err := s.readServerWAL(ctx); err != nil {
+		return err
+	}
+	attrs := []any{"period", now.Sub(s.prog.since).Round(100 * time.Millisecond), "source_txns", s.prog.txns, "events", s.prog.events,
+		"kafka_commits", s.prog.commits, "confirmed_lsn", s.sentFlush, "source_wal_lsn", s.serverWAL}
+	if s.serverWAL > s.sentFlush {
+		attrs = append(attrs, "lag_bytes", uint64(s.serverWAL-s.sentFlush))
+	}
+	if p := s.inflight; p != nil && !p.finished.Load() {
+		attrs = append(attrs, "kafka_commit_in_flight_for", now.Sub(p.start).Round(time.Millisecond))
+	}
+	s.log.Info("streaming progress", attrs...)
+	s.prog = progress{since: now}
+	return nil
 }
 
 // shutdown ends a session on cancel: an open Kafka transaction is committed

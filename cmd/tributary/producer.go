@@ -37,6 +37,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	groupEvents := fs.Int("group-max-events", 20000, "`events` per Kafka transaction before it commits at the next source commit")
 	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 20ms)")
 	txnTimeout := fs.Duration("kafka-txn-timeout", 0, "Kafka transaction timeout; bounds how long one source transaction may take to stream (default 10m)")
+	progressEvery := fs.Duration("progress-interval", 0, "how often the stream logs a progress line (committed transactions, confirmed LSN, lag); negative disables (default 1m)")
 	commitTimeout := fs.Duration("kafka-commit-timeout", 0, "bound on one Kafka commit (flush and EndTxn); past it the session reconnects with a new Kafka client (default 1m)")
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
@@ -85,7 +86,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		KafkaOpts: opts, Registry: reg, Version: version,
 		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
-		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout,
+		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
 		HeartbeatInterval: *heartbeat, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Log: log,
 	})
