@@ -2,6 +2,9 @@ package producer
 
 import (
 	"encoding/binary"
+	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,11 +119,13 @@ func TestFuzzSeedsDecode(t *testing.T) {
 	}
 }
 
-// FuzzDecodeTuple feeds bytes to parsePgoutput (pglogrepl.Parse), as the
-// producer does with each XLogData payload, and the tuples of Insert, Update and Delete messages
-// to the encoder. Nothing may panic; errors are fine. A row the encoder
-// accepts must be encodable as the table's Avro envelope (and its key, when
-// the key column is set): Decode's contract is to return what goavro accepts.
+// FuzzDecodeTuple feeds bytes to parsePgoutput, as the producer does with
+// each XLogData payload, and the tuples of Insert, Update and Delete messages
+// to the encoder. Nothing may panic; errors are fine. A change message the
+// producer's own decoder accepts must decode the same with pglogrepl.Parse,
+// which copies where it aliases. A row the encoder accepts must be encodable
+// as the table's Avro envelope (and its key, when the key column is set):
+// Decode's contract is to return what goavro accepts.
 func FuzzDecodeTuple(f *testing.F) {
 	for _, r := range fuzzRows {
 		f.Add(fuzzInsert(r))
@@ -138,23 +143,65 @@ func FuzzDecodeTuple(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var tuples []*pglogrepl.TupleData
-		switch m := msg.(type) {
-		case *pglogrepl.InsertMessage:
-			tuples = append(tuples, m.Tuple)
-		case *pglogrepl.UpdateMessage:
-			tuples = append(tuples, m.OldTuple, m.NewTuple)
-		case *pglogrepl.DeleteMessage:
-			tuples = append(tuples, m.OldTuple)
-		default:
+		tuples := changeTuples(msg)
+		if tuples == nil {
 			return
 		}
-		for _, tup := range tuples {
-			if tup != nil {
+		if want := changeTuples(pglogreplParse(t, data)); !reflect.DeepEqual(tuples, want) {
+			t.Fatalf("decoded %s, pglogrepl.Parse %s", fuzzShow(tuples), fuzzShow(want))
+		}
+		for _, x := range tuples {
+			if tup, ok := x.(*pglogrepl.TupleData); ok && tup != nil {
 				fuzzCheckTuple(t, ts, tup)
 			}
 		}
 	})
+}
+
+// changeTuples lists the tuples of a change message, with their markers
+// ('K', 'O', 'N'), or nil for another message.
+func changeTuples(msg pglogrepl.Message) []any {
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		return []any{m.Type(), 'N', m.RelationID, m.Tuple}
+	case *pglogrepl.UpdateMessage:
+		return []any{m.Type(), m.OldTupleType, m.RelationID, m.OldTuple, m.NewTuple}
+	case *pglogrepl.DeleteMessage:
+		return []any{m.Type(), m.OldTupleType, m.RelationID, m.OldTuple}
+	}
+	return nil
+}
+
+// pglogreplParse is pglogrepl.Parse, failing the test when it panics or
+// errors.
+func pglogreplParse(t *testing.T, data []byte) pglogrepl.Message {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("pglogrepl.Parse panics on a message the producer decodes: %v", r)
+		}
+	}()
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		t.Fatalf("pglogrepl.Parse rejects a message the producer decodes: %v", err)
+	}
+	return msg
+}
+
+func fuzzShow(v []any) string {
+	var b strings.Builder
+	for _, x := range v {
+		if td, ok := x.(*pglogrepl.TupleData); ok && td != nil {
+			fmt.Fprintf(&b, "%d cols[", td.ColumnNum)
+			for _, c := range td.Columns {
+				fmt.Fprintf(&b, "%c%d:%q ", c.DataType, c.Length, c.Data)
+			}
+			b.WriteString("] ")
+			continue
+		}
+		fmt.Fprintf(&b, "%v ", x)
+	}
+	return b.String()
 }
 
 // FuzzRowFromTuple drives the encoder with structurally valid tuples of

@@ -3,7 +3,6 @@ package producer
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1027,65 +1026,4 @@ func sortCounts(p []schemas.PartitionCount) {
 	sort.Slice(p, func(i, j int) bool {
 		return p[i].Topic < p[j].Topic || p[i].Topic == p[j].Topic && p[i].Partition < p[j].Partition
 	})
-}
-
-// parsePgoutput decodes one pgoutput message. pglogrepl indexes into its
-// input without bounds checks in places, so a malformed message is turned
-// from a panic into an error here.
-func parsePgoutput(data []byte) (msg pglogrepl.Message, err error) {
-	if len(data) == 0 {
-		return nil, errors.New("empty pgoutput message")
-	}
-	if err := checkTupleLengths(data); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			msg, err = nil, fmt.Errorf("malformed pgoutput message %q: %v", clip(data), r)
-		}
-	}()
-	return pglogrepl.Parse(data)
-}
-
-// checkTupleLengths rejects Insert, Update and Delete messages whose column
-// lengths run past the message, before pglogrepl allocates what they claim.
-func checkTupleLengths(data []byte) error {
-	bad := errors.New("malformed pgoutput tuple: length past the end of the message")
-	i := 5 // message type and relation ID
-	switch data[0] {
-	case 'I', 'U', 'D':
-	default:
-		return nil
-	}
-	for i < len(data) {
-		switch data[i] { // tuple marker
-		case 'K', 'O', 'N':
-		default:
-			return bad
-		}
-		if i+3 > len(data) {
-			return bad
-		}
-		n := int(binary.BigEndian.Uint16(data[i+1:]))
-		i += 3
-		for c := 0; c < n; c++ {
-			if i >= len(data) {
-				return bad
-			}
-			kind := data[i]
-			i++
-			if kind == 't' || kind == 'b' {
-				if i+4 > len(data) {
-					return bad
-				}
-				l := int64(binary.BigEndian.Uint32(data[i:]))
-				i += 4
-				if l > int64(len(data)-i) {
-					return bad
-				}
-				i += int(l)
-			}
-		}
-	}
-	return nil
 }
