@@ -107,7 +107,7 @@ func (s *session) awaitCommit(ctx context.Context) error {
 	}
 	s.groupStart = start
 	for i, r := range s.queue {
-		s.w.produce(ctx, r)
+		s.w.produce(r)
 		s.queue[i] = nil
 	}
 	s.queue, s.queueBytes = s.queue[:0], 0
@@ -141,7 +141,7 @@ func (s *session) send(ctx context.Context, r *kgo.Record) error {
 	if err := s.beginGroup(); err != nil {
 		return err
 	}
-	s.w.produce(ctx, r)
+	s.w.produce(r)
 	return nil
 }
 

@@ -253,6 +253,11 @@ func IsTransient(err error) bool {
 	if errors.As(err, &re) {
 		return re.StatusCode >= 500 || re.StatusCode == 429
 	}
+	// A Kafka client that timed out or stalled is replaced by the next
+	// session's, whatever Kafka error it ended with.
+	if errors.Is(err, ErrCommitTimeout) || errors.Is(err, ErrKafkaStalled) {
+		return true
+	}
 	var ke *kerr.Error
 	if errors.As(err, &ke) {
 		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions)

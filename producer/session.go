@@ -89,6 +89,7 @@ type session struct {
 	queueStart      time.Time
 	nextPendingFrom pglogrepl.LSN // pendingFrom once the commit in flight ends
 	wake            func()        // interrupts a receive when a commit ends
+	stopWatch       func()        // ends the writer's stall watch (kafkaWriter.watch)
 
 	tx          *txState
 	groupEvents int
@@ -150,6 +151,9 @@ func (tx *txState) encoded() *schemas.EncoderTx {
 func (s *session) close() {
 	if p := s.inflight; p != nil {
 		<-p.done
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
 	}
 	if s.w != nil && s.w.inTxn {
 		s.w.abort()
@@ -320,6 +324,7 @@ func (s *session) openKafka(ctx context.Context) error {
 		return fmt.Errorf("kafka: initialize transactional producer: %w", err)
 	}
 	s.w = newKafkaWriter(s.kcl, cfg.Partitions, cfg.KafkaCommitTimeout)
+	s.stopWatch = s.w.watch(ctx)
 	s.txTopic = schemas.TransactionsTopic(cfg.Prefix)
 	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1); err != nil {
 		return err
@@ -491,8 +496,10 @@ func (s *session) readServerWAL(ctx context.Context) error {
 }
 
 // logProgress logs what the stream committed since the last progress line,
-// how far the slot is confirmed behind the source's WAL, and a Kafka commit
-// that has been in flight for a while: a stream that stalls says so.
+// the position the slot was last confirmed at and how far the source's WAL
+// is beyond it, and a Kafka commit in flight for a second or more: a stream
+// that stalls says so. The stream's own goroutine logs it, so a wait that
+// blocks the stream (bounded by --kafka-commit-timeout) shows as a gap.
 func (s *session) logProgress(ctx context.Context, now time.Time) error {
 	if err := s.readServerWAL(ctx); err != nil {
 		return err
@@ -502,7 +509,7 @@ func (s *session) logProgress(ctx context.Context, now time.Time) error {
 	if s.serverWAL > s.sentFlush {
 		attrs = append(attrs, "lag_bytes", uint64(s.serverWAL-s.sentFlush))
 	}
-	if p := s.inflight; p != nil && !p.finished.Load() {
+	if p := s.inflight; p != nil && !p.finished.Load() && now.Sub(p.start) >= time.Second {
 		attrs = append(attrs, "kafka_commit_in_flight_for", now.Sub(p.start).Round(time.Millisecond))
 	}
 	s.log.Info("streaming progress", attrs...)
@@ -879,6 +886,9 @@ func (s *session) produce(ctx context.Context, r *kgo.Record) error {
 	s.tx.pos++
 	s.tx.counts[tp]++
 	s.groupEvents++
+	if err := s.w.stalled(); err != nil {
+		return err
+	}
 	return ctx.Err()
 }
 

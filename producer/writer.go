@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -34,6 +35,9 @@ type kafkaWriter struct {
 	inTxn bool
 	errMu sync.Mutex
 	err   error // first produce error of the open transaction
+
+	ctx   context.Context // records are produced with it; see watch
+	ended atomic.Int64    // records delivered or failed, for watch
 }
 
 type topicInfo struct {
@@ -135,10 +139,15 @@ func (w *kafkaWriter) begin() error {
 }
 
 // produce sends r, whose Partition is already set, in the open transaction.
-// It blocks when the client's buffer is full.
-func (w *kafkaWriter) produce(ctx context.Context, r *kgo.Record) {
-	w.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+// It blocks when the client's buffer is full, until there is room or the
+// writer's context ends (see watch).
+func (w *kafkaWriter) produce(r *kgo.Record) {
+	w.cl.Produce(w.ctx, r, func(r *kgo.Record, err error) {
+		w.ended.Add(1)
 		if err != nil {
+			if serr := w.stalled(); serr != nil {
+				err = fmt.Errorf("%w: %w", serr, err)
+			}
 			w.errMu.Lock()
 			if w.err == nil {
 				w.err = fmt.Errorf("produce to %s[%d]: %w", r.Topic, r.Partition, err)
@@ -146,6 +155,65 @@ func (w *kafkaWriter) produce(ctx context.Context, r *kgo.Record) {
 			w.errMu.Unlock()
 		}
 	})
+}
+
+// ErrKafkaStalled is a Kafka client that delivered and failed nothing for
+// the commit timeout while it held records. It is transient: the session
+// ends, and the next one starts with a new client.
+var ErrKafkaStalled = errors.New("kafka client stalled")
+
+// watch makes ctx the parent of the context records are produced with, and
+// cancels that context with ErrKafkaStalled when the client holds records
+// and none has been delivered or failed for the commit timeout. commitOpen
+// bounds a commit; this bounds a Produce that blocks on a full buffer (a
+// source transaction larger than the buffer, a snapshot) behind a client
+// that stopped delivering. It returns a function that ends the watch.
+func (w *kafkaWriter) watch(ctx context.Context) (stop func()) {
+	if w.commitTimeout <= 0 {
+		w.ctx = ctx
+		return func() {}
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	w.ctx = wctx
+	quit := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(min(time.Second, w.commitTimeout/4))
+		defer tick.Stop()
+		last, since := w.ended.Load(), time.Now()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-wctx.Done():
+				return
+			case now := <-tick.C:
+				if n := w.ended.Load(); n != last || w.cl.BufferedProduceRecords() == 0 {
+					last, since = n, now
+					continue
+				}
+				if now.Sub(since) >= w.commitTimeout {
+					cancel(fmt.Errorf("%w: %d records buffered, none delivered or failed for %s (--kafka-commit-timeout %s)",
+						ErrKafkaStalled, w.cl.BufferedProduceRecords(), now.Sub(since).Round(time.Second), w.commitTimeout))
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		cancel(nil)
+	}
+}
+
+// stalled returns the watch's ErrKafkaStalled once it has fired, else nil.
+func (w *kafkaWriter) stalled() error {
+	if w.ctx == nil || w.ctx.Err() == nil {
+		return nil
+	}
+	if err := context.Cause(w.ctx); errors.Is(err, ErrKafkaStalled) {
+		return err
+	}
+	return nil
 }
 
 // commit flushes and commits the open transaction. On any error the
@@ -169,16 +237,16 @@ var ErrCommitTimeout = errors.New("kafka transaction commit timed out")
 // closed (inTxn false). It touches only the client and the produce error, so
 // it may run in another goroutine while the caller does not use w.
 //
-// The commit is bounded by commitTimeout. franz-go retries a record until it
+// The flush and EndTxn are each bounded by commitTimeout. franz-go retries a record until it
 // is delivered, and a broker restart can leave a partition's records neither
 // delivered nor failed (seen with Apache Kafka 3.9: a batch answered
 // OUT_OF_ORDER_SEQUENCE_NUMBER after its predecessor was rewound, and never
 // resent), so an unbounded Flush could hold the stream, and the slot, forever.
-func (w *kafkaWriter) commitOpen(ctx context.Context) error {
-	start := time.Now()
+func (w *kafkaWriter) commitOpen(parent context.Context) error {
+	ctx, start := parent, time.Now()
 	if w.commitTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, w.commitTimeout, ErrCommitTimeout)
+		ctx, cancel = context.WithTimeoutCause(parent, w.commitTimeout, ErrCommitTimeout)
 		defer cancel()
 	}
 	if err := w.cl.Flush(ctx); err != nil {
@@ -196,8 +264,16 @@ func (w *kafkaWriter) commitOpen(ctx context.Context) error {
 		w.abortOpen()
 		return perr
 	}
-	if err := w.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return fmt.Errorf("commit kafka transaction: %w", w.bounded(ctx, err, start))
+	// EndTxn gets a budget of its own: a slow flush must not leave it so
+	// little that a commit the broker would make is cancelled half way.
+	ectx, start := parent, time.Now()
+	if w.commitTimeout > 0 {
+		var cancel context.CancelFunc
+		ectx, cancel = context.WithTimeoutCause(parent, w.commitTimeout, ErrCommitTimeout)
+		defer cancel()
+	}
+	if err := w.cl.EndTransaction(ectx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("commit kafka transaction: %w", w.bounded(ectx, err, start))
 	}
 	return nil
 }
@@ -224,6 +300,9 @@ func (w *kafkaWriter) abort() {
 const abortTimeout = 10 * time.Second
 
 func (w *kafkaWriter) abortOpen() {
+	if w.stalled() != nil {
+		return // it would wait for records the client does not deliver
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
 	defer cancel()
 	// Best effort, so errors are not returned: the session ends and closes

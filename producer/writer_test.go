@@ -1,10 +1,12 @@
 package producer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -40,5 +42,28 @@ func TestTopicReadyKeepsLeaderlessPartitionsTransient(t *testing.T) {
 		if c.name == "no leader" && (!strings.Contains(err.Error(), "partition 1") || !errors.Is(err, kerr.LeaderNotAvailable)) {
 			t.Fatalf("no leader: %v should name partition 1 and wrap LEADER_NOT_AVAILABLE", err)
 		}
+	}
+}
+
+// A commit that timed out, or a client that stalled, ends the session and
+// never the producer, whatever Kafka error the client returned with it:
+// EndTransaction can give up with the non-retriable OperationNotAttempted
+// when the deadline passes while it reloads the producer ID.
+func TestCommitTimeoutAndStallAreTransient(t *testing.T) {
+	w := &kafkaWriter{commitTimeout: time.Second}
+	ctx, cancel := context.WithTimeoutCause(context.Background(), time.Nanosecond, ErrCommitTimeout)
+	defer cancel()
+	<-ctx.Done()
+	for _, err := range []error{
+		w.bounded(ctx, kerr.OperationNotAttempted, time.Now()),
+		w.bounded(ctx, context.DeadlineExceeded, time.Now()),
+		fmt.Errorf("produce to t[0]: %w", fmt.Errorf("%w: %w", ErrKafkaStalled, context.Canceled)),
+	} {
+		if !IsTransient(fmt.Errorf("commit kafka transaction: %w", err)) {
+			t.Fatalf("%v is not transient", err)
+		}
+	}
+	if IsTransient(kerr.OperationNotAttempted) {
+		t.Fatal("OperationNotAttempted alone should stay permanent")
 	}
 }

@@ -38,7 +38,8 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	groupDelay := fs.Duration("group-max-delay", 0, "age of a Kafka transaction before it commits at the next source commit (default 20ms)")
 	txnTimeout := fs.Duration("kafka-txn-timeout", 0, "Kafka transaction timeout; bounds how long one source transaction may take to stream (default 10m)")
 	progressEvery := fs.Duration("progress-interval", 0, "how often the stream logs a progress line (committed transactions, confirmed LSN, lag); negative disables (default 1m)")
-	commitTimeout := fs.Duration("kafka-commit-timeout", 0, "bound on one Kafka commit (flush and EndTxn); past it the session reconnects with a new Kafka client (default 1m)")
+	commitTimeout := fs.Duration("kafka-commit-timeout", 0, "bound on each step of a Kafka commit (flush, EndTxn) and on a Kafka client that delivers nothing while it holds records;\n"+
+		"past it the session reconnects with a new Kafka client; negative for no bound (default 1m)")
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
