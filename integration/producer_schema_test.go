@@ -88,6 +88,8 @@ func TestProducerIdleSlotAdvances(t *testing.T) {
 		`CREATE PUBLICATION pub FOR TABLE quiet`,
 		`CREATE DATABASE busy`)
 	e.runProducer(t, e.producerConfig(t))
+	// A slot being created has no confirmed position yet.
+	e.waitSlotActive(t, "slot")
 	c := e.pg.Conn(t)
 	var start string
 	if err := c.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot'`).Scan(&start); err != nil {
