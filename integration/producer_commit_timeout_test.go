@@ -92,17 +92,7 @@ func TestProducerCommitTimeoutEndsAStuckCommit(t *testing.T) {
 		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
 	}
 	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
-	seen := map[int32]int{}
-	for _, tx := range log.Txns {
-		for _, ev := range tx.Events {
-			seen[ev.After["id"].(int32)]++
-		}
-	}
-	for i := int32(1); i <= int32(id); i++ {
-		if seen[i] != 1 {
-			t.Fatalf("row %d is in Kafka %d times, want once\n%s", i, seen[i], lastLines(proc.Output(), 30))
-		}
-	}
+	requireEachRowOnce(t, log, id, func() string { return lastLines(proc.Output(), 30) })
 	if len(log.Txns) != txns {
 		t.Fatalf("Kafka holds %d frames, the source committed %d transactions", len(log.Txns), txns)
 	}

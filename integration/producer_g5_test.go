@@ -233,18 +233,9 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 		t.Logf("confirmed %s with the frames ending at offset %d (kill: %v)", m.confirmed, m.end, m.killed)
 	}
 	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
-	seen := map[int32]int{}
-	for _, tx := range log.Txns {
-		for _, ev := range tx.Events {
-			seen[ev.After["id"].(int32)]++
-		}
-	}
-	for i := int32(1); i <= int32(id); i++ {
-		if seen[i] != 1 {
-			t.Fatalf("row %d is in Kafka %d times, want once (0: the slot was confirmed past it before Kafka held it, "+
-				"and a kill lost it)\n%s", i, seen[i], output())
-		}
-	}
+	requireEachRowOnce(t, log, id, func() string {
+		return "0: the slot was confirmed past it before Kafka held it, and a kill lost it\n" + output()
+	})
 	kills := 0
 	for _, m := range marks {
 		if m.killed {
@@ -263,6 +254,23 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	t.Logf("%d transactions, %d confirmation moves checked, %d kills", id, len(marks), kills)
 	if os.Getenv("TRIBUTARY_TEST_LOG") != "" {
 		t.Log(output())
+	}
+}
+
+// requireEachRowOnce fails the test unless log holds exactly one event for
+// each int id 1..n (the column "id"); more explains a failure.
+func requireEachRowOnce(t *testing.T, log *harness.Log, n int, more func() string) {
+	t.Helper()
+	seen := map[int32]int{}
+	for _, tx := range log.Txns {
+		for _, ev := range tx.Events {
+			seen[ev.After["id"].(int32)]++
+		}
+	}
+	for i := int32(1); i <= int32(n); i++ {
+		if seen[i] != 1 {
+			t.Fatalf("row %d is in Kafka %d times, want once (%s)", i, seen[i], more())
+		}
 	}
 }
 
