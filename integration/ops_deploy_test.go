@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,7 +200,9 @@ func keys(v any) []string {
 // engine: every YAML parses; the compose file has the services it should,
 // with Kafka in KRaft mode and PostgreSQL with wal_level=logical; the
 // Kubernetes producer is one pod replaced with Recreate under a PDB with
-// maxUnavailable 0; the systemd units restart on failure and stop with
+// maxUnavailable 0, and each Kubernetes container's readiness (/readyz) and
+// liveness (/healthz) probes use the port its config's metrics-addr serves;
+// the systemd units restart on failure and stop with
 // SIGTERM; and every tributary command, flag, config key and TRIBUTARY_*
 // variable these files use exists in that command's --help.
 func TestOpsDeployFilesMatchTheBinary(t *testing.T) {
@@ -273,9 +277,11 @@ func TestOpsDeployFilesMatchTheBinary(t *testing.T) {
 		}
 	}
 	configData := map[string]bool{}
+	configBody := map[string]string{}
 	for _, cm := range byKind["ConfigMap"] {
 		for name, body := range dig(cm, "data").(map[string]any) {
 			configData[name] = true
+			configBody[name], _ = body.(string)
 			if cmd := configCommand(name); cmd != nil {
 				checkConfigKeys(t, cache, "k8s ConfigMap "+name, cmd, []byte(body.(string)))
 			}
@@ -308,11 +314,19 @@ func TestOpsDeployFilesMatchTheBinary(t *testing.T) {
 				}
 			}
 			checkEnv(t, cache, "k8s "+name, cmd, envNames)
+			metricsAddr := ""
 			for _, vm := range asList(dig(c, "volumeMounts")) {
 				if sp, ok := dig(vm, "subPath").(string); ok && !configData[sp] {
 					t.Errorf("k8s %s: subPath %s is not in the ConfigMap", name, sp)
+				} else if ok {
+					var conf map[string]any
+					_ = yaml.Unmarshal([]byte(configBody[sp]), &conf) // checkConfigKeys reports parse errors
+					if a, ok := conf["metrics-addr"].(string); ok {
+						metricsAddr = a
+					}
 				}
 			}
+			checkProbes(t, "k8s "+name, c, metricsAddr)
 		}
 	}
 	pdbOK := false
@@ -381,6 +395,40 @@ func TestOpsDeployFilesMatchTheBinary(t *testing.T) {
 		t.Errorf("Dockerfile is not a multi-stage static build with the tributary entrypoint")
 	}
 	t.Logf("%d YAML files parsed; %d tributary invocations and their config files checked against --help", len(yamls), invocations)
+}
+
+// checkProbes: a container's readiness probe asks /readyz and its liveness
+// probe /healthz, on a port the container declares, and the config file it
+// mounts sets metrics-addr to that port (without it nothing answers them).
+func checkProbes(t *testing.T, where string, c any, metricsAddr string) {
+	t.Helper()
+	ports := map[string]int{} // name -> containerPort
+	for _, p := range asList(dig(c, "ports")) {
+		n, _ := dig(p, "name").(string)
+		cp, _ := dig(p, "containerPort").(int)
+		ports[n] = cp
+	}
+	for probe, path := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+		get := dig(c, probe, "httpGet")
+		if get == nil {
+			t.Errorf("%s: no %s with httpGet", where, probe)
+			continue
+		}
+		if dig(get, "path") != path {
+			t.Errorf("%s: %s path %v, want %s", where, probe, dig(get, "path"), path)
+		}
+		port := dig(get, "port")
+		if n, ok := port.(string); ok {
+			if _, declared := ports[n]; !declared {
+				t.Errorf("%s: %s port %q is not a declared container port", where, probe, n)
+			}
+			port = ports[n]
+		}
+		_, addrPort, err := net.SplitHostPort(metricsAddr)
+		if err != nil || addrPort != fmt.Sprint(port) {
+			t.Errorf("%s: %s on port %v, but the config's metrics-addr is %q", where, probe, port, metricsAddr)
+		}
+	}
 }
 
 func yamlEqual(a, b map[string]any) bool {
