@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // A topic whose partitions have no leader yet (a new topic, a broker
@@ -65,5 +69,47 @@ func TestCommitTimeoutAndStallAreTransient(t *testing.T) {
 	}
 	if IsTransient(kerr.OperationNotAttempted) {
 		t.Fatal("OperationNotAttempted alone should stay permanent")
+	}
+}
+
+// An EndTxn the broker does not answer ends the commit with the transient
+// ErrCommitTimeout once the bound passes; it must not hang the stream. The
+// flush before it succeeds, so this is EndTxn's own budget.
+func TestCommitTimeoutBoundsEndTxn(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	release := make(chan struct{})
+	defer close(release)
+	var held atomic.Int32
+	c.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		held.Add(1)
+		c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("tributary-test"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	w := newKafkaWriter(cl, 1, 500*time.Millisecond)
+	defer w.watch(context.Background())()
+	if err := w.begin(); err != nil {
+		t.Fatal(err)
+	}
+	w.produce(&kgo.Record{Topic: "t", Partition: 0, Value: []byte("v")})
+	err = w.commit(context.Background())
+	if !errors.Is(err, ErrCommitTimeout) || !strings.Contains(err.Error(), "commit kafka transaction") {
+		t.Fatalf("commit with an unanswered EndTxn returned %v, want ErrCommitTimeout from EndTxn", err)
+	}
+	if !IsTransient(err) {
+		t.Fatalf("%v is not transient", err)
+	}
+	if held.Load() == 0 {
+		t.Fatal("the broker never received EndTxn")
 	}
 }
