@@ -260,7 +260,14 @@ func IsTransient(err error) bool {
 	}
 	var ke *kerr.Error
 	if errors.As(err, &ke) {
-		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions)
+		// The client's producer state is broken (a sequence gap after a
+		// broker restart, a transaction the coordinator timed out, an
+		// EndTxn it would not attempt): the next session's client gets a
+		// new epoch and resumes from the durable state. A fenced producer
+		// (above) is the one case where another owner exists.
+		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions) ||
+			errors.Is(err, kerr.OutOfOrderSequenceNumber) || errors.Is(err, kerr.UnknownProducerID) ||
+			errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.OperationNotAttempted)
 	}
 	if errors.Is(err, ErrStreamEnded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, kgo.ErrClientClosed) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {

@@ -52,7 +52,8 @@ func TestTopicReadyKeepsLeaderlessPartitionsTransient(t *testing.T) {
 // A commit that timed out, or a client that stalled, ends the session and
 // never the producer, whatever Kafka error the client returned with it:
 // EndTransaction can give up with the non-retriable OperationNotAttempted
-// when the deadline passes while it reloads the producer ID.
+// when the deadline passes while it reloads the producer ID. So do errors
+// that say the client's producer state is broken.
 func TestCommitTimeoutAndStallAreTransient(t *testing.T) {
 	w := &kafkaWriter{commitTimeout: time.Second}
 	ctx, cancel := context.WithTimeoutCause(context.Background(), time.Nanosecond, ErrCommitTimeout)
@@ -67,8 +68,17 @@ func TestCommitTimeoutAndStallAreTransient(t *testing.T) {
 			t.Fatalf("%v is not transient", err)
 		}
 	}
-	if IsTransient(kerr.OperationNotAttempted) {
-		t.Fatal("OperationNotAttempted alone should stay permanent")
+	// A broken producer state is retried with a new client; a fenced one
+	// (another owner of the transactional ID) ends the producer.
+	for _, err := range []error{kerr.OutOfOrderSequenceNumber, kerr.UnknownProducerID, kerr.InvalidProducerIDMapping, kerr.OperationNotAttempted} {
+		if !IsTransient(fmt.Errorf("produce to t[0]: %w", err)) {
+			t.Fatalf("%v is not transient", err)
+		}
+	}
+	for _, err := range []error{kerr.ProducerFenced, kerr.InvalidProducerEpoch, kerr.TransactionalIDAuthorizationFailed} {
+		if IsTransient(fmt.Errorf("commit kafka transaction: %w", err)) {
+			t.Fatalf("%v is transient", err)
+		}
 	}
 }
 
