@@ -237,20 +237,14 @@ var ErrCommitTimeout = errors.New("kafka transaction commit timed out")
 // closed (inTxn false). It touches only the client and the produce error, so
 // it may run in another goroutine while the caller does not use w.
 //
-// The flush and EndTxn are each bounded by commitTimeout. franz-go retries a record until it
-// is delivered, and a broker restart can leave a partition's records neither
-// delivered nor failed (seen with Apache Kafka 3.9: a batch answered
+// The flush and EndTxn are each bounded by commitTimeout. franz-go retries a
+// record until it is delivered, and a broker restart can leave a partition's
+// records neither delivered nor failed (seen with Apache Kafka 3.9: a batch answered
 // OUT_OF_ORDER_SEQUENCE_NUMBER after its predecessor was rewound, and never
 // resent), so an unbounded Flush could hold the stream, and the slot, forever.
-func (w *kafkaWriter) commitOpen(parent context.Context) error {
-	ctx, start := parent, time.Now()
-	if w.commitTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(parent, w.commitTimeout, ErrCommitTimeout)
-		defer cancel()
-	}
-	if err := w.cl.Flush(ctx); err != nil {
-		if err = w.bounded(ctx, err, start); !errors.Is(err, ErrCommitTimeout) {
+func (w *kafkaWriter) commitOpen(ctx context.Context) error {
+	if err := w.bounded(ctx, w.cl.Flush); err != nil {
+		if !errors.Is(err, ErrCommitTimeout) {
 			// A client that timed out would only time out again: the
 			// next session's InitProducerID aborts instead.
 			w.abortOpen()
@@ -266,21 +260,23 @@ func (w *kafkaWriter) commitOpen(parent context.Context) error {
 	}
 	// EndTxn gets a budget of its own: a slow flush must not leave it so
 	// little that a commit the broker would make is cancelled half way.
-	ectx, start := parent, time.Now()
-	if w.commitTimeout > 0 {
-		var cancel context.CancelFunc
-		ectx, cancel = context.WithTimeoutCause(parent, w.commitTimeout, ErrCommitTimeout)
-		defer cancel()
-	}
-	if err := w.cl.EndTransaction(ectx, kgo.TryCommit); err != nil {
-		return fmt.Errorf("commit kafka transaction: %w", w.bounded(ectx, err, start))
+	if err := w.bounded(ctx, func(ctx context.Context) error { return w.cl.EndTransaction(ctx, kgo.TryCommit) }); err != nil {
+		return fmt.Errorf("commit kafka transaction: %w", err)
 	}
 	return nil
 }
 
-// bounded names the commit timeout in err when it is what ended the call.
-func (w *kafkaWriter) bounded(ctx context.Context, err error, start time.Time) error {
-	if errors.Is(context.Cause(ctx), ErrCommitTimeout) {
+// bounded runs one step of a commit within its own commitTimeout, and names
+// the timeout in the step's error when it is what ended the step.
+func (w *kafkaWriter) bounded(parent context.Context, step func(context.Context) error) error {
+	ctx, start := parent, time.Now()
+	if w.commitTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(parent, w.commitTimeout, ErrCommitTimeout)
+		defer cancel()
+	}
+	err := step(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), ErrCommitTimeout) {
 		return fmt.Errorf("%w: not done after %s (--kafka-commit-timeout %s): %w",
 			ErrCommitTimeout, time.Since(start).Round(time.Millisecond), w.commitTimeout, err)
 	}
