@@ -170,6 +170,10 @@ func TransactionsTopic(prefix string) string { return prefix + ".transactions" }
 // MessagesTopic carries logical decoding messages.
 func MessagesTopic(prefix string) string { return prefix + ".messages" }
 
+// StateTopic is the producer's compacted state topic: its position and each
+// table's capture and snapshot progress (see package txlog).
+func StateTopic(prefix string) string { return prefix + ".state" }
+
 // DeadLetterTopic is where consumer name sends the transactions it could not apply
 // under the dead-letter policy.
 func DeadLetterTopic(prefix, consumer string) string { return prefix + ".dlq." + consumer }

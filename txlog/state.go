@@ -1,0 +1,258 @@
+package txlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
+)
+
+// StateVersion is the version of the state documents this package writes.
+// A reader refuses documents of a newer version.
+const StateVersion = 1
+
+// State is one producer's durable state (one slot of one prefix): where its
+// stream stands and what it knows of each table. The producer writes the
+// parts that change in the same Kafka transaction as the frames they
+// describe, on the compacted topic schemas.StateTopic.
+type State struct {
+	Slot string
+	// Position is the last source transaction framed in Kafka; zero when
+	// none is.
+	Position Position
+	// Tables is every table the producer has seen published, by
+	// "schema.table" (unquoted).
+	Tables map[string]*TableState
+}
+
+// NewState returns an empty state of slot.
+func NewState(slot string) *State { return &State{Slot: slot, Tables: map[string]*TableState{}} }
+
+// Empty reports whether nothing is recorded for the slot.
+func (s *State) Empty() bool { return s.Position.CommitLSN == 0 && len(s.Tables) == 0 }
+
+// Position is the last source transaction whose frame Kafka holds: the
+// producer's dedupe point. A restart skips every source transaction that
+// committed at or below CommitLSN.
+type Position struct {
+	CommitLSN  pglogrepl.LSN `json:"commit_lsn"`
+	EndLSN     pglogrepl.LSN `json:"end_lsn"` // end of its commit record: what the slot may be confirmed to
+	Xid        uint32        `json:"xid"`
+	CommitTime time.Time     `json:"commit_ts"`
+}
+
+// TableStatus says how the producer captures a table.
+type TableStatus string
+
+// The table statuses.
+const (
+	// TableCaptured: the table's changes are published since CapturedFrom.
+	TableCaptured TableStatus = "captured"
+	// TableExcluded: the table is published, but not among the producer's
+	// --tables; its changes are not written.
+	TableExcluded TableStatus = "excluded"
+	// TableRemoved: the table left the publication (or was dropped).
+	TableRemoved TableStatus = "removed"
+)
+
+// TableState is what the producer knows of one table.
+type TableState struct {
+	Schema string      `json:"schema"`
+	Table  string      `json:"table"`
+	OID    uint32      `json:"oid"`
+	Status TableStatus `json:"status"`
+	// CapturedFrom is the source position from which the table's changes
+	// are in Kafka: the initial snapshot's consistent point, or where the
+	// producer first saw the table.
+	CapturedFrom pglogrepl.LSN `json:"captured_from"`
+	// Snapshot is the table's latest snapshot; nil when none was taken.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Name is "schema.table", unquoted, the key of State.Tables.
+func (t *TableState) Name() string { return t.Schema + "." + t.Table }
+
+// SnapshotKind is how a snapshot reads a table.
+type SnapshotKind string
+
+// The snapshot kinds.
+const (
+	// SnapshotInitial reads in the slot's exported snapshot, before
+	// streaming starts; its chunks carry the consistent point.
+	SnapshotInitial SnapshotKind = "initial"
+	// SnapshotOnline reads while streaming, chunk by chunk, each chunk
+	// between a low and a high watermark in the stream (DBLog).
+	SnapshotOnline SnapshotKind = "online"
+)
+
+// SnapshotStatus is where a snapshot stands.
+type SnapshotStatus string
+
+// The snapshot statuses.
+const (
+	SnapshotPending   SnapshotStatus = "pending"   // requested, no chunk written yet
+	SnapshotRunning   SnapshotStatus = "running"   // chunks being written
+	SnapshotPaused    SnapshotStatus = "paused"    // no chunk is read until resumed
+	SnapshotDone      SnapshotStatus = "done"      // every range read (or made moot by a truncate)
+	SnapshotCancelled SnapshotStatus = "cancelled" // stopped on request before it was done
+)
+
+// Active reports whether the snapshot still has chunks to write (pending,
+// running or paused): while it is active, changes to rows it has not read
+// yet may reach a sink before the rows themselves.
+func (s SnapshotStatus) Active() bool {
+	return s == SnapshotPending || s == SnapshotRunning || s == SnapshotPaused
+}
+
+// Snapshot is the progress of one table's snapshot.
+type Snapshot struct {
+	// ID names the snapshot: "initial", or the request's ID.
+	ID     string         `json:"id"`
+	Kind   SnapshotKind   `json:"kind"`
+	Status SnapshotStatus `json:"status"`
+	// Reason says why it was taken or why it ended early.
+	Reason string `json:"reason,omitempty"`
+	// ConsistentPoint is the slot's consistent point, for an initial
+	// snapshot.
+	ConsistentPoint pglogrepl.LSN `json:"consistent_point,omitempty"`
+	// Ranges split the table's key order between workers; nil until the
+	// snapshot is planned.
+	Ranges []KeyRange `json:"ranges,omitempty"`
+	// Chunks and Rows count what was written to Kafka.
+	Chunks int64 `json:"chunks"`
+	Rows   int64 `json:"rows"`
+	// Estimate is the table's row count estimate when the snapshot started.
+	Estimate  int64     `json:"estimate"`
+	Requested time.Time `json:"requested"`
+	Finished  time.Time `json:"finished,omitzero"`
+}
+
+// KeyRange is one part of a table's key order, read chunk by chunk in key
+// order. Keys are the text forms of the key columns.
+type KeyRange struct {
+	From  []string `json:"from,omitempty"`  // exclusive lower bound; nil: the first key
+	To    []string `json:"to,omitempty"`    // inclusive upper bound; nil: the last key
+	After []string `json:"after,omitempty"` // the last key written; nil: none yet
+	Done  bool     `json:"done,omitempty"`
+}
+
+// Resume is the exclusive lower bound of the range's next chunk.
+func (r *KeyRange) Resume() []string {
+	if r.After != nil {
+		return r.After
+	}
+	return r.From
+}
+
+// Done reports whether every range is read.
+func (s *Snapshot) Done() bool {
+	if len(s.Ranges) == 0 {
+		return false
+	}
+	for _, r := range s.Ranges {
+		if !r.Done {
+			return false
+		}
+	}
+	return true
+}
+
+// document is the JSON value of a state record.
+type document struct {
+	V        int         `json:"v"`
+	Slot     string      `json:"slot"`
+	Position *Position   `json:"position,omitempty"`
+	Table    *TableState `json:"table,omitempty"`
+}
+
+func positionKey(slot string) string { return slot + "/position" }
+
+func tableKey(slot, schema, table string) string {
+	return slot + "/table/" + schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent(table)
+}
+
+// PositionRecord is the state record of slot's position, for topic.
+func PositionRecord(topic, slot string, p Position) *kgo.Record {
+	return stateRecord(topic, positionKey(slot), document{V: StateVersion, Slot: slot, Position: &p})
+}
+
+// TableRecord is the state record of one table, for topic. A nil t's
+// record would be a tombstone; use TableTombstone for that.
+func TableRecord(topic, slot string, t *TableState) *kgo.Record {
+	return stateRecord(topic, tableKey(slot, t.Schema, t.Table), document{V: StateVersion, Slot: slot, Table: t})
+}
+
+// TableTombstone deletes the record of one table from the compacted topic.
+func TableTombstone(topic, slot, schema, table string) *kgo.Record {
+	return &kgo.Record{Topic: topic, Partition: 0, Key: []byte(tableKey(slot, schema, table))}
+}
+
+func stateRecord(topic, key string, d document) *kgo.Record {
+	b, err := json.Marshal(d)
+	if err != nil {
+		panic(fmt.Sprintf("txlog: marshal state: %v", err)) // only plain values: cannot fail
+	}
+	return &kgo.Record{Topic: topic, Partition: 0, Key: []byte(key), Value: b}
+}
+
+// ReadState reads slot's state from topic: every committed record from the
+// log start to the end, the last value of each key winning. A topic that
+// does not exist gives an empty state. The topic is compacted, so its
+// length follows the number of tables, not the age of the log.
+func ReadState(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, slot string) (*State, error) {
+	st := NewState(slot)
+	b, err := PartitionBounds(ctx, adm, topic, 0)
+	if err != nil || b.Empty() {
+		return st, err
+	}
+	prefix := slot + "/"
+	err = ReadRange(ctx, opts, topic, 0, b.Start, b.End, func(r *kgo.Record) error {
+		key := string(r.Key)
+		if !strings.HasPrefix(key, prefix) {
+			return nil // another slot's
+		}
+		if r.Value == nil {
+			if strings.HasPrefix(key, prefix+"table/") {
+				for name, t := range st.Tables {
+					if tableKey(slot, t.Schema, t.Table) == key {
+						delete(st.Tables, name)
+					}
+				}
+			}
+			return nil
+		}
+		var d document
+		if err := json.Unmarshal(r.Value, &d); err != nil {
+			return fmt.Errorf("%w: %s offset %d key %q: %w", ErrMalformed, topic, r.Offset, key, err)
+		}
+		if d.V > StateVersion {
+			return fmt.Errorf("%s offset %d: state version %d is newer than this program's %d: upgrade it", topic, r.Offset, d.V, StateVersion)
+		}
+		switch {
+		case d.Position != nil:
+			st.Position = *d.Position
+		case d.Table != nil:
+			st.Tables[d.Table.Name()] = d.Table
+		}
+		return nil
+	})
+	return st, err
+}
+
+// SortedTables returns the state's tables ordered by name.
+func (s *State) SortedTables() []*TableState {
+	out := make([]*TableState, 0, len(s.Tables))
+	for _, t := range s.Tables {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
