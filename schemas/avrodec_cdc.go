@@ -454,7 +454,7 @@ func DecoderCompileFrame(schema string) (*DecoderFrame, error) {
 			set = decSetString(f, func(fr *Frame) *string { return &fr.Origin })
 		case "event_count":
 			set = decSetLong(f, func(fr *Frame) *int64 { return &fr.Events })
-		case "snapshot":
+		case "snapshot", "snapshot_request":
 			set = decSnapshotSetter(f)
 		case "partitions":
 			if f.node.kind != decArray || f.node.elem.kind != decRecord {
@@ -517,7 +517,8 @@ func (d *DecoderFrame) Decode(b []byte) (Frame, error) {
 	return f, nil
 }
 
-// decSnapshotSetter reads the rare snapshot chunk through the native form.
+// decSnapshotSetter reads the rare snapshot chunk or snapshot request
+// (field f) through the native form.
 func decSnapshotSetter(f decField) decSetter[Frame] {
 	return func(b []byte, fr *Frame) ([]byte, error) {
 		v, rest, err := f.node.native(b)
@@ -526,11 +527,16 @@ func decSnapshotSetter(f decField) decSetter[Frame] {
 		}
 		if s := UnwrapUnion(v); s != nil {
 			sub, err := FrameFromNative(map[string]any{"xid": int64(0), "commit_lsn": int64(0), "end_lsn": int64(0),
-				"commit_ts": time.Time{}, "snapshot": s, "event_count": int64(0), "partitions": []any{}})
+				"commit_ts": time.Time{}, f.name: s, "event_count": int64(0), "partitions": []any{}})
 			if err != nil {
 				return nil, fmt.Errorf("field %q: %w", f.name, err)
 			}
-			fr.Snapshot = sub.Snapshot
+			if sub.Snapshot != nil {
+				fr.Snapshot = sub.Snapshot
+			}
+			if sub.Request != nil {
+				fr.Request = sub.Request
+			}
 		}
 		return rest, nil
 	}

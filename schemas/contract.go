@@ -19,6 +19,10 @@ const (
 	HeaderCommitLSN = "tributary.commit_lsn"
 	HeaderPosition  = "tributary.position"
 	HeaderXID       = "tributary.xid"
+	// HeaderSnapshot is "pending" on a change of a table whose online
+	// snapshot is active: the row it changes may not have reached a reader
+	// that bootstraps from the snapshot yet.
+	HeaderSnapshot = "tributary.snapshot"
 )
 
 // Op is the kind of change an envelope carries.

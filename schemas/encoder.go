@@ -258,6 +258,7 @@ func EncoderAppendFrame(dst []byte, f *Frame) []byte {
 			}
 			dst = append(dst, 0)
 		}
+		dst = encodeString(dst, s.ID)
 	}
 	dst = encodeLong(dst, f.Events)
 	if len(f.Partitions) > 0 {
@@ -268,7 +269,22 @@ func EncoderAppendFrame(dst []byte, f *Frame) []byte {
 			dst = encodeLong(dst, p.Count)
 		}
 	}
-	return append(dst, 0)
+	dst = append(dst, 0)
+	if r := f.Request; r == nil {
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 2)
+		dst = encodeString(dst, r.Slot)
+		dst = encodeString(dst, r.ID)
+		if len(r.Tables) > 0 {
+			dst = encodeLong(dst, int64(len(r.Tables)))
+			for _, t := range r.Tables {
+				dst = encodeString(dst, t)
+			}
+		}
+		dst = append(dst, 0)
+	}
+	return dst
 }
 
 // encodeTimeMicros is goavro's timestamp-micros form of a time.Time,

@@ -378,8 +378,10 @@ func TestEncoderFrameMatchesGoavro(t *testing.T) {
 			Origin: "o", Events: 3, Partitions: []PartitionCount{{"a.b", 0, 1}, {"a.c", 7, 2}}},
 		{Snapshot: &SnapshotChunk{Slot: "s", Schema: "public", Table: "t", Chunk: 5, Last: true}, Events: 0},
 		{Snapshot: &SnapshotChunk{Slot: "s", Chunk: 1, LastKey: []string{}}},
-		{Snapshot: &SnapshotChunk{Slot: "s", Chunk: 1 << 33, LastKey: []string{"1", "héllo", ""}}, Events: 1 << 35,
+		{Snapshot: &SnapshotChunk{Slot: "s", Chunk: 1 << 33, LastKey: []string{"1", "héllo", ""}, ID: "r1"}, Events: 1 << 35,
 			Partitions: []PartitionCount{{"t", 2147483647, 1}}},
+		{Request: &SnapshotRequest{Slot: "s", ID: "join-0/1", Tables: []string{"public.t", ""}}},
+		{Request: &SnapshotRequest{Slot: "s"}},
 	}
 	for i, fr := range frames {
 		want, err := codec.BinaryFromNative(nil, fr.Native())

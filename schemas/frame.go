@@ -42,7 +42,7 @@ type PartitionCount struct {
 	Count     int64
 }
 
-// SnapshotChunk identifies one chunk of the initial snapshot.
+// SnapshotChunk identifies one chunk of a snapshot.
 type SnapshotChunk struct {
 	Slot   string
 	Schema string
@@ -52,6 +52,17 @@ type SnapshotChunk struct {
 	// LastKey is the text form of the key columns of the chunk's last row;
 	// nil for an empty chunk.
 	LastKey []string
+	// ID is the snapshot's: "initial" for the slot's initial snapshot, or
+	// the ID of an online snapshot.
+	ID string
+}
+
+// SnapshotRequest marks where an online snapshot of some tables starts in
+// the stream.
+type SnapshotRequest struct {
+	Slot   string
+	ID     string
+	Tables []string // schema.table
 }
 
 // Frame is one commit frame of the transactions topic.
@@ -64,6 +75,8 @@ type Frame struct {
 	Snapshot   *SnapshotChunk
 	Events     int64
 	Partitions []PartitionCount
+	// Request is set on the frame where an online snapshot starts.
+	Request *SnapshotRequest
 }
 
 // Native is the goavro form of f.
@@ -84,12 +97,21 @@ func (f *Frame) Native() map[string]any {
 		}
 		snap = goavro.Union("tributary.SnapshotChunk", map[string]any{
 			"slot": s.Slot, "schema": s.Schema, "table": s.Table, "chunk": s.Chunk, "last": s.Last, "last_key": lastKey,
+			"id": s.ID,
 		})
+	}
+	var req any
+	if r := f.Request; r != nil {
+		tables := make([]any, len(r.Tables))
+		for i, t := range r.Tables {
+			tables[i] = t
+		}
+		req = goavro.Union("tributary.SnapshotRequest", map[string]any{"slot": r.Slot, "id": r.ID, "tables": tables})
 	}
 	return map[string]any{
 		"xid": int64(f.Xid), "commit_lsn": int64(f.CommitLSN), "end_lsn": int64(f.EndLSN),
 		"commit_ts": f.CommitTime, "origin": nullableString(f.Origin), "snapshot": snap,
-		"event_count": f.Events, "partitions": parts,
+		"event_count": f.Events, "partitions": parts, "snapshot_request": req,
 	}
 }
 
@@ -113,9 +135,21 @@ func FrameFromNative(v any) (f Frame, err error) {
 		f.Snapshot = &SnapshotChunk{Slot: sm["slot"].(string), Schema: sm["schema"].(string),
 			Table: sm["table"].(string), Chunk: sm["chunk"].(int64), Last: sm["last"].(bool)}
 		if k := UnwrapUnion(sm["last_key"]); k != nil {
+			f.Snapshot.LastKey = []string{}
 			for _, v := range k.([]any) {
 				f.Snapshot.LastKey = append(f.Snapshot.LastKey, v.(string))
 			}
+		}
+		f.Snapshot.ID = "initial" // the default of frames written before the field
+		if id, ok := sm["id"].(string); ok {
+			f.Snapshot.ID = id
+		}
+	}
+	if r := UnwrapUnion(m["snapshot_request"]); r != nil {
+		rm := r.(map[string]any)
+		f.Request = &SnapshotRequest{Slot: rm["slot"].(string), ID: rm["id"].(string), Tables: []string{}}
+		for _, t := range rm["tables"].([]any) {
+			f.Request.Tables = append(f.Request.Tables, t.(string))
 		}
 	}
 	f.Events = m["event_count"].(int64)

@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +21,10 @@ func TestFrameRoundTrip(t *testing.T) {
 			Partitions: []PartitionCount{{"p.public.a", 0, 1}, {"p.public.b", 2, 2}}},
 		{CommitLSN: 90, EndLSN: 90, CommitTime: ts, Origin: "site_b", Events: 0},
 		{CommitLSN: 90, EndLSN: 90, CommitTime: ts, Events: 1, Partitions: []PartitionCount{{"p.public.a", 1, 1}},
-			Snapshot: &SnapshotChunk{Slot: "s", Schema: "public", Table: "a", Chunk: 4, Last: true, LastKey: []string{"42", `a"b,c`}}},
-		{CommitLSN: 90, EndLSN: 90, CommitTime: ts, Snapshot: &SnapshotChunk{Slot: "s", Schema: "public", Table: "a"}},
+			Snapshot: &SnapshotChunk{Slot: "s", Schema: "public", Table: "a", Chunk: 4, Last: true, LastKey: []string{"42", `a"b,c`}, ID: "initial"}},
+		{CommitLSN: 90, EndLSN: 90, CommitTime: ts, Snapshot: &SnapshotChunk{Slot: "s", Schema: "public", Table: "a", ID: "join-0/5A"}},
+		{CommitLSN: 91, EndLSN: 92, CommitTime: ts, Request: &SnapshotRequest{Slot: "s", ID: "r1", Tables: []string{"public.a", "x.y"}}},
+		{CommitLSN: 91, EndLSN: 92, CommitTime: ts, Request: &SnapshotRequest{Slot: "s", ID: "r2", Tables: []string{}}},
 	} {
 		bin, err := codec.BinaryFromNative(nil, f.Native())
 		if err != nil {
@@ -37,5 +41,64 @@ func TestFrameRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, f) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, f)
 		}
+	}
+}
+
+// Frames written before the snapshot ID and the snapshot request existed
+// decode with their defaults, and the new frame schema is a fully compatible
+// successor of the old one (so a producer upgrades its prefix in place).
+func TestFrameSchemaEvolution(t *testing.T) {
+	var def map[string]any
+	if err := json.Unmarshal([]byte(FrameSchema()), &def); err != nil {
+		t.Fatal(err)
+	}
+	without := func(rec map[string]any, name string) []any {
+		var out []any
+		for _, f := range rec["fields"].([]any) {
+			if f.(map[string]any)["name"] != name {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	def["fields"] = without(def, "snapshot_request")
+	for _, f := range def["fields"].([]any) {
+		if fm := f.(map[string]any); fm["name"] == "snapshot" {
+			chunk := fm["type"].([]any)[1].(map[string]any)
+			chunk["fields"] = without(chunk, "id")
+		}
+	}
+	b, err := json.Marshal(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := string(b)
+	if strings.Contains(old, "snapshot_request") || strings.Contains(old, `"id"`) {
+		t.Fatalf("could not derive the old frame schema: %s", old)
+	}
+	if err := CheckFullCompatible(old, FrameSchema()); err != nil {
+		t.Fatalf("new frame schema not compatible with the old: %v", err)
+	}
+	oc, err := goavro.NewCodec(old)
+	if err != nil {
+		t.Fatalf("old schema: %v\n%s", err, old)
+	}
+	bin, err := oc.BinaryFromNative(nil, map[string]any{"xid": int64(1), "commit_lsn": int64(2), "end_lsn": int64(3),
+		"commit_ts": time.UnixMicro(0), "origin": nil, "event_count": int64(0), "partitions": []any{},
+		"snapshot": goavro.Union("tributary.SnapshotChunk", map[string]any{"slot": "s", "schema": "public", "table": "t",
+			"chunk": int64(0), "last": true, "last_key": nil})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := DecoderCompileFrame(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fd.Decode(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Snapshot == nil || f.Snapshot.ID != "initial" || f.Request != nil {
+		t.Fatalf("old frame decoded as %+v (snapshot %+v)", f, f.Snapshot)
 	}
 }
