@@ -195,3 +195,48 @@ func Seek(ctx context.Context, opts []kgo.Opt, topic string, partition int32, b 
 	}
 	return r.Offset, nil
 }
+
+// PositionFor returns an offset of topic's partition from which a reader
+// finds every committed record whose key (by keyOf) is at least want, and
+// few records below it: a record written at time at or later has such a
+// key, and records are in key order. It asks the broker for the first offset
+// a little before at (one round trip), then checks that the record there is
+// below want, looking further back when it is not; the reader skips the
+// records below want at its head. It returns b.Start when the partition
+// holds nothing older.
+func PositionFor(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partition int32, b Bounds, want uint64, at time.Time, keyOf SeekFunc) (int64, error) {
+	if b.Empty() {
+		return b.Start, nil
+	}
+	for _, back := range []time.Duration{time.Minute, time.Hour, 24 * time.Hour} {
+		listed, err := adm.ListOffsetsAfterMilli(ctx, at.Add(-back).UnixMilli(), topic)
+		if err != nil {
+			return 0, fmt.Errorf("offsets of %s by time: %w", topic, err)
+		}
+		lo, ok := listed.Lookup(topic, partition)
+		if !ok || lo.Err != nil {
+			return 0, fmt.Errorf("offset of %s partition %d by time: %v", topic, partition, lo.Err)
+		}
+		off := max(lo.Offset, b.Start)
+		if off <= b.Start {
+			return b.Start, nil
+		}
+		r, err := firstAt(ctx, opts, topic, partition, off, b.End)
+		if err != nil {
+			return 0, err
+		}
+		if r == nil {
+			continue // only markers after off: look further back
+		}
+		if k, ok := keyOf(r); ok && k < want {
+			return off, nil
+		}
+	}
+	return b.Start, nil
+}
+
+// ReadFirst returns the first committed record of the partition within b,
+// or nil when there is none.
+func ReadFirst(ctx context.Context, opts []kgo.Opt, topic string, partition int32, b Bounds) (*kgo.Record, error) {
+	return firstAt(ctx, opts, topic, partition, b.Start, b.End)
+}

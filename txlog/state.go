@@ -130,9 +130,13 @@ type Snapshot struct {
 	Chunks int64 `json:"chunks"`
 	Rows   int64 `json:"rows"`
 	// Estimate is the table's row count estimate when the snapshot started.
-	Estimate  int64     `json:"estimate"`
-	Requested time.Time `json:"requested"`
-	Finished  time.Time `json:"finished,omitzero"`
+	Estimate int64 `json:"estimate"`
+	// RequestLSN is the commit LSN of the frame that marks a requested
+	// snapshot's start (schemas.Frame.Request): a consumer bootstrapping
+	// from the snapshot starts there.
+	RequestLSN pglogrepl.LSN `json:"request_lsn,omitempty"`
+	Requested  time.Time     `json:"requested"`
+	Finished   time.Time     `json:"finished,omitzero"`
 }
 
 // KeyRange is one part of a table's key order, read chunk by chunk in key
@@ -208,24 +212,39 @@ func stateRecord(topic, key string, d document) *kgo.Record {
 // does not exist gives an empty state. The topic is compacted, so its
 // length follows the number of tables, not the age of the log.
 func ReadState(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, slot string) (*State, error) {
-	st := NewState(slot)
-	b, err := PartitionBounds(ctx, adm, topic, 0)
-	if err != nil || b.Empty() {
+	all, err := readStates(ctx, opts, adm, topic, func(s string) bool { return s == slot })
+	if st := all[slot]; st != nil || err != nil {
 		return st, err
 	}
-	prefix := slot + "/"
+	return NewState(slot), nil
+}
+
+// ReadStates reads the state of every slot that wrote to topic, by slot.
+func ReadStates(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string) (map[string]*State, error) {
+	return readStates(ctx, opts, adm, topic, func(string) bool { return true })
+}
+
+func readStates(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, want func(slot string) bool) (map[string]*State, error) {
+	out := map[string]*State{}
+	b, err := PartitionBounds(ctx, adm, topic, 0)
+	if err != nil || b.Empty() {
+		return out, err
+	}
+	tableKeys := map[string]string{} // record key -> table name, for tombstones
 	err = ReadRange(ctx, opts, topic, 0, b.Start, b.End, func(r *kgo.Record) error {
 		key := string(r.Key)
-		if !strings.HasPrefix(key, prefix) {
-			return nil // another slot's
+		slot, _, ok := strings.Cut(key, "/")
+		if !ok || !want(slot) {
+			return nil
+		}
+		st := out[slot]
+		if st == nil {
+			st = NewState(slot)
+			out[slot] = st
 		}
 		if r.Value == nil {
-			if strings.HasPrefix(key, prefix+"table/") {
-				for name, t := range st.Tables {
-					if tableKey(slot, t.Schema, t.Table) == key {
-						delete(st.Tables, name)
-					}
-				}
+			if name, ok := tableKeys[key]; ok {
+				delete(st.Tables, name)
 			}
 			return nil
 		}
@@ -241,10 +260,46 @@ func ReadState(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, slo
 			st.Position = *d.Position
 		case d.Table != nil:
 			st.Tables[d.Table.Name()] = d.Table
+			tableKeys[key] = d.Table.Name()
 		}
 		return nil
 	})
-	return st, err
+	return out, err
+}
+
+// FoundSnapshot is an online snapshot found by ID in the state of any slot.
+type FoundSnapshot struct {
+	Slot       string
+	ID         string
+	RequestLSN pglogrepl.LSN // where its request frame is
+	Requested  time.Time     // the request's commit time at the source
+	Tables     map[string]SnapshotStatus
+}
+
+// FindSnapshot finds the requested online snapshot id in topic's states;
+// id "latest" finds the most recently requested one that was not
+// cancelled. It returns nil when there is none.
+func FindSnapshot(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, id string) (*FoundSnapshot, error) {
+	states, err := ReadStates(ctx, opts, adm, topic)
+	if err != nil {
+		return nil, err
+	}
+	var found *FoundSnapshot
+	for slot, st := range states {
+		for _, t := range st.Tables {
+			sn := t.Snapshot
+			if sn == nil || sn.RequestLSN == 0 || id != "latest" && sn.ID != id || id == "latest" && sn.Status == SnapshotCancelled {
+				continue
+			}
+			if found == nil || found.ID != sn.ID && sn.RequestLSN > found.RequestLSN {
+				found = &FoundSnapshot{Slot: slot, ID: sn.ID, RequestLSN: sn.RequestLSN, Requested: sn.Requested, Tables: map[string]SnapshotStatus{}}
+			}
+			if found.ID == sn.ID {
+				found.Tables[t.Name()] = sn.Status
+			}
+		}
+	}
+	return found, nil
 }
 
 // SortedTables returns the state's tables ordered by name.
