@@ -50,6 +50,11 @@ func (s *session) commitGroupAsync(ctx context.Context) error {
 	if !s.w.inTxn {
 		return nil
 	}
+	// The state that the group's frames advanced goes into the same Kafka
+	// transaction (state.go).
+	for _, r := range s.state.records(s.cfg.Slot) {
+		s.w.produce(r)
+	}
 	p := &inflightCommit{done: make(chan struct{}), end: s.groupEnd, txns: s.groupTxns, events: s.groupEvents, start: time.Now()}
 	s.groupEvents, s.groupTxns = 0, 0
 	s.nextPendingFrom = 0

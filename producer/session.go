@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // HeartbeatPrefix is the logical decoding message prefix of the producer's
@@ -70,8 +71,14 @@ type session struct {
 	txTopic   string
 
 	resumeAfter pglogrepl.LSN // source transactions committed at or below this are in Kafka already
-	snap        snapshotState // initial snapshot progress; nil when no snapshot runs
-	catchUp     *catchUp      // after a resumed snapshot: changes it already holds
+
+	// The durable state (state.go) and what reconciling it needs.
+	state        *producerState
+	logTopics    map[string]bool // data topics with stream records, when the state was built from the log
+	stateUnknown bool            // the slot existed but no state or frame of it did: no table is known
+	pubAll       bool            // the publication is FOR ALL TABLES
+	online       *online         // online snapshots (online.go)
+	nextPubCheck time.Time       // when the stream next lists the publication
 
 	received    pglogrepl.LSN // write position: WAL processed
 	confirmed   pglogrepl.LSN // flush position: durable in Kafka
@@ -113,7 +120,9 @@ type relState struct {
 	keyID   int
 	valueID int
 	topic   topicInfo
-	skip    bool // not among --tables
+	name    string // schema.table
+	skip    bool   // not among --tables
+	pending bool   // an online snapshot of the table is active (HeaderSnapshot)
 }
 
 type tpKey struct {
@@ -134,6 +143,26 @@ type txState struct {
 	enc       *schemas.EncoderTx // built on the first event; see encoded
 	commitHdr []byte             // order header values shared by the transaction's records
 	xidHdr    []byte
+
+	// What its frame also carries: a snapshot chunk (an online chunk is
+	// written at its high watermark's transaction), or the start of an
+	// online snapshot. forceFrame writes a frame even with no event.
+	snapChunk  *schemas.SnapshotChunk
+	request    *schemas.SnapshotRequest
+	forceFrame bool
+	// online are the tables under an online snapshot it changed.
+	online []string
+}
+
+// noteOnline records that the transaction changed table, which is under
+// an online snapshot.
+func (tx *txState) noteOnline(table string) {
+	for _, t := range tx.online {
+		if t == table {
+			return
+		}
+	}
+	tx.online = append(tx.online, table)
 }
 
 // encoded returns the encoded parts that every event of tx shares. It is
@@ -149,6 +178,9 @@ func (tx *txState) encoded() *schemas.EncoderTx {
 }
 
 func (s *session) close() {
+	if s.online != nil {
+		s.online.close()
+	}
 	if p := s.inflight; p != nil {
 		<-p.done
 	}
@@ -183,22 +215,32 @@ func connConfig(dsn string, replication bool) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
-func (s *session) run(ctx context.Context) error {
-	defer s.close()
-	cfg := s.cfg
-	pcfg, err := pgx.ParseConfig(cfg.SourceDSN)
+// connect opens an ordinary connection to the source with the session
+// settings. Its own writes (publication, heartbeats, watermarks) commit
+// with synchronous_commit = local: they must not wait for synchronous
+// standbys, the producer among them.
+func (s *session) connect(ctx context.Context) (*pgx.Conn, error) {
+	pcfg, err := pgx.ParseConfig(s.cfg.SourceDSN)
 	if err != nil {
-		return permanent(fmt.Errorf("source DSN: %w", err))
+		return nil, permanent(fmt.Errorf("source DSN: %w", err))
 	}
 	for k, v := range sessionParams {
 		pcfg.RuntimeParams[k] = v
 	}
-	if s.db, err = pgx.ConnectConfig(ctx, pcfg); err != nil {
+	pcfg.RuntimeParams["synchronous_commit"] = "local"
+	return pgx.ConnectConfig(ctx, pcfg)
+}
+
+func (s *session) run(ctx context.Context) error {
+	defer s.close()
+	cfg := s.cfg
+	var err error
+	if s.db, err = s.connect(ctx); err != nil {
 		return fmt.Errorf("connect to source: %w", err)
 	}
 	s.dbName = s.db.PgConn().ParameterStatus("database")
 	if s.dbName == "" {
-		s.dbName = pcfg.Database
+		s.dbName = s.db.Config().Database
 	}
 	s.cat = newCatalog(s.db)
 	if _, err := ensurePublication(ctx, s.db, cfg.Publication, cfg.Tables, s.log); err != nil {
@@ -267,20 +309,63 @@ func (s *session) run(ctx context.Context) error {
 		s.sentFlush = cp
 		s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
 		if cfg.Snapshot != SnapshotNever {
-			s.snap = snapshotState{}
 			if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
 				return err
 			}
+		} else if err := s.checkPublication(ctx, cp, cp); err != nil {
+			return err
 		}
-	} else if cfg.Snapshot != SnapshotNever {
-		if err := s.resumeSnapshot(ctx); err != nil {
+	} else {
+		// With no state and no frame of a slot that exists, nothing is
+		// known of its tables: each one gets an online snapshot.
+		s.stateUnknown = s.state.st.Empty()
+		if s.stateUnknown && cfg.Snapshot != SnapshotNever {
+			s.log.Warn("the slot exists but no state of it is in Kafka: every published table gets an online snapshot",
+				"state_topic", s.state.topic)
+		}
+		if err := s.checkPublication(ctx, 0, s.state.st.Position.CommitLSN); err != nil {
 			return err
 		}
 	}
-	if cfg.Snapshot == SnapshotOnly {
+	// Every table's state is in Kafka before anything else of the stream.
+	if err := s.flushState(ctx); err != nil {
+		return err
+	}
+	if cfg.Snapshot == SnapshotOnly && len(s.state.activeSnapshots()) == 0 {
 		return nil
 	}
 	return s.stream(ctx)
+}
+
+// checkPublication lists the publication and reconciles the state with it
+// (see reconcile); cp is the consistent point of a slot this session
+// created, and at the source position of the decision.
+func (s *session) checkPublication(ctx context.Context, cp, at pglogrepl.LSN) error {
+	pub, all, err := listPublished(ctx, s.db, s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	s.pubAll = all
+	s.reconcile(pub, all, cp, at)
+	for _, t := range s.state.st.Tables {
+		s.setPending(t)
+	}
+	if s.online != nil {
+		clear(s.online.pubs)
+	}
+	return nil
+}
+
+// flushState writes the state changes that wait, in a Kafka transaction of
+// their own unless one is open (it then goes with that one's commit).
+func (s *session) flushState(ctx context.Context) error {
+	if !s.state.pending() {
+		return nil
+	}
+	if err := s.beginGroup(); err != nil {
+		return err
+	}
+	return s.commitGroup(ctx)
 }
 
 // permanentUnlessTransient keeps network errors retryable and makes every
@@ -329,6 +414,9 @@ func (s *session) openKafka(ctx context.Context) error {
 	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1); err != nil {
 		return err
 	}
+	if _, err := s.w.ensureTopic(ctx, schemas.StateTopic(cfg.Prefix), 1, "cleanup.policy", "compact"); err != nil {
+		return err
+	}
 	if s.msgTopic, err = s.w.ensureTopic(ctx, schemas.MessagesTopic(cfg.Prefix), 0); err != nil {
 		return err
 	}
@@ -349,18 +437,7 @@ func (s *session) openKafka(ctx context.Context) error {
 	if s.msgValID, err = reg.Register(ctx, schemas.ValueSubject(mt), schemas.MessageSchema(), cfg.SchemaChange); err != nil {
 		return permanentUnlessTransient(err)
 	}
-	last, err := lastFrame(ctx, cfg.KafkaOpts, reg, s.txTopic)
-	if err != nil {
-		return err
-	}
-	// Snapshot frames carry their snapshot's consistent point, not a stream
-	// commit: the stream from the slot resumes after stream frames only.
-	if last != nil && last.Snapshot == nil {
-		s.resumeAfter = last.CommitLSN
-		s.confirmed = last.EndLSN
-		s.log.Info("resuming after the last frame in Kafka", "commit_lsn", last.CommitLSN, "xid", last.Xid)
-	}
-	return nil
+	return s.loadState(ctx)
 }
 
 // stream runs the replication protocol until ctx ends or an error occurs.
@@ -400,16 +477,46 @@ func (s *session) stream(ctx context.Context) error {
 		s.wake = nil
 		_ = conn.SetReadDeadline(time.Time{})
 	}()
+	s.online = newOnline(s, s.wake)
+	if err := s.online.schedule(ctx); err != nil {
+		return err
+	}
+	s.nextPubCheck = time.Now().Add(publicationCheckInterval)
 	for {
 		now := time.Now()
 		if ctx.Err() != nil {
 			return s.shutdown()
+		}
+		if err := s.online.err(); err != nil {
+			return err
 		}
 		if s.inflight != nil && s.inflight.finished.Load() {
 			if err := s.awaitCommit(ctx); err != nil {
 				return err
 			}
 			nextStatus = now
+		}
+		if s.tx == nil && !now.Before(s.nextPubCheck) {
+			// A table added to the publication and not yet changed has
+			// sent nothing to the stream: list the publication.
+			if err := s.checkPublication(ctx, 0, s.received); err != nil {
+				return err
+			}
+			if err := s.online.schedule(ctx); err != nil {
+				return err
+			}
+			s.nextPubCheck = now.Add(publicationCheckInterval)
+		}
+		if s.tx == nil && s.inflight == nil && !s.groupOpen() && s.state.pending() {
+			// State changes with no frame to go with (a table joined, a
+			// snapshot paused) are committed like a group.
+			if err := s.beginGroup(); err != nil {
+				return err
+			}
+		}
+		if cfg.Snapshot == SnapshotOnly && s.tx == nil && !s.groupOpen() && len(s.state.activeSnapshots()) == 0 {
+			s.log.Info("--snapshot only: every snapshot is done")
+			return s.shutdown()
 		}
 		// While a commit is in flight, the next group waits in the queue
 		// for it (its end wakes the receive) or until the queue is full.
@@ -451,14 +558,17 @@ func (s *session) stream(ctx context.Context) error {
 		if cfg.ProgressInterval > 0 && nextProgress.Before(deadline) {
 			deadline = nextProgress
 		}
+		if s.nextPubCheck.Before(deadline) {
+			deadline = s.nextPubCheck
+		}
 		if !deadline.Equal(readDeadline) {
 			if err := conn.SetReadDeadline(deadline); err != nil {
 				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
 			}
 			readDeadline = deadline
-			// A cancel or a commit's end after this check moves the
-			// deadline set here to now.
-			if ctx.Err() != nil || s.inflight != nil && s.inflight.finished.Load() {
+			// A cancel, a commit's end or a worker's failure after this
+			// check moves the deadline set here to now.
+			if ctx.Err() != nil || s.inflight != nil && s.inflight.finished.Load() || len(s.online.errc) > 0 {
 				continue
 			}
 		}
@@ -486,6 +596,10 @@ func (s *session) stream(ctx context.Context) error {
 		}
 	}
 }
+
+// publicationCheckInterval is how often the stream lists the publication for
+// tables that joined or left it.
+const publicationCheckInterval = 30 * time.Second
 
 // readServerWAL reads the source's current WAL position into serverWAL.
 func (s *session) readServerWAL(ctx context.Context) error {
@@ -680,7 +794,10 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 			}
 		}
 	case *pglogrepl.RelationMessage:
-		return s.relation(ctx, m)
+		if err := s.relation(ctx, m); err != nil {
+			return err
+		}
+		return s.noteRelation(ctx, m)
 	case *pglogrepl.TypeMessage:
 		// Types are read from the catalog when a Relation message uses them.
 	case *pglogrepl.InsertMessage:
@@ -714,14 +831,17 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if err != nil {
 		return permanentUnlessTransient(err)
 	}
-	rs := &relState{}
-	if s.only != nil && !s.only[t.Schema+"."+t.Name] {
+	rs := &relState{name: t.Schema + "." + t.Name}
+	if s.only != nil && !s.only[rs.name] {
 		rs.skip = true
 		s.relations[m.RelationID] = rs
 		return nil
 	}
 	if old := s.relations[m.RelationID]; old != nil && old.ts != nil && sameColumns(old.ts.Table, t) {
 		return nil
+	}
+	if st := s.state.table(rs.name); st != nil && st.OID == m.RelationID {
+		rs.pending = st.Snapshot != nil && st.Snapshot.Kind == txlog.SnapshotOnline && st.Snapshot.Status.Active()
 	}
 	ts, err := schemas.BuildTableSchema(s.cfg.Prefix, t, s.cfg.UnsupportedTypes)
 	if err != nil {
@@ -742,6 +862,30 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	s.relations[m.RelationID] = rs
 	s.log.Info("table schema", "table", t.String(), "topic", ts.Topic, "columns", len(t.Columns), "value_schema_id", rs.valueID)
 	return nil
+}
+
+// noteRelation records a table that the stream describes for the first
+// time and the state does not know as captured: it joined the publication
+// (see join), at the current transaction's position.
+func (s *session) noteRelation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rs := s.relations[m.RelationID]
+	cur := s.state.table(rs.name)
+	if rs.skip {
+		if cur == nil || cur.Status != txlog.TableExcluded || cur.OID != m.RelationID {
+			s.state.set(&txlog.TableState{Schema: m.Namespace, Table: m.RelationName, OID: m.RelationID, Status: txlog.TableExcluded})
+		}
+		return nil
+	}
+	if cur != nil && cur.Status == txlog.TableCaptured && (cur.OID == m.RelationID || cur.OID == 0) {
+		return nil
+	}
+	at := s.received
+	if s.tx != nil {
+		at = s.tx.commitLSN
+	}
+	s.join(m.RelationID, m.Namespace, m.RelationName, s.pubAll, at, -1)
+	s.setPending(s.state.table(rs.name))
+	return s.online.schedule(ctx)
 }
 
 func sameColumns(a, b schemas.Table) bool {
@@ -771,14 +915,31 @@ func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, o
 	if s.tx == nil {
 		return permanent(fmt.Errorf("change at %s outside a transaction", lsn))
 	}
-	if s.tx.skip {
-		return nil
-	}
 	rs, ok := s.relations[relID]
 	if !ok {
+		if s.tx.skip {
+			return nil
+		}
 		return permanent(fmt.Errorf("change at %s for relation %d before its Relation message", lsn, relID))
 	}
 	if rs.skip {
+		return nil
+	}
+	if s.tx.skip {
+		// Not written (from an origin not forwarded), but a chunk read
+		// while it happened must not bring back the row as it was.
+		if rs.pending {
+			s.tx.noteOnline(rs.name)
+		}
+		if s.online != nil && len(s.online.windows[rs.name]) > 0 {
+			for _, t := range []*pglogrepl.TupleData{oldT, newT} {
+				if t != nil {
+					if key, err := s.encodeKey(rs, t); err == nil {
+						s.online.noteKey(rs.name, key)
+					}
+				}
+			}
+		}
 		return nil
 	}
 	keyT := newT
@@ -797,28 +958,31 @@ func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, o
 		if !bytes.Equal(oldKey, key) {
 			// A key change is a delete of the old key and an insert of the
 			// new one, so that each key's events stay on its own partition.
-			if err := s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpDelete, oldKey, oldT, oldT, nil); err != nil {
+			if err := s.emitChange(ctx, rs, lsn, schemas.OpDelete, oldKey, oldT, oldT, nil); err != nil {
 				return err
 			}
-			return s.emitUnlessInSnapshot(ctx, rs, lsn, schemas.OpInsert, key, newT, nil, newT)
+			return s.emitChange(ctx, rs, lsn, schemas.OpInsert, key, newT, nil, newT)
 		}
 	}
-	return s.emitUnlessInSnapshot(ctx, rs, lsn, op, key, keyT, oldT, newT)
+	return s.emitChange(ctx, rs, lsn, op, key, keyT, oldT, newT)
 }
 
-// emitUnlessInSnapshot emits a change unless a resumed snapshot already holds
-// its effect (see catchUp); keyT is the row image the key comes from.
-func (s *session) emitUnlessInSnapshot(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyT, before, after *pglogrepl.TupleData) error {
-	skip, err := s.inSnapshot(ctx, rs.ts, s.tx.commitLSN, keyT)
-	if err != nil {
-		return s.eventError(rs, lsn, rs.enc.KeyText(keyT), err)
+// emitChange writes one change; keyT is the row image the key comes from.
+// The key is noted in the open windows of online snapshot chunks of the
+// table, and the record marked pending while such a snapshot is active.
+func (s *session) emitChange(ctx context.Context, rs *relState, lsn pglogrepl.LSN, op schemas.Op, key []byte, keyT, before, after *pglogrepl.TupleData) error {
+	if rs.pending {
+		s.tx.noteOnline(rs.name)
 	}
-	if skip {
-		return nil
+	if s.online != nil && len(s.online.windows) > 0 {
+		s.online.noteKey(rs.name, key)
 	}
 	r, err := s.encodeChange(rs, rs.topic.part, s.tx, s.tx.pos, lsn, op, key, before, after)
 	if err != nil {
 		return s.eventError(rs, lsn, rs.enc.KeyText(keyT), err)
+	}
+	if rs.pending {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderSnapshot, Value: pendingHeader})
 	}
 	return s.produce(ctx, r)
 }
@@ -914,14 +1078,13 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			continue
 		}
 		ts := rs.ts
-		if c := s.catchUp; c != nil && s.tx.commitLSN < c.until {
-			for _, ch := range c.chunks[ts.Table.String()] {
-				if ch.lsn > s.tx.commitLSN {
-					return s.eventError(rs, lsn, "(truncate)", permanent(fmt.Errorf(
-						"table was truncated while its initial snapshot was interrupted, so the resumed snapshot cannot be made consistent; "+
-							"drop slot %s and the %s.* topics and start again", s.cfg.Slot, s.cfg.Prefix)))
-				}
-			}
+		if t := s.state.table(rs.name); t != nil && t.Snapshot != nil && t.Snapshot.Kind == txlog.SnapshotOnline && t.Snapshot.Status.Active() {
+			// Every row the snapshot had left to read is gone; rows
+			// written from now on are in the stream.
+			t.Snapshot.Status, t.Snapshot.Reason, t.Snapshot.Finished = txlog.SnapshotDone, "truncated while the snapshot ran", now()
+			s.state.changed(t)
+			s.online.dropTable(rs.name)
+			s.log.Info("online snapshot done: the table was truncated", "table", rs.name, "snapshot", t.Snapshot.ID)
 		}
 		for p := int32(0); p < rs.topic.n; p++ {
 			ev := schemas.EncoderEvent{Op: schemas.OpTruncate, SourceHead: rs.srcHead, LSN: lsn, Tx: s.tx.encoded(), Position: s.tx.pos}
@@ -941,8 +1104,17 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 // message passes a logical decoding message through. A transactional one is
 // part of its transaction; a non-transactional one is framed on its own.
 func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
-	if m.Prefix == HeartbeatPrefix {
+	switch m.Prefix {
+	case HeartbeatPrefix:
 		return nil
+	case WatermarkPrefix, SignalPrefix:
+		if !m.Transactional || s.tx == nil || s.tx.skip {
+			return nil
+		}
+		if m.Prefix == SignalPrefix {
+			return s.signal(ctx, m)
+		}
+		return s.online.watermarkMessage(ctx, m)
 	}
 	standalone := !m.Transactional || s.tx == nil
 	if standalone {
@@ -982,7 +1154,10 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 	if s.tx == nil {
 		return permanent(fmt.Errorf("commit at %s without begin", m.CommitLSN))
 	}
-	if s.tx.skip || s.tx.pos == 0 {
+	if len(s.tx.online) > 0 && s.online != nil {
+		s.online.noteTxn(s.tx.xid, s.tx.online)
+	}
+	if s.tx.skip || s.tx.pos == 0 && !s.tx.forceFrame {
 		// Already in Kafka, from an origin that is not forwarded, or with no
 		// published change: no frame. The position moves past it with the
 		// next keepalive once earlier transactions are durable. If it began
@@ -1006,7 +1181,7 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	tx := s.tx
 	f := schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
-		Origin: tx.origin, Events: tx.pos}
+		Origin: tx.origin, Events: tx.pos, Snapshot: tx.snapChunk, Request: tx.request}
 	for k, n := range tx.counts {
 		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
 	}
@@ -1015,6 +1190,7 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	if err := s.send(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}); err != nil {
 		return err
 	}
+	s.state.noteFrame(&f)
 	s.groupTxns++
 	s.groupEnd = end
 	s.tx = nil

@@ -9,38 +9,39 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
-// snapshotTable is one published table as the snapshot reads it.
-type snapshotTable struct {
-	rel      *pglogrepl.RelationMessage
-	where    string // publication row filter, or ""
-	estimate int64  // pg_class.reltuples
-	keyCols  []int  // column indexes ordering the chunks
+// from is the FROM item that reads the table's own rows: ONLY for a table
+// that may have inheritance children (their rows are theirs, as the
+// publication publishes them), the table itself for a partitioned table
+// (its rows are its partitions', published through it).
+func (t pubTable) from(ts *schemas.TableSchema) string {
+	if t.relkind == "p" {
+		return ts.Table.QualifiedName()
+	}
+	return "ONLY " + ts.Table.QualifiedName()
 }
 
 // snapshot copies every published table inside the exported snapshot
-// snapName, as op=r events, one frame per chunk of SnapshotChunkRows rows read
-// in key order. Its frames carry the consistent point cp as commit LSN, so
-// streaming, which starts there, follows them without overlap.
+// snapName, as op=r events, one frame per chunk of SnapshotChunkRows rows
+// read in key order. Its frames carry the consistent point cp as commit
+// LSN, so streaming, which starts there, follows them without overlap.
 //
-// SnapshotWorkers connections import the snapshot and read tables in
-// parallel, each decoding and encoding its own rows; this goroutine writes
-// the chunks to Kafka one whole chunk at a time, so a chunk's frame counts
-// exactly its records. A worker reads at most one bounded buffer ahead.
+// First the tables' states are written (so that a restart knows every
+// table the snapshot covers), then SnapshotWorkers connections import the
+// snapshot and read key ranges in parallel, several ranges of one large
+// table among them, each decoding and encoding its own rows; this goroutine
+// writes the chunks to Kafka one whole chunk at a time, each with its
+// table's progress, so a chunk's frame counts exactly its records and the
+// state never runs ahead of Kafka. A worker reads at most one bounded
+// buffer ahead. A snapshot interrupted by a restart continues online (see
+// online.go), from the last key each range wrote.
 func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LSN) error {
 	cfg := s.cfg
-	pcfg, err := pgx.ParseConfig(cfg.SourceDSN)
-	if err != nil {
-		return permanent(err)
-	}
-	for k, v := range sessionParams {
-		pcfg.RuntimeParams[k] = v
-	}
 	// Every reader imports the snapshot now, while the exporting replication
 	// connection is still idle.
 	var txs []pgx.Tx
@@ -51,7 +52,7 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 		}
 	}()
 	for i := 0; i < cfg.SnapshotWorkers; i++ {
-		conn, err := pgx.ConnectConfig(ctx, pcfg)
+		conn, err := s.connect(ctx)
 		if err != nil {
 			return fmt.Errorf("snapshot connection: %w", err)
 		}
@@ -65,25 +66,38 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 			return fmt.Errorf("import snapshot %s: %w", snapName, err)
 		}
 	}
-	tables, err := s.snapshotTables(ctx, txs[0])
+	pub, all, err := listPublished(ctx, txs[0], cfg.Publication)
 	if err != nil {
 		return err
 	}
+	s.pubAll = all
+	s.reconcile(pub, all, cp, cp)
 	var work []*snapshotWork
-	for _, st := range tables {
-		if err := s.relation(ctx, st.rel); err != nil {
+	for _, pt := range pub {
+		t := s.state.table(pt.fullName())
+		if t == nil || t.Status != txlog.TableCaptured || t.Snapshot == nil || t.Snapshot.Kind != txlog.SnapshotInitial {
+			continue
+		}
+		rel, err := relationOf(ctx, txs[0], pt)
+		if err != nil {
 			return err
 		}
-		w := &snapshotWork{st: st, rs: s.relations[st.rel.RelationID], name: st.rel.Namespace + "." + st.rel.RelationName}
-		if done := s.snap[w.name]; len(done) > 0 {
-			last := done[len(done)-1]
-			if last.last {
-				continue
-			}
-			w.after, w.first = last.lastKey, last.chunk+1
-			s.log.Info("snapshot resumes table", "table", w.name, "after_chunk", last.chunk, "after_key", last.lastKey)
+		if err := s.relation(ctx, rel); err != nil {
+			return err
 		}
-		work = append(work, w)
+		rs := s.relations[pt.oid]
+		ranges, err := s.planRanges(ctx, txs[0], rs.ts, pt, cfg.SnapshotWorkers)
+		if err != nil {
+			return err
+		}
+		t.Snapshot.Ranges = ranges
+		for i := range ranges {
+			work = append(work, &snapshotWork{t: t, pt: pt, rs: rs, rng: i})
+		}
+	}
+	// The tables' states are in Kafka before any chunk.
+	if err := s.flushState(ctx); err != nil {
+		return err
 	}
 
 	commitTime := time.Now() // the snapshot's events carry the time it was taken
@@ -113,53 +127,53 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 			}
 			continue
 		}
-		pr := progress[cs.w.name]
+		name := cs.w.t.Name()
+		pr := progress[name]
 		if pr == nil {
-			pr = &SnapshotProgress{Table: cs.w.name, Estimate: cs.w.st.estimate, Started: time.Now()}
-			progress[cs.w.name] = pr
+			pr = &SnapshotProgress{Table: name, Estimate: cs.w.t.Snapshot.Estimate, Started: time.Now()}
+			progress[name] = pr
 		}
 		if werr = s.writeSnapshotChunk(ctx, cs, cp, commitTime); werr != nil {
 			cancel()
 			continue
 		}
 		pr.Rows += cs.res.n
-		pr.Done = cs.res.last
+		pr.Done = cs.w.t.Snapshot.Status == txlog.SnapshotDone
 		s.reportSnapshot(*pr)
 	}
 	if werr != nil {
 		return werr
 	}
-	s.log.Info("snapshot complete", "tables", len(tables), "consistent_point", cp.String())
+	s.log.Info("snapshot complete", "tables", len(progress), "consistent_point", cp.String())
 	return nil
 }
 
-// snapshotWork is one table still to copy.
+// snapshotWork is one key range of a table still to copy.
 type snapshotWork struct {
-	st    snapshotTable
-	rs    *relState
-	name  string
-	after []string // resume after this key; nil from the start
-	first int64    // number of the first chunk to read
+	t   *txlog.TableState
+	pt  pubTable
+	rs  *relState
+	rng int // index into t.Snapshot.Ranges
 }
 
 // chunkStream carries one chunk from a worker to the writer: its records in
 // key order, in batches of up to recBatch (one channel hand-off per record
 // cost more than encoding it), then (when recs is closed) its result.
 type chunkStream struct {
-	w     *snapshotWork
-	chunk int64
-	recs  chan []*kgo.Record
-	res   chunkResult // valid once recs is closed
+	w    *snapshotWork
+	recs chan []*kgo.Record
+	res  chunkResult // valid once recs is closed
 }
 
 type chunkResult struct {
 	n       int64
-	lastKey []string
-	last    bool
+	lastKey []string // the range's last key written; nil before any
+	done    bool     // the range has no more rows
 	err     error
 }
 
-// writeSnapshotChunk produces one chunk's records, frames it and commits it.
+// writeSnapshotChunk produces one chunk's records, frames it with its
+// table's progress and commits it.
 func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pglogrepl.LSN, commitTime time.Time) error {
 	s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
 	for batch := range cs.recs {
@@ -172,55 +186,52 @@ func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pg
 	if cs.res.err != nil {
 		return cs.res.err
 	}
-	return s.finishSnapshotChunk(ctx, cs.w.rs.ts, cs.chunk, cs.res.last, cs.res.lastKey, cs.res.n > 0)
+	t := cs.w.t
+	sn := t.Snapshot
+	r := &sn.Ranges[cs.w.rng]
+	if cs.res.n > 0 {
+		r.After = cs.res.lastKey
+	}
+	r.Done = cs.res.done
+	sn.Chunks++
+	sn.Rows += cs.res.n
+	if sn.Done() {
+		sn.Status, sn.Finished = txlog.SnapshotDone, now()
+	}
+	s.state.changed(t)
+	s.tx.snapChunk = &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: t.Schema, Table: t.Table, Chunk: sn.Chunks - 1,
+		Last: sn.Status == txlog.SnapshotDone, ID: sn.ID}
+	if cs.res.n > 0 {
+		s.tx.snapChunk.LastKey = append([]string(nil), cs.res.lastKey...)
+	}
+	if err := s.finishTx(ctx, cp); err != nil {
+		return err
+	}
+	// Each chunk commits on its own: the snapshot's progress is what Kafka
+	// holds.
+	return s.commitGroup(ctx)
 }
 
-// snapshotWorker copies tables from queue, chunk by chunk, into streams.
+// snapshotWorker copies ranges from queue, chunk by chunk, into streams.
 // meta holds the snapshot's commit LSN and time.
 func (s *session) snapshotWorker(ctx context.Context, tx pgx.Tx, meta *txState, queue <-chan *snapshotWork, streams chan<- *chunkStream) {
 	for w := range queue {
-		if !s.snapshotTable(ctx, tx, w, meta, streams) {
+		if !s.snapshotRange(ctx, tx, w, meta, streams) {
 			return
 		}
 	}
 }
 
-// snapshotTable reads one table in key order, chunk by chunk, with keyset
-// pagination. It reports false when it stopped on an error or cancel.
-func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, w *snapshotWork, meta *txState, streams chan<- *chunkStream) bool {
+// snapshotRange reads one key range in key order, chunk by chunk, with
+// keyset pagination. It reports false when it stopped on an error or cancel.
+func (s *session) snapshotRange(ctx context.Context, tx pgx.Tx, w *snapshotWork, meta *txState, streams chan<- *chunkStream) bool {
 	ts := w.rs.ts
-	cols := make([]string, len(ts.Table.Columns))
-	for i, c := range ts.Table.Columns {
-		cols[i] = quoteIdent(c.Name)
-	}
-	var keyList []string
-	for _, i := range ts.KeyColumns {
-		keyList = append(keyList, quoteIdent(ts.Table.Columns[i].Name))
-	}
-	order := strings.Join(keyList, ", ")
-	base := "SELECT " + strings.Join(cols, ", ") + " FROM " + ts.Table.QualifiedName()
 	part := kgo.StickyKeyPartitioner(nil).ForTopic(ts.Topic)
-	last := w.after
-	for chunk := w.first; ; chunk++ {
-		var conds []string
-		if w.st.where != "" {
-			conds = append(conds, "("+w.st.where+")")
-		}
-		var args []any
-		if last != nil {
-			ph := make([]string, len(last))
-			for i, v := range last {
-				ph[i] = fmt.Sprintf("$%d::%s", i+1, ts.Table.Columns[ts.KeyColumns[i]].SQLType)
-				args = append(args, v)
-			}
-			conds = append(conds, "("+order+") > ("+strings.Join(ph, ", ")+")")
-		}
-		q := base
-		if len(conds) > 0 {
-			q += " WHERE " + strings.Join(conds, " AND ")
-		}
-		q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, s.cfg.SnapshotChunkRows)
-		cs := &chunkStream{w: w, chunk: chunk, recs: make(chan []*kgo.Record, recBatchesAhead)}
+	r := w.t.Snapshot.Ranges[w.rng]
+	last, to := r.Resume(), r.To
+	for {
+		q, args := chunkQuery(ts, w.pt, last, to, s.cfg.SnapshotChunkRows)
+		cs := &chunkStream{w: w, recs: make(chan []*kgo.Record, recBatchesAhead)}
 		select {
 		case streams <- cs:
 		case <-ctx.Done():
@@ -233,12 +244,12 @@ func (s *session) snapshotTable(ctx context.Context, tx pgx.Tx, w *snapshotWork,
 		if n > 0 {
 			last = lastKey
 		}
-		cs.res = chunkResult{n: n, lastKey: last, last: n < int64(s.cfg.SnapshotChunkRows), err: err}
+		cs.res = chunkResult{n: n, lastKey: last, done: n < int64(s.cfg.SnapshotChunkRows), err: err}
 		close(cs.recs)
 		if err != nil {
 			return false
 		}
-		if cs.res.last {
+		if cs.res.done {
 			return true
 		}
 	}
@@ -323,107 +334,142 @@ func sendBatch(ctx context.Context, out chan<- []*kgo.Record, batch []*kgo.Recor
 	}
 }
 
-// snapshotTables lists the published tables with their columns as pgoutput
-// would describe them: the publication's column list, no generated columns.
-func (s *session) snapshotTables(ctx context.Context, tx pgx.Tx) ([]snapshotTable, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT c.oid, pt.schemaname, pt.tablename, pt.attnames, COALESCE(pt.rowfilter, ''),
-		       GREATEST(c.reltuples, 0)::bigint, c.relreplident::text
-		FROM pg_catalog.pg_publication_tables pt
-		JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
-		JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-		WHERE pt.pubname = $1 ORDER BY 2, 3`, s.cfg.Publication)
+// relationOf describes a published table as pgoutput's Relation message
+// would: the publication's column list, no generated columns, and the
+// replica identity's columns flagged as key.
+func relationOf(ctx context.Context, q querier, t pubTable) (*pglogrepl.RelationMessage, error) {
+	rel := &pglogrepl.RelationMessage{RelationID: t.oid, Namespace: t.schema, RelationName: t.name}
+	cols, err := q.Query(ctx, `
+		SELECT a.attname, a.atttypid, a.atttypmod,
+		       COALESCE(a.attnum = ANY(i.indkey), false)
+		FROM pg_catalog.pg_attribute a
+		LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND
+		     (CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END)
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		  AND a.attname = ANY($3)
+		ORDER BY a.attnum`, t.oid, t.ident, t.attnames)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: published tables: %w", err)
+		return nil, fmt.Errorf("columns of %s: %w", t.fullName(), err)
 	}
-	type row struct {
-		oid      uint32
-		schema   string
-		table    string
-		attnames []string
-		filter   string
-		estimate int64
-		ident    string
+	for cols.Next() {
+		var c pglogrepl.RelationMessageColumn
+		var key bool
+		if err := cols.Scan(&c.Name, &c.DataType, &c.TypeModifier, &key); err != nil {
+			cols.Close()
+			return nil, err
+		}
+		if key || t.ident == "f" {
+			c.Flags = 1
+		}
+		rel.Columns = append(rel.Columns, &c)
 	}
-	var list []row
+	if err := cols.Err(); err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", t.fullName(), err)
+	}
+	rel.ColumnNum = uint16(len(rel.Columns))
+	return rel, nil
+}
+
+// onlineRelation returns the relation state of a table an online snapshot
+// reads, registering its schema from the catalog when the stream has not
+// described it yet, and its publication entry. Both are nil when the table
+// is no longer published.
+func (s *session) onlineRelation(ctx context.Context, t *txlog.TableState) (*relState, pubTable, error) {
+	if pt, ok := s.online.pubs[t.Name()]; ok && pt.oid == t.OID {
+		if rs := s.relations[pt.oid]; rs != nil && rs.ts != nil {
+			return rs, pt, nil
+		}
+	}
+	pub, _, err := listPublished(ctx, s.db, s.cfg.Publication)
+	if err != nil {
+		return nil, pubTable{}, err
+	}
+	for _, pt := range pub {
+		if pt.fullName() != t.Name() || pt.oid != t.OID {
+			continue
+		}
+		s.online.pubs[pt.fullName()] = pt
+		if rs := s.relations[pt.oid]; rs != nil && rs.ts != nil {
+			return rs, pt, nil
+		}
+		rel, err := relationOf(ctx, s.db, pt)
+		if err != nil {
+			return nil, pt, err
+		}
+		if err := s.relation(ctx, rel); err != nil {
+			return nil, pt, err
+		}
+		return s.relations[pt.oid], pt, nil
+	}
+	return nil, pubTable{}, nil
+}
+
+// planRanges splits a table's key order into up to n ranges of about equal
+// row counts, from a sample of its keys, so that n workers read it in
+// parallel. A table smaller than two chunks is one range.
+func (s *session) planRanges(ctx context.Context, q querier, ts *schemas.TableSchema, pt pubTable, n int) ([]txlog.KeyRange, error) {
+	one := []txlog.KeyRange{{}}
+	if n <= 1 || pt.relkind == "p" || pt.estimate < 2*int64(s.cfg.SnapshotChunkRows) {
+		return one, nil
+	}
+	// About 100 sampled keys per range.
+	pct := min(100, float64(100*n)*100/float64(pt.estimate))
+	var keys []string
+	for _, i := range ts.KeyColumns {
+		keys = append(keys, quoteIdent(ts.Table.Columns[i].Name))
+	}
+	order := strings.Join(keys, ", ")
+	texts := make([]string, len(keys))
+	for i, k := range keys {
+		texts[i] = k + "::text"
+	}
+	sql := fmt.Sprintf("SELECT %s FROM %s TABLESAMPLE SYSTEM (%g) ORDER BY %s", strings.Join(texts, ", "), pt.from(ts), pct, order)
+	rows, err := q.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("sample the keys of %s: %w", ts.Table, err)
+	}
+	var sample [][]string
 	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.oid, &r.schema, &r.table, &r.attnames, &r.filter, &r.estimate, &r.ident); err != nil {
+		vals := make([]*string, len(keys))
+		dst := make([]any, len(keys))
+		for i := range vals {
+			dst[i] = &vals[i]
+		}
+		if err := rows.Scan(dst...); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		if s.only == nil || s.only[r.schema+"."+r.table] {
-			list = append(list, r)
+		k := make([]string, len(keys))
+		ok := true
+		for i, v := range vals {
+			if v == nil {
+				ok = false
+				break
+			}
+			k[i] = *v
+		}
+		if ok {
+			sample = append(sample, k)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sample the keys of %s: %w", ts.Table, err)
 	}
-	var out []snapshotTable
-	for _, r := range list {
-		rel := &pglogrepl.RelationMessage{RelationID: r.oid, Namespace: r.schema, RelationName: r.table}
-		cols, err := tx.Query(ctx, `
-			SELECT a.attname, a.atttypid, a.atttypmod,
-			       COALESCE(a.attnum = ANY(i.indkey), false)
-			FROM pg_catalog.pg_attribute a
-			LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND
-			     (CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END)
-			WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-			  AND a.attname = ANY($3)
-			ORDER BY a.attnum`, r.oid, r.ident, r.attnames)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot: columns of %s.%s: %w", r.schema, r.table, err)
+	if len(sample) < 2*n {
+		return one, nil
+	}
+	var ranges []txlog.KeyRange
+	var from []string
+	for i := 1; i < n; i++ {
+		b := sample[i*len(sample)/n]
+		if from != nil && strings.Join(b, "\x00") == strings.Join(from, "\x00") {
+			continue
 		}
-		for cols.Next() {
-			var c pglogrepl.RelationMessageColumn
-			var key bool
-			if err := cols.Scan(&c.Name, &c.DataType, &c.TypeModifier, &key); err != nil {
-				cols.Close()
-				return nil, err
-			}
-			if key || r.ident == "f" {
-				c.Flags = 1
-			}
-			rel.Columns = append(rel.Columns, &c)
-		}
-		if err := cols.Err(); err != nil {
-			return nil, err
-		}
-		rel.ColumnNum = uint16(len(rel.Columns))
-		st := snapshotTable{rel: rel, where: r.filter, estimate: r.estimate}
-		out = append(out, st)
+		ranges = append(ranges, txlog.KeyRange{From: from, To: b})
+		from = b
 	}
-	return out, nil
-}
-
-// finishSnapshotChunk frames and commits one chunk, and records it in the
-// session's snapshot state. lastKey is the key after which the next chunk
-// starts; it is recorded in the frame only when the chunk has rows.
-func (s *session) finishSnapshotChunk(ctx context.Context, ts *schemas.TableSchema, chunk int64, last bool, lastKey []string, hasRows bool) error {
-	tx := s.tx
-	f := schemas.Frame{CommitLSN: tx.commitLSN, EndLSN: tx.commitLSN, CommitTime: tx.commitTime, Events: tx.pos,
-		Snapshot: &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: ts.Table.Schema, Table: ts.Table.Name, Chunk: chunk, Last: last}}
-	if hasRows {
-		f.Snapshot.LastKey = append([]string(nil), lastKey...)
-	}
-	for k, n := range tx.counts {
-		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
-	}
-	sortCounts(f.Partitions)
-	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
-	if err := s.send(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}); err != nil {
-		return err
-	}
-	s.tx = nil
-	s.groupTxns++ // a chunk counts as one transaction in the metrics
-	// Each chunk commits on its own: the snapshot's progress is what Kafka
-	// holds.
-	if err := s.commitGroup(ctx); err != nil {
-		return err
-	}
-	name := ts.Table.String()
-	s.snap[name] = append(s.snap[name], chunkDone{chunk: chunk, lastKey: lastKey, lsn: tx.commitLSN, last: last})
-	return nil
+	ranges = append(ranges, txlog.KeyRange{From: from})
+	return ranges, nil
 }
 
 func (s *session) reportSnapshot(p SnapshotProgress) {
@@ -439,8 +485,8 @@ func (s *session) reportSnapshot(p SnapshotProgress) {
 	}
 }
 
-// SnapshotProgress is one table's initial snapshot progress, reported after
-// every chunk written to Kafka.
+// SnapshotProgress is one table's snapshot progress, reported after every
+// chunk written to Kafka.
 type SnapshotProgress struct {
 	Table    string    // schema.table
 	Rows     int64     // rows written in this session
@@ -465,193 +511,4 @@ func (p SnapshotProgress) ETA() (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(float64(p.Estimate-p.Rows) / r * float64(time.Second)), true
-}
-
-// chunkDone is one finished snapshot chunk, as its frame records it.
-type chunkDone struct {
-	chunk   int64
-	lastKey []string      // key text of the chunk's last row; for an empty final chunk, the previous chunk's
-	lsn     pglogrepl.LSN // consistent point of the snapshot the chunk was read in
-	last    bool
-}
-
-// snapshotState is the initial snapshot's progress, by "schema.table", in
-// chunk order. Along a table's key order the chunks' snapshot LSNs never
-// decrease: a resumed snapshot reads the rest of a table in a newer snapshot.
-type snapshotState map[string][]chunkDone
-
-// readSnapshotState reads this slot's snapshot chunks from the start of the
-// transactions topic, where the snapshot wrote them before any stream frame.
-func (s *session) readSnapshotState(ctx context.Context) (snapshotState, error) {
-	end, err := endOffset(ctx, s.kcl, s.txTopic)
-	if err != nil {
-		return nil, err
-	}
-	st := snapshotState{}
-	err = scanFrames(ctx, s.cfg.KafkaOpts, s.cfg.Registry, s.txTopic, 0, end, func(f schemas.Frame) bool {
-		if f.Snapshot == nil {
-			return false
-		}
-		if f.Snapshot.Slot != s.cfg.Slot {
-			return true
-		}
-		name := f.Snapshot.Schema + "." + f.Snapshot.Table
-		key := f.Snapshot.LastKey
-		if key == nil && len(st[name]) > 0 {
-			key = st[name][len(st[name])-1].lastKey
-		}
-		st[name] = append(st[name], chunkDone{chunk: f.Snapshot.Chunk, lastKey: key, lsn: f.CommitLSN, last: f.Snapshot.Last})
-		return true
-	})
-	return st, err
-}
-
-// resumeSnapshot finishes an initial snapshot that an earlier session left
-// incomplete. The slot's exported snapshot died with that session, so the
-// rest is read in the exported snapshot of a temporary slot, at a newer
-// consistent point C2; while streaming from the slot up to C2, changes to
-// rows read at C2 are already in the snapshot and are skipped (catchUp).
-// Every row then arrives once: as a read, or as the changes after its read.
-func (s *session) resumeSnapshot(ctx context.Context) error {
-	var err error
-	if s.snap, err = s.readSnapshotState(ctx); err != nil {
-		return err
-	}
-	tables, err := s.publishedTableNames(ctx)
-	if err != nil {
-		return err
-	}
-	complete := true
-	for _, t := range tables {
-		if c := s.snap[t]; len(c) == 0 || !c[len(c)-1].last {
-			complete = false
-		}
-	}
-	if !complete {
-		rcfg, err := connConfig(s.cfg.SourceDSN, true)
-		if err != nil {
-			return permanent(err)
-		}
-		tmp, err := pgconn.ConnectConfig(ctx, rcfg)
-		if err != nil {
-			return fmt.Errorf("replication connection for the resumed snapshot: %w", err)
-		}
-		defer tmp.Close(context.Background())
-		name := fmt.Sprintf("%s_resume_%d", s.cfg.Slot, time.Now().UnixNano()%1e9)
-		res, err := pglogrepl.CreateReplicationSlot(ctx, tmp, name, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
-		if err != nil {
-			return fmt.Errorf("temporary slot for the resumed snapshot: %w", err)
-		}
-		cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
-		if err != nil {
-			return permanent(err)
-		}
-		s.log.Info("resuming the interrupted initial snapshot", "consistent_point", cp, "tables_started", len(s.snap))
-		if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
-			return err
-		}
-	}
-	s.catchUp = newCatchUp(s.snap)
-	return nil
-}
-
-// catchUp skips streamed changes that a resumed snapshot already holds.
-type catchUp struct {
-	until  pglogrepl.LSN // commits at or after this are never skipped
-	chunks snapshotState
-}
-
-func newCatchUp(st snapshotState) *catchUp {
-	c := &catchUp{chunks: st}
-	var lowest pglogrepl.LSN
-	for _, chunks := range st {
-		for _, ch := range chunks {
-			if lowest == 0 || ch.lsn < lowest {
-				lowest = ch.lsn
-			}
-			if ch.lsn > c.until {
-				c.until = ch.lsn
-			}
-		}
-	}
-	if c.until == lowest {
-		return nil // one snapshot: the stream starts at its consistent point
-	}
-	return c
-}
-
-// inSnapshot reports whether the change of table t committed at commit, to the
-// row whose key columns row holds, is already reflected by a snapshot read.
-func (s *session) inSnapshot(ctx context.Context, ts *schemas.TableSchema, commit pglogrepl.LSN, row *pglogrepl.TupleData) (bool, error) {
-	c := s.catchUp
-	if c == nil || commit >= c.until {
-		return false, nil
-	}
-	chunks, ok := c.chunks[ts.Table.String()]
-	if !ok {
-		return false, nil // not part of the initial snapshot
-	}
-	// The chunks read before commit form a prefix of the key order; the row
-	// is in the snapshot when its key lies beyond that prefix.
-	idx := -1
-	for i, ch := range chunks {
-		if ch.lsn > commit {
-			break
-		}
-		idx = i
-	}
-	switch {
-	case idx < 0:
-		return true, nil
-	case chunks[idx].last:
-		return false, nil
-	}
-	boundary := chunks[idx].lastKey
-	var left, right []string
-	args := make([]any, 0, 2*len(ts.KeyColumns))
-	for n, i := range ts.KeyColumns {
-		c := row.Columns[i]
-		if c.DataType != pglogrepl.TupleDataTypeText {
-			return false, fmt.Errorf("key column %q is null", ts.Table.Columns[i].Name)
-		}
-		v, err := ts.Codecs[i].Decode(c.Data)
-		if err != nil {
-			return false, err
-		}
-		text, err := ts.Codecs[i].Encode(v)
-		if err != nil {
-			return false, err
-		}
-		typ := ts.Table.Columns[i].SQLType
-		args = append(args, text)
-		left = append(left, fmt.Sprintf("$%d::%s", len(args), typ))
-		args = append(args, boundary[n])
-		right = append(right, fmt.Sprintf("$%d::%s", len(args), typ))
-	}
-	var beyond bool
-	q := "SELECT ROW(" + strings.Join(left, ", ") + ") > ROW(" + strings.Join(right, ", ") + ")"
-	if err := s.db.QueryRow(ctx, q, args...).Scan(&beyond); err != nil {
-		return false, fmt.Errorf("compare key with the snapshot boundary: %w", err)
-	}
-	return beyond, nil
-}
-
-func (s *session) publishedTableNames(ctx context.Context) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables
-		WHERE pubname = $1 ORDER BY schemaname, tablename`, s.cfg.Publication)
-	if err != nil {
-		return nil, err
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, n := range names {
-		if s.only == nil || s.only[n] {
-			out = append(out, n)
-		}
-	}
-	return out, nil
 }

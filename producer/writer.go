@@ -54,8 +54,9 @@ func newKafkaWriter(cl *kgo.Client, partitions int32, commitTimeout time.Duratio
 }
 
 // ensureTopic creates topic with n partitions (the writer's default when n is
-// 0) unless it exists, and caches its partition count.
-func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (topicInfo, error) {
+// 0) and the given config key-value pairs unless it exists, and caches its
+// partition count.
+func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32, config ...string) (topicInfo, error) {
 	if ti, ok := w.topics[topic]; ok {
 		return ti, nil
 	}
@@ -63,7 +64,11 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32) (t
 		n = w.partitions
 	}
 	maxBytes := strconv.Itoa(maxMessageBytes)
-	resp, err := w.adm.CreateTopic(ctx, n, -1, map[string]*string{"max.message.bytes": &maxBytes}, topic)
+	configs := map[string]*string{"max.message.bytes": &maxBytes}
+	for i := 0; i+1 < len(config); i += 2 {
+		configs[config[i]] = &config[i+1]
+	}
+	resp, err := w.adm.CreateTopic(ctx, n, -1, configs, topic)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, err)
 	}
