@@ -89,6 +89,13 @@ type Config struct {
 	// UntilCaughtUp makes Run apply everything committed to the
 	// transactions topic when it starts, then return nil (--until-caught-up).
 	UntilCaughtUp bool
+	// FromSnapshot, when set, is the ID of an online snapshot (or
+	// "latest") that a consumer with no usable checkpoint starts from
+	// (--from-snapshot): a new consumer, or one whose checkpoint retention
+	// has passed. It starts at the frame where the snapshot was requested,
+	// and its target catches up through the snapshot's reads. A consumer
+	// with a usable checkpoint ignores it.
+	FromSnapshot string
 	// Interval, when positive, makes Run catch up, sleep Interval, and catch
 	// up again until its context ends (--interval).
 	Interval time.Duration

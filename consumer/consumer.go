@@ -187,11 +187,16 @@ func failedFrame(err error) int64 {
 // records, so that positions after transaction markers are known.
 func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset) (*kgo.Client, error) {
 	opts := append([]kgo.Opt{}, c.cfg.Kafka...)
+	if parts == nil {
+		parts = map[string]map[int32]kgo.Offset{}
+	}
 	opts = append(opts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(parts),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Never reset past records retention deleted: the fetch fails
+		// instead, and the session stops with ErrBehindRetention.
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.FetchMaxPartitionBytes(4<<20),
 		kgo.FetchMaxBytes(32<<20),
 		kgo.FetchMaxWait(500*time.Millisecond),

@@ -105,6 +105,27 @@ func (d *decoder) frame(ctx context.Context, r *kgo.Record) (schemas.Frame, erro
 	return f, nil
 }
 
+// latestTable returns the table of topic's latest value schema, or nil when
+// the registry has no schema for the topic.
+func (d *decoder) latestTable(ctx context.Context, topic, schema, name string) (*Table, error) {
+	ss, err := d.reg.Client().SchemaByVersion(ctx, schemas.ValueSubject(topic), -1)
+	if err != nil {
+		if schemas.IsUnknownSchema(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("latest schema of %s: %w", topic, err)
+	}
+	if t := d.tables[ss.ID]; t != nil {
+		return t, nil
+	}
+	t, err := tableFromSchema(ss.Schema.Schema, ss.ID, schema, name, topic)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("schema id %d: %w", ss.ID, err))
+	}
+	d.tables[ss.ID] = t
+	return t, nil
+}
+
 // message decodes a record of the messages topic.
 func (d *decoder) message(ctx context.Context, r *kgo.Record) (*Message, error) {
 	v, _, _, err := d.native(ctx, r.Value)
@@ -254,6 +275,11 @@ func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
 	case schemas.OpDelete:
 		if ev.Before == nil {
 			return Permanent(errors.New("delete without a before image"))
+		}
+	}
+	for _, h := range r.Headers {
+		if h.Key == schemas.HeaderSnapshot {
+			ev.Pending = string(h.Value) == "pending"
 		}
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // perKeySession applies every data partition in parallel, one worker (and one
@@ -29,6 +29,10 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 	}
 	defer meta.Close()
 	adm := kadm.NewClient(meta)
+	boot, err := c.perKeyStart(ctx, adm, cp)
+	if err != nil {
+		return err
+	}
 	c.cfg.Observer.Ready(true)
 	defer c.cfg.Observer.Ready(false)
 
@@ -73,14 +77,14 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 					end = lo.Offset
 				}
 				started[s] = true
-				next, ok := cp.Next[s]
-				if !ok {
-					next = -1
+				next, skip, err := c.perKeyOffset(ctx, adm, cp, s, boot)
+				if err != nil {
+					return err
 				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					w := &keyWorker{c: c, s: s, end: end, dec: newDecoder(c.cfg.Registry)}
+					w := &keyWorker{c: c, s: s, end: end, skipBelow: skip, dec: newDecoder(c.cfg.Registry)}
 					err := w.run(ctx, next, func() { mu.Lock(); progressed = true; mu.Unlock() })
 					if err != nil && ctx.Err() == nil {
 						cancel(err)
@@ -120,27 +124,76 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 // isDataTopic reports whether topic is one of the prefix's table topics
 // selected by Config.Tables.
 func (c *Consumer) isDataTopic(topic string) bool {
-	if !strings.HasPrefix(topic, c.cfg.Prefix+".") || topic == c.txTopic || topic == c.msgTopic ||
-		strings.HasPrefix(topic, c.cfg.Prefix+".dlq.") {
-		return false
+	return schemas.IsDataTopic(c.cfg.Prefix, topic) && (c.filter == nil || c.filter[topic])
+}
+
+// perKeyBoot is where a per-key consumer bootstrapping from an online
+// snapshot starts each partition: at the records of the snapshot's request.
+type perKeyBoot struct {
+	lsn uint64
+	at  time.Time
+}
+
+// perKeyStart checks the checkpoint against the log's retention, and with
+// Config.FromSnapshot finds where a consumer with no usable checkpoint
+// starts; nil means from the checkpoint or the log's start.
+func (c *Consumer) perKeyStart(ctx context.Context, adm *kadm.Client, cp Checkpoint) (*perKeyBoot, error) {
+	behind, err := c.behindRetention(ctx, adm, cp, false)
+	if err != nil {
+		return nil, err
 	}
-	return c.filter == nil || c.filter[topic]
+	if c.cfg.FromSnapshot == "" || len(cp.Next) > 0 && behind == nil {
+		if behind != nil {
+			return nil, Permanent(behind)
+		}
+		return nil, nil
+	}
+	found, err := txlog.FindSnapshot(ctx, c.cfg.Kafka, adm, schemas.StateTopic(c.cfg.Prefix), c.cfg.FromSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	if found == nil {
+		return nil, Permanent(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start",
+			c.cfg.FromSnapshot, schemas.StateTopic(c.cfg.Prefix)))
+	}
+	c.log.Info("bootstrapping from an online snapshot", "snapshot", found.ID, "commit_lsn", found.RequestLSN)
+	return &perKeyBoot{lsn: uint64(found.RequestLSN), at: found.Requested}, nil
+}
+
+// perKeyOffset is where a per-key worker starts s: its checkpoint, or
+// (bootstrapping) the first records of the snapshot's request, dropping
+// those below skip at its head, or the partition's start when nothing was
+// deleted from it.
+func (c *Consumer) perKeyOffset(ctx context.Context, adm *kadm.Client, cp Checkpoint, s Stream, boot *perKeyBoot) (int64, uint64, error) {
+	if next, ok := cp.Next[s]; ok && next >= 0 && boot == nil {
+		return next, 0, nil
+	}
+	b, err := txlog.PartitionBounds(ctx, adm, s.Topic, s.Partition)
+	if err != nil {
+		return 0, 0, err
+	}
+	if boot == nil {
+		if b.Start > 0 {
+			return 0, 0, Permanent(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
+		}
+		return b.Start, 0, nil
+	}
+	off, err := txlog.PositionFor(ctx, c.cfg.Kafka, adm, s.Topic, s.Partition, b, boot.lsn, boot.at, txlog.HeaderLSN)
+	return off, boot.lsn, err
 }
 
 // keyWorker applies one partition in per-key mode.
 type keyWorker struct {
-	c   *Consumer
-	s   Stream
-	end int64
-	dec *decoder
+	c         *Consumer
+	s         Stream
+	end       int64
+	skipBelow uint64 // drop records below this commit LSN at the head
+	dec       *decoder
 }
 
 func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) error {
 	c := w.c
-	off := kgo.NewOffset().AtStart()
-	if next >= 0 {
-		off = kgo.NewOffset().At(next)
-	}
+	off := kgo.NewOffset().At(next)
 	cl, err := c.newClient(map[string]map[int32]kgo.Offset{w.s.Topic: {w.s.Partition: off}})
 	if err != nil {
 		return err
@@ -175,6 +228,12 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 				}
 				if !r.Attrs.IsControl() && r.Offset >= p.appended {
 					p.appended = r.Offset + 1
+					if w.skipBelow > 0 {
+						if lsn, ok := txlog.HeaderLSN(r); ok && lsn < w.skipBelow {
+							return
+						}
+						w.skipBelow = 0
+					}
 					p.buf = append(p.buf, r)
 				}
 			})

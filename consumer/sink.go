@@ -145,8 +145,20 @@ type Event struct {
 	// Unchanged holds the indexes of columns whose TOASTed value did not
 	// change; After holds nil for them and the target keeps its value.
 	Unchanged []int
-	Message   *Message // set when Op is empty
+	// Pending is set on a change of a table whose online snapshot is
+	// active (the tributary.snapshot header): the row it changes may not
+	// have reached the sink yet. Sinks apply such a change leniently: an
+	// update of a row they lack inserts it (or, with unchanged TOAST
+	// columns, waits for the snapshot's read of it), a delete of a row they
+	// lack does nothing.
+	Pending bool
+	Message *Message // set when Op is empty
 }
+
+// Idempotent reports whether applying the event over a row the sink already
+// has must not fail: a snapshot read (op r), which sinks apply as an
+// upsert, or a pending change.
+func (e *Event) Idempotent() bool { return e.Op == schemas.OpRead || e.Pending }
 
 // KeyString renders the event's key columns as PostgreSQL does in error
 // details, "(a, b)=(1, x)", from After, or Before when After is absent.

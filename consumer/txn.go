@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // part is the read state of one partition in a session.
@@ -22,6 +23,10 @@ type part struct {
 	appended int64 // offset after the last record buffered; -1 before any
 	seen     int64 // offset after the last record or marker received; -1 before any
 	paused   bool
+	// skipBelow, when set, drops records at the partition's head whose
+	// commit LSN is below it: they belong to frames before the one the
+	// partition was positioned for (see reader.partition).
+	skipBelow uint64
 }
 
 func (p *part) pending() int { return len(p.buf) - p.head }
@@ -52,12 +57,28 @@ type reader struct {
 	parts map[Stream]*part
 	end   int64 // transactions-topic end to stop at; -1 for never
 	lso   int64 // the transactions topic's last stable offset, as last fetched
+	// reset holds checkpoint entries that the next Apply must write
+	// (entries a bootstrap marked unknown), and boot the truncates that
+	// start its batch (bootTruncates).
+	reset map[Stream]int64
+	boot  []*Event
 }
 
 func (r *reader) close() { r.cl.Close() }
 
 func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp bool) (*reader, error) {
 	txs := Stream{Kind: StreamTransactions, Topic: c.txTopic}
+	cl, err := c.newClient(nil)
+	if err != nil {
+		return nil, err
+	}
+	adm := kadm.NewClient(cl)
+	old := cp
+	cp, boot, err := c.position(ctx, adm, cp)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
 	next, ok := cp.Next[txs]
 	off := kgo.NewOffset().AtStart()
 	if ok {
@@ -65,14 +86,25 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 	} else {
 		next = -1
 	}
-	cl, err := c.newClient(map[string]map[int32]kgo.Offset{c.txTopic: {0: off}})
-	if err != nil {
-		return nil, err
-	}
-	r := &reader{c: c, cl: cl, adm: kadm.NewClient(cl), dec: newDecoder(c.cfg.Registry), cp: cp,
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.txTopic: {0: off}})
+	r := &reader{c: c, cl: cl, adm: adm, dec: newDecoder(c.cfg.Registry), cp: cp,
 		tx: &part{s: txs, appended: next, seen: next}, parts: map[Stream]*part{}, end: -1}
 	if cp.Next == nil {
 		r.cp.Next = map[Stream]int64{}
+	}
+	for s, n := range cp.Next {
+		if o, ok := old.Next[s]; !ok || o != n {
+			if r.reset == nil {
+				r.reset = map[Stream]int64{}
+			}
+			r.reset[s] = n
+		}
+	}
+	if boot != nil {
+		if r.boot, err = r.bootTruncates(ctx, boot); err != nil {
+			cl.Close()
+			return nil, err
+		}
 	}
 	if untilCaughtUp {
 		ends, err := r.adm.ListCommittedOffsets(ctx, c.txTopic)
@@ -135,6 +167,13 @@ func (r *reader) poll(ctx context.Context, wait time.Duration) error {
 		if rec.Attrs.IsControl() || rec.Offset < p.appended {
 			return
 		}
+		if p.skipBelow > 0 {
+			if lsn, ok := txlog.HeaderLSN(rec); ok && lsn < p.skipBelow {
+				p.appended = rec.Offset + 1
+				return
+			}
+			p.skipBelow = 0
+		}
 		p.appended = rec.Offset + 1
 		p.buf = append(p.buf, rec)
 		if !p.paused && p.pending() >= limit {
@@ -180,23 +219,41 @@ func (r *reader) waitFrame(ctx context.Context) error {
 }
 
 // partition returns the read state of a data partition, starting to fetch it
-// at its checkpointed offset (or its start) the first time.
-func (r *reader) partition(topic string, partition int32) *part {
+// at its checkpointed offset the first time. A partition without one is
+// first listed by frame fc: it is read from where its records of fc's
+// commit LSN begin (txlog.PositionFor), the records before (of frames this
+// consumer never applies) dropped at its head; a frame whose records
+// retention deleted is a clear stop.
+func (r *reader) partition(ctx context.Context, topic string, partition int32, fc *frameCursor) (*part, error) {
 	s := Stream{Kind: StreamData, Topic: topic, Partition: partition}
 	if p := r.parts[s]; p != nil {
-		return p
+		return p, nil
 	}
 	next, ok := r.cp.Next[s]
-	off := kgo.NewOffset().AtStart()
-	if ok {
-		off = kgo.NewOffset().At(next)
-	} else {
-		next = -1
-	}
 	p := &part{s: s, appended: next, seen: next}
+	if !ok || next < 0 {
+		b, err := txlog.PartitionBounds(ctx, r.adm, topic, partition)
+		if err != nil {
+			return nil, err
+		}
+		if next, err = txlog.PositionFor(ctx, r.c.cfg.Kafka, r.adm, topic, partition, b, uint64(fc.frame.CommitLSN), fc.at, txlog.HeaderLSN); err != nil {
+			return nil, err
+		}
+		p.appended, p.seen, p.skipBelow = next, next, uint64(fc.frame.CommitLSN)
+		if next == b.Start && b.Start > 0 {
+			// The partition's first record may already be past fc's.
+			first, err := txlog.ReadFirst(ctx, r.c.cfg.Kafka, topic, partition, b)
+			if err != nil {
+				return nil, err
+			}
+			if lsn, ok := txlog.HeaderLSN(first); first != nil && ok && lsn > uint64(fc.frame.CommitLSN) {
+				return nil, Permanent(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
+			}
+		}
+	}
 	r.parts[s] = p
-	r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: off}})
-	return p
+	r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(p.appended)}})
+	return p, nil
 }
 
 // headOf blocks until p has a buffered record. While it waits it checks that
@@ -226,6 +283,7 @@ func (r *reader) headOf(ctx context.Context, p *part, fc *frameCursor, want int6
 type frameCursor struct {
 	r      *reader
 	offset int64
+	at     time.Time // the frame record's timestamp
 	frame  schemas.Frame
 	txn    *Txn
 	parts  []*cursorPart
@@ -245,7 +303,7 @@ func (fc *frameCursor) errorf(format string, args ...any) error {
 // openFrame pops the next buffered frame and starts fetching its partitions.
 func (r *reader) openFrame(ctx context.Context) (*frameCursor, error) {
 	rec := r.take(r.tx)
-	fc := &frameCursor{r: r, offset: rec.Offset}
+	fc := &frameCursor{r: r, offset: rec.Offset, at: rec.Timestamp}
 	f, err := r.dec.frame(ctx, rec)
 	if err != nil {
 		if IsPermanent(err) {
@@ -261,7 +319,10 @@ func (r *reader) openFrame(ctx context.Context) (*frameCursor, error) {
 		if pc.Count < 0 || pc.Partition < 0 {
 			return nil, structural(fc.errorf("%w: bad count %d for %s partition %d", ErrMismatch, pc.Count, pc.Topic, pc.Partition))
 		}
-		p := r.partition(pc.Topic, pc.Partition)
+		p, err := r.partition(ctx, pc.Topic, pc.Partition, fc)
+		if err != nil {
+			return nil, err
+		}
 		if seen[p.s] {
 			return nil, structural(fc.errorf("%w: %s partition %d listed twice", ErrMismatch, pc.Topic, pc.Partition))
 		}
@@ -368,6 +429,9 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		}
 		b := &Batch{}
 		g := &group{r: r, st: st, b: b, cp: Checkpoint{Next: map[Stream]int64{}}, first: -1}
+		for s, n := range r.reset {
+			g.cp.Next[s] = n
+		}
 		b.next = g.next
 		start := time.Now()
 		err := c.cfg.Sink.Apply(ctx, b)
@@ -386,6 +450,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 			return err
 		}
 		r.cp.merge(g.cp)
+		r.reset, r.boot = nil, nil
 		st.progressed = true
 		applied += g.txns
 		c.cfg.Observer.Applied(Applied{SourceTxns: g.txns, Rows: b.rows, CommitLSN: r.cp.CommitLSN,
@@ -405,6 +470,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 // group produces the events of one Batch: whole frames, while more are
 // already read and the group limits allow.
 type group struct {
+	booted  int // bootstrap truncates returned (reader.boot)
 	r       *reader
 	st      *runState
 	b       *Batch
@@ -418,6 +484,15 @@ type group struct {
 
 func (g *group) next(ctx context.Context) (*Event, error) {
 	r, cfg := g.r, &g.r.c.cfg
+	for g.booted < len(r.boot) {
+		ev := r.boot[g.booted]
+		g.booted++
+		if keep, err := r.c.transform(ev); err != nil {
+			return nil, err
+		} else if keep {
+			return ev, nil
+		}
+	}
 	for {
 		if g.cur == nil {
 			if g.txns > 0 {

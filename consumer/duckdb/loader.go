@@ -171,7 +171,15 @@ func (l *layout) mergeSQL(inOrder bool) []string {
 	if inOrder {
 		order = ""
 	}
+	same := make([]string, len(l.t.Columns))
+	for i := range l.t.Columns {
+		same[i] = "c." + l.col(i) + " IS NOT DISTINCT FROM r." + l.col(i)
+	}
 	return []string{
+		// A snapshot read of a row equal to its current state is no new
+		// version (the loader merges before reads, so the current state is
+		// the key's latest).
+		"DELETE FROM " + res + " r WHERE r._op = 'r' AND EXISTS (SELECT 1 FROM " + l.cur + " c WHERE " + strings.Join(same, " AND ") + ")",
 		"INSERT INTO " + l.hist + " (" + cols + ", op, commit_lsn, commit_ts, xid, position) SELECT " + cols +
 			", _op, _lsn, _ts, _xid, _pos FROM " + res + order,
 		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM " + res + " r WHERE " + l.keyJoin("r", "c") + ")",
@@ -273,6 +281,19 @@ func (w *loader) add(ev *consumer.Event) error {
 			}
 		}
 		return w.stageRow(st, ev, "u", ev.After, false)
+	case schemas.OpRead:
+		w.lastTrunc = ""
+		// A read is compared with its key's current state, so the rows
+		// staged before it are merged first; a chunk's reads are of
+		// distinct keys.
+		if len(st.evs) > 0 {
+			if last := st.evs[len(st.evs)-1]; last.Txn != ev.Txn || last.Op != schemas.OpRead {
+				if err := w.merge(st); err != nil {
+					return err
+				}
+			}
+		}
+		return w.stageRow(st, ev, "r", ev.After, false)
 	default:
 		w.lastTrunc = ""
 		return w.stageRow(st, ev, string(ev.Op), ev.After, false)

@@ -92,6 +92,15 @@ func (l *layout) keyJoin(a, b string) string {
 	return strings.Join(parts, " AND ")
 }
 
+// textCols is every column, with prefix, as text.
+func (l *layout) textCols(prefix string) string {
+	parts := make([]string, len(l.t.Columns))
+	for i := range l.t.Columns {
+		parts[i] = prefix + l.col(i) + "::text"
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (l *layout) allCols(prefix string) string {
 	parts := make([]string, len(l.t.Columns))
 	for i := range l.t.Columns {
@@ -180,7 +189,12 @@ func (l *layout) buildInsert(carry bool) string {
 	b.WriteString("n AS (SELECT u.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, " +
 		"p.position AS _trb_ppos, p.valid_to AS _trb_pto" + extra + " FROM u LEFT JOIN LATERAL (SELECT * FROM " + l.qname +
 		" h WHERE " + l.keyJoin("h", "u") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true" +
-		" WHERE p.commit_lsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p.commit_lsn, p.position)), ")
+		" WHERE (p.commit_lsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p.commit_lsn, p.position))" +
+		// A snapshot read of a row equal to its current version is no new
+		// version (the writer flushes before reads, so p is the key's
+		// latest version). Values compare as text: every type has one.
+		" AND NOT (u.op = 'r' AND p.op IS NOT NULL AND p.op NOT IN ('d', 't') AND ROW(" + l.textCols("p.") + ") IS NOT DISTINCT FROM ROW(" +
+		l.textCols("u.") + "))), ")
 	win := "(PARTITION BY " + l.keyList("") + " ORDER BY _trb_ord)"
 	// valid_from is the running maximum commit time (never before the
 	// previous version's); valid_to is the next row's valid_from, which is

@@ -124,7 +124,18 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 			}
 		}
 		return w.row(ctx, c, ev, "u", ev.After, false)
-	default: // c, r
+	case schemas.OpRead:
+		w.lastTrunc = ""
+		// A read is compared with its key's latest recorded version, so
+		// the rows before it are recorded first; a chunk's reads are of
+		// distinct keys.
+		if len(c.evs) > 0 && (c.evs[len(c.evs)-1].Txn != ev.Txn || c.op[len(c.op)-1] != "r") {
+			if err := w.flush(ctx, c); err != nil {
+				return err
+			}
+		}
+		return w.row(ctx, c, ev, "r", ev.After, false)
+	default: // c
 		w.lastTrunc = ""
 		return w.row(ctx, c, ev, string(ev.Op), ev.After, false)
 	}

@@ -108,33 +108,16 @@ func (w *writer) flush(ctx context.Context) error {
 	w.pending = w.pending[:0]
 	upsert := w.s.cfg.OnConflict == OnConflictUpsert
 	for i := 0; i < len(evs); {
-		j := i
-		if !upsert && isInsert(evs[i]) {
-			for j < len(evs) && isInsert(evs[j]) && evs[j].Table == evs[i].Table {
-				j++
-			}
-		}
-		if j-i >= w.s.cfg.CopyMin {
+		if j := w.copyRun(evs, i, upsert); j > i {
 			if err := w.copy(ctx, evs[i:j]); err != nil {
 				return err
 			}
 			i = j
 			continue
 		}
-		// Statements up to the next COPY-sized run.
-		k := i
-		for k < len(evs) {
-			if !upsert && isInsert(evs[k]) {
-				r := k
-				for r < len(evs) && isInsert(evs[r]) && evs[r].Table == evs[k].Table {
-					r++
-				}
-				if r-k >= w.s.cfg.CopyMin {
-					break
-				}
-				k = r
-				continue
-			}
+		// Statements up to the next COPY run.
+		k := i + 1
+		for k < len(evs) && w.copyRun(evs, k, upsert) == k {
 			k++
 		}
 		if err := w.statements(ctx, evs[i:k]); err != nil {
@@ -144,6 +127,26 @@ func (w *writer) flush(ctx context.Context) error {
 	}
 	clear(evs)
 	return nil
+}
+
+// copyRun returns the end of the run of evs from i that goes with one COPY,
+// or i when none does: consecutive inserts into one table, at least CopyMin
+// of them, or any number of snapshot reads (their COPY falls back to
+// upserts when a row exists, see copy). Idempotent events and plain inserts
+// go in separate runs; under OnConflictUpsert only reads do.
+func (w *writer) copyRun(evs []*consumer.Event, i int, upsert bool) int {
+	first := evs[i]
+	if !isInsert(first) || upsert && first.Op != schemas.OpRead {
+		return i
+	}
+	j := i
+	for j < len(evs) && isInsert(evs[j]) && evs[j].Table == first.Table && evs[j].Idempotent() == first.Idempotent() {
+		j++
+	}
+	if j-i < w.s.cfg.CopyMin && first.Op != schemas.OpRead {
+		return i
+	}
+	return j
 }
 
 func isInsert(ev *consumer.Event) bool { return ev.Op == schemas.OpInsert || ev.Op == schemas.OpRead }
@@ -177,11 +180,20 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		ck := checkNone
 		switch ev.Op {
 		case schemas.OpInsert, schemas.OpRead:
-			sql = w.s.insertSQL(t, upsert)
+			if ev.Idempotent() && !upsert {
+				sql = w.s.upsertSQL(t)
+			} else {
+				sql = w.s.insertSQL(t, upsert)
+			}
 			args, err = pgtarget.Values(ev, ev.After, w.plan(t).all)
 		case schemas.OpUpdate:
 			if upsert && len(ev.Unchanged) == 0 {
 				sql = w.s.insertSQL(t, true)
+				args, err = pgtarget.Values(ev, ev.After, w.plan(t).all)
+				break
+			}
+			if ev.Pending && len(ev.Unchanged) == 0 {
+				sql = w.s.upsertSQL(t)
 				args, err = pgtarget.Values(ev, ev.After, w.plan(t).all)
 				break
 			}
@@ -197,14 +209,19 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 				keyArgs, err = pgtarget.Values(ev, keyRow, t.Key)
 				args = append(args, keyArgs...)
 			}
-			ck = checkOneRow
-			if upsert {
+			switch {
+			case ev.Pending:
+				// The row may not be here yet: the snapshot's read of it
+				// follows, with every column.
+			case upsert:
 				ck = checkToastOK
+			default:
+				ck = checkOneRow
 			}
 		case schemas.OpDelete:
 			sql = w.s.deleteSQL(t)
 			args, err = pgtarget.Values(ev, ev.Before, t.Key)
-			if !upsert {
+			if !upsert && !ev.Pending {
 				ck = checkOneRow
 			}
 		case schemas.OpTruncate:
@@ -260,7 +277,35 @@ var copyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 const copyBufKeep = 4 << 20
 
 // copy sends a run of inserts into one table with COPY FROM STDIN (text).
+// A run of idempotent events (snapshot reads, pending inserts) is copied
+// inside a savepoint: when a row already exists (a unique violation), the
+// run is applied again as upserts instead.
 func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
+	if !evs[0].Idempotent() {
+		return w.copyRows(ctx, evs)
+	}
+	if _, err := w.tx.Exec(ctx, "SAVEPOINT tributary_copy"); err != nil {
+		return pgtarget.Classify(err)
+	}
+	err := w.copyRows(ctx, evs)
+	var pe *pgconn.PgError
+	if err != nil && errors.As(err, &pe) && pe.Code == "23505" {
+		if _, err := w.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tributary_copy"); err != nil {
+			return pgtarget.Classify(err)
+		}
+		err = w.statements(ctx, evs)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := w.tx.Exec(ctx, "RELEASE SAVEPOINT tributary_copy"); err != nil {
+		return pgtarget.Classify(err)
+	}
+	return nil
+}
+
+// copyRows sends evs with one COPY.
+func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 	t := evs[0].Table
 	buf := copyBufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -437,6 +482,39 @@ func (s *Sink) insertSQL(t *consumer.Table, upsert bool) string {
 			}
 		}
 		return q
+	})
+}
+
+// upsertSQL writes a whole row whether or not its key exists at the target,
+// without needing a unique constraint there (ON CONFLICT would): an UPDATE
+// of the key, and an INSERT when it matched nothing. Parameters are every
+// column, in order, cast to its type.
+func (s *Sink) upsertSQL(t *consumer.Table) string {
+	return s.cached(fmt.Sprintf("x%d", t.SchemaID), func() string {
+		isKey := map[int]bool{}
+		for _, k := range t.Key {
+			isKey[k] = true
+		}
+		cols := make([]string, len(t.Columns))
+		vals := make([]string, len(t.Columns))
+		var set []string
+		for i, c := range t.Columns {
+			cols[i] = schemas.QuoteIdent(c.Name)
+			vals[i] = "$" + strconv.Itoa(i+1) + "::" + c.SQLType
+			if !isKey[i] {
+				set = append(set, cols[i]+" = "+vals[i])
+			}
+		}
+		where := make([]string, len(t.Key))
+		for i, k := range t.Key {
+			where[i] = cols[k] + " = " + vals[k]
+		}
+		if len(set) == 0 {
+			set = append(set, cols[t.Key[0]]+" = "+vals[t.Key[0]])
+		}
+		return "WITH u AS (UPDATE " + t.QualifiedName() + " SET " + strings.Join(set, ", ") + " WHERE " + strings.Join(where, " AND ") +
+			" RETURNING 1) INSERT INTO " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") SELECT " + strings.Join(vals, ", ") +
+			" WHERE NOT EXISTS (SELECT 1 FROM u)"
 	})
 }
 
