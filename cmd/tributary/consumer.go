@@ -52,6 +52,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	onError := fs.String("on-error", "stop", "`policy` for a transaction that cannot be applied: stop, or dead-letter (to <prefix>.dlq.<name>)")
 	createTables := fs.Bool("create-tables", false, "create missing target tables from the schema and add columns it gains")
 	untilCaughtUp := fs.Bool("until-caught-up", false, "apply everything committed so far, then exit 0")
+	fromSnapshot := fs.String("from-snapshot", "", "with no usable checkpoint (a new consumer, or one retention left behind), start from the online snapshot\n"+
+		"with this `ID` (or latest) instead of the log's start; see tributary snapshot")
 	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
 	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
 	ms := declareMultisite(fs)
@@ -134,7 +136,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		return usageError{err}
 	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}

@@ -42,6 +42,7 @@ func commands() map[string]command {
 		"reseed":   {"re-instantiate a multi-site target whose data is lost from a healthy donor site", runReseed},
 		"setup":    {"print or run the SQL for the least-privilege capture and apply roles", runSetup},
 		"slot":     {"list replication slots, or drop one safely", runSlot},
+		"snapshot": {"take, pause, resume or cancel online snapshots while the producer streams; show their progress", runSnapshot},
 		"status":   {"show slot lag, publications and consumer checkpoints; exit 1 on errors", runStatus},
 		"verify":   {"compare a source with a consumer's target and report the keys that differ", runVerify},
 		"version":  {"print the version", runVersion},
