@@ -84,7 +84,9 @@ func TestSnapshotResumesAfterKillThenStreams(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 
-	// Wait until everything committed so far is durably in Kafka.
+	// The rest of the snapshot is read online, while the stream goes on:
+	// wait for it, then until everything committed so far is in Kafka.
+	e.waitSnapshotsDone(t, proc, "public.big", "public.small")
 	e.waitConfirmed(t, "slot", proc)
 	if err := proc.Stop(t, 30*time.Second); err != nil {
 		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
@@ -131,7 +133,19 @@ func TestSnapshotResumesAfterKillThenStreams(t *testing.T) {
 		}
 		for k, v := range source {
 			if replica[k] != v {
-				t.Fatalf("%s: key %s is %q at the source, %q from Kafka", table, k, v, replica[k])
+				var hist strings.Builder
+				for _, tx := range log.Txns {
+					for _, ev := range tx.Events {
+						if ev.Topic == schemas.TopicName(e.prefix, "public", table) && fmt.Sprint(ev.Key) == k {
+							id := ""
+							if tx.Frame.Snapshot != nil {
+								id = tx.Frame.Snapshot.ID
+							}
+							fmt.Fprintf(&hist, "  frame offset %d xid %d commit %s snapshot %q: %s %v\n", tx.Offset, tx.Frame.Xid, tx.Frame.CommitLSN, id, ev.Op, ev.After)
+						}
+					}
+				}
+				t.Fatalf("%s: key %s is %q at the source, %q from Kafka; its events in Kafka:\n%s", table, k, v, replica[k], hist.String())
 			}
 		}
 		t.Logf("%s: %d rows equal; %d snapshot reads", table, len(source), len(reads))

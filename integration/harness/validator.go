@@ -46,9 +46,9 @@ type Log struct {
 // ReadLog reads the transactions topic and every partition its frames name,
 // decodes them through the registry, and checks the contract's invariants,
 // failing the test on any breach:
-//   - snapshot chunk frames come first, their consistent points never
-//     decreasing (a resumed snapshot reads at a later one); then stream frames
-//     in strictly increasing commit LSN order, so no source transaction
+//   - chunk frames of the initial snapshot come first, at its consistent
+//     point; then stream frames (online snapshot chunks among them) in
+//     strictly increasing commit LSN order, so no source transaction
 //     appears twice;
 //   - each frame's per-partition counts are exactly the records that follow
 //     on each partition, and no record is left unframed;
@@ -81,14 +81,17 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	var prevStream, prevSnap pglogrepl.LSN
 	for _, r := range frames {
 		f := decodeFrame(ctx, t, reg, r)
-		if f.Snapshot == nil {
-			if f.CommitLSN <= prevStream {
-				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, prevStream)
+		// A chunk of the initial snapshot carries the consistent point as
+		// both commit and end LSN; an online chunk is the frame of its
+		// high watermark's transaction, in stream order.
+		if initial := f.Snapshot != nil && f.EndLSN == f.CommitLSN; !initial {
+			if f.CommitLSN <= prevStream || f.CommitLSN < prevSnap {
+				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, max(prevStream, prevSnap))
 			}
 			prevStream = f.CommitLSN
 		} else {
 			if prevStream != 0 {
-				t.Fatalf("snapshot frame at offset %d after stream frames", r.Offset)
+				t.Fatalf("initial snapshot frame at offset %d after stream frames", r.Offset)
 			}
 			if f.CommitLSN < prevSnap {
 				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", r.Offset, f.CommitLSN, prevSnap)
