@@ -128,9 +128,9 @@ type online struct {
 	inflight map[string]*chunkJob // by chunk id, from before its low watermark
 
 	// Stream goroutine only.
-	pubs     map[string]pubTable          // table -> its publication entry, until the next listing
-	running  map[string]map[int]bool      // table -> ranges with a chunk in flight
-	recent   [recentTxns]recentTxn        // ring of the last transactions that changed tables under online snapshots
+	pubs     map[string]pubTable     // table -> its publication entry, until the next listing
+	running  map[string]map[int]bool // table -> ranges with a chunk in flight
+	recent   [recentTxns]recentTxn   // ring of the last transactions that changed tables under online snapshots
 	nrecent  int
 	windows  map[string][]*chunkJob       // table -> chunks between their watermarks
 	progress map[string]*SnapshotProgress // table -> this session's progress

@@ -178,6 +178,16 @@ func MessagesTopic(prefix string) string { return prefix + ".messages" }
 // table's capture and snapshot progress (see package txlog).
 func StateTopic(prefix string) string { return prefix + ".state" }
 
+// IsDataTopic reports whether topic is one of prefix's table topics
+// (TopicName): "<prefix>.<schema>.<table>", whose parts have no dot, as
+// opposed to the transactions, messages, state, conflicts and dead-letter
+// topics of the prefix. A table in a schema named "dlq" is not told apart
+// from a dead-letter topic.
+func IsDataTopic(prefix, topic string) bool {
+	rest, ok := strings.CutPrefix(topic, prefix+".")
+	return ok && strings.Count(rest, ".") == 1 && !strings.HasPrefix(rest, "dlq.")
+}
+
 // DeadLetterTopic is where consumer name sends the transactions it could not apply
 // under the dead-letter policy.
 func DeadLetterTopic(prefix, consumer string) string { return prefix + ".dlq." + consumer }
