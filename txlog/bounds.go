@@ -36,3 +36,9 @@ func ExistingBounds(ctx context.Context, adm *kadm.Client, topic string, partiti
 	}
 	return b, nil
 }
+
+// ExistingBounds returns the offsets readable in the transactions topic, or
+// an error wrapping kerr.UnknownTopicOrPartition when it does not exist.
+func (fr *Frames) ExistingBounds(ctx context.Context) (Bounds, error) {
+	return ExistingBounds(ctx, fr.adm, fr.topic, 0)
+}

@@ -20,7 +20,7 @@ func TestExistingBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := ExistingBounds(e.ctx(), e.adm, topic, 0); err != nil || b != want || b.Empty() {
+	if b, err := e.frames(topic).ExistingBounds(e.ctx()); err != nil || b != want || b.Empty() {
 		t.Fatalf("topic with a frame: %+v, %v; want %+v", b, err, want)
 	}
 	for _, c := range []struct {
