@@ -1,18 +1,16 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/deploy/embedded"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
+	"github.com/tributary-cdc/tributary/txlog/txlogtest"
 )
 
 // TestStatusKafkaLag measures consumers against a transactions topic on the
@@ -20,45 +18,16 @@ import (
 // scan limit, an ERROR for a consumer behind the log start, and an ERROR for
 // a transactions topic that does not exist.
 func TestStatusKafkaLag(t *testing.T) {
-	st, err := embedded.Start(embedded.Config{Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	opts := []kgo.Opt{kgo.SeedBrokers(st.KafkaAddr)}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	l := txlogtest.Start(t)
+	ctx, opts, adm := l.Ctx(), l.Opts, l.Adm
 	const topic = "app.transactions"
-	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
-	w, err := kgo.NewClient(append(opts, kgo.TransactionalID("status-test"), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	l.CreateTopic(topic)
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	// Frames of commits 1..10, one Kafka transaction each: frame i is at
 	// offset 2(i-1), its commit marker after it.
 	for i := 1; i <= 10; i++ {
-		f := schemas.Frame{Xid: uint32(i), CommitLSN: pglogrepl.LSN(i << 8), EndLSN: pglogrepl.LSN(i<<8 + 1),
-			CommitTime: at.Add(time.Duration(i) * time.Second)}
-		if err := w.BeginTransaction(); err != nil {
-			t.Fatal(err)
-		}
-		rec := &kgo.Record{Topic: topic, Value: schemas.EncoderAppendFrame(schemas.AppendHeader(nil, 1), &f)}
-		if err := w.ProduceSync(ctx, rec).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.EndTransaction(ctx, kgo.TryCommit); err != nil {
-			t.Fatal(err)
-		}
+		l.Txn(true, txlogtest.Frame(topic, 1, &schemas.Frame{Xid: uint32(i), CommitLSN: pglogrepl.LSN(i << 8),
+			EndLSN: pglogrepl.LSN(i<<8 + 1), CommitTime: at.Add(time.Duration(i) * time.Second)}))
 	}
 	del := kadm.Offsets{}
 	del.AddOffset(topic, 0, 4, -1) // frames 1 and 2 deleted

@@ -1,15 +1,13 @@
 package main
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/deploy/embedded"
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog/txlogtest"
 )
 
 // TestFramesOfTheRunner checks the runner's two readers of a transactions
@@ -17,42 +15,21 @@ import (
 // and watchFrames sees the stream frames committed after it started (not
 // snapshot chunks, not aborted frames).
 func TestFramesOfTheRunner(t *testing.T) {
-	st, err := embedded.Start(embedded.Config{Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	k := &Kafka{Brokers: st.KafkaAddr}
+	l := txlogtest.Start(t)
+	ctx := l.Ctx()
+	k := &Kafka{Brokers: l.Addr}
 	const topic = "bench.transactions"
-	if err := k.CreateTopic(ctx, topic, 1); err != nil {
-		t.Fatal(err)
-	}
+	l.CreateTopic(topic)
 	if f, err := k.LastFrame(ctx, topic); err != nil || f != nil {
 		t.Fatalf("LastFrame of an empty topic = %v, %v", f, err)
 	}
-	w, err := k.Client(kgo.TransactionalID("bench-test"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	write := func(lsn uint64, commit, snapshot bool) {
 		t.Helper()
 		f := schemas.Frame{Xid: uint32(lsn), CommitLSN: pglogrepl.LSN(lsn), EndLSN: pglogrepl.LSN(lsn + 1), CommitTime: time.Now()}
 		if snapshot {
 			f.Snapshot = &schemas.SnapshotChunk{Table: "public.t"}
 		}
-		if err := w.BeginTransaction(); err != nil {
-			t.Fatal(err)
-		}
-		rec := &kgo.Record{Topic: topic, Value: schemas.EncoderAppendFrame(schemas.AppendHeader(nil, 1), &f)}
-		if err := w.ProduceSync(ctx, rec).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
-			t.Fatal(err)
-		}
+		l.Txn(commit, txlogtest.Frame(topic, 1, &f))
 	}
 	write(1, true, false)
 	write(2, true, false)
