@@ -218,8 +218,9 @@ func runStatus(ctx context.Context, args []string, e env) error {
 			"behind the last frame in Kafka.\n\n" +
 			"Slot safety: a slot whose retained WAL passes --warn-fraction of the limit is a WARN,\n" +
 			"past --fail-fraction an ERROR. The limit is max_slot_wal_keep_size, or --wal-budget\n" +
-			"when that is unlimited (-1). A lost slot, a keyless published table or an unreachable\n" +
-			"target is an ERROR too. Exit status: 0 without errors (warnings allowed), 1 with any\n" +
+			"when that is unlimited (-1). A lost slot, a keyless published table, an unreachable\n" +
+			"target, or (with --brokers) a consumer whose next frame offset Kafka has deleted is an\n" +
+			"ERROR too. Exit status: 0 without errors (warnings allowed), 1 with any\n" +
 			"error, 2 for a usage error; so it works as a cron or monitoring check.\n\n" +
 			"Passwords come from PGPASSWORD or a passfile and are never printed: DSNs are shown\n" +
 			"without them.",
