@@ -14,27 +14,29 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // decoder turns records into events. Tables and compiled decoders are cached
 // by schema ID; the registry caches schema texts. A decoder is used by one
 // goroutine.
 //
-// Envelopes and frames are decoded with schemas.DecoderEnvelope and
-// schemas.DecoderFrame compiled from each record's writer schema; a writer
-// schema those cannot compile (ErrDecoderUnsupported) is decoded with goavro
-// into the same DecodedEnvelope, so every sink sees one row representation.
+// Envelopes are decoded with schemas.DecoderEnvelope compiled from each
+// record's writer schema; a writer schema it cannot compile
+// (ErrDecoderUnsupported) is decoded with goavro into the same
+// DecodedEnvelope, so every sink sees one row representation. Frames are
+// decoded by a txlog.FrameDecoder, which does the same for frames.
 type decoder struct {
 	reg    *schemas.Registry
 	tables map[int]*Table
 	envs   map[int]*schemas.DecoderEnvelope // nil value: decode with goavro
-	frames map[int]*schemas.DecoderFrame    // nil value: decode with goavro
-	env    schemas.DecodedEnvelope          // reused between events
+	frames *txlog.FrameDecoder
+	env    schemas.DecodedEnvelope // reused between events
 }
 
 func newDecoder(reg *schemas.Registry) *decoder {
 	return &decoder{reg: reg, tables: map[int]*Table{}, envs: map[int]*schemas.DecoderEnvelope{},
-		frames: map[int]*schemas.DecoderFrame{}}
+		frames: txlog.NewFrameDecoder(reg)}
 }
 
 // schema splits a wire-format value and fetches its writer schema. An
@@ -71,38 +73,16 @@ func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error
 	return v, id, raw, nil
 }
 
-// frame decodes a record of the transactions topic.
+// frame decodes a record of the transactions topic through txlog, the one
+// reader of the frame format. A malformed frame (bad wire format, unknown
+// schema ID, bytes that do not match their schema) is permanent; a registry
+// that cannot be reached is not.
 func (d *decoder) frame(ctx context.Context, r *kgo.Record) (schemas.Frame, error) {
-	id, body, codec, raw, err := d.schema(ctx, r.Value)
-	if err != nil {
-		return schemas.Frame{}, err
+	f, err := d.frames.Decode(ctx, r)
+	if errors.Is(err, txlog.ErrMalformed) {
+		return f, Permanent(err)
 	}
-	fd, ok := d.frames[id]
-	if !ok {
-		if fd, err = schemas.DecoderCompileFrame(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
-			return schemas.Frame{}, Permanent(fmt.Errorf("schema id %d: %w", id, err))
-		}
-		d.frames[id] = fd
-	}
-	if fd == nil {
-		v, rest, err := codec.NativeFromBinary(body)
-		if err == nil && len(rest) != 0 {
-			err = fmt.Errorf("%d bytes left after the Avro record", len(rest))
-		}
-		if err != nil {
-			return schemas.Frame{}, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
-		}
-		f, err := schemas.FrameFromNative(v)
-		if err != nil {
-			return f, Permanent(err)
-		}
-		return f, nil
-	}
-	f, err := fd.Decode(body)
-	if err != nil {
-		return f, Permanent(fmt.Errorf("schema id %d: cannot decode frame: %w", id, err))
-	}
-	return f, nil
+	return f, err
 }
 
 // latestTable returns the table of topic's latest value schema, or nil when

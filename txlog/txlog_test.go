@@ -12,67 +12,32 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/deploy/embedded"
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog/txlogtest"
 )
 
 // logEnv is an embedded broker and registry with one transactional writer.
 type logEnv struct {
+	*txlogtest.Log
 	t    *testing.T
-	st   *embedded.Stack
 	opts []kgo.Opt
 	adm  *kadm.Client
 	reg  *schemas.Registry
-	w    *kgo.Client
 	id   int // frame schema ID
 }
 
 func newLogEnv(t *testing.T) *logEnv {
 	t.Helper()
-	st, err := embedded.Start(embedded.Config{Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e := &logEnv{t: t, st: st, opts: []kgo.Opt{kgo.SeedBrokers(st.KafkaAddr)}}
-	cl, err := kgo.NewClient(e.opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	e.adm = kadm.NewClient(cl)
-	if e.reg, err = schemas.NewRegistry([]string{st.RegistryURL}, nil); err != nil {
-		t.Fatal(err)
-	}
-	e.w, err = kgo.NewClient(append(e.opts, kgo.TransactionalID("txlog-test"), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.w.Close)
-	return e
+	l := txlogtest.Start(t)
+	return &logEnv{Log: l, t: t, opts: l.Opts, adm: l.Adm, reg: l.Reg}
 }
 
-func (e *logEnv) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	e.t.Cleanup(cancel)
-	return ctx
-}
+func (e *logEnv) ctx() context.Context { return e.Ctx() }
 
 // txn writes recs in one Kafka transaction, committed or aborted.
 func (e *logEnv) txn(commit bool, recs ...*kgo.Record) {
 	e.t.Helper()
-	ctx := e.ctx()
-	if err := e.w.BeginTransaction(); err != nil {
-		e.t.Fatal(err)
-	}
-	for _, r := range recs {
-		if err := e.w.ProduceSync(ctx, r).FirstErr(); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	if err := e.w.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
-		e.t.Fatal(err)
-	}
+	e.Txn(commit, recs...)
 }
 
 func (e *logEnv) frame(topic string, commit uint64) *kgo.Record {
@@ -85,7 +50,7 @@ func (e *logEnv) frame(topic string, commit uint64) *kgo.Record {
 		e.id = id
 	}
 	f := schemas.Frame{Xid: uint32(commit), CommitLSN: pglogrepl.LSN(commit), EndLSN: pglogrepl.LSN(commit + 1), CommitTime: time.Unix(int64(commit), 0)}
-	return &kgo.Record{Topic: topic, Partition: 0, Value: schemas.EncoderAppendFrame(schemas.AppendHeader(nil, e.id), &f)}
+	return txlogtest.Frame(topic, e.id, &f)
 }
 
 func (e *logEnv) frames(topic string) *Frames {
@@ -94,9 +59,7 @@ func (e *logEnv) frames(topic string) *Frames {
 
 func (e *logEnv) createTopic(topic string) {
 	e.t.Helper()
-	if _, err := e.adm.CreateTopic(e.ctx(), 1, 1, nil, topic); err != nil {
-		e.t.Fatal(err)
-	}
+	e.CreateTopic(topic)
 }
 
 // Frames of aborted transactions are never returned, and the last frame is

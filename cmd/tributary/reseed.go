@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // reseedMessagePrefix is the prefix of the logical message reseed writes at
@@ -643,21 +643,18 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pub
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	txTopic := schemas.TransactionsTopic(r.prefix)
-	frameLSN := func(rec *kgo.Record) (pglogrepl.LSN, error) {
-		f, err := r.frame(ctx, rec)
-		return f.CommitLSN, err
-	}
+	frames := txlog.NewFrames(r.opts, adm, txlog.NewFrameDecoder(r.reg), txTopic)
 	// Wait for a committed frame at or past cp.
 	wctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	var txNext, txEnd int64
+	var txNext int64
+	var txb txlog.Bounds
 	for next := time.Now(); ; {
-		start, end, err := r.bounds(wctx, adm, txTopic, 0)
+		txb, err = frames.Bounds(wctx)
 		if err == nil {
-			txNext, err = r.firstAtOrPast(wctx, txTopic, 0, start, end, cp, frameLSN)
-			txEnd = end
+			txNext, err = frames.FirstAtOrPast(wctx, txb, cp)
 		}
-		if err == nil && txNext < txEnd {
+		if err == nil && txNext < txb.End {
 			break
 		}
 		if err != nil && wctx.Err() == nil {
@@ -678,7 +675,9 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pub
 	}
 	out.Next[consumer.Stream{Kind: consumer.StreamTransactions, Topic: txTopic}] = txNext
 	// The last frame below cp gives the checkpoint's commit LSN and time.
-	if last, err := r.lastFrameBefore(ctx, txTopic, txNext); err != nil {
+	lctx, lcancel := context.WithTimeout(ctx, reseedReadTimeout)
+	defer lcancel()
+	if _, last, err := frames.Last(lctx, txb, txNext); err != nil {
 		return out, err
 	} else if last != nil {
 		out.CommitLSN, out.CommitTime = last.CommitLSN, last.CommitTime
@@ -688,21 +687,21 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pub
 	for _, t := range tables {
 		topics = append(topics, schemas.TopicName(r.prefix, t.schema, t.name))
 	}
-	headerLSN := func(rec *kgo.Record) (pglogrepl.LSN, error) {
-		for _, h := range rec.Headers {
-			if h.Key == schemas.HeaderCommitLSN {
-				n, err := strconv.ParseUint(string(h.Value), 10, 64)
-				if err != nil {
-					break
-				}
-				return pglogrepl.LSN(n), nil
-			}
-		}
-		return 0, fmt.Errorf("%s partition %d offset %d has no valid %s header", rec.Topic, rec.Partition, rec.Offset, schemas.HeaderCommitLSN)
-	}
 	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return out, fmt.Errorf("partitions of the donor's topics: %w", err)
+	}
+	// firstAtOrPast is where a reader of a data partition's records at or
+	// past cp starts, found by their commit LSN header.
+	firstAtOrPast := func(topic string, part int32) (int64, txlog.Bounds, error) {
+		ctx, cancel := context.WithTimeout(ctx, reseedReadTimeout)
+		defer cancel()
+		b, err := txlog.PartitionBounds(ctx, adm, topic, part)
+		if err != nil {
+			return 0, b, err
+		}
+		n, err := txlog.Seek(ctx, r.opts, topic, part, b, uint64(cp), txlog.HeaderLSN)
+		return n, b, err
 	}
 	var lerr error
 	ends.Each(func(o kadm.ListedOffset) {
@@ -713,17 +712,12 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pub
 			lerr = fmt.Errorf("end offset of %s partition %d: %w", o.Topic, o.Partition, o.Err)
 			return
 		}
-		start, end, err := r.bounds(ctx, adm, o.Topic, o.Partition)
+		n, b, err := firstAtOrPast(o.Topic, o.Partition)
 		if err != nil {
 			lerr = err
 			return
 		}
-		n, err := r.firstAtOrPast(ctx, o.Topic, o.Partition, start, end, cp, headerLSN)
-		if err != nil {
-			lerr = err
-			return
-		}
-		if n > start {
+		if n > b.Start {
 			out.Next[consumer.Stream{Kind: consumer.StreamData, Topic: o.Topic, Partition: o.Partition}] = n
 		}
 	})
@@ -735,172 +729,10 @@ func (r *reseed) streamPosition(ctx context.Context, src *pgx.Conn, tables []pub
 	return out, nil
 }
 
-// bounds is a partition's log start and last stable offset.
-func (r *reseed) bounds(ctx context.Context, adm *kadm.Client, topic string, part int32) (int64, int64, error) {
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err != nil {
-		return 0, 0, fmt.Errorf("start offset of %s: %w", topic, err)
-	}
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return 0, 0, fmt.Errorf("end offset of %s: %w", topic, err)
-	}
-	s, ok1 := starts.Lookup(topic, part)
-	e, ok2 := ends.Lookup(topic, part)
-	switch {
-	case !ok1 || !ok2 || errors.Is(s.Err, kerr.UnknownTopicOrPartition) || errors.Is(e.Err, kerr.UnknownTopicOrPartition):
-		return 0, 0, nil
-	case s.Err != nil:
-		return 0, 0, fmt.Errorf("start offset of %s partition %d: %w", topic, part, s.Err)
-	case e.Err != nil:
-		return 0, 0, fmt.Errorf("end offset of %s partition %d: %w", topic, part, e.Err)
-	}
-	return s.Offset, e.Offset, nil
-}
-
-// firstAtOrPast is the offset just after a partition's last committed
-// record whose commit LSN (lsnOf) is below cp (lo when there is none): where
-// a reader of the records at or past cp starts; see bisect.
-func (r *reseed) firstAtOrPast(ctx context.Context, topic string, part int32, lo, hi int64, cp pglogrepl.LSN,
-	lsnOf func(*kgo.Record) (pglogrepl.LSN, error)) (int64, error) {
-	return bisect(lo, hi, cp, func(from int64) (int64, pglogrepl.LSN, bool, error) {
-		rec, err := r.firstRecord(ctx, topic, part, from, hi)
-		if err != nil || rec == nil {
-			return 0, 0, false, err
-		}
-		lsn, err := lsnOf(rec)
-		return rec.Offset, lsn, true, err
-	})
-}
-
-// bisect finds the smallest offset in [lo, hi] from which every record has a
-// commit LSN at or past cp: just after the last record below cp, or lo when
-// there is none. Offsets without a record (transaction markers, aborted
-// records) may lie between it and the first record at or past cp; a reader
-// skips them. probe(from) returns the
-// offset and LSN of the first record at or after from (offsets without a
-// record, such as transaction markers and aborted records, are skipped), or
-// found false when there is none below hi. Commit LSNs never decrease along
-// a partition, so O(log(hi-lo)) probes suffice.
-func bisect(lo, hi int64, cp pglogrepl.LSN, probe func(from int64) (off int64, lsn pglogrepl.LSN, found bool, err error)) (int64, error) {
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		off, lsn, found, err := probe(mid)
-		if err != nil {
-			return 0, err
-		}
-		if !found || lsn >= cp {
-			hi = mid
-		} else {
-			lo = off + 1
-		}
-	}
-	return lo, nil
-}
-
-// firstRecord reads the first committed data record of a partition at or
-// after offset from, below end; nil when there is none (only transaction
-// markers or aborted records).
-func (r *reseed) firstRecord(ctx context.Context, topic string, part int32, from, end int64) (*kgo.Record, error) {
-	var first *kgo.Record
-	err := r.scan(ctx, topic, part, from, end, func(rec *kgo.Record) bool {
-		first = rec
-		return false
-	})
-	return first, err
-}
-
-// scan calls fn for each committed data record of a partition from offset
-// from up to end, until fn returns false. Control records are read too, so
-// that reaching end-1 (always a record or a marker) ends the read exactly.
-func (r *reseed) scan(ctx context.Context, topic string, part int32, from, end int64, fn func(*kgo.Record) bool) error {
-	if from >= end {
-		return nil
-	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.opts...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: kgo.NewOffset().At(from)}}))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("read %s partition %d from offset %d: %w", topic, part, from, err)
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("fetch %s partition %d: %w", t, p, err) })
-		if ferr != nil {
-			return ferr
-		}
-		stop := false
-		fs.EachRecord(func(rec *kgo.Record) {
-			if stop {
-				return
-			}
-			if rec.Offset >= end {
-				stop = true
-				return
-			}
-			if !rec.Attrs.IsControl() && !fn(rec) {
-				stop = true
-				return
-			}
-			if rec.Offset >= end-1 {
-				stop = true
-			}
-		})
-		if stop {
-			return nil
-		}
-	}
-}
-
-// lastFrameBefore is the last committed frame of topic below offset end, or
-// nil when there is none.
-func (r *reseed) lastFrameBefore(ctx context.Context, topic string, end int64) (*schemas.Frame, error) {
-	for back := int64(16); ; back *= 2 {
-		start := max(end-back, 0)
-		var last *kgo.Record
-		if err := r.scan(ctx, topic, 0, start, end, func(rec *kgo.Record) bool { last = rec; return true }); err != nil {
-			return nil, err
-		}
-		if last != nil {
-			f, err := r.frame(ctx, last)
-			return &f, err
-		}
-		if start == 0 {
-			return nil, nil
-		}
-	}
-}
-
-// frame decodes a frame of the donor's transactions topic.
-func (r *reseed) frame(ctx context.Context, rec *kgo.Record) (schemas.Frame, error) {
-	bad := func(err error) (schemas.Frame, error) {
-		return schemas.Frame{}, fmt.Errorf("frame at %s offset %d: %w", rec.Topic, rec.Offset, err)
-	}
-	id, body, err := schemas.SplitWire(rec.Value)
-	if err != nil {
-		return bad(err)
-	}
-	c, err := r.reg.Codec(ctx, id)
-	if err != nil {
-		return bad(err)
-	}
-	native, _, err := c.NativeFromBinary(body)
-	if err != nil {
-		return bad(err)
-	}
-	f, err := schemas.FrameFromNative(native)
-	if err != nil {
-		return bad(err)
-	}
-	return f, nil
-}
+// reseedReadTimeout bounds each read of the donor's topics after the wait
+// for its producer: the last frame below the snapshot, and the search of
+// each data partition.
+const reseedReadTimeout = 2 * time.Minute
 
 // waitOwnStream waits until every donor consumer of the target's own stream
 // has applied every frame committed in Kafka when it starts: the target's
@@ -913,10 +745,12 @@ func (r *reseed) waitOwnStream(ctx context.Context, dcfg *pgx.ConnConfig) error 
 		return err
 	}
 	defer cl.Close()
-	_, end, err := r.bounds(ctx, kadm.NewClient(cl), topic, 0)
+	frames := txlog.NewFrames(r.opts, kadm.NewClient(cl), txlog.NewFrameDecoder(r.reg), topic)
+	b, err := frames.Bounds(ctx)
 	if err != nil {
 		return err
 	}
+	end := b.End
 	if end == 0 {
 		r.log.Info("the target's own stream is empty; nothing to wait for", "topic", topic)
 		return nil
@@ -930,7 +764,7 @@ func (r *reseed) waitOwnStream(ctx context.Context, dcfg *pgx.ConnConfig) error 
 	wctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	for logAt := time.Now(); ; {
-		behind, err := r.ownStreamBehind(wctx, c, table, topic, end)
+		behind, err := r.ownStreamBehind(wctx, c, table, frames, end)
 		if err == nil && len(behind) == 0 {
 			r.log.Info("the donor has applied the target's own stream", "topic", topic, "end_offset", end)
 			return nil
@@ -955,11 +789,14 @@ func (r *reseed) waitOwnStream(ctx context.Context, dcfg *pgx.ConnConfig) error 
 	}
 }
 
-// ownStreamBehind lists the donor consumers of topic (a transactions topic)
-// that have a committed frame below end still to apply, as "name at offset";
-// a donor with no checkpoint of topic is behind too: the target's changes
-// would be in no copy.
-func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic string, end int64) ([]string, error) {
+// ownStreamBehind lists the donor consumers of the target's transactions
+// topic (read by frames) that have a committed frame below end still to
+// apply, as "name at offset"; a donor with no checkpoint of the topic is
+// behind too: the target's changes would be in no copy. A consumer whose next
+// offset retention deleted is an error wrapping txlog.ErrBelowLogStart: the
+// target's changes there may never reach the donor.
+func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table string, frames *txlog.Frames, end int64) ([]string, error) {
+	topic := frames.Topic()
 	var exists bool
 	if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("look for %s on the donor: %w", table, err)
@@ -989,11 +826,19 @@ func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table, topic 
 	}
 	var behind []string
 	for _, row := range rows {
-		rec, err := r.firstRecord(ctx, topic, 0, row.next, end)
+		found := false
+		err := frames.Scan(ctx, row.next, end, func(int64, schemas.Frame) error {
+			found = true
+			return txlog.ErrStop
+		})
+		if errors.Is(err, txlog.ErrBelowLogStart) {
+			return nil, fmt.Errorf("donor consumer %s of the target's own stream has not read records that were deleted: %w; "+
+				"the target's changes among them may be missing at the donor: give --wait-own-stream=false to copy without them", row.consumer, err)
+		}
 		if err != nil {
 			return nil, err
 		}
-		if rec != nil {
+		if found {
 			behind = append(behind, fmt.Sprintf("%s at offset %d", row.consumer, row.next))
 		}
 	}

@@ -18,12 +18,12 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // statusReport is everything `tributary status` shows. Gathering fills it
@@ -161,6 +161,8 @@ type transactionsLog struct {
 	Error          string     `json:"error,omitempty"`
 	// readFrom is the first offset read; frames before it were not counted.
 	readFrom int64
+	// logStart is the partition's log start: offsets below it were deleted.
+	logStart int64
 }
 
 // Check levels.
@@ -216,8 +218,9 @@ func runStatus(ctx context.Context, args []string, e env) error {
 			"behind the last frame in Kafka.\n\n" +
 			"Slot safety: a slot whose retained WAL passes --warn-fraction of the limit is a WARN,\n" +
 			"past --fail-fraction an ERROR. The limit is max_slot_wal_keep_size, or --wal-budget\n" +
-			"when that is unlimited (-1). A lost slot, a keyless published table or an unreachable\n" +
-			"target is an ERROR too. Exit status: 0 without errors (warnings allowed), 1 with any\n" +
+			"when that is unlimited (-1). A lost slot, a keyless published table, an unreachable\n" +
+			"target, or (with --brokers) a consumer whose next frame offset Kafka has deleted is an\n" +
+			"ERROR too. Exit status: 0 without errors (warnings allowed), 1 with any\n" +
 			"error, 2 for a usage error; so it works as a cron or monitoring check.\n\n" +
 			"Passwords come from PGPASSWORD or a passfile and are never printed: DSNs are shown\n" +
 			"without them.",
@@ -595,46 +598,58 @@ func gatherKafka(ctx context.Context, o statusOptions, r *statusReport) {
 		r.add(levelError, "kafka", "%v", err)
 		return
 	}
-	var codec func(ctx context.Context, id int) (*goavro.Codec, error)
+	dec := txlog.NewBuiltinFrameDecoder()
 	if *o.kafka.registry != "" {
 		reg, err := o.kafka.registryClient(o.log)
 		if err != nil {
 			r.add(levelError, "registry", "%v", err)
 			return
 		}
-		codec = reg.Codec
-	} else {
-		fixed, err := goavro.NewCodec(schemas.FrameSchema())
-		if err != nil {
-			r.add(levelError, "kafka", "frame schema: %v", err)
-			return
-		}
-		codec = func(context.Context, int) (*goavro.Codec, error) { return fixed, nil }
+		dec = txlog.NewFrameDecoder(reg)
 	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		r.add(levelError, "kafka", "%v", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
 	names := make([]string, 0, len(prefixes))
 	for p := range prefixes {
 		names = append(names, p)
 	}
 	sort.Strings(names)
 	for _, p := range names {
-		from := int64(math.MaxInt64)
-		for _, c := range r.Consumers {
-			if c.Prefix == p && c.NextFrameOffset != nil && *c.NextFrameOffset < from {
-				from = *c.NextFrameOffset
-			}
+		r.kafkaLag(ctx, txlog.NewFrames(opts, adm, dec, schemas.TransactionsTopic(p)), p, o.frameScanLimit)
+	}
+}
+
+// kafkaLag reads the end of prefix's transactions topic through fr (at most
+// limit offsets of it) and sets the lag of each of the prefix's consumers.
+func (r *statusReport) kafkaLag(ctx context.Context, fr *txlog.Frames, prefix string, limit int64) {
+	from := int64(math.MaxInt64)
+	for _, c := range r.Consumers {
+		if c.Prefix == prefix && c.NextFrameOffset != nil && *c.NextFrameOffset < from {
+			from = *c.NextFrameOffset
 		}
-		tl, frames := readFrames(ctx, opts, schemas.TransactionsTopic(p), from, o.frameScanLimit, codec)
-		r.Kafka = append(r.Kafka, tl)
-		if tl.Error != "" {
-			r.add(levelError, tl.Topic, "%s", tl.Error)
+	}
+	tl, frames := readFrames(ctx, fr, from, limit)
+	r.Kafka = append(r.Kafka, tl)
+	if tl.Error != "" {
+		r.add(levelError, tl.Topic, "%s", tl.Error)
+		return
+	}
+	for i := range r.Consumers {
+		c := &r.Consumers[i]
+		if c.Prefix != prefix || c.NextFrameOffset == nil {
 			continue
 		}
-		for i := range r.Consumers {
-			c := &r.Consumers[i]
-			if c.Prefix != p || c.NextFrameOffset == nil {
-				continue
-			}
-			c.Behind = lagAgainst(c, tl, frames)
+		c.Behind = lagAgainst(c, tl, frames)
+		if next := *c.NextFrameOffset; next < tl.logStart {
+			// Retention deleted offsets the consumer has not read: any
+			// frame among them will never reach its target.
+			r.add(levelError, "consumer "+c.Name, "is behind the log start, so frames it has not applied may be lost: %v",
+				&txlog.BelowLogStartError{Topic: tl.Topic, Partition: 0, Offset: next, LogStart: tl.logStart})
 		}
 	}
 }
@@ -646,74 +661,31 @@ type frameRef struct {
 	time   time.Time
 }
 
-// readFrames reads the committed frames of topic from offset from (at most
-// limit records back from the end) and reports the last one.
-func readFrames(ctx context.Context, opts []kgo.Opt, topic string, from, limit int64,
-	codec func(context.Context, int) (*goavro.Codec, error)) (transactionsLog, []frameRef) {
-	tl := transactionsLog{Topic: topic}
-	cl, err := kgo.NewClient(opts...)
+// readFrames reads the committed frames of the transactions topic from
+// offset from (at most limit offsets back from the end, and not below the
+// log start) and reports the last one.
+func readFrames(ctx context.Context, fr *txlog.Frames, from, limit int64) (transactionsLog, []frameRef) {
+	tl := transactionsLog{Topic: fr.Topic()}
+	b, err := fr.ExistingBounds(ctx)
 	if err != nil {
 		tl.Error = err.Error()
 		return tl, nil
 	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		tl.Error = fmt.Sprintf("end offset of %s: %v", topic, err)
+	tl.EndOffset, tl.logStart = b.End, b.Start
+	if b.Empty() {
 		return tl, nil
 	}
-	end, ok := ends.Lookup(topic, 0)
-	if !ok {
-		tl.Error = fmt.Sprintf("topic %s has no partition 0", topic)
-		return tl, nil
-	}
-	tl.EndOffset = end.Offset
-	if end.Offset == 0 {
-		return tl, nil
-	}
-	start := min(from, end.Offset-1)
-	start = max(start, end.Offset-limit, 0)
+	start := min(from, b.End-1)
+	start = max(start, b.End-limit, b.Start)
 	tl.readFrom = start
-	rd, err := kgo.NewClient(append(opts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(start)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+	var frames []frameRef
+	err = fr.Scan(ctx, start, b.End, func(off int64, f schemas.Frame) error {
+		frames = append(frames, frameRef{offset: off, lsn: f.CommitLSN, time: f.CommitTime})
+		return nil
+	})
 	if err != nil {
 		tl.Error = err.Error()
-		return tl, nil
-	}
-	defer rd.Close()
-	var frames []frameRef
-	next := start
-	for next < end.Offset {
-		fetches := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			tl.Error = fmt.Sprintf("reading %s: %v at offset %d of %d", topic, ctx.Err(), next, end.Offset)
-			return tl, frames
-		}
-		var ferr error
-		fetches.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			tl.Error = fmt.Sprintf("reading %s: %v", topic, ferr)
-			return tl, frames
-		}
-		fetches.EachRecord(func(rec *kgo.Record) {
-			next = rec.Offset + 1
-			if rec.Attrs.IsControl() || rec.Offset >= end.Offset {
-				return
-			}
-			f, err := decodeFrame(ctx, rec.Value, codec)
-			if err != nil {
-				tl.Error = fmt.Sprintf("%s offset %d: %v", topic, rec.Offset, err)
-				return
-			}
-			frames = append(frames, frameRef{offset: rec.Offset, lsn: f.CommitLSN, time: f.CommitTime})
-		})
-		if tl.Error != "" {
-			return tl, frames
-		}
+		return tl, frames
 	}
 	if n := len(frames); n > 0 {
 		last := frames[n-1]
@@ -721,22 +693,6 @@ func readFrames(ctx context.Context, opts []kgo.Opt, topic string, from, limit i
 		tl.LastCommitLSN, tl.LastCommitTime = last.lsn.String(), &t
 	}
 	return tl, frames
-}
-
-func decodeFrame(ctx context.Context, b []byte, codec func(context.Context, int) (*goavro.Codec, error)) (schemas.Frame, error) {
-	id, body, err := schemas.SplitWire(b)
-	if err != nil {
-		return schemas.Frame{}, err
-	}
-	c, err := codec(ctx, id)
-	if err != nil {
-		return schemas.Frame{}, err
-	}
-	native, _, err := c.NativeFromBinary(body)
-	if err != nil {
-		return schemas.Frame{}, err
-	}
-	return schemas.FrameFromNative(native)
 }
 
 // lagAgainst computes a consumer's lag from the frames read after its position.

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // Event is one decoded data record.
@@ -60,13 +61,11 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	txTopic := schemas.TransactionsTopic(prefix)
-	frames := readTopic(ctx, t, k, txTopic)
+	frames := readFrames(ctx, t, k, txlog.NewFrameDecoder(reg), prefix)
 	byTP := map[string][]*kgo.Record{}
 	topics := map[string]bool{}
-	for _, r := range frames {
-		f := decodeFrame(ctx, t, reg, r)
-		for _, p := range f.Partitions {
+	for _, fr := range frames {
+		for _, p := range fr.Partitions {
 			topics[p.Topic] = true
 		}
 	}
@@ -79,26 +78,26 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	pos := map[string]int{}
 	var log Log
 	var prevStream, prevSnap pglogrepl.LSN
-	for _, r := range frames {
-		f := decodeFrame(ctx, t, reg, r)
+	for _, fr := range frames {
+		f := fr.Frame
 		// A chunk of the initial snapshot carries the consistent point as
 		// both commit and end LSN; an online chunk is the frame of its
 		// high watermark's transaction, in stream order.
 		if initial := f.Snapshot != nil && f.EndLSN == f.CommitLSN; !initial {
 			if f.CommitLSN <= prevStream || f.CommitLSN < prevSnap {
-				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", r.Offset, f.CommitLSN, max(prevStream, prevSnap))
+				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", fr.offset, f.CommitLSN, max(prevStream, prevSnap))
 			}
 			prevStream = f.CommitLSN
 		} else {
 			if prevStream != 0 {
-				t.Fatalf("initial snapshot frame at offset %d after stream frames", r.Offset)
+				t.Fatalf("initial snapshot frame at offset %d after stream frames", fr.offset)
 			}
 			if f.CommitLSN < prevSnap {
-				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", r.Offset, f.CommitLSN, prevSnap)
+				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", fr.offset, f.CommitLSN, prevSnap)
 			}
 			prevSnap = f.CommitLSN
 		}
-		txn := Txn{Frame: f, Offset: r.Offset}
+		txn := Txn{Frame: f, Offset: fr.offset}
 		var total int64
 		for _, pc := range f.Partitions {
 			key := pc.Topic + "/" + strconv.Itoa(int(pc.Partition))
@@ -135,12 +134,38 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	return &log
 }
 
-// CountFrames returns how many frames the transactions topic holds now.
+// CountFrames returns how many frames the transactions topic holds now. It
+// decodes them with the built-in frame schema (it has no registry).
 func CountFrames(t testing.TB, k *Kafka, prefix string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return len(readTopic(ctx, t, k, schemas.TransactionsTopic(prefix)))
+	return len(readFrames(ctx, t, k, txlog.NewBuiltinFrameDecoder(), prefix))
+}
+
+// frameAt is a frame and its offset in the transactions topic.
+type frameAt struct {
+	schemas.Frame
+	offset int64
+}
+
+// readFrames reads every committed frame of prefix's transactions topic,
+// from its log start to its last stable offset, through txlog.
+func readFrames(ctx context.Context, t testing.TB, k *Kafka, dec *txlog.FrameDecoder, prefix string) []frameAt {
+	t.Helper()
+	fr := txlog.NewFrames(k.Opts(), k.Admin(t), dec, schemas.TransactionsTopic(prefix))
+	b, err := fr.Bounds(ctx)
+	if err != nil {
+		t.Fatalf("bounds of %s: %v", fr.Topic(), err)
+	}
+	var out []frameAt
+	if err := fr.Scan(ctx, b.Start, b.End, func(off int64, f schemas.Frame) error {
+		out = append(out, frameAt{Frame: f, offset: off})
+		return nil
+	}); err != nil {
+		t.Fatalf("reading %s: %v", fr.Topic(), err)
+	}
+	return out
 }
 
 // Events returns all events of the log in commit order.
@@ -152,6 +177,12 @@ func (l *Log) Events() []Event {
 	return out
 }
 
+// readTopic reads the committed records of every partition of a data topic,
+// up to each partition's high watermark as it was when the read started: a
+// transaction still open there, or whose commit marker has not reached the
+// partition yet, is waited for, so that its records are not missed when
+// their frame is already committed. (The frames themselves are read with
+// txlog, up to the transactions topic's last stable offset.)
 func readTopic(ctx context.Context, t testing.TB, k *Kafka, topic string) []*kgo.Record {
 	t.Helper()
 	adm := k.Admin(t)
@@ -193,16 +224,6 @@ func readTopic(ctx context.Context, t testing.TB, k *Kafka, topic string) []*kgo
 		return out[i].Offset < out[j].Offset
 	})
 	return out
-}
-
-func decodeFrame(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kgo.Record) schemas.Frame {
-	t.Helper()
-	native := decodeWire(ctx, t, reg, r, r.Value)
-	f, err := schemas.FrameFromNative(native)
-	if err != nil {
-		t.Fatalf("%s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
-	}
-	return f
 }
 
 func decodeWire(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kgo.Record, b []byte) any {

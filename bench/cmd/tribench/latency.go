@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 const latDDL = `(id bigint PRIMARY KEY, src_ts timestamptz NOT NULL DEFAULT clock_timestamp(), payload text NOT NULL)`
@@ -101,42 +103,37 @@ type frameSeen struct {
 	lat    float64 // ms from the source commit to readable in Kafka
 }
 
-// watchFrames reads the transactions topic read_committed from its end and
-// notes, for each frame, the time from its source commit (the frame's
-// CommitTime) to the moment this reader saw it. stop returns what it saw.
+// watchFrames follows the transactions topic read_committed from its end
+// (txlog's Follow) and notes, for each frame, the time from its source
+// commit (the frame's CommitTime) to the moment this reader decoded it. stop
+// returns what it saw.
 func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []frameSeen, err error) {
-	ends, _, err := b.kafka.EndOffsets(ctx, topic, true)
+	fr, done, err := b.kafka.Frames(topic, kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}
-	offs := map[int32]kgo.Offset{}
-	for p, o := range ends {
-		offs[p] = kgo.NewOffset().At(o)
-	}
-	cl, err := b.kafka.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}), kgo.FetchMaxWait(50*time.Millisecond))
+	bounds, err := fr.Bounds(ctx)
 	if err != nil {
+		done()
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan []frameSeen)
+	out := make(chan []frameSeen)
 	go func() {
-		defer cl.Close()
+		defer done()
 		var seen []frameSeen
-		for wctx.Err() == nil {
-			fs := cl.PollFetches(wctx)
-			now := time.Now()
-			fs.EachRecord(func(rec *kgo.Record) {
-				f, err := decodeFrame(rec.Value)
-				if err != nil || f.Snapshot != nil {
-					return
-				}
-				seen = append(seen, frameSeen{commit: f.CommitTime, lat: float64(now.Sub(f.CommitTime).Microseconds()) / 1000})
-			})
+		err := fr.Follow(wctx, bounds.End, func(_ int64, f schemas.Frame) error {
+			if f.Snapshot == nil {
+				seen = append(seen, frameSeen{commit: f.CommitTime, lat: float64(time.Since(f.CommitTime).Microseconds()) / 1000})
+			}
+			return nil
+		})
+		if wctx.Err() == nil {
+			logf("watching %s stopped early, latencies to Kafka are partial: %v", topic, err)
 		}
-		done <- seen
+		out <- seen
 	}()
-	return func() []frameSeen { cancel(); return <-done }, nil
+	return func() []frameSeen { cancel(); return <-out }, nil
 }
 
 func (b *Bench) latencyNative(ctx context.Context, rep int, tag string, txps, rows int) *Result {

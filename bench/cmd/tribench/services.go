@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/tributary-cdc/tributary/schemas"
+	"github.com/tributary-cdc/tributary/txlog"
 )
 
 // PG is one throw-away cluster started by deploy/local/postgres.sh.
@@ -146,7 +146,12 @@ func startEmbeddedKafka(root, bin, cache string, why error) (*Kafka, error) {
 }
 
 func (k *Kafka) Client(opts ...kgo.Opt) (*kgo.Client, error) {
-	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(k.Brokers, ",")...)}, opts...)...)
+	return kgo.NewClient(k.opts(opts...)...)
+}
+
+// opts are the options that reach the broker, then extra.
+func (k *Kafka) opts(extra ...kgo.Opt) []kgo.Opt {
+	return append([]kgo.Opt{kgo.SeedBrokers(strings.Split(k.Brokers, ",")...)}, extra...)
 }
 
 // EndOffsets sums the high watermarks (or, committed, the last stable offsets) of a topic.
@@ -212,82 +217,32 @@ func (k *Kafka) DeletePrefix(ctx context.Context, prefix string) {
 	}
 }
 
-var frameCodec = func() *goavro.Codec {
-	c, err := goavro.NewCodec(schemas.FrameSchema())
+// Frames reads topic, a transactions topic, through txlog, decoding with the
+// built-in frame schema (the runner reads no registry); opts are added to
+// the broker's. Call done when finished with it.
+func (k *Kafka) Frames(topic string, opts ...kgo.Opt) (fr *txlog.Frames, done func(), err error) {
+	cl, err := k.Client()
 	if err != nil {
-		panic(err)
+		return nil, nil, err
 	}
-	return c
-}()
+	return txlog.NewFrames(k.opts(opts...), kadm.NewClient(cl), txlog.NewBuiltinFrameDecoder(), topic), cl.Close, nil
+}
 
 // LastFrame returns the last committed frame of the transactions topic (nil when empty).
 func (k *Kafka) LastFrame(ctx context.Context, topic string) (*schemas.Frame, error) {
-	ends, _, err := k.EndOffsets(ctx, topic, true)
+	fr, done, err := k.Frames(topic)
 	if err != nil {
 		return nil, err
 	}
-	end := ends[0]
-	if end <= 0 {
-		return nil, nil
-	}
-	for back := int64(8); ; back *= 4 {
-		start := max(end-back, 0)
-		f, err := k.lastFrameIn(ctx, topic, start, end)
-		if err != nil || f != nil || start == 0 {
-			return f, err
-		}
-	}
-}
-
-func (k *Kafka) lastFrameIn(ctx context.Context, topic string, start, end int64) (*schemas.Frame, error) {
-	cl, err := k.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(start)}}))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var last *kgo.Record
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s [%d,%d): %w", topic, start, end, err)
-		}
-		reached := false
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				last = r
-			}
-			if r.Offset >= end-1 {
-				reached = true
-			}
-		})
-		if reached {
-			break
-		}
-	}
-	if last == nil {
-		return nil, nil
-	}
-	return decodeFrame(last.Value)
-}
-
-// decodeFrame decodes one record of the transactions topic.
-func decodeFrame(value []byte) (*schemas.Frame, error) {
-	_, body, err := schemas.SplitWire(value)
-	if err != nil {
+	b, err := fr.Bounds(ctx)
+	if err != nil || b.Empty() {
 		return nil, err
 	}
-	native, _, err := frameCodec.NativeFromBinary(body)
-	if err != nil {
-		return nil, err
-	}
-	f, err := schemas.FrameFromNative(native)
-	if err != nil {
-		return nil, err
-	}
-	return &f, nil
+	_, f, err := fr.Last(ctx, b, b.End)
+	return f, err
 }
 
 // startRegistry serves an in-memory Confluent-API registry (franz-go srfake).
