@@ -382,19 +382,22 @@ func (fc *frameCursor) next(ctx context.Context) (*kgo.Record, error) {
 
 // frameDone records that fc was read whole into the batch checkpoint.
 func (fc *frameCursor) checkpoint(cp *Checkpoint) {
-	cp.Next[fc.r.tx.s] = fc.offset + 1
+	cp.Next[fc.r.tx.s] = max(fc.offset+1, fc.r.tx.appendedTaken())
 	for _, p := range fc.parts {
 		cp.Next[p.p.s] = p.p.appendedTaken()
 	}
 	cp.CommitLSN, cp.CommitTime = fc.frame.CommitLSN, fc.frame.CommitTime
 }
 
-// appendedTaken is the offset after the last record taken from p.
+// appendedTaken is the offset after the last record taken from p, and past
+// the transaction markers received after it when nothing is buffered: a
+// checkpoint that points past the markers is not taken for one behind
+// retention when only markers were deleted.
 func (p *part) appendedTaken() int64 {
 	if p.pending() > 0 {
 		return p.peek().Offset
 	}
-	return p.appended
+	return max(p.appended, p.seen)
 }
 
 // txSession runs one transactional session: from the sink's checkpoint until

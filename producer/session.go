@@ -266,6 +266,19 @@ func (s *session) run(ctx context.Context) error {
 		if err := s.startFlush(slot.confirmed); err != nil {
 			return err
 		}
+		// A producer killed a moment ago may still hold the slot until its
+		// walsender notices the closed connection: give that one a few
+		// seconds; a live producer keeps it.
+		for wait := time.Now().Add(activeSlotGrace); slot.active && time.Now().Before(wait); {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			if slot, err = readSlot(ctx, s.db, cfg.Slot); err != nil {
+				return err
+			}
+		}
 		if slot.active {
 			pid := int32(0)
 			if slot.activePID != nil {
@@ -367,6 +380,10 @@ func (s *session) flushState(ctx context.Context) error {
 	}
 	return s.commitGroup(ctx)
 }
+
+// activeSlotGrace is how long a session waits for its slot to be released
+// by a previous reader before it takes the slot for another producer's.
+const activeSlotGrace = 5 * time.Second
 
 // permanentUnlessTransient keeps network errors retryable and makes every
 // other error permanent.
