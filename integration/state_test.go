@@ -480,3 +480,141 @@ func TestSnapshotRowsAreIdempotentInEverySink(t *testing.T) {
 	t.Logf("a snapshot of %d unchanged rows: target equal, history %d rows and warehouse %d rows unchanged",
 		e.producerState(t).Tables["public.a"].Snapshot.Rows, histBefore, duckBefore)
 }
+
+// TestProducerBuildsStateFromAnOlderPrefix: a prefix written before the
+// state topic existed (simulated by deleting the state topic) gets its
+// state built once from the transactions topic; nothing is copied again and
+// every source transaction stays in Kafka once.
+func TestProducerBuildsStateFromAnOlderPrefix(t *testing.T) {
+	e := newStateEnv(t)
+	e.pg.Exec(t,
+		`CREATE TABLE a (id int PRIMARY KEY, v int)`, `CREATE TABLE ledger (id bigint PRIMARY KEY, w int)`,
+		`INSERT INTO a SELECT g, 0 FROM generate_series(1, 3000) g`,
+		`CREATE PUBLICATION pub FOR ALL TABLES`)
+	args := e.producerArgs("--snapshot-chunk-rows", "1000")
+	proc := harness.StartTributary(t, nil, args...)
+	e.waitSlotActive(t, "slot", proc)
+	load := startLedgerLoad(t, e.pg, 2, 3000, "a")
+	e.waitFrameCount(t, 30)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(e.kafka.Client(t))
+	if _, err := adm.DeleteTopic(ctx, schemas.StateTopic(e.prefix)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		if md, err := adm.ListTopics(ctx, schemas.StateTopic(e.prefix)); err == nil && !md.Has(schemas.StateTopic(e.prefix)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the state topic is still there a minute after its deletion")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	proc = harness.StartTributary(t, nil, args...)
+	mustWaitOutput(t, proc, "built it once from the transactions topic", time.Minute)
+	e.waitFrameCount(t, harness.CountFrames(t, e.kafka, e.prefix)+20)
+	load.end()
+	e.waitConfirmed(t, "slot", proc)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
+	}
+	st := e.producerState(t)
+	if tb := st.Tables["public.a"]; tb == nil || tb.Snapshot == nil || tb.Snapshot.ID != "initial" || tb.Snapshot.Status != txlog.SnapshotDone {
+		t.Fatalf("state of public.a built from the log = %+v", tb)
+	}
+	log := harness.ReadLog(t, e.kafka, e.reg, e.prefix)
+	load.requireLedgerOnce(t, e.pg, log, e.prefix)
+	requireReadOncePerSnapshot(t, log, e.prefix, "a", "ledger")
+	catchUp(t, e.consumerArgs("replica")...)
+	requireEqualTables(t, e.pg, e.target, "a", "ledger")
+}
+
+// TestOnlineSnapshotPauseResumeCancel drives an online snapshot through
+// tributary snapshot: paused, it reads no chunk beyond those in flight
+// while the stream goes on; resumed, it completes; a cancelled one ends
+// and its table's changes stop carrying the pending header.
+func TestOnlineSnapshotPauseResumeCancel(t *testing.T) {
+	e := newStateEnv(t)
+	e.pg.Exec(t,
+		`CREATE TABLE big (id int PRIMARY KEY, v int)`, `CREATE TABLE ledger (id bigint PRIMARY KEY, w int)`,
+		`INSERT INTO big SELECT g, 0 FROM generate_series(1, 40000) g`,
+		`CREATE PUBLICATION pub FOR ALL TABLES`)
+	proc := harness.StartTributary(t, nil, e.producerArgs("--snapshot-chunk-rows", "500", "--snapshot-workers", "1")...)
+	e.waitSnapshotsDone(t, proc, "public.big")
+	signal := func(args ...string) {
+		t.Helper()
+		p := harness.StartTributary(t, nil, append([]string{"snapshot"}, append(args, "--source", e.pg.DSN, "--slot", "slot")...)...)
+		<-waitExit(p)
+		if _, err := p.Exited(); err != nil {
+			t.Fatalf("tributary snapshot %v: %v\n%s", args, err, p.Output())
+		}
+	}
+	waitStatus := func(want txlog.SnapshotStatus) *txlog.Snapshot {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			if sn := e.producerState(t).Tables["public.big"].Snapshot; sn != nil && sn.ID != "initial" && sn.Status == want {
+				return sn
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("snapshot of big not %s after 2 minutes: %+v\n%s", want, e.producerState(t).Tables["public.big"].Snapshot,
+					lastLines(proc.Output(), 10))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	signal("start", "--tables", "big", "--id", "p1")
+	waitStatus(txlog.SnapshotRunning)
+	signal("pause", "--tables", "big")
+	paused := waitStatus(txlog.SnapshotPaused)
+	// The stream goes on: 50 transactions reach Kafka.
+	before := harness.CountFrames(t, e.kafka, e.prefix)
+	load := startLedgerLoad(t, e.pg, 1, 40000, "big")
+	e.waitFrameCount(t, before+50)
+	load.end()
+	e.waitConfirmed(t, "slot", proc)
+	if sn := e.producerState(t).Tables["public.big"].Snapshot; sn.Status != txlog.SnapshotPaused || sn.Chunks > paused.Chunks+1 {
+		t.Fatalf("paused at %d chunks, then %+v while the stream went on", paused.Chunks, sn)
+	}
+	signal("resume", "--tables", "big")
+	done := e.waitSnapshotsDone(t, proc, "public.big").Tables["public.big"].Snapshot
+	if done.ID != "p1" || done.Rows == 0 {
+		t.Fatalf("resumed snapshot ended as %+v", done)
+	}
+	signal("start", "--tables", "big", "--id", "c1")
+	waitStatus(txlog.SnapshotRunning)
+	signal("cancel")
+	cancelled := waitStatus(txlog.SnapshotCancelled)
+	if cancelled.ID != "c1" {
+		t.Fatalf("cancelled snapshot %+v", cancelled)
+	}
+	e.pg.Exec(t, `UPDATE big SET v = -1 WHERE id = 7`)
+	e.waitConfirmed(t, "slot", proc)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
+	}
+	// Changes made while a snapshot is active say so; the one after the
+	// cancel does not.
+	var pending, after int
+	for _, tx := range harness.ReadLog(t, e.kafka, e.reg, e.prefix).Txns {
+		for _, ev := range tx.Events {
+			switch {
+			case ev.Op == schemas.OpUpdate && ev.After["v"] == int32(-1):
+				after++
+				if ev.Pending {
+					t.Fatalf("the update after the cancel carries the pending header")
+				}
+			case ev.Pending:
+				pending++
+			}
+		}
+	}
+	if after != 1 || pending == 0 {
+		t.Fatalf("the update after the cancel is in Kafka %d times; %d changes made during the snapshots carry the pending header", after, pending)
+	}
+	catchUp(t, e.consumerArgs("replica")...)
+	requireEqualTables(t, e.pg, e.target, "big", "ledger")
+}

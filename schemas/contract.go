@@ -77,6 +77,33 @@ func FixedSchema(fullName string) string {
 // FrameSchema is the value schema of the transactions topic.
 func FrameSchema() string { return FixedSchema("tributary.Frame") }
 
+// FrameSchemaHistory returns every frame schema Tributary has written,
+// newest first: FrameSchema, then the schema from before snapshot chunks
+// carried their snapshot's ID and frames could mark a snapshot request.
+// Readers without a registry decode with the first that fits.
+func FrameSchemaHistory() []string {
+	var def map[string]any
+	if err := json.Unmarshal([]byte(FrameSchema()), &def); err != nil {
+		panic(err)
+	}
+	without := func(rec map[string]any, name string) {
+		var out []any
+		for _, f := range rec["fields"].([]any) {
+			if f.(map[string]any)["name"] != name {
+				out = append(out, f)
+			}
+		}
+		rec["fields"] = out
+	}
+	without(def, "snapshot_request")
+	for _, f := range def["fields"].([]any) {
+		if fm := f.(map[string]any); fm["name"] == "snapshot" {
+			without(fm["type"].([]any)[1].(map[string]any), "id")
+		}
+	}
+	return []string{FrameSchema(), mustJSON(def)}
+}
+
 // MessageSchema is the value schema of the messages topic.
 func MessageSchema() string { return FixedSchema("tributary.Message") }
 

@@ -1,45 +1,49 @@
 package txlog
 
 import (
-	"context"
 	"fmt"
 	"sync"
-
-	"github.com/linkedin/goavro/v2"
 
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // NewBuiltinFrameDecoder returns a decoder for readers without a schema
-// registry (status without --registry, the benchmarks): it decodes every
-// record with this program's frame schema (schemas.FrameSchema), whatever
-// schema ID the record's wire header names. A frame written with another
-// version of the schema may fail to decode (ErrMalformed) or decode wrongly;
-// readers that have a registry use NewFrameDecoder.
+// registry (status without --registry, the benchmarks, test tools): it
+// decodes every record with the frame schemas Tributary has written
+// (schemas.FrameSchemaHistory), newest first, taking the first that
+// consumes the record exactly, whatever schema ID the record's wire header
+// names. Readers that have a registry use NewFrameDecoder.
 func NewBuiltinFrameDecoder() *FrameDecoder { return NewFrameDecoder(nil) }
 
-// builtinFrame is the text of schemas.FrameSchema and its codec, made once.
-var builtinFrame = sync.OnceValues(func() (builtinSchema, error) {
-	raw := schemas.FrameSchema()
-	c, err := goavro.NewCodec(raw)
-	return builtinSchema{codec: c, raw: raw}, err
+// builtinFrames are the compiled decoders of schemas.FrameSchemaHistory.
+var builtinFrames = sync.OnceValues(func() ([]*schemas.DecoderFrame, error) {
+	var out []*schemas.DecoderFrame
+	for _, raw := range schemas.FrameSchemaHistory() {
+		d, err := schemas.DecoderCompileFrame(raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
 })
 
-type builtinSchema struct {
-	codec *goavro.Codec
-	raw   string
-}
-
-// writerSchema returns the codec and text of the schema that wrote a record
-// with schema ID id: the registry's, or the built-in frame schema for a
-// decoder without a registry.
-func (d *FrameDecoder) writerSchema(ctx context.Context, id int) (*goavro.Codec, string, error) {
-	if d.reg != nil {
-		return d.reg.CodecAndSchema(ctx, id)
-	}
-	b, err := builtinFrame()
+// decodeBuiltin decodes a frame body with the first historical frame schema
+// that fits it.
+func decodeBuiltin(body []byte) (schemas.Frame, error) {
+	decs, err := builtinFrames()
 	if err != nil {
-		return nil, "", fmt.Errorf("built-in frame schema: %w", err)
+		return schemas.Frame{}, fmt.Errorf("built-in frame schemas: %w", err)
 	}
-	return b.codec, b.raw, nil
+	var first error
+	for _, d := range decs {
+		f, err := d.Decode(body)
+		if err == nil {
+			return f, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return schemas.Frame{}, fmt.Errorf("%w: no frame schema of this program fits: %w", ErrMalformed, first)
 }

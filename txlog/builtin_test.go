@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/schemas"
@@ -38,6 +39,30 @@ func TestBuiltinFrameDecoder(t *testing.T) {
 		_, err := d.Decode(ctx, &kgo.Record{Topic: "p.transactions", Offset: 9, Value: v})
 		if !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+// Frames written before snapshot chunks carried an ID (an older producer on
+// the same prefix) decode with the built-in decoder too.
+func TestBuiltinFrameDecoderReadsOlderFrames(t *testing.T) {
+	old, err := goavro.NewCodec(schemas.FrameSchemaHistory()[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, snap := range []any{nil, goavro.Union("tributary.SnapshotChunk", map[string]any{"slot": "s", "schema": "public",
+		"table": "t", "chunk": int64(3), "last": true, "last_key": goavro.Union("array", []any{"42"})})} {
+		body, err := old.BinaryFromNative(nil, map[string]any{"xid": int64(9), "commit_lsn": int64(100), "end_lsn": int64(108),
+			"commit_ts": time.Unix(1700000000, 0), "origin": nil, "snapshot": snap, "event_count": int64(0), "partitions": []any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := NewBuiltinFrameDecoder().Decode(context.Background(), &kgo.Record{Value: append(schemas.AppendHeader(nil, 1), body...), Topic: "p.transactions"})
+		if err != nil {
+			t.Fatalf("older frame (snapshot %v): %v", snap != nil, err)
+		}
+		if got.CommitLSN != 100 || snap != nil && (got.Snapshot == nil || got.Snapshot.ID != "initial" || got.Snapshot.Chunk != 3) {
+			t.Fatalf("older frame decoded as %+v (snapshot %+v)", got, got.Snapshot)
 		}
 	}
 }

@@ -48,7 +48,10 @@ func (d *FrameDecoder) decode(ctx context.Context, value []byte) (schemas.Frame,
 	if err != nil {
 		return schemas.Frame{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	codec, raw, err := d.writerSchema(ctx, id)
+	if d.reg == nil {
+		return decodeBuiltin(body)
+	}
+	codec, raw, err := d.reg.CodecAndSchema(ctx, id)
 	if err != nil {
 		if schemas.IsUnknownSchema(err) {
 			return schemas.Frame{}, fmt.Errorf("%w: unknown schema id %d: %w", ErrMalformed, id, err)

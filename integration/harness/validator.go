@@ -28,6 +28,7 @@ type Event struct {
 	Toast     []string
 	CommitLSN pglogrepl.LSN
 	Position  int64
+	Pending   bool // the tributary.snapshot header says pending
 	Value     map[string]any
 }
 
@@ -253,6 +254,8 @@ func decodeEvent(ctx context.Context, t testing.TB, reg *schemas.Registry, r *kg
 			ev.CommitLSN = pglogrepl.LSN(v)
 		case schemas.HeaderPosition:
 			ev.Position, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		case schemas.HeaderSnapshot:
+			ev.Pending = string(h.Value) == "pending"
 		}
 	}
 	if r.Key != nil {
