@@ -42,6 +42,21 @@
 // Records of the messages topic (<prefix>.messages) listed in a frame reach the
 // sink as events with Op "" and a Message.
 //
+// # Retention and bootstrapping
+//
+// A consumer never skips records that retention deleted: at the start of
+// each session it compares its checkpoint with every partition's log start
+// and stops with a *BehindRetentionError (naming topic, partition,
+// checkpoint and log start) when records it has not applied are gone, or
+// when it has no checkpoint and the transactions topic's beginning is gone;
+// its Kafka clients never reset an out-of-range offset. With
+// Config.FromSnapshot, such a consumer starts instead at the frame where
+// that online snapshot was requested: its first batch empties the
+// snapshot's tables at the sink (truncate events), and the snapshot's reads
+// rebuild them. A data partition a frame lists for the first time without
+// a checkpoint is positioned by commit LSN (txlog.PositionFor), never read
+// from its start.
+//
 // # Per-key mode
 //
 // ModePerKey applies data partitions in parallel, one worker per partition,

@@ -102,7 +102,7 @@ func newProducerMetrics(h *health, progress func(producer.SnapshotProgress)) *pr
 		kafkaCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tributary_producer_kafka_commit_seconds",
 			Help: "Time to flush and commit one Kafka transaction.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		snapRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_rows",
-			Help: "Rows of a table written by the initial snapshot in this process."}, []string{"table"}),
+			Help: "Rows of a table written by its snapshot (initial or online) in this process."}, []string{"table"}),
 		snapEstimate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_rows_estimate",
 			Help: "Estimated rows of a table being snapshotted (pg_class.reltuples)."}, []string{"table"}),
 	}

@@ -19,6 +19,13 @@
 //     inserts into one table use COPY. Values travel as PostgreSQL text
 //     literals (schemas.Codec.Encode), which the target parses with the
 //     column's own input function.
+//   - Snapshot reads (op r) are upserts: a run of them is copied inside a
+//     savepoint and, when a row exists, applied again as UPDATE-or-INSERT
+//     statements (no unique constraint needed at the target). Changes
+//     marked pending by an online snapshot (consumer.Event.Pending) are
+//     lenient: an update of a missing row inserts it (with unchanged TOAST
+//     columns it waits for the snapshot's read), a delete of a missing row
+//     does nothing, an insert of an existing row updates it.
 //   - Columns whose TOASTed value did not change are left as they are.
 //   - OnConflictError (the default) stops on an insert whose key exists and
 //     on an update or delete that matches no row. OnConflictUpsert (the
