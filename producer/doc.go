@@ -4,9 +4,18 @@
 // Promises, each of which the integration suite tries to break:
 //   - Every committed change of a published table reaches Kafka (G1), once
 //     (G2): events are written inside Kafka transactions, several source
-//     transactions to one Kafka transaction, and on start the producer reads
-//     the last committed frame of <prefix>.transactions and skips the source
-//     transactions whose commit LSN is not above it.
+//     transactions to one Kafka transaction, together with the producer's
+//     state on the compacted <prefix>.state (its position and each table's
+//     capture and snapshot progress, state.go). On start the producer reads
+//     that state, never the transactions topic from its start, and skips the
+//     source transactions whose commit LSN is not above its position, so
+//     topics may have any retention.
+//   - Every table is copied once: the initial snapshot reads the slot's
+//     exported snapshot; an interrupted one continues online, and a table
+//     that joins the publication later gets an online snapshot unless all of
+//     its rows are in the stream (tables.go). Online snapshots read while
+//     the stream goes on, between watermarks (online.go), on request
+//     through the WAL too (signal.go).
 //   - The slot's confirmed flush position moves past a source transaction
 //     only after the Kafka transaction holding it has committed (G5). The
 //     write position (received) and the flush position (durable in Kafka) are
@@ -25,5 +34,5 @@
 //
 // Any error ends the replication session; Run classifies it, and a transient
 // one (connection reset, broker or registry unavailable) restarts the session
-// with backoff from the durable state: the slot and the transactions topic.
+// with backoff from the durable state: the slot and the state topic.
 package producer
