@@ -166,6 +166,7 @@ func TestClusterLeaderKills(t *testing.T) {
 			"with %d frames in Kafka and %d transactions committed at the source; WAL at %s",
 			victim, topic, partition, what, coord, before, load.committed.Load(), at)
 		progress("after killing node "+fmt.Sprint(victim), at)
+		logf("%s[%d] is now led by node %d", topic, partition, cl.Leader(t, topic, partition))
 		cl.Restart(t, victim)
 		logf("node %d restarted", victim)
 		cl.WaitReplicated(t, 3*time.Minute)
