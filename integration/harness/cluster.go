@@ -436,6 +436,33 @@ func (c *Cluster) TxnCoordinator(t testing.TB, transactionalID string) int32 {
 	return -1
 }
 
+// Controller returns the active controller of the KRaft quorum, for logs:
+// a killed active controller adds an election to the failover. It returns
+// -1 when that is unknown, and always on kfake, which has no quorum.
+func (c *Cluster) Controller(t testing.TB) int32 {
+	t.Helper()
+	if c.fake != nil {
+		return -1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrDescribeQuorumRequest()
+	rt := kmsg.NewDescribeQuorumRequestTopic()
+	rt.Topic = "__cluster_metadata"
+	rp := kmsg.NewDescribeQuorumRequestTopicPartition()
+	rp.Partition = 0
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, c.cl)
+	if err != nil || resp.ErrorCode != 0 || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		return -1
+	}
+	if p := resp.Topics[0].Partitions[0]; p.ErrorCode == 0 {
+		return p.LeaderID
+	}
+	return -1
+}
+
 func (c *Cluster) liveNodes() []int32 {
 	var live []int32
 	for _, n := range c.Nodes {
