@@ -18,7 +18,7 @@ import (
 func (e *env) producerArgs(extra ...string) []string {
 	return append([]string{"producer",
 		"--source", e.pg.DSN, "--publication", "pub", "--slot", "slot",
-		"--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
+		"--brokers", strings.Join(e.kafka.Brokers, ","), "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
 		"--heartbeat-interval", "1s", "--log-format", "json", "--log-level", "info"}, extra...)
 }
 
