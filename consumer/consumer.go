@@ -197,6 +197,9 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset) (*kgo.Client
 		// Never reset past records retention deleted: the fetch fails
 		// instead, and the session stops with ErrBehindRetention.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		// After a leader moves, find the new one within a fraction of a
+		// second, as the producer does (franz-go's default waits 5 s).
+		kgo.MetadataMinAge(250*time.Millisecond),
 		kgo.FetchMaxPartitionBytes(4<<20),
 		kgo.FetchMaxBytes(32<<20),
 		kgo.FetchMaxWait(500*time.Millisecond),

@@ -419,7 +419,7 @@ func (k *RealKafka) Restart(t testing.TB, kill bool, down time.Duration) {
 	}
 	_ = syscall.Kill(pid, sig)
 	deadline := time.Now().Add(30 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
+	for processAlive(pid) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			deadline = time.Now().Add(30 * time.Second)
@@ -489,6 +489,24 @@ func (k *RealKafka) Restart(t testing.TB, kill bool, down time.Duration) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// processAlive reports whether pid is running: a process that was killed
+// but not reaped (a zombie, which this machine's PID 1 may leave behind) is
+// not.
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc: trust kill -0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
 }
 
 func countStarted(file string) int {
