@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -209,6 +210,9 @@ func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
 	if n, ok := src["commit_lsn"].(int64); ok {
 		e.Source.CommitLSN = pglogrepl.LSN(n)
 	}
+	if n, ok := src["lsn"].(int64); ok {
+		e.Source.LSN = pglogrepl.LSN(n)
+	}
 	e.Source.CommitTime, _ = src["commit_ts"].(time.Time)
 	e.Source.Snapshot, _ = src["snapshot"].(bool)
 	if o, ok := schemas.UnwrapUnion(src["origin"]).(string); ok {
@@ -257,9 +261,15 @@ func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
 			return Permanent(errors.New("delete without a before image"))
 		}
 	}
+	ev.LSN = e.Source.LSN
 	for _, h := range r.Headers {
-		if h.Key == schemas.HeaderSnapshot {
+		switch h.Key {
+		case schemas.HeaderSnapshot:
 			ev.Pending = string(h.Value) == "pending"
+		case schemas.HeaderTruncate:
+			if len(h.Value) > 0 {
+				ev.Truncate = strings.Split(string(h.Value), ",")
+			}
 		}
 	}
 	return nil

@@ -81,6 +81,11 @@ type Txn struct {
 	CommitTime time.Time
 	Origin     string
 	Snapshot   bool  // a snapshot chunk rather than a source transaction
+	// Initial is a chunk of the initial snapshot, read in the slot's
+	// exported snapshot before streaming: its reads are the table's rows,
+	// exactly (also a table's equal rows, which only a unique key tells
+	// apart). An online snapshot's reads may repeat rows a sink has.
+	Initial bool
 	Offset     int64 // offset of the frame in the transactions topic; -1 in per-key mode
 }
 
@@ -152,13 +157,24 @@ type Event struct {
 	// columns, waits for the snapshot's read of it), a delete of a row they
 	// lack does nothing.
 	Pending bool
-	Message *Message // set when Op is empty
+	// LSN is the change's own position in the source's WAL; the truncate
+	// events of one TRUNCATE statement share it.
+	LSN pglogrepl.LSN
+	// Truncate holds a truncate's options as the source gave them:
+	// "restart_identity", "cascade".
+	Truncate []string
+	Message  *Message // set when Op is empty
 }
 
 // Idempotent reports whether applying the event over a row the sink already
 // has must not fail: a snapshot read (op r), which sinks apply as an
 // upsert, or a pending change.
 func (e *Event) Idempotent() bool { return e.Op == schemas.OpRead || e.Pending }
+
+// Unkeyed reports whether t's key is every column: a table with REPLICA
+// IDENTITY FULL and no primary key, which may hold equal rows and NULLs,
+// so that a key names a row's value rather than one row.
+func (t *Table) Unkeyed() bool { return len(t.Key) == len(t.Columns) }
 
 // KeyString renders the event's key columns as PostgreSQL does in error
 // details, "(a, b)=(1, x)", from After, or Before when After is absent.

@@ -70,8 +70,11 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 }
 
 // table builds the schemas.Table of a Relation message. The replication key is
-// the primary key when the table has one (also under REPLICA IDENTITY FULL,
-// where pgoutput flags every column), else the replica identity columns.
+// what pgoutput flags as the replica identity (the primary key, or the
+// columns of the REPLICA IDENTITY USING INDEX index), except under REPLICA
+// IDENTITY FULL, where pgoutput flags every column: the key is then the
+// primary key when the table has one. Only an index's key columns count,
+// never its INCLUDE columns (pg_index.indnkeyatts).
 func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (schemas.Table, error) {
 	t := schemas.Table{Schema: rel.Namespace, Name: rel.RelationName}
 	oids := make([]uint32, len(rel.Columns))
@@ -82,7 +85,7 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 	}
 	rows, err := c.conn.Query(ctx, `
 		SELECT format_type(u.oid, u.mod),
-		       COALESCE((SELECT a.attnum = ANY(i.indkey)
+		       COALESCE((SELECT a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])
 		                 FROM pg_catalog.pg_index i
 		                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attname = u.name
 		                 WHERE i.indrelid = $4 AND i.indisprimary), NULL)
@@ -111,6 +114,9 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 			hasPK = true
 		}
 	}
+	// Under REPLICA IDENTITY FULL pgoutput flags every column; otherwise
+	// its flags are the key.
+	hasPK = hasPK && rel.ReplicaIdentity == 'f'
 	for i, col := range rel.Columns {
 		typ, err := c.pgType(ctx, col.DataType)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,12 +86,9 @@ type chunkJob struct {
 	table  string // schema.table
 	snapID string
 	relID  uint32   // the table's OID, its relation ID in the stream
-	rng    int      // index into the snapshot's ranges
-	after  []string // exclusive lower bound; nil from the start
-	to     []string // inclusive upper bound; nil to the end
+	rng    int   // index into the snapshot's ranges
+	chunk  chunk // its query, and how its range moves once it is written
 	rs     *relState
-	query  string
-	args   []any
 
 	// Set by the stream goroutine.
 	open     bool
@@ -107,7 +103,7 @@ type chunkJob struct {
 	rows      []*pglogrepl.TupleData
 	rowKeys   [][]byte
 	lastKey   []string
-	done      bool // the range has no rows after lastKey
+	full      bool // the read stopped at onlineChunkBytes
 }
 
 // online runs a session's online snapshots. The stream goroutine owns the
@@ -177,10 +173,17 @@ func (o *online) schedule(ctx context.Context) error {
 			continue // no longer published; reconcile marks it
 		}
 		if sn.Ranges == nil {
-			if sn.Ranges, err = s.planRanges(ctx, s.db, rs.ts, pt, s.cfg.SnapshotWorkers); err != nil {
+			if err := s.plan(ctx, s.db, rs.ts, pt, sn, s.cfg.SnapshotWorkers); err != nil {
 				return err
 			}
+			if sn.Done() { // an empty table
+				sn.Status, sn.Finished = txlog.SnapshotDone, now()
+				s.setPending(t)
+			}
 			s.state.changed(t)
+			if sn.Status == txlog.SnapshotDone {
+				continue
+			}
 		}
 		if sn.Status == txlog.SnapshotPending {
 			if sn.Estimate == 0 {
@@ -206,8 +209,7 @@ func (o *online) schedule(ctx context.Context) error {
 			}
 			o.seq++
 			j := &chunkJob{id: fmt.Sprintf("%s-%d", o.nonce, o.seq), table: t.Name(), snapID: sn.ID, relID: t.OID, rng: i,
-				after: r.Resume(), to: r.To, rs: rs}
-			j.query, j.args = chunkQuery(rs.ts, pt, j.after, j.to, s.cfg.SnapshotChunkRows)
+				chunk: nextChunk(rs.ts, pt, sn, *r, s.cfg.SnapshotChunkRows), rs: rs}
 			select {
 			case o.jobs <- j:
 				busy[i] = true
@@ -269,12 +271,12 @@ func (o *online) runChunk(ctx context.Context, conn *pgx.Conn, j *chunkJob) erro
 	if err := o.emit(ctx, conn, j.id, "low"); err != nil {
 		return err
 	}
-	snap, rows, keys, lastKey, done, err := o.read(ctx, conn, j)
+	snap, rows, keys, lastKey, full, err := o.read(ctx, conn, j)
 	if err != nil {
 		return err
 	}
 	o.mu.Lock()
-	j.snap, j.rows, j.rowKeys, j.lastKey, j.done, j.delivered = snap, rows, keys, lastKey, done, true
+	j.snap, j.rows, j.rowKeys, j.lastKey, j.full, j.delivered = snap, rows, keys, lastKey, full, true
 	o.mu.Unlock()
 	return o.emit(ctx, conn, j.id, "high")
 }
@@ -310,7 +312,7 @@ func (o *online) read(ctx context.Context, conn *pgx.Conn, j *chunkJob) (pgSnaps
 	if snap, err = parseSnapshot(xmin, xmax, xip); err != nil {
 		return snap, nil, nil, nil, false, permanent(err)
 	}
-	rows, err := tx.Query(ctx, j.query, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, j.args...)...)
+	rows, err := tx.Query(ctx, j.chunk.query, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, j.chunk.args...)...)
 	if err != nil {
 		return snap, nil, nil, nil, false, fmt.Errorf("%s: %w", ts.Table, err)
 	}
@@ -330,7 +332,7 @@ func (o *online) read(ctx context.Context, conn *pgx.Conn, j *chunkJob) (pgSnaps
 		for _, c := range t.Columns {
 			size += len(c.Data) + 16
 		}
-		if size >= onlineChunkBytes {
+		if size >= onlineChunkBytes && !j.chunk.ctid { // a block range is read whole
 			full = true
 			break
 		}
@@ -339,7 +341,7 @@ func (o *online) read(ctx context.Context, conn *pgx.Conn, j *chunkJob) (pgSnaps
 	if err := rows.Err(); err != nil {
 		return snap, nil, nil, nil, false, fmt.Errorf("%s: %w", ts.Table, err)
 	}
-	return snap, out, keys, lastKey, !full && len(out) < o.s.cfg.SnapshotChunkRows, nil
+	return snap, out, keys, lastKey, full, nil
 }
 
 // pgSnapshot is a PostgreSQL MVCC snapshot: which transactions it sees.
@@ -560,10 +562,7 @@ func (o *online) high(ctx context.Context, j *chunkJob) error {
 		}
 		written++
 	}
-	if j.lastKey != nil {
-		r.After = j.lastKey
-	}
-	r.Done = j.done
+	j.chunk.advance(r, int64(len(rows)), j.lastKey, s.cfg.SnapshotChunkRows, j.full)
 	sn.Chunks++
 	sn.Rows += written
 	done := sn.Done()
@@ -571,8 +570,10 @@ func (o *online) high(ctx context.Context, j *chunkJob) error {
 		sn.Status, sn.Finished = txlog.SnapshotDone, now()
 	}
 	s.state.changed(t)
-	s.tx.snapChunk = &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: t.Schema, Table: t.Table, Chunk: sn.Chunks - 1, Last: done,
-		LastKey: j.lastKey, ID: sn.ID}
+	s.tx.snapChunk = &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: t.Schema, Table: t.Table, Chunk: sn.Chunks - 1, Last: done, ID: sn.ID}
+	if !j.chunk.ctid {
+		s.tx.snapChunk.LastKey = j.lastKey
+	}
 	s.tx.forceFrame = true
 	if p := o.progress[j.table]; p != nil {
 		p.Rows += written
@@ -585,45 +586,6 @@ func (o *online) high(ctx context.Context, j *chunkJob) error {
 		s.setPending(t)
 	}
 	return o.schedule(ctx)
-}
-
-// chunkQuery is the SELECT of one chunk of a key range: rows after the
-// exclusive bound after and up to the inclusive bound to, in key order,
-// under the publication's row filter.
-func chunkQuery(ts *schemas.TableSchema, pt pubTable, after, to []string, limit int) (string, []any) {
-	cols := make([]string, len(ts.Table.Columns))
-	for i, c := range ts.Table.Columns {
-		cols[i] = quoteIdent(c.Name)
-	}
-	var keyList []string
-	for _, i := range ts.KeyColumns {
-		keyList = append(keyList, quoteIdent(ts.Table.Columns[i].Name))
-	}
-	order := strings.Join(keyList, ", ")
-	var conds []string
-	var args []any
-	if pt.filter != "" {
-		conds = append(conds, "("+pt.filter+")")
-	}
-	bound := func(op string, key []string) {
-		ph := make([]string, len(key))
-		for i, v := range key {
-			args = append(args, v)
-			ph[i] = fmt.Sprintf("$%d::%s", len(args), ts.Table.Columns[ts.KeyColumns[i]].SQLType)
-		}
-		conds = append(conds, "("+order+") "+op+" ("+strings.Join(ph, ", ")+")")
-	}
-	if after != nil {
-		bound(">", after)
-	}
-	if to != nil {
-		bound("<=", to)
-	}
-	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pt.from(ts)
-	if len(conds) > 0 {
-		q += " WHERE " + strings.Join(conds, " AND ")
-	}
-	return q + fmt.Sprintf(" ORDER BY %s LIMIT %d", order, limit), args
 }
 
 // setPending sets whether changes of t's relation carry the pending

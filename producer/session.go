@@ -9,6 +9,7 @@ import (
 	"maps"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -1086,6 +1087,14 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 	if s.tx == nil || s.tx.skip {
 		return nil
 	}
+	var options []string
+	if m.Option&pglogrepl.TruncateOptionRestartIdentity != 0 {
+		options = append(options, "restart_identity")
+	}
+	if m.Option&pglogrepl.TruncateOptionCascade != 0 {
+		options = append(options, "cascade")
+	}
+	opts := []byte(strings.Join(options, ","))
 	for _, id := range m.RelationIDs {
 		rs, ok := s.relations[id]
 		if !ok {
@@ -1109,7 +1118,8 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			if err != nil {
 				return s.eventError(rs, lsn, "(truncate)", err)
 			}
-			r := &kgo.Record{Topic: ts.Topic, Partition: p, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
+			r := &kgo.Record{Topic: ts.Topic, Partition: p, Value: val,
+				Headers: append(orderHeaders(s.tx, s.tx.pos), kgo.RecordHeader{Key: schemas.HeaderTruncate, Value: opts})}
 			if err := s.produce(ctx, r); err != nil {
 				return err
 			}

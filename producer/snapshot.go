@@ -86,13 +86,16 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 			return err
 		}
 		rs := s.relations[pt.oid]
-		ranges, err := s.planRanges(ctx, txs[0], rs.ts, pt, cfg.SnapshotWorkers)
-		if err != nil {
+		if err := s.plan(ctx, txs[0], rs.ts, pt, t.Snapshot, cfg.SnapshotWorkers); err != nil {
 			return err
 		}
-		t.Snapshot.Ranges = ranges
-		for i := range ranges {
-			work = append(work, &snapshotWork{t: t, pt: pt, rs: rs, rng: i})
+		for i, r := range t.Snapshot.Ranges {
+			if !r.Done {
+				work = append(work, &snapshotWork{t: t, pt: pt, rs: rs, rng: i})
+			}
+		}
+		if t.Snapshot.Done() { // an empty table
+			t.Snapshot.Status, t.Snapshot.Finished = txlog.SnapshotDone, now()
 		}
 	}
 	// The tables' states are in Kafka before any chunk.
@@ -160,15 +163,15 @@ type snapshotWork struct {
 // key order, in batches of up to recBatch (one channel hand-off per record
 // cost more than encoding it), then (when recs is closed) its result.
 type chunkStream struct {
-	w    *snapshotWork
-	recs chan []*kgo.Record
-	res  chunkResult // valid once recs is closed
+	w     *snapshotWork
+	chunk chunk
+	recs  chan []*kgo.Record
+	res   chunkResult // valid once recs is closed
 }
 
 type chunkResult struct {
 	n       int64
-	lastKey []string // the range's last key written; nil before any
-	done    bool     // the range has no more rows
+	lastKey []string // the last key read; nil for none
 	err     error
 }
 
@@ -189,10 +192,7 @@ func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pg
 	t := cs.w.t
 	sn := t.Snapshot
 	r := &sn.Ranges[cs.w.rng]
-	if cs.res.n > 0 {
-		r.After = cs.res.lastKey
-	}
-	r.Done = cs.res.done
+	cs.chunk.advance(r, cs.res.n, cs.res.lastKey, s.cfg.SnapshotChunkRows, false)
 	sn.Chunks++
 	sn.Rows += cs.res.n
 	if sn.Done() {
@@ -201,7 +201,7 @@ func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pg
 	s.state.changed(t)
 	s.tx.snapChunk = &schemas.SnapshotChunk{Slot: s.cfg.Slot, Schema: t.Schema, Table: t.Table, Chunk: sn.Chunks - 1,
 		Last: sn.Status == txlog.SnapshotDone, ID: sn.ID}
-	if cs.res.n > 0 {
+	if cs.res.n > 0 && !cs.chunk.ctid {
 		s.tx.snapChunk.LastKey = append([]string(nil), cs.res.lastKey...)
 	}
 	if err := s.finishTx(ctx, cp); err != nil {
@@ -227,29 +227,26 @@ func (s *session) snapshotWorker(ctx context.Context, tx pgx.Tx, meta *txState, 
 func (s *session) snapshotRange(ctx context.Context, tx pgx.Tx, w *snapshotWork, meta *txState, streams chan<- *chunkStream) bool {
 	ts := w.rs.ts
 	part := kgo.StickyKeyPartitioner(nil).ForTopic(ts.Topic)
-	r := w.t.Snapshot.Ranges[w.rng]
-	last, to := r.Resume(), r.To
+	r := w.t.Snapshot.Ranges[w.rng] // this worker's copy; the writer advances the state's
 	for {
-		q, args := chunkQuery(ts, w.pt, last, to, s.cfg.SnapshotChunkRows)
-		cs := &chunkStream{w: w, recs: make(chan []*kgo.Record, recBatchesAhead)}
+		c := nextChunk(ts, w.pt, w.t.Snapshot, r, s.cfg.SnapshotChunkRows)
+		cs := &chunkStream{w: w, chunk: c, recs: make(chan []*kgo.Record, recBatchesAhead)}
 		select {
 		case streams <- cs:
 		case <-ctx.Done():
 			return false
 		}
-		n, lastKey, err := s.readChunk(ctx, tx, w.rs, part, meta, q, args, cs.recs)
+		n, lastKey, err := s.readChunk(ctx, tx, w.rs, part, meta, c.query, c.args, cs.recs)
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		if n > 0 {
-			last = lastKey
-		}
-		cs.res = chunkResult{n: n, lastKey: last, done: n < int64(s.cfg.SnapshotChunkRows), err: err}
+		cs.res = chunkResult{n: n, lastKey: lastKey, err: err}
 		close(cs.recs)
 		if err != nil {
 			return false
 		}
-		if cs.res.done {
+		c.advance(&r, n, lastKey, s.cfg.SnapshotChunkRows, false)
+		if r.Done {
 			return true
 		}
 	}
@@ -339,9 +336,12 @@ func sendBatch(ctx context.Context, out chan<- []*kgo.Record, batch []*kgo.Recor
 // replica identity's columns flagged as key.
 func relationOf(ctx context.Context, q querier, t pubTable) (*pglogrepl.RelationMessage, error) {
 	rel := &pglogrepl.RelationMessage{RelationID: t.oid, Namespace: t.schema, RelationName: t.name}
+	if len(t.ident) == 1 {
+		rel.ReplicaIdentity = t.ident[0]
+	}
 	cols, err := q.Query(ctx, `
 		SELECT a.attname, a.atttypid, a.atttypmod,
-		       COALESCE(a.attnum = ANY(i.indkey), false)
+		       COALESCE(a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]), false)
 		FROM pg_catalog.pg_attribute a
 		LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND
 		     (CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END)

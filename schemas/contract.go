@@ -23,6 +23,11 @@ const (
 	// snapshot is active: the row it changes may not have reached a reader
 	// that bootstraps from the snapshot yet.
 	HeaderSnapshot = "tributary.snapshot"
+	// HeaderTruncate is on truncate records: the options the source's
+	// TRUNCATE had, "restart_identity" and "cascade", comma-separated,
+	// or empty. The truncate records of one TRUNCATE statement share its
+	// LSN (source.lsn) and are consecutive in their transaction.
+	HeaderTruncate = "tributary.truncate"
 )
 
 // Op is the kind of change an envelope carries.

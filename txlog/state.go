@@ -123,8 +123,14 @@ type Snapshot struct {
 	// ConsistentPoint is the slot's consistent point, for an initial
 	// snapshot.
 	ConsistentPoint pglogrepl.LSN `json:"consistent_point,omitempty"`
-	// Ranges split the table's key order between workers; nil until the
-	// snapshot is planned.
+	// Chunking is how the table is read: in key order (ChunkingKey), or by
+	// ranges of heap blocks (ChunkingCtid) when it has no unique key with
+	// an ordering.
+	Chunking string `json:"chunking,omitempty"`
+	// ChunkBlocks is the heap blocks of one chunk, with ChunkingCtid.
+	ChunkBlocks int64 `json:"chunk_blocks,omitempty"`
+	// Ranges split the table between workers; nil until the snapshot is
+	// planned.
 	Ranges []KeyRange `json:"ranges,omitempty"`
 	// Chunks and Rows count what was written to Kafka.
 	Chunks int64 `json:"chunks"`
@@ -139,13 +145,25 @@ type Snapshot struct {
 	Finished   time.Time     `json:"finished,omitzero"`
 }
 
-// KeyRange is one part of a table's key order, read chunk by chunk in key
-// order. Keys are the text forms of the key columns.
+// The ways a snapshot reads a table.
+const (
+	ChunkingKey  = ""     // key order, keyset pagination
+	ChunkingCtid = "ctid" // ranges of heap blocks
+)
+
+// KeyRange is one part of a table, read chunk by chunk: a range of its key
+// order (keys are the text forms of the key columns), or, with
+// ChunkingCtid, a range of heap blocks.
 type KeyRange struct {
 	From  []string `json:"from,omitempty"`  // exclusive lower bound; nil: the first key
 	To    []string `json:"to,omitempty"`    // inclusive upper bound; nil: the last key
 	After []string `json:"after,omitempty"` // the last key written; nil: none yet
-	Done  bool     `json:"done,omitempty"`
+	// StartBlock, EndBlock and NextBlock are the heap blocks [Start, End)
+	// and the next one to read, with ChunkingCtid.
+	StartBlock int64 `json:"start_block,omitempty"`
+	EndBlock   int64 `json:"end_block,omitempty"`
+	NextBlock  int64 `json:"next_block,omitempty"`
+	Done       bool  `json:"done,omitempty"`
 }
 
 // Resume is the exclusive lower bound of the range's next chunk.

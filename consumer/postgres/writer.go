@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,9 +33,6 @@ type writer struct {
 	tx      pgx.Tx
 	pending []*consumer.Event
 	newIDs  map[int]bool
-	// lastTrunc dedupes the truncate records that every partition of a
-	// table's topic carries for one TRUNCATE.
-	lastTrunc string
 	// cs writes the changes of the tables the conflict engine handles.
 	cs *conflict.Session
 	// plans caches per-table statement parts for this Apply.
@@ -48,18 +46,17 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 	if e := w.s.cfg.Conflicts; e != nil && e.Own(ev.Txn) {
 		return nil // made at this site and forwarded back by a hub: already here
 	}
-	if ev.Op == schemas.OpTruncate {
-		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
-		if k == w.lastTrunc {
-			return nil
-		}
-		w.lastTrunc = k
-	} else {
-		w.lastTrunc = ""
-	}
+	// The truncate records of one TRUNCATE statement (one per partition of
+	// each table, same transaction and LSN) stay together in pending, so
+	// that statements sends them as one TRUNCATE.
+	inTruncate := ev.Op == schemas.OpTruncate && len(w.pending) > 0 && sameTruncate(w.pending[len(w.pending)-1], ev)
 	if w.s.cfg.CreateTables && !w.ensured(ev.Table.SchemaID) {
-		if err := w.flush(ctx); err != nil {
-			return err
+		// Pending statements go first, except the truncate this one
+		// continues: creating another table does not change it.
+		if !inTruncate {
+			if err := w.flush(ctx); err != nil {
+				return err
+			}
 		}
 		if err := w.ensureTable(ctx, ev.Table); err != nil {
 			return ev.Wrap(pgtarget.Classify(err))
@@ -73,11 +70,19 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 		}
 		return w.cs.Apply(ctx, w.tx, ev)
 	}
-	w.pending = append(w.pending, ev)
-	if len(w.pending) >= flushAt {
-		return w.flush(ctx)
+	if len(w.pending) >= flushAt && !inTruncate {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
 	}
+	w.pending = append(w.pending, ev)
 	return nil
+}
+
+// sameTruncate reports whether two truncate events come from one TRUNCATE
+// statement of the source.
+func sameTruncate(a, b *consumer.Event) bool {
+	return a.Op == schemas.OpTruncate && b.Op == schemas.OpTruncate && a.Txn == b.Txn && a.LSN == b.LSN
 }
 
 func (w *writer) ensured(id int) bool {
@@ -92,7 +97,11 @@ func (w *writer) ensured(id int) bool {
 // ensureTable creates the target table of t if missing and adds the columns
 // it lacks.
 func (w *writer) ensureTable(ctx context.Context, t *consumer.Table) error {
-	stmts := pgtarget.EnsureColumns(t, t.Schema, t.Name, "PRIMARY KEY ("+strings.Join(pgtarget.KeyNames(t), ", ")+")")
+	var pk []string
+	if !t.Unkeyed() { // equal rows and NULLs cannot be in a primary key
+		pk = append(pk, "PRIMARY KEY ("+strings.Join(pgtarget.KeyNames(t), ", ")+")")
+	}
+	stmts := pgtarget.EnsureColumns(t, t.Schema, t.Name, pk...)
 	for _, s := range stmts {
 		if _, err := w.tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("create table %s: %s: %w", t, s, err)
@@ -134,19 +143,34 @@ func (w *writer) flush(ctx context.Context) error {
 // of them, or any number of snapshot reads (their COPY falls back to
 // upserts when a row exists, see copy). Idempotent events and plain inserts
 // go in separate runs; under OnConflictUpsert only reads do.
+//
+// A table without a unique key (Table.Unkeyed) may hold equal rows, which
+// only order tells apart: the initial snapshot's reads of it are copied as
+// they are (plain inserts, exact), and an online snapshot's reads go as
+// statements that insert a row unless an equal one is there.
 func (w *writer) copyRun(evs []*consumer.Event, i int, upsert bool) int {
 	first := evs[i]
-	if !isInsert(first) || upsert && first.Op != schemas.OpRead {
+	if !isInsert(first) || upsert && first.Op != schemas.OpRead || first.Table.Unkeyed() && first.Idempotent() && !initialRead(first) {
 		return i
 	}
 	j := i
-	for j < len(evs) && isInsert(evs[j]) && evs[j].Table == first.Table && evs[j].Idempotent() == first.Idempotent() {
+	for j < len(evs) && isInsert(evs[j]) && evs[j].Table == first.Table && copyIdempotent(evs[j]) == copyIdempotent(first) {
 		j++
 	}
 	if j-i < w.s.cfg.CopyMin && first.Op != schemas.OpRead {
 		return i
 	}
 	return j
+}
+
+// initialRead is a read of the initial snapshot.
+func initialRead(ev *consumer.Event) bool { return ev.Op == schemas.OpRead && ev.Txn.Initial }
+
+// copyIdempotent is whether a COPY of ev falls back to upserts when a row
+// exists: not for the initial snapshot's reads of a table without a
+// unique key, which are copied as they are.
+func copyIdempotent(ev *consumer.Event) bool {
+	return ev.Idempotent() && !(ev.Table.Unkeyed() && initialRead(ev))
 }
 
 func isInsert(ev *consumer.Event) bool { return ev.Op == schemas.OpInsert || ev.Op == schemas.OpRead }
@@ -172,7 +196,8 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 	upsert := w.s.cfg.OnConflict == OnConflictUpsert
 	var batch pgx.Batch
 	stmts := make([]stmt, 0, len(evs))
-	for _, ev := range evs {
+	for i := 0; i < len(evs); i++ {
+		ev := evs[i]
 		t := ev.Table
 		var sql string
 		var args []any
@@ -225,7 +250,23 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 				ck = checkOneRow
 			}
 		case schemas.OpTruncate:
-			sql = "TRUNCATE " + t.QualifiedName()
+			// One statement for the tables one TRUNCATE of the source
+			// truncated together (foreign keys between them), with its
+			// options.
+			names := []string{t.QualifiedName()}
+			for i+1 < len(evs) && sameTruncate(ev, evs[i+1]) {
+				i++
+				if n := evs[i].Table.QualifiedName(); !slices.Contains(names, n) {
+					names = append(names, n)
+				}
+			}
+			sql = "TRUNCATE " + strings.Join(names, ", ")
+			if slices.Contains(ev.Truncate, "restart_identity") {
+				sql += " RESTART IDENTITY"
+			}
+			if slices.Contains(ev.Truncate, "cascade") {
+				sql += " CASCADE"
+			}
 		}
 		if err != nil {
 			return err
@@ -235,26 +276,52 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 	}
 	br := w.tx.SendBatch(ctx, &batch)
 	defer br.Close()
+	var missed []stmt // changed no row where one was expected
 	for _, st := range stmts {
 		ct, err := br.Exec()
 		if err != nil {
 			return st.ev.Wrap(pgtarget.Classify(err))
 		}
-		if ct.RowsAffected() == 0 {
-			switch st.check {
-			case checkOneRow:
-				return st.ev.Wrap(consumer.Permanent(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
-					"use --on-conflict upsert to tolerate a diverged target)", strings.ToLower(opName(st.ev.Op)))))
-			case checkToastOK:
-				return st.ev.Wrap(consumer.Permanent(errors.New("update matched no row in the target, and it cannot be " +
-					"inserted: the values of its unchanged TOASTed columns are unknown")))
-			}
+		if ct.RowsAffected() == 0 && st.check != checkNone {
+			missed = append(missed, st)
 		}
 	}
 	if err := br.Close(); err != nil {
 		return pgtarget.Classify(err)
 	}
+	for _, st := range missed {
+		// A trigger of the target that fires during replay (ENABLE
+		// ALWAYS or REPLICA) may skip a row by returning NULL, as native
+		// replication allows: then the change is done.
+		skipped, err := w.s.skippingTrigger(ctx, w.tx, st.ev.Table, st.ev.Op)
+		if err != nil {
+			return st.ev.Wrap(pgtarget.Classify(err))
+		}
+		if skipped {
+			continue
+		}
+		switch st.check {
+		case checkOneRow:
+			return st.ev.Wrap(consumer.Permanent(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
+				"use --on-conflict upsert to tolerate a diverged target)", strings.ToLower(opName(st.ev.Op)))))
+		case checkToastOK:
+			return st.ev.Wrap(consumer.Permanent(errors.New("update matched no row in the target, and it cannot be " +
+				"inserted: the values of its unchanged TOASTed columns are unknown")))
+		}
+	}
 	return nil
+}
+
+// skippingTrigger reports whether table t has a BEFORE ROW trigger for op
+// that fires during replay (session_replication_role = replica fires the
+// ENABLE ALWAYS and ENABLE REPLICA ones): such a trigger may skip the row.
+func (s *Sink) skippingTrigger(ctx context.Context, tx pgx.Tx, t *consumer.Table, op schemas.Op) (bool, error) {
+	bit := map[schemas.Op]int{schemas.OpInsert: 4, schemas.OpRead: 4, schemas.OpDelete: 8, schemas.OpUpdate: 16}[op]
+	var found bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+		WHERE tgrelid = $1::regclass AND NOT tgisinternal AND tgenabled IN ('A', 'R')
+		  AND tgtype & 1 <> 0 AND tgtype & 2 <> 0 AND tgtype & $2 <> 0)`, t.QualifiedName(), bit).Scan(&found)
+	return found, err
 }
 
 func opName(op schemas.Op) string {
@@ -281,7 +348,7 @@ const copyBufKeep = 4 << 20
 // inside a savepoint: when a row already exists (a unique violation), the
 // run is applied again as upserts instead.
 func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
-	if !evs[0].Idempotent() {
+	if !copyIdempotent(evs[0]) {
 		return w.copyRows(ctx, evs)
 	}
 	if _, err := w.tx.Exec(ctx, "SAVEPOINT tributary_copy"); err != nil {
@@ -488,7 +555,7 @@ func (s *Sink) insertSQL(t *consumer.Table, upsert bool) string {
 // upsertSQL writes a whole row whether or not its key exists at the target,
 // without needing a unique constraint there (ON CONFLICT would): an UPDATE
 // of the key, and an INSERT when it matched nothing. Parameters are every
-// column, in order, cast to its type.
+// column, in order.
 func (s *Sink) upsertSQL(t *consumer.Table) string {
 	return s.cached(fmt.Sprintf("x%d", t.SchemaID), func() string {
 		isKey := map[int]bool{}
@@ -497,22 +564,21 @@ func (s *Sink) upsertSQL(t *consumer.Table) string {
 		}
 		cols := make([]string, len(t.Columns))
 		vals := make([]string, len(t.Columns))
-		var set []string
+		var set, keyParams []string
 		for i, c := range t.Columns {
 			cols[i] = schemas.QuoteIdent(c.Name)
-			vals[i] = "$" + strconv.Itoa(i+1) + "::" + c.SQLType
+			vals[i] = "$" + strconv.Itoa(i+1)
 			if !isKey[i] {
 				set = append(set, cols[i]+" = "+vals[i])
 			}
 		}
-		where := make([]string, len(t.Key))
-		for i, k := range t.Key {
-			where[i] = cols[k] + " = " + vals[k]
+		for _, k := range t.Key {
+			keyParams = append(keyParams, vals[k])
 		}
 		if len(set) == 0 {
 			set = append(set, cols[t.Key[0]]+" = "+vals[t.Key[0]])
 		}
-		return "WITH u AS (UPDATE " + t.QualifiedName() + " SET " + strings.Join(set, ", ") + " WHERE " + strings.Join(where, " AND ") +
+		return "WITH u AS (UPDATE " + t.QualifiedName() + " SET " + strings.Join(set, ", ") + " WHERE " + keyMatch(t, keyParams) +
 			" RETURNING 1) INSERT INTO " + t.QualifiedName() + " (" + strings.Join(cols, ", ") + ") SELECT " + strings.Join(vals, ", ") +
 			" WHERE NOT EXISTS (SELECT 1 FROM u)"
 	})
@@ -535,10 +601,39 @@ func (s *Sink) deleteSQL(t *consumer.Table) string {
 	})
 }
 
+// keyWhere is the WHERE condition of an UPDATE or DELETE whose key values
+// are the parameters after offset, in key order.
 func keyWhere(t *consumer.Table, offset int) string {
-	parts := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		parts[i] = schemas.QuoteIdent(t.Columns[k].Name) + " = $" + strconv.Itoa(offset+i+1)
+	params := make([]string, len(t.Key))
+	for i := range t.Key {
+		params[i] = "$" + strconv.Itoa(offset+i+1)
 	}
-	return strings.Join(parts, " AND ")
+	return keyMatch(t, params)
+}
+
+// keyMatch is the condition that selects the row with the key whose values
+// are params (in key order). The parameters are cast to their columns'
+// types, so that a composite or a polymorphic key type still resolves. A
+// table keyed by every column (REPLICA IDENTITY FULL without a primary
+// key) may hold equal rows and NULLs: the condition then selects one row
+// whose every column equals, NULL included, through each type's text form
+// (which every type has, equality operator or not), as native replication
+// changes exactly one row per change.
+func keyMatch(t *consumer.Table, params []string) string {
+	parts := make([]string, len(t.Key))
+	full := len(t.Key) == len(t.Columns)
+	for i, k := range t.Key {
+		c := t.Columns[k]
+		cast := params[i] + "::" + c.SQLType
+		if full {
+			parts[i] = schemas.QuoteIdent(c.Name) + "::text IS NOT DISTINCT FROM (" + cast + ")::text"
+		} else {
+			parts[i] = schemas.QuoteIdent(c.Name) + " = " + cast
+		}
+	}
+	cond := strings.Join(parts, " AND ")
+	if !full {
+		return cond
+	}
+	return "(tableoid, ctid) = (SELECT tableoid, ctid FROM " + t.QualifiedName() + " WHERE " + cond + " LIMIT 1)"
 }
