@@ -80,13 +80,13 @@ type Txn struct {
 	CommitLSN  pglogrepl.LSN
 	CommitTime time.Time
 	Origin     string
-	Snapshot   bool  // a snapshot chunk rather than a source transaction
+	Snapshot   bool // a snapshot chunk rather than a source transaction
 	// Initial is a chunk of the initial snapshot, read in the slot's
 	// exported snapshot before streaming: its reads are the table's rows,
 	// exactly (also a table's equal rows, which only a unique key tells
 	// apart). An online snapshot's reads may repeat rows a sink has.
 	Initial bool
-	Offset     int64 // offset of the frame in the transactions topic; -1 in per-key mode
+	Offset  int64 // offset of the frame in the transactions topic; -1 in per-key mode
 }
 
 // Column is one column of a table as its value schema describes it.

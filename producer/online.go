@@ -85,9 +85,9 @@ type chunkJob struct {
 	id     string // unique in the session; the watermarks carry it
 	table  string // schema.table
 	snapID string
-	relID  uint32   // the table's OID, its relation ID in the stream
-	rng    int   // index into the snapshot's ranges
-	chunk  chunk // its query, and how its range moves once it is written
+	relID  uint32 // the table's OID, its relation ID in the stream
+	rng    int    // index into the snapshot's ranges
+	chunk  chunk  // its query, and how its range moves once it is written
 	rs     *relState
 
 	// Set by the stream goroutine.
