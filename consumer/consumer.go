@@ -113,13 +113,16 @@ type runState struct {
 	reason         error
 	lastGroupTxns  int
 	lastGroupFirst int64
+	// cutBefore ends a group before the frame at this offset
+	// (CutBatchError); -1 for none.
+	cutBefore int64
 }
 
 // runUntil runs sessions, retrying transient errors, until ctx ends, the
 // consumer is caught up (when untilCaughtUp) or a permanent error stops it.
 func (c *Consumer) runUntil(ctx context.Context, untilCaughtUp bool) error {
 	bo := c.backoff()
-	st := &runState{untilCaughtUp: untilCaughtUp, isolateThrough: -1, deadLetter: -1}
+	st := &runState{untilCaughtUp: untilCaughtUp, isolateThrough: -1, deadLetter: -1, cutBefore: -1}
 	for {
 		st.progressed = false
 		var err error
@@ -136,6 +139,13 @@ func (c *Consumer) runUntil(ctx context.Context, untilCaughtUp bool) error {
 		}
 		if st.progressed {
 			bo.Reset()
+		}
+		var cut *CutBatchError
+		if errors.As(err, &cut) && c.cfg.Mode != ModePerKey && cut.FrameOffset != st.cutBefore {
+			c.log.Info("ending the batch before a source transaction the sink applies in a transaction of its own",
+				"frame_offset", cut.FrameOffset, "reason", cut.Reason)
+			st.cutBefore = cut.FrameOffset
+			continue
 		}
 		if IsPermanent(err) {
 			off := failedFrame(err)

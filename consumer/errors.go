@@ -101,3 +101,18 @@ func (e *FrameError) Unwrap() error { return e.Err }
 func isContext(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ctx.Err()))
 }
+
+// CutBatchError is returned by Sink.Apply, wrapped or not, when the sink
+// cannot apply an event in the same target transaction as the events before
+// it (DuckDB cannot alter a table that its transaction has already
+// changed). The consumer then applies the source transactions before the
+// frame at FrameOffset as one batch and starts the next batch with it;
+// nothing is retried with backoff and nothing is lost.
+type CutBatchError struct {
+	FrameOffset int64
+	Reason      string
+}
+
+func (e *CutBatchError) Error() string {
+	return fmt.Sprintf("the batch must end before the frame at offset %d: %s", e.FrameOffset, e.Reason)
+}

@@ -500,7 +500,8 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 		if g.cur == nil {
 			if g.txns > 0 {
 				isolate := g.st.isolateThrough >= 0 && g.first <= g.st.isolateThrough
-				full := isolate || g.txns >= cfg.GroupMaxTxns || g.events >= cfg.GroupMaxEvents
+				full := isolate || g.txns >= cfg.GroupMaxTxns || g.events >= cfg.GroupMaxEvents ||
+					r.tx.pending() > 0 && r.tx.peek().Offset == g.st.cutBefore
 				if !full && r.tx.pending() == 0 {
 					// Wait up to GroupLinger for more whole transactions,
 					// unless the reader is at the end it catches up to.

@@ -297,3 +297,14 @@ func requireEqualTables(t *testing.T, src, dst *harness.Postgres, tables ...stri
 		}
 	}
 }
+
+// connect opens a connection to dsn that is closed when the test ends.
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}

@@ -75,11 +75,12 @@ type session struct {
 
 	// The durable state (state.go) and what reconciling it needs.
 	state        *producerState
-	logTopics    map[string]bool // data topics with stream records, when the state was built from the log
-	stateUnknown bool            // the slot existed but no state or frame of it did: no table is known
-	pubAll       bool            // the publication is FOR ALL TABLES
-	online       *online         // online snapshots (online.go)
-	nextPubCheck time.Time       // when the stream next lists the publication
+	logTopics    map[string]bool  // data topics with stream records, when the state was built from the log
+	stateUnknown bool             // the slot existed but no state or frame of it did: no table is known
+	pubAll       bool             // the publication is FOR ALL TABLES
+	online       *online          // online snapshots (online.go)
+	nextPubCheck time.Time        // when the stream next lists the publication
+	lastSeqs     map[string]int64 // sequence values last recorded (ddl.go)
 
 	received    pglogrepl.LSN // write position: WAL processed
 	confirmed   pglogrepl.LSN // flush position: durable in Kafka
@@ -562,6 +563,9 @@ func (s *session) stream(ctx context.Context) error {
 			if _, err := s.db.Exec(ctx, `SELECT pg_logical_emit_message(false, $1, now()::text)`, HeartbeatPrefix); err != nil {
 				return fmt.Errorf("heartbeat: %w", err)
 			}
+			if err := s.recordSequences(ctx); err != nil {
+				return err
+			}
 			nextHeartbeat = now.Add(cfg.HeartbeatInterval)
 		}
 		deadline := nextStatus
@@ -850,7 +854,7 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 		return permanentUnlessTransient(err)
 	}
 	rs := &relState{name: t.Schema + "." + t.Name}
-	if s.only != nil && !s.only[rs.name] {
+	if s.excluded(t.Schema, rs.name) {
 		rs.skip = true
 		s.relations[m.RelationID] = rs
 		return nil

@@ -83,7 +83,7 @@ func (s *session) reconcile(pub []pubTable, allTables bool, cp, at pglogrepl.LSN
 		name := t.fullName()
 		seen[name] = true
 		cur := st.table(name)
-		if s.only != nil && !s.only[name] {
+		if s.excluded(t.schema, name) {
 			if cur == nil || cur.Status != txlog.TableExcluded || cur.OID != t.oid {
 				st.set(&txlog.TableState{Schema: t.schema, Table: t.name, OID: t.oid, Status: txlog.TableExcluded})
 			}
@@ -127,6 +127,12 @@ func (s *session) reconcile(pub []pubTable, allTables bool, cp, at pglogrepl.LSN
 		s.log.Info("table left the publication", "table", name)
 	}
 	s.logTopics = nil
+}
+
+// excluded reports whether the producer leaves out a published table: not
+// among --tables, or one of DDL capture's own (InternalSchema).
+func (s *session) excluded(schema, name string) bool {
+	return schema == InternalSchema || s.only != nil && !s.only[name]
 }
 
 // join records a table that is new to the producer: published now, and

@@ -51,6 +51,8 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	onConflict := fs.String("on-conflict", "error", "`policy` for an insert of an existing key or an update/delete of a missing row: error, or upsert")
 	onError := fs.String("on-error", "stop", "`policy` for a transaction that cannot be applied: stop, or dead-letter (to <prefix>.dlq.<name>)")
 	createTables := fs.Bool("create-tables", false, "create missing target tables from the schema and add columns it gains")
+	applyDDL := fs.Bool("apply-ddl", false, "postgres sink: apply the schema changes that DDL capture records (tributary setup ddl) to the target's tables,\n"+
+		"at their place in the stream: columns added, dropped, renamed and retyped, tables created, renamed and dropped, partitions")
 	untilCaughtUp := fs.Bool("until-caught-up", false, "apply everything committed so far, then exit 0")
 	fromSnapshot := fs.String("from-snapshot", "", "with no usable checkpoint (a new consumer, or one retention left behind), start from the online snapshot\n"+
 		"with this `ID` (or latest) instead of the log's start; see tributary snapshot")
@@ -123,7 +125,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	switch *sink {
 	case "postgres":
 		s, err = postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
-			OnConflict: oc, CreateTables: *createTables, Origin: msite.origin, Conflicts: msite.engine, Logger: log})
+			OnConflict: oc, CreateTables: *createTables, ApplyDDL: *applyDDL, Origin: msite.origin, Conflicts: msite.engine, Logger: log})
 	case "history":
 		s, err = history.New(history.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
 			Schema: *historySchema, FlushRows: *flushRows, Logger: log})

@@ -21,11 +21,12 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-const setupUsage = `Usage: tributary setup roles|synchronous [flags]
+const setupUsage = `Usage: tributary setup roles|synchronous|ddl [flags]
 
 Prepares a deployment. Subcommands:
   roles         the SQL for the least-privilege capture and apply roles: printed, or run with --apply
   synchronous   the SQL that makes the producer a synchronous standby (producer --synchronous)
+  ddl           the event triggers that capture schema changes in WAL order (consumer --apply-ddl)
 
 Run 'tributary setup <subcommand> --help' for flags and examples.
 `
@@ -43,8 +44,52 @@ func runSetup(ctx context.Context, args []string, e env) error {
 		return setupRoles(ctx, args[1:], e)
 	case "synchronous":
 		return setupSynchronous(args[1:], e)
+	case "ddl":
+		return setupDDL(ctx, args[1:], e)
 	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want roles or synchronous", args[0])}
+	return usageError{fmt.Errorf("unknown subcommand %q: want roles, synchronous or ddl", args[0])}
+}
+
+// setupDDL prints or installs DDL capture (producer/ddl.go).
+func setupDDL(ctx context.Context, args []string, e env) error {
+	fs := flagconf.New("tributary setup ddl", e.stdout, flagconf.Info{
+		Description: "Prints, or with --apply runs, the SQL that captures schema changes in WAL order: event\n" +
+			"triggers that, at the end of each CREATE TABLE, ALTER TABLE and DROP TABLE, write a\n" +
+			"transactional logical decoding message (tributary.ddl) describing the change: columns\n" +
+			"added, dropped, renamed or retyped, NOT NULL, table renames, partitions attached or\n" +
+			"detached. Each change then sits in the stream between the data before it and after it;\n" +
+			"consumers apply it (consumer --apply-ddl), history and warehouse sinks rename columns.\n" +
+			"The objects live in schema " + producer.InternalSchema + " (its table schema_log keeps each table's\n" +
+			"columns by attribute number, to tell a rename from a drop and an add); the producer\n" +
+			"never captures that schema. Event triggers need a superuser.",
+		Examples: "  tributary setup ddl | psql \"$SOURCE_ADMIN\"\n" +
+			"  tributary setup ddl --apply --source 'postgres://postgres@db/app'",
+	})
+	source := fs.String("source", "", "source PostgreSQL `DSN` of a superuser (with --apply)")
+	apply := fs.Bool("apply", false, "run the SQL instead of printing it")
+	if err := parse(fs, args, e); err != nil {
+		return err
+	}
+	sql := producer.DDLCaptureSQL(producer.InternalSchema)
+	if !*apply {
+		fmt.Fprint(e.stdout, sql)
+		return nil
+	}
+	if *source == "" {
+		return usageError{errors.New("--apply needs --source")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := connectDB(ctx, *source, "source")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("install DDL capture: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "DDL capture installed in schema %s\n", producer.InternalSchema)
+	return nil
 }
 
 // setupSynchronous prints the settings that make source commits wait for

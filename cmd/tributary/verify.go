@@ -198,6 +198,7 @@ func ignoreConsumerSettings(fs *flagconf.Set) {
 	fs.String("on-error", "stop", "`policy`"+why)
 	fs.Bool("create-tables", false, "create tables"+why)
 	fs.String("from-snapshot", "", "snapshot `ID`"+why)
+	fs.Bool("apply-ddl", false, "apply schema changes"+why)
 	fs.Bool("until-caught-up", false, "catch up and exit"+why)
 	fs.Duration("interval", 0, "`interval`"+why)
 	declareMultisite(fs)

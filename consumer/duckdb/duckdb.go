@@ -74,6 +74,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -352,6 +353,11 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		return sp.wrap(s.errorf(ctx, err, "commit"))
 	}
 	committed = true
+	for id, l := range s.tables {
+		if slices.Contains(w.forgotten, l.t.String()) {
+			delete(s.tables, id)
+		}
+	}
 	for id, l := range w.created {
 		s.tables[id] = l
 	}

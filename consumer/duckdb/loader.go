@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -206,6 +207,8 @@ type loader struct {
 	ctx       context.Context
 	stages    map[string]*stage // by current-state table
 	created   map[int]*layout
+	forgotten []string // source tables whose layouts a schema change made stale
+	touched   map[string]bool // current-state tables this transaction changed
 	rows      int
 	lastTrunc string
 	span      span // the micro-batch, for errors
@@ -213,13 +216,18 @@ type loader struct {
 
 func (w *loader) layout(ev *consumer.Event) (*layout, error) {
 	id := ev.Table.SchemaID
-	if l := w.s.tables[id]; l != nil {
+	if l := w.s.tables[id]; l != nil && !slices.Contains(w.forgotten, l.t.String()) {
 		return l, nil
 	}
 	if l := w.created[id]; l != nil {
 		return l, nil
 	}
 	l := newLayout(ev.Table)
+	if w.touched[l.cur] {
+		// DuckDB cannot alter a table that the transaction has changed:
+		// this source transaction starts the next one.
+		return nil, &consumer.CutBatchError{FrameOffset: ev.Txn.Offset, Reason: "table " + ev.Table.String() + " has a new schema"}
+	}
 	if st := w.stages[l.cur]; st != nil { // an older schema version of the table is staged
 		if err := w.merge(st); err != nil {
 			return nil, err
@@ -240,8 +248,8 @@ func (w *loader) layout(ev *consumer.Event) (*layout, error) {
 }
 
 func (w *loader) add(ev *consumer.Event) error {
-	if ev.Op == "" {
-		return nil
+	if ev.Op == "" { // a logical decoding message: a schema change is followed
+		return w.message(ev)
 	}
 	l, err := w.layout(ev)
 	if err != nil {
@@ -317,6 +325,10 @@ func keyChanged(ev *consumer.Event) bool {
 
 func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, deleted bool) error {
 	l := st.l
+	if w.touched == nil {
+		w.touched = map[string]bool{}
+	}
+	w.touched[l.cur] = true
 	if st.vals == nil {
 		st.vals = make([]driver.Value, 7+len(l.t.Columns))
 	}
@@ -420,6 +432,10 @@ func (w *loader) closeAppenders() {
 // truncate records an op-t history row for every live key and empties the
 // current state.
 func (w *loader) truncate(l *layout, ev *consumer.Event) error {
+	if w.touched == nil {
+		w.touched = map[string]bool{}
+	}
+	w.touched[l.cur] = true
 	cols := l.colList("")
 	res, err := w.s.conn.ExecContext(w.ctx, "INSERT INTO "+l.hist+" ("+cols+", op, commit_lsn, commit_ts, xid, position) SELECT "+
 		cols+", 't', ?, ?, ?, ? FROM "+l.cur, uint64(ev.Txn.CommitLSN), ev.Txn.CommitTime, int64(ev.Txn.Xid), ev.Position)
@@ -431,5 +447,55 @@ func (w *loader) truncate(l *layout, ev *consumer.Event) error {
 	}
 	n, _ := res.RowsAffected()
 	w.s.log.Info("truncate loaded", "table", ev.Table.String(), "live_rows", n, "commit_lsn", ev.Txn.CommitLSN)
+	return nil
+}
+
+// message follows a captured schema change (schemas.DDLPrefix) in the
+// warehouse: a renamed column or table is renamed in both the current-state
+// and the history table. A dropped column stays; an added one arrives with
+// the table's next schema; a retyped column keeps its warehouse type (the
+// mapping of the old PostgreSQL type).
+func (w *loader) message(ev *consumer.Event) error {
+	if ev.Message.Prefix != schemas.DDLPrefix {
+		return nil
+	}
+	d, err := schemas.ParseDDL(ev.Message.Content)
+	if err != nil {
+		return ev.Wrap(consumer.Permanent(err))
+	}
+	if err := w.mergeAll(); err != nil {
+		return err
+	}
+	cur := q(d.Schema) + "." + q(d.Table)
+	hist := q(d.Schema) + "." + q(d.Table+"_history")
+	if w.touched[cur] {
+		return &consumer.CutBatchError{FrameOffset: ev.Txn.Offset, Reason: "table " + d.Schema + "." + d.Table + " changes schema"}
+	}
+	var stmts []string
+	for _, c := range d.Changes {
+		switch c.Op {
+		case "rename_column":
+			for _, tb := range []string{cur, hist} {
+				stmts = append(stmts, "ALTER TABLE IF EXISTS "+tb+" RENAME COLUMN "+q(c.From)+" TO "+q(c.To))
+			}
+		case "rename_table":
+			if c.From != d.Table && c.FromSchema == d.Schema {
+				stmts = append(stmts, "ALTER TABLE IF EXISTS "+q(d.Schema)+"."+q(c.From)+" RENAME TO "+q(d.Table),
+					"ALTER TABLE IF EXISTS "+q(d.Schema)+"."+q(c.From+"_history")+" RENAME TO "+q(d.Table+"_history"))
+			}
+			w.forgotten = append(w.forgotten, c.FromSchema+"."+c.From)
+		}
+	}
+	for _, stmt := range stmts {
+		if _, err := w.s.conn.ExecContext(w.ctx, stmt); err != nil {
+			return ev.Wrap(w.s.errorf(w.ctx, err, "follow the source's %s of %s.%s: %s", d.Tag, d.Schema, d.Table, stmt))
+		}
+	}
+	for id, l := range w.created {
+		if l.t.Schema == d.Schema && l.t.Name == d.Table {
+			delete(w.created, id)
+		}
+	}
+	w.forgotten = append(w.forgotten, d.Schema+"."+d.Table)
 	return nil
 }

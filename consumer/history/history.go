@@ -63,6 +63,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/tributary-cdc/tributary/consumer"
@@ -186,8 +187,13 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		return pgtarget.Classify(fmt.Errorf("commit (commit_lsn %s): %w", cp.CommitLSN, err))
 	}
 	s.cpt.Committed(cp)
-	if len(w.created) > 0 {
+	if len(w.created) > 0 || len(w.forgotten) > 0 {
 		s.mu.Lock()
+		for id, l := range s.tables {
+			if slices.Contains(w.forgotten, l.t.String()) {
+				delete(s.tables, id)
+			}
+		}
 		for id, l := range w.created {
 			s.tables[id] = l
 		}

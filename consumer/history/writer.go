@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,9 @@ type writer struct {
 	// lastTrunc dedupes the truncate records that every partition of a
 	// table's topic carries for one TRUNCATE.
 	lastTrunc string
+	// forgotten are the source tables ("schema.table") whose layouts a
+	// schema change made stale.
+	forgotten []string
 }
 
 // chunk is the pending rows of one history table, column-wise.
@@ -60,7 +64,7 @@ func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error
 	w.s.mu.Lock()
 	l := w.s.tables[id]
 	w.s.mu.Unlock()
-	if l != nil {
+	if l != nil && !slices.Contains(w.forgotten, l.t.String()) {
 		return l, nil
 	}
 	l, err := newLayout(ev.Table, w.s.cfg.Schema)
@@ -84,8 +88,8 @@ func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error
 }
 
 func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
-	if ev.Op == "" { // a logical decoding message: no table to record it in
-		return nil
+	if ev.Op == "" { // a logical decoding message: a schema change is followed
+		return w.message(ctx, ev)
 	}
 	l, err := w.layout(ctx, ev)
 	if err != nil {
@@ -251,4 +255,75 @@ func (w *writer) truncate(ctx context.Context, l *layout, ev *consumer.Event) er
 	w.s.log.Info("truncate recorded", "table", ev.Table.String(), "history", l.schema+"."+l.name,
 		"closed_versions", ct.RowsAffected(), "commit_lsn", ev.Txn.CommitLSN, "xid", ev.Txn.Xid)
 	return nil
+}
+
+// message follows a captured schema change (schemas.DDLPrefix) in the
+// history table of its source table: a renamed column or table is renamed,
+// a retyped column retyped (its older versions converted as the source
+// converted its rows). A dropped column stays, holding the older versions'
+// values; an added one arrives with the table's next schema.
+func (w *writer) message(ctx context.Context, ev *consumer.Event) error {
+	if ev.Message.Prefix != schemas.DDLPrefix {
+		return nil
+	}
+	d, err := schemas.ParseDDL(ev.Message.Content)
+	if err != nil {
+		return ev.Wrap(consumer.Permanent(err))
+	}
+	if err := w.flushAll(ctx); err != nil {
+		return err
+	}
+	histSchema := func(source string) string {
+		if w.s.cfg.Schema != "" {
+			return w.s.cfg.Schema
+		}
+		return source
+	}
+	hist := schemas.QuoteIdent(histSchema(d.Schema)) + "." + schemas.QuoteIdent(d.Table+"_history")
+	var stmts []string
+	for _, c := range d.Changes {
+		switch c.Op {
+		case "rename_column":
+			stmts = append(stmts, "ALTER TABLE IF EXISTS "+hist+" RENAME COLUMN "+schemas.QuoteIdent(c.From)+" TO "+schemas.QuoteIdent(c.To))
+		case "alter_column_type":
+			col := schemas.QuoteIdent(c.Column)
+			stmts = append(stmts, "ALTER TABLE IF EXISTS "+hist+" ALTER COLUMN "+col+" TYPE "+c.Type+" USING "+col+"::"+c.Type)
+		case "rename_table":
+			old := schemas.QuoteIdent(histSchema(c.FromSchema)) + "." + schemas.QuoteIdent(c.From+"_history")
+			if c.From != d.Table {
+				stmts = append(stmts, "ALTER TABLE IF EXISTS "+old+" RENAME TO "+schemas.QuoteIdent(d.Table+"_history"))
+			}
+			if histSchema(c.FromSchema) != histSchema(d.Schema) {
+				stmts = append(stmts, "ALTER TABLE IF EXISTS "+schemas.QuoteIdent(histSchema(c.FromSchema))+"."+
+					schemas.QuoteIdent(d.Table+"_history")+" SET SCHEMA "+schemas.QuoteIdent(histSchema(d.Schema)))
+			}
+		}
+	}
+	for _, stmt := range stmts {
+		if _, err := w.tx.Exec(ctx, stmt); err != nil {
+			return ev.Wrap(pgtarget.Classify(fmt.Errorf("follow the source's %s of %s.%s in the history: %s: %w", d.Tag, d.Schema, d.Table, stmt, err)))
+		}
+	}
+	if len(stmts) > 0 {
+		w.s.log.Info("history follows a schema change", "table", d.Schema+"."+d.Table, "tag", d.Tag, "statements", len(stmts))
+	}
+	// The table's layouts name its old columns: build them again.
+	w.forget(d.Schema, d.Table)
+	for _, c := range d.Changes {
+		if c.Op == "rename_table" {
+			w.forget(c.FromSchema, c.From)
+		}
+	}
+	return nil
+}
+
+// forget drops the cached layouts of a source table, in this transaction
+// and, once it commits, in the sink.
+func (w *writer) forget(schema, table string) {
+	for id, l := range w.created {
+		if l.t.Schema == schema && l.t.Name == table {
+			delete(w.created, id)
+		}
+	}
+	w.forgotten = append(w.forgotten, schema+"."+table)
 }

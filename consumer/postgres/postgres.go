@@ -27,6 +27,10 @@
 //     columns it waits for the snapshot's read), a delete of a missing row
 //     does nothing, an insert of an existing row updates it.
 //   - Columns whose TOASTed value did not change are left as they are.
+//   - Captured schema changes (schemas.DDLPrefix messages) are applied with
+//     ApplyDDL, as structured statements in the apply transaction; the
+//     source's sequence values (schemas.SequencesPrefix) move the target's
+//     sequences forward, never back.
 //   - OnConflictError (the default) stops on an insert whose key exists and
 //     on an update or delete that matches no row. OnConflictUpsert (the
 //     seed's "higher robustness") turns inserts and complete updates into
@@ -125,6 +129,10 @@ type Config struct {
 	// them again from Kafka. A synchronous_commit given in the DSN (as
 	// options=-c synchronous_commit=on) is kept.
 	SynchronousCommit string
+	// ApplyDDL applies the schema changes that DDL capture records
+	// (tributary setup ddl) to the target's tables, in the apply
+	// transaction, at their place in the stream (--apply-ddl).
+	ApplyDDL bool
 	// Conflicts, when set, detects and resolves conflicts for the tables it
 	// handles and skips changes that came back to their own site.
 	Conflicts *conflict.Engine

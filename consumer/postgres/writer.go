@@ -40,8 +40,8 @@ type writer struct {
 }
 
 func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
-	if ev.Op == "" { // logical decoding message: nothing to apply in PostgreSQL
-		return nil
+	if ev.Op == "" { // a logical decoding message: a schema change, sequence values
+		return w.message(ctx, ev)
 	}
 	if e := w.s.cfg.Conflicts; e != nil && e.Own(ev.Txn) {
 		return nil // made at this site and forwarded back by a hub: already here
