@@ -53,11 +53,11 @@ type DDLChange struct {
 	From       string `json:"from,omitempty"`
 	FromSchema string `json:"from_schema,omitempty"`
 	To         string `json:"to,omitempty"`
-	Type      string `json:"type,omitempty"` // format_type of an added or retyped column
-	NotNull   bool   `json:"not_null,omitempty"`
-	Default   string `json:"default,omitempty"` // an added column's default expression
-	Partition string `json:"partition,omitempty"`
-	Bound     string `json:"bound,omitempty"` // an attached partition's bound (FOR VALUES ...)
+	Type       string `json:"type,omitempty"` // format_type of an added or retyped column
+	NotNull    bool   `json:"not_null,omitempty"`
+	Default    string `json:"default,omitempty"` // an added column's default expression
+	Partition  string `json:"partition,omitempty"`
+	Bound      string `json:"bound,omitempty"` // an attached partition's bound (FOR VALUES ...)
 }
 
 // DDLColumn is one column after a change.

@@ -207,7 +207,7 @@ type loader struct {
 	ctx       context.Context
 	stages    map[string]*stage // by current-state table
 	created   map[int]*layout
-	forgotten []string // source tables whose layouts a schema change made stale
+	forgotten []string        // source tables whose layouts a schema change made stale
 	touched   map[string]bool // current-state tables this transaction changed
 	rows      int
 	lastTrunc string
