@@ -142,3 +142,88 @@ func stmtBody(stmt string) string {
 	}
 	return b.String()
 }
+
+// TestProducerSynchronousConfirmsWhatIsNotPublished: a synchronous source's
+// commits that publish nothing (an unpublished table) return at once,
+// without waiting for a status interval or a keepalive (both set far off
+// here: only a prompt confirmation lets them pass); and a producer that is
+// the synchronous standby creates its publication without waiting for
+// itself.
+func TestProducerSynchronousConfirmsWhatIsNotPublished(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE s (id int PRIMARY KEY)`, `CREATE TABLE other (id int PRIMARY KEY)`)
+	args := e.producerArgs("--snapshot", "never", "--synchronous", "--tables", "public.s",
+		"--status-interval", "10m", "--heartbeat-interval", "10m")
+	proc := harness.StartTributary(t, nil, args...)
+	e.waitSlotActive(t, "slot", proc)
+	c := e.pg.Conn(t)
+	for _, stmt := range []string{`ALTER SYSTEM SET synchronous_standby_names = 'tributary_slot'`, `SELECT pg_reload_conf()`} {
+		if _, err := c.Exec(context.Background(), stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if cc, err := pgx.Connect(context.Background(), e.pg.DSN); err == nil {
+			cc.Exec(context.Background(), `ALTER SYSTEM RESET synchronous_standby_names`)
+			cc.Exec(context.Background(), `SELECT pg_reload_conf()`)
+			cc.Close(context.Background())
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var state string
+		if err := c.QueryRow(context.Background(), `SELECT sync_state FROM pg_stat_replication WHERE application_name = 'tributary_slot'`).Scan(&state); err == nil && state == "sync" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the producer never became the synchronous standby")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	next := 0
+	commits := func(table string, n int) {
+		t.Helper()
+		done := make(chan error, 1)
+		from := next
+		next += n
+		go func() {
+			for i := from; i < from+n; i++ {
+				if _, err := c.Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s VALUES (%d)`, table, i)); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%d commits to %s still wait for the synchronous standby after 2 minutes:\n%s", n, table, lastLines(proc.Output(), 10))
+		}
+	}
+	commits("s", 20)     // published: confirmed once in Kafka
+	commits("other", 20) // not published: confirmed at once
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer stop: %v", err)
+	}
+	// Without its publication, the producer creates it: that commit must not
+	// wait for the producer itself.
+	if _, err := c.Exec(context.Background(), `SET synchronous_commit = local`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(context.Background(), `DROP PUBLICATION pub`); err != nil {
+		t.Fatal(err)
+	}
+	proc = harness.StartTributary(t, nil, args...)
+	e.waitSlotActive(t, "slot", proc)
+	if _, err := c.Exec(context.Background(), `SET synchronous_commit = on`); err != nil {
+		t.Fatal(err)
+	}
+	commits("s", 5)
+	commits("other", 5)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer stop: %v", err)
+	}
+}

@@ -694,7 +694,9 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 		}
-		if ka.ReplyRequested {
+		// A synchronous source's commits wait for the flush position:
+		// confirm at once whatever the keepalive lets pass.
+		if ka.ReplyRequested || s.cfg.Synchronous && s.flushPosition() > s.sentFlush {
 			return s.sendStatus(ctx, false)
 		}
 	case pglogrepl.XLogDataByteID:
@@ -1201,6 +1203,15 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 		s.tx = nil
 		if !s.groupOpen() && s.inflight == nil {
 			s.pendingFrom = 0
+		}
+		// Its end is processed as a keepalive's would be: nothing of it
+		// waits in Kafka, so the slot may pass it once what precedes it
+		// is durable. A synchronous source's commit waits for that.
+		if m.TransactionEndLSN > s.serverEnd {
+			s.serverEnd = m.TransactionEndLSN
+		}
+		if s.cfg.Synchronous && s.flushPosition() > s.sentFlush {
+			return s.sendStatus(ctx, false)
 		}
 		return nil
 	}

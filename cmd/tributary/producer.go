@@ -41,6 +41,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	commitTimeout := fs.Duration("kafka-commit-timeout", 0, "bound on each step of a Kafka commit (flush, EndTxn) and on a Kafka client that delivers nothing while it holds records;\n"+
 		"past it the session reconnects with a new Kafka client; negative for no bound (default 1m)")
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
+	statusEvery := fs.Duration("status-interval", 0, "how often the producer reports its positions to the source when nothing else makes it (default 10s)")
 	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
 	synchronous := fs.Bool("synchronous", false, "commit and confirm each source transaction at once; with the standby name in the source's\n"+
@@ -88,7 +89,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
-		HeartbeatInterval: *heartbeat, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
+		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Log: log,
 	})
 	if err != nil {
