@@ -45,7 +45,17 @@ type Config struct {
 	Registry  *schemas.Registry // schema registry client
 	Version   string            // written into each event's source.version
 
-	Partitions        int32         // partitions of the data topics it creates (3)
+	Partitions int32 // partitions of the data topics it creates (3)
+	// Compression of the record batches it writes: "none" (the default:
+	// every Kafka client reads it, and it costs no CPU), "gzip", "snappy",
+	// "lz4" or "zstd" (which some clients read only with an extra codec,
+	// kafkajs among them).
+	Compression string
+	// TopicConfig is given to the topics the producer creates
+	// (retention.ms, segment.bytes...); cleanup.policy only to the data
+	// topics, whose records are keyed (the transactions topic's frames are
+	// not, and the state topic is always compacted).
+	TopicConfig       map[string]string
 	Snapshot          SnapshotMode  // SnapshotInitial
 	SnapshotChunkRows int           // rows per snapshot chunk (50,000)
 	SnapshotWorkers   int           // tables read in parallel by the snapshot (2)
@@ -104,6 +114,9 @@ func (c *Config) validate() error {
 	}
 	if strings.ContainsAny(c.Prefix, " /\\:") {
 		errs = append(errs, fmt.Sprintf("Prefix (--prefix) %q: not a valid topic prefix", c.Prefix))
+	}
+	if _, err := compressionCodec(c.Compression); err != nil {
+		errs = append(errs, "Compression (--compression): "+err.Error())
 	}
 	switch c.Snapshot {
 	case "":
@@ -286,6 +299,23 @@ func IsTransient(err error) bool {
 		}
 	}
 	return false
+}
+
+// compressionCodec is the franz-go codec of a Compression setting.
+func compressionCodec(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "", "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.CompressionCodec{}, fmt.Errorf("%q: want none, gzip, snappy, lz4 or zstd", name)
 }
 
 // permanent marks err as not worth retrying.

@@ -420,6 +420,8 @@ func (s *session) openKafka(ctx context.Context) error {
 		// retry.backoff.ms (100 ms) too.
 		kgo.MetadataMinAge(250*time.Millisecond),
 	)
+	codec, _ := compressionCodec(cfg.Compression) // checked by validate
+	opts = append(opts, kgo.ProducerBatchCompression(codec))
 	var err error
 	if s.kcl, err = kgo.NewClient(opts...); err != nil {
 		return permanent(fmt.Errorf("kafka client: %w", err))
@@ -430,13 +432,13 @@ func (s *session) openKafka(ctx context.Context) error {
 	s.w = newKafkaWriter(s.kcl, cfg.Partitions, cfg.KafkaCommitTimeout)
 	s.stopWatch = s.w.watch(ctx)
 	s.txTopic = schemas.TransactionsTopic(cfg.Prefix)
-	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1); err != nil {
+	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1, s.topicConfig(false)...); err != nil {
 		return err
 	}
 	if _, err := s.w.ensureTopic(ctx, schemas.StateTopic(cfg.Prefix), 1, "cleanup.policy", "compact"); err != nil {
 		return err
 	}
-	if s.msgTopic, err = s.w.ensureTopic(ctx, schemas.MessagesTopic(cfg.Prefix), 0); err != nil {
+	if s.msgTopic, err = s.w.ensureTopic(ctx, schemas.MessagesTopic(cfg.Prefix), 0, s.topicConfig(false)...); err != nil {
 		return err
 	}
 	if s.msgCodec, err = goavro.NewCodec(schemas.MessageSchema()); err != nil {
@@ -457,6 +459,20 @@ func (s *session) openKafka(ctx context.Context) error {
 		return permanentUnlessTransient(err)
 	}
 	return s.loadState(ctx)
+}
+
+// topicConfig is Config.TopicConfig as ensureTopic's pairs, for a data topic
+// or for the transactions and messages topics, whose records compaction
+// would lose (frames have no key; messages share theirs): cleanup.policy is
+// for data topics only.
+func (s *session) topicConfig(data bool) []string {
+	var out []string
+	for k, v := range s.cfg.TopicConfig {
+		if k != "cleanup.policy" || data {
+			out = append(out, k, v)
+		}
+	}
+	return out
 }
 
 // stream runs the replication protocol until ctx ends or an error occurs.
@@ -874,7 +890,7 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	rs.ts = ts
 	rs.enc = schemas.NewEncoder(ts)
 	rs.srcHead = schemas.EncoderSourceHead(s.cfg.Version, s.cfg.Prefix, s.dbName, t.Schema, t.Name)
-	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0); err != nil {
+	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0, s.topicConfig(true)...); err != nil {
 		return err
 	}
 	if rs.keyID, err = s.cfg.Registry.Register(ctx, schemas.KeySubject(ts.Topic), ts.KeySchema, s.cfg.SchemaChange); err != nil {

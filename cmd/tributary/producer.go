@@ -31,6 +31,10 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	slot := fs.String("slot", "tributary", "replication slot `name`; created when missing")
 	tables := fs.StringList("tables", nil, "tables to publish when creating the publication, `schema.table[(cols)][ WHERE (expr)],...`; default every table in the publication")
 	partitions := fs.Int("partitions", 3, "partition `count` of the data topics it creates")
+	compression := fs.String("compression", "none", "record batch `codec`: none, gzip, snappy, lz4 or zstd; none is read by every Kafka client\n"+
+		"(kafkajs reads snappy, lz4 and zstd only with an extra codec) and costs no CPU")
+	topicConfig := fs.StringList("topic-config", nil, "`key=value,...` for the topics it creates, e.g. retention.ms=604800000;\n"+
+		"cleanup.policy applies to the data topics only")
 	snapshot := fs.String("snapshot", "initial", "initial snapshot `mode`: initial, never or only")
 	chunkRows := fs.Int("snapshot-chunk-rows", 50000, "`rows` per snapshot chunk")
 	workers := fs.Int("snapshot-workers", 2, "`tables` the snapshot reads in parallel, each on its own connection")
@@ -74,6 +78,14 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	tc := map[string]string{}
+	for _, kv := range *topicConfig {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usageError{errorf("--topic-config %q: want key=value", kv)}
+		}
+		tc[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
 	opts, reg, err := k.clients(log)
 	if err != nil {
 		return err
@@ -86,7 +98,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	p, err := producer.New(producer.Config{
 		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
 		KafkaOpts: opts, Registry: reg, Version: version,
-		Partitions: int32(*partitions), Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
+		Partitions: int32(*partitions), Compression: *compression, TopicConfig: tc, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
 		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
