@@ -455,8 +455,8 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		r.cp.merge(g.cp)
 		r.reset, r.boot = nil, nil
 		st.progressed = true
-		applied += g.txns
-		c.cfg.Observer.Applied(Applied{SourceTxns: g.txns, Rows: b.rows, CommitLSN: r.cp.CommitLSN,
+		applied += g.sourceTxns
+		c.cfg.Observer.Applied(Applied{SourceTxns: g.sourceTxns, Rows: b.rows, CommitLSN: r.cp.CommitLSN,
 			CommitTime: r.cp.CommitTime, Took: time.Since(start)})
 		c.cfg.Observer.Behind(r.behind())
 		if time.Since(lastLog) > 10*time.Second {
@@ -473,16 +473,21 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 // group produces the events of one Batch: whole frames, while more are
 // already read and the group limits allow.
 type group struct {
-	booted  int // bootstrap truncates returned (reader.boot)
-	r       *reader
-	st      *runState
-	b       *Batch
-	cp      Checkpoint
-	cur     *frameCursor
-	txns    int
-	events  int
-	first   int64
-	started time.Time // when the first frame was opened
+	booted int // bootstrap truncates returned (reader.boot)
+	r      *reader
+	st     *runState
+	b      *Batch
+	cp     Checkpoint
+	cur    *frameCursor
+	txns   int
+	// sourceTxns counts the frames of source transactions: not the
+	// producer's heartbeats (no transaction, no event), which only move
+	// the checkpoint's commit time, so that an idle source's consumer stays
+	// fresh.
+	sourceTxns int
+	events     int
+	first      int64
+	started    time.Time // when the first frame was opened
 }
 
 func (g *group) next(ctx context.Context) (*Event, error) {
@@ -531,6 +536,9 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 			}
 			g.cur = fc
 			g.txns++
+			if !fc.frame.Heartbeat() {
+				g.sourceTxns++
+			}
 		}
 		rec, err := g.cur.next(ctx)
 		if err != nil {

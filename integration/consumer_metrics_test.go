@@ -51,6 +51,22 @@ func TestConsumerMetricsMove(t *testing.T) {
 	if n, _ := scrape(t, addr, "tributary_consumer_apply_seconds_count"); n < 1 {
 		t.Fatalf("apply latency histogram is empty")
 	}
+	// The source is idle now: the producer's heartbeats (every second here)
+	// still reach the consumer, so its applied commit time keeps moving
+	// and its freshness is measurable.
+	idle, _ := scrape(t, addr, "tributary_consumer_applied_commit_timestamp_seconds")
+	for deadline := time.Now().Add(time.Minute); ; {
+		if now, _ := scrape(t, addr, "tributary_consumer_applied_commit_timestamp_seconds"); now >= idle+2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("on an idle source the applied commit time stays at %v: heartbeats do not reach the consumer", idle)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if txns, _ := scrape(t, addr, "tributary_consumer_transactions_total"); txns != 30 {
+		t.Fatalf("%v source transactions applied after the heartbeats, want 30: heartbeats are no source transactions", txns)
+	}
 	if err := proc.Stop(t, 30*time.Second); err != nil {
 		t.Fatalf("consumer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 10))
 	}

@@ -856,6 +856,15 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 	return nil
 }
 
+// heartbeatTime is the source's clock in a heartbeat (now()::text under the
+// session's ISO DateStyle), or the producer's when it cannot be read.
+func heartbeatTime(content []byte) time.Time {
+	if t, err := time.Parse("2006-01-02 15:04:05.999999-07", string(content)); err == nil {
+		return t.UTC()
+	}
+	return time.Now().UTC()
+}
+
 func (s *session) forwardOrigin(name string) bool {
 	for _, o := range s.cfg.ForwardOrigins {
 		if o == "all" || o == name {
@@ -1155,7 +1164,14 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
 	switch m.Prefix {
 	case HeartbeatPrefix:
-		return nil
+		// A frame of its own, with no event: consumers of an idle source
+		// apply it, so their freshness keeps moving.
+		if m.Transactional || s.tx != nil || m.LSN <= s.resumeAfter {
+			return nil
+		}
+		s.tx = &txState{commitLSN: m.LSN, commitTime: heartbeatTime(m.Content), counts: map[tpKey]int64{}, forceFrame: true}
+		s.notePending(m.LSN)
+		return s.finishTx(ctx, m.LSN)
 	case WatermarkPrefix, SignalPrefix:
 		if !m.Transactional || s.tx == nil || s.tx.skip {
 			return nil

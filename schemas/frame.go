@@ -79,6 +79,14 @@ type Frame struct {
 	Request *SnapshotRequest
 }
 
+// Heartbeat reports whether f is the frame of a producer heartbeat: no
+// source transaction (xid 0), no event, no snapshot chunk or request. The
+// producer writes one for each heartbeat it reads back from the WAL, so that
+// the consumers of an idle source keep applying (their freshness moves).
+func (f *Frame) Heartbeat() bool {
+	return f.Xid == 0 && f.Events == 0 && f.Snapshot == nil && f.Request == nil
+}
+
 // Native is the goavro form of f.
 func (f *Frame) Native() map[string]any {
 	parts := make([]any, len(f.Partitions))

@@ -125,7 +125,9 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 				t.Fatalf("frame xid %d commit %s: positions are not 0..%d (got %d at %d)", f.Xid, f.CommitLSN, len(txn.Events)-1, ev.Position, i)
 			}
 		}
-		log.Txns = append(log.Txns, txn)
+		if !IsHeartbeat(f) {
+			log.Txns = append(log.Txns, txn)
+		}
 	}
 	for key, recs := range byTP {
 		if pos[key] != len(recs) {
@@ -135,14 +137,27 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	return &log
 }
 
-// CountFrames returns how many frames the transactions topic holds now. It
-// decodes them with the built-in frame schema (it has no registry).
+// CountFrames returns how many frames the transactions topic holds now,
+// heartbeats left out (see IsHeartbeat). It decodes them with the built-in
+// frame schema (it has no registry).
 func CountFrames(t testing.TB, k *Kafka, prefix string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return len(readFrames(ctx, t, k, txlog.NewBuiltinFrameDecoder(), prefix))
+	n := 0
+	for _, f := range readFrames(ctx, t, k, txlog.NewBuiltinFrameDecoder(), prefix) {
+		if !IsHeartbeat(f.Frame) {
+			n++
+		}
+	}
+	return n
 }
+
+// IsHeartbeat reports whether f is the frame of a producer heartbeat
+// (schemas.Frame.Heartbeat). ReadLog checks heartbeats like any frame and
+// leaves them out of Log.Txns, which then holds one entry per source
+// transaction.
+func IsHeartbeat(f schemas.Frame) bool { return f.Heartbeat() }
 
 // frameAt is a frame and its offset in the transactions topic.
 type frameAt struct {

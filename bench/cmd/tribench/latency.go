@@ -123,7 +123,7 @@ func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []fr
 		defer done()
 		var seen []frameSeen
 		err := fr.Follow(wctx, bounds.End, func(_ int64, f schemas.Frame) error {
-			if f.Snapshot == nil {
+			if f.Snapshot == nil && f.Events > 0 { // not a chunk, nor a heartbeat
 				seen = append(seen, frameSeen{commit: f.CommitTime, lat: float64(time.Since(f.CommitTime).Microseconds()) / 1000})
 			}
 			return nil
