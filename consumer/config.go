@@ -67,6 +67,9 @@ type Config struct {
 	// kgo.SeedBrokers (--brokers), plus TLS or SASL. The consumer adds its
 	// own consuming options; do not pass consumer or group options.
 	Kafka []kgo.Opt
+	// KafkaHooks are added to the transactional reader's client (Kafka
+	// client metrics); per-key workers' clients do not get them.
+	KafkaHooks []kgo.Hook
 	// Registry decodes the events (--registry). Required.
 	Registry *schemas.Registry
 	// Prefix is the producer's topic prefix (--prefix). Required.

@@ -195,8 +195,8 @@ func failedFrame(err error) int64 {
 
 // newClient returns a direct, read_committed client that keeps control
 // records, so that positions after transaction markers are known.
-func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset) (*kgo.Client, error) {
-	opts := append([]kgo.Opt{}, c.cfg.Kafka...)
+func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts := append(append([]kgo.Opt{}, c.cfg.Kafka...), extra...)
 	if parts == nil {
 		parts = map[string]map[int32]kgo.Offset{}
 	}

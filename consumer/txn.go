@@ -68,7 +68,7 @@ func (r *reader) close() { r.cl.Close() }
 
 func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp bool) (*reader, error) {
 	txs := Stream{Kind: StreamTransactions, Topic: c.txTopic}
-	cl, err := c.newClient(nil)
+	cl, err := c.newClient(nil, kgo.WithHooks(c.cfg.KafkaHooks...))
 	if err != nil {
 		return nil, err
 	}

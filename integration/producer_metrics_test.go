@@ -118,3 +118,85 @@ func TestProducerMetricsMove(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// TestProducerSnapshotMetrics snapshots a table that was never analyzed
+// (pg_class.reltuples -1) and checks the snapshot metrics (a rows counter,
+// chunks, an estimate that is not zero, the active gauge falling to 0), the
+// build information and the Kafka client metrics.
+func TestProducerSnapshotMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE s (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false)`, `CREATE PUBLICATION pub FOR TABLE s`,
+		`INSERT INTO s SELECT g, 'v' || g FROM generate_series(1, 3000) g`, `SELECT pg_stat_force_next_flush()`)
+	c := e.pg.Conn(t)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var tuples, live int64
+		if err := c.QueryRow(context.Background(), `SELECT reltuples::bigint, pg_stat_get_live_tuples('s'::regclass) FROM pg_class WHERE oid = 's'::regclass`).Scan(&tuples, &live); err != nil {
+			t.Fatal(err)
+		}
+		if tuples != -1 {
+			t.Fatalf("the table was analyzed (reltuples %d); the test needs one that was not", tuples)
+		}
+		if live == 3000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the statistics system did not count the 3000 rows: %d", live)
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	proc := harness.StartTributary(t, nil, e.producerArgs("--snapshot-chunk-rows", "500", "--metrics-addr", addr)...)
+	const table = `table="public.s"`
+	for deadline := time.Now().Add(30 * time.Second); httpStatus(t, "http://"+addr+"/healthz") != http.StatusOK; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics endpoint:\n%s", lastLines(proc.Output(), 10))
+		}
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		active, ok := scrapeLabeled(t, addr, "tributary_producer_snapshot_active")[table]
+		if ok && active == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the snapshot did not finish (active %v, %v):\n%s", active, ok, lastLines(proc.Output(), 10))
+		}
+	}
+	if rows := scrapeLabeled(t, addr, "tributary_producer_snapshot_rows_total")[table]; rows != 3000 {
+		t.Errorf("snapshot rows %v, want 3000", rows)
+	}
+	if done := scrapeLabeled(t, addr, "tributary_producer_snapshot_progress_rows")[table]; done != 3000 {
+		t.Errorf("snapshot progress rows %v, want 3000", done)
+	}
+	if chunks := scrapeLabeled(t, addr, "tributary_producer_snapshot_chunks_total")[table]; chunks < 6 {
+		t.Errorf("snapshot chunks %v, want at least 6 of 500 rows", chunks)
+	}
+	if est := scrapeLabeled(t, addr, "tributary_producer_snapshot_rows_estimate")[table]; est != 3000 {
+		t.Errorf("estimate of a table never analyzed: %v, want 3000", est)
+	}
+	info := scrapeLabeled(t, addr, "tributary_build_info")
+	if len(info) != 1 {
+		t.Errorf("build_info: %v", info)
+	}
+	var produced float64
+	for labels, v := range scrapeLabeled(t, addr, "tributary_kafka_produce_records_total") {
+		if strings.Contains(labels, `topic="`+e.prefix+`.public.s"`) {
+			produced += v
+		}
+	}
+	if produced < 3000 {
+		t.Errorf("Kafka client metrics: %v records produced to %s.public.s, want at least 3000", produced, e.prefix)
+	}
+	e.pg.Exec(t, `INSERT INTO s VALUES (0, 'x')`)
+	e.waitConfirmed(t, "slot", proc)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		at, _ := scrape(t, addr, "tributary_producer_confirmed_timestamp_seconds")
+		if at > 0 && time.Since(time.Unix(int64(at), 0)) < time.Hour {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("confirmed timestamp %v", at)
+		}
+	}
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+}

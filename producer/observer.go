@@ -20,6 +20,9 @@ type Observer interface {
 	KafkaCommitted(sourceTxns, events int, took time.Duration)
 	// SnapshotProgress reports a table's snapshot progress after each chunk.
 	SnapshotProgress(SnapshotProgress)
+	// Retrying reports a transient error after which a new replication
+	// session resumes from the durable state.
+	Retrying(err error)
 }
 
 // Positions are the replication positions of the producer's slot.
@@ -53,3 +56,6 @@ func (NopObserver) KafkaCommitted(int, int, time.Duration) {}
 
 // SnapshotProgress implements Observer.
 func (NopObserver) SnapshotProgress(SnapshotProgress) {}
+
+// Retrying implements Observer.
+func (NopObserver) Retrying(error) {}

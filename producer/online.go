@@ -576,7 +576,7 @@ func (o *online) high(ctx context.Context, j *chunkJob) error {
 	}
 	s.tx.forceFrame = true
 	if p := o.progress[j.table]; p != nil {
-		p.Rows += written
+		p.Chunk, p.SessionRows, p.Rows = written, p.SessionRows+written, sn.Rows
 		p.Done = done
 		s.reportSnapshot(*p)
 	}

@@ -41,9 +41,13 @@ type Config struct {
 	Tables      []TableSpec // tables to publish when creating the publication; checked when it exists
 	Prefix      string      // topic prefix
 
-	KafkaOpts []kgo.Opt         // seed brokers, TLS, SASL; the producer adds its transactional settings
-	Registry  *schemas.Registry // schema registry client
-	Version   string            // written into each event's source.version
+	KafkaOpts []kgo.Opt // seed brokers, TLS, SASL; the producer adds its transactional settings
+	// KafkaHooks are added to the session's transactional client only, not
+	// to the short-lived clients that read the state (kprom metrics serve
+	// one client at a time).
+	KafkaHooks []kgo.Hook
+	Registry   *schemas.Registry // schema registry client
+	Version    string            // written into each event's source.version
 
 	Partitions int32 // partitions of the data topics it creates (3)
 	// Compression of the record batches it writes: "none" (the default:
@@ -220,6 +224,7 @@ func (p *Producer) Run(ctx context.Context) error {
 			return fmt.Errorf("giving up after %s of transient errors: %w", p.cfg.RetryMaxElapsed, err)
 		}
 		log.Warn("replication session failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		p.cfg.Observer.Retrying(err)
 		select {
 		case <-ctx.Done():
 			return nil

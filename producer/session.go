@@ -422,6 +422,9 @@ func (s *session) openKafka(ctx context.Context) error {
 	)
 	codec, _ := compressionCodec(cfg.Compression) // checked by validate
 	opts = append(opts, kgo.ProducerBatchCompression(codec))
+	if len(cfg.KafkaHooks) > 0 {
+		opts = append(opts, kgo.WithHooks(cfg.KafkaHooks...))
+	}
 	var err error
 	if s.kcl, err = kgo.NewClient(opts...); err != nil {
 		return permanent(fmt.Errorf("kafka client: %w", err))

@@ -140,7 +140,7 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 			cancel()
 			continue
 		}
-		pr.Rows += cs.res.n
+		pr.Chunk, pr.SessionRows, pr.Rows = cs.res.n, pr.SessionRows+cs.res.n, cs.w.t.Snapshot.Rows
 		pr.Done = cs.w.t.Snapshot.Status == txlog.SnapshotDone
 		s.reportSnapshot(*pr)
 	}
@@ -488,11 +488,13 @@ func (s *session) reportSnapshot(p SnapshotProgress) {
 // SnapshotProgress is one table's snapshot progress, reported after every
 // chunk written to Kafka.
 type SnapshotProgress struct {
-	Table    string    // schema.table
-	Rows     int64     // rows written in this session
-	Estimate int64     // pg_class.reltuples when the snapshot started
-	Started  time.Time // when this session started the table
-	Done     bool      // the table's last chunk is written
+	Table       string    // schema.table
+	Chunk       int64     // rows of the chunk just written
+	SessionRows int64     // rows written since Started
+	Rows        int64     // rows of the snapshot written so far, before restarts included
+	Estimate    int64     // the table's estimated rows when the snapshot started
+	Started     time.Time // when this session started the table
+	Done        bool      // the table's last chunk is written
 }
 
 // Rate is rows per second since Started.
@@ -501,7 +503,7 @@ func (p SnapshotProgress) Rate() float64 {
 	if el <= 0 {
 		return 0
 	}
-	return float64(p.Rows) / el
+	return float64(p.SessionRows) / el
 }
 
 // ETA estimates the time left from the rate and the estimate.

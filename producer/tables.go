@@ -30,12 +30,22 @@ type pubTable struct {
 	name     string
 	attnames []string
 	filter   string
-	estimate int64  // pg_class.reltuples; -1 when never analyzed
+	estimate int64  // rows: see tableEstimateSQL
 	ident    string // relreplident
 	relkind  string // relkind: r, or p for a partitioned table
 }
 
 func (t pubTable) fullName() string { return t.schema + "." + t.name }
+
+// tableEstimateSQL estimates the rows of table c for snapshot progress and
+// planning: pg_class.reltuples, or, for a table never analyzed (reltuples
+// -1), the statistics system's live-tuple count; for a partitioned table, the
+// sum over its leaf partitions (a partitioned table itself has no rows).
+const tableEstimateSQL = `(CASE WHEN c.relkind = 'p' THEN (
+			SELECT sum(CASE WHEN l.reltuples >= 0 THEN l.reltuples ELSE COALESCE(pg_catalog.pg_stat_get_live_tuples(l.oid), 0) END)
+			FROM pg_catalog.pg_partition_tree(c.oid) t JOIN pg_catalog.pg_class l ON l.oid = t.relid WHERE t.isleaf)
+		WHEN c.reltuples >= 0 THEN c.reltuples
+		ELSE pg_catalog.pg_stat_get_live_tuples(c.oid) END)::bigint`
 
 // listPublished lists the publication's tables in name order, and whether it
 // is FOR ALL TABLES.
@@ -46,7 +56,7 @@ func listPublished(ctx context.Context, q querier, publication string) ([]pubTab
 	}
 	rows, err := q.Query(ctx, `
 		SELECT c.oid, pt.schemaname, pt.tablename, pt.attnames, COALESCE(pt.rowfilter, ''),
-		       c.reltuples::bigint, c.relreplident::text, c.relkind::text
+		       COALESCE(`+tableEstimateSQL+`, 0), c.relreplident::text, c.relkind::text
 		FROM pg_catalog.pg_publication_tables pt
 		JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
 		JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/history"
@@ -137,7 +139,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	c, err := consumer.New(consumer.Config{Kafka: opts, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
+	c, err := consumer.New(consumer.Config{Kafka: opts, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
 		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/jackc/pglogrepl"
 
@@ -33,7 +36,17 @@ type health struct {
 // collects, so callers need no special case.
 func startHealth(addr string, log *slog.Logger) (*health, error) {
 	h := &health{reg: prometheus.NewRegistry()}
-	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_build_info",
+		Help: "Always 1; the labels name the binary's version and Go version."}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tributary_ready",
+		Help: "1 while /readyz answers 200: the producer streaming, the consumer applying."}, func() float64 {
+		if h.ready.Load() {
+			return 1
+		}
+		return 0
+	})
+	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo, ready)
 	if addr == "" {
 		return h, nil
 	}
@@ -69,6 +82,15 @@ func (h *health) close() {
 	}
 }
 
+// kafkaMetrics are the Kafka client metrics (franz-go's kprom plugin) of a
+// process's main client: the producer's transactional client, the
+// transactional consumer's reader. Other clients (admin, per-key workers)
+// are not hooked: kprom serves one client at a time.
+func (h *health) kafkaMetrics() kgo.Hook {
+	return kprom.NewMetrics("tributary", kprom.Subsystem("kafka"), kprom.Registerer(h.reg),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.UncompressedBytes, kprom.CompressedBytes, kprom.ConsistentNaming))
+}
+
 // producerMetrics is the producer's Observer: Prometheus metrics, readiness
 // and, on a terminal, the snapshot progress line.
 type producerMetrics struct {
@@ -77,12 +99,16 @@ type producerMetrics struct {
 	slotLag      prometheus.Gauge
 	serverWAL    prometheus.Gauge
 	confirmed    prometheus.Gauge
-	confirmedAt  atomic.Int64 // unix nanoseconds
+	confirmedAt  prometheus.Gauge
 	events       prometheus.Counter
 	txns         prometheus.Counter
 	kafkaCommit  prometheus.Histogram
-	snapRows     *prometheus.GaugeVec
+	snapRows     *prometheus.CounterVec
+	snapChunks   *prometheus.CounterVec
 	snapEstimate *prometheus.GaugeVec
+	snapActive   *prometheus.GaugeVec
+	snapDone     *prometheus.GaugeVec
+	retries      prometheus.Counter
 }
 
 func newProducerMetrics(h *health, progress func(producer.SnapshotProgress)) *producerMetrics {
@@ -101,20 +127,23 @@ func newProducerMetrics(h *health, progress func(producer.SnapshotProgress)) *pr
 			Help: "Source transactions (and snapshot chunks) committed to Kafka."}),
 		kafkaCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tributary_producer_kafka_commit_seconds",
 			Help: "Time to flush and commit one Kafka transaction.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
-		snapRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_rows",
-			Help: "Rows of a table written by its snapshot (initial or online) in this process."}, []string{"table"}),
+		confirmedAt: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_producer_confirmed_timestamp_seconds",
+			Help: "When the slot's confirmed position last moved, Unix seconds (alert on time() minus it)."}),
+		snapRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tributary_producer_snapshot_rows_total",
+			Help: "Rows of a table written by its snapshots (initial or online) in this process."}, []string{"table"}),
+		snapChunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tributary_producer_snapshot_chunks_total",
+			Help: "Snapshot chunks of a table written in this process."}, []string{"table"}),
 		snapEstimate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_rows_estimate",
-			Help: "Estimated rows of a table being snapshotted (pg_class.reltuples)."}, []string{"table"}),
+			Help: "Estimated rows of a table being snapshotted (pg_class.reltuples, or from its size when never analyzed)."}, []string{"table"}),
+		snapActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_active",
+			Help: "1 while a table's snapshot in this process has chunks left to write, 0 once it is done."}, []string{"table"}),
+		snapDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tributary_producer_snapshot_progress_rows",
+			Help: "Rows of a table's current snapshot written so far, before producer restarts included (compare with the estimate)."}, []string{"table"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "tributary_producer_retries_total",
+			Help: "Transient errors after which the producer started a new replication session."}),
 	}
-	sinceConfirm := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tributary_producer_seconds_since_confirm",
-		Help: "Seconds since the slot's confirmed position last moved."}, func() float64 {
-		at := m.confirmedAt.Load()
-		if at == 0 {
-			return 0
-		}
-		return time.Since(time.Unix(0, at)).Seconds()
-	})
-	h.reg.MustRegister(m.slotLag, m.serverWAL, m.confirmed, m.events, m.txns, m.kafkaCommit, m.snapRows, m.snapEstimate, sinceConfirm)
+	h.reg.MustRegister(m.slotLag, m.serverWAL, m.confirmed, m.confirmedAt, m.events, m.txns, m.kafkaCommit, m.snapRows, m.snapChunks,
+		m.snapDone, m.snapEstimate, m.snapActive, m.retries)
 	return m
 }
 
@@ -126,7 +155,9 @@ func (m *producerMetrics) Positions(p producer.Positions) {
 	m.slotLag.Set(float64(p.LagBytes()))
 	m.serverWAL.Set(float64(p.ServerWAL))
 	m.confirmed.Set(float64(p.Confirmed))
-	m.confirmedAt.Store(p.ConfirmedAt.UnixNano())
+	if !p.ConfirmedAt.IsZero() {
+		m.confirmedAt.Set(float64(p.ConfirmedAt.UnixMicro()) / 1e6)
+	}
 }
 
 // KafkaCommitted implements producer.Observer.
@@ -136,10 +167,20 @@ func (m *producerMetrics) KafkaCommitted(sourceTxns, events int, took time.Durat
 	m.kafkaCommit.Observe(took.Seconds())
 }
 
+// Retrying implements producer.Observer.
+func (m *producerMetrics) Retrying(error) { m.retries.Inc() }
+
 // SnapshotProgress implements producer.Observer.
 func (m *producerMetrics) SnapshotProgress(p producer.SnapshotProgress) {
-	m.snapRows.WithLabelValues(p.Table).Set(float64(p.Rows))
+	m.snapRows.WithLabelValues(p.Table).Add(float64(p.Chunk))
+	m.snapChunks.WithLabelValues(p.Table).Inc()
+	m.snapDone.WithLabelValues(p.Table).Set(float64(p.Rows))
 	m.snapEstimate.WithLabelValues(p.Table).Set(float64(p.Estimate))
+	active := 1.0
+	if p.Done {
+		active = 0
+	}
+	m.snapActive.WithLabelValues(p.Table).Set(active)
 	if m.progress != nil {
 		m.progress(p)
 	}

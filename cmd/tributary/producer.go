@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
@@ -98,7 +100,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	p, err := producer.New(producer.Config{
 		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
 		KafkaOpts: opts, Registry: reg, Version: version,
-		Partitions: int32(*partitions), Compression: *compression, TopicConfig: tc, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
+		Partitions: int32(*partitions), Compression: *compression, TopicConfig: tc, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
 		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
