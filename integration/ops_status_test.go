@@ -70,11 +70,13 @@ type statusJSON struct {
 		} `json:"publications"`
 	} `json:"source"`
 	Consumers []struct {
-		Name      string `json:"name"`
-		Prefix    string `json:"prefix"`
-		CommitLSN string `json:"commit_lsn"`
-		Behind    *struct {
+		Name        string  `json:"name"`
+		Prefix      string  `json:"prefix"`
+		CommitLSN   string  `json:"commit_lsn"`
+		IdleSeconds float64 `json:"idle_seconds"`
+		Behind      *struct {
 			Transactions int64    `json:"transactions"`
+			Frames       int64    `json:"frames"`
 			Bytes        int64    `json:"bytes"`
 			Seconds      *float64 `json:"seconds"`
 		} `json:"behind"`
@@ -157,6 +159,28 @@ func TestOpsStatusShowsLag(t *testing.T) {
 		t.Fatalf("human status lacks the lag:\n%s", human)
 	}
 	t.Logf("status with the consumer stopped:\n%s", human)
+
+	// A stopped consumer whose log moves on is an ERROR once its checkpoint
+	// has been still for --fail-consumer-stall, however small its lag: the
+	// producer's heartbeats (every second here) move the log on their own.
+	stall := append(append([]string{}, statusArgs...), "--json", "--fail-consumer-stall", "2s")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(250 * time.Millisecond) {
+		out, code = opsRun(t, nil, "", stall...)
+		st = parseStatus(t, out)
+		if st.Consumers[0].IdleSeconds >= 2 {
+			break
+		}
+		if code != 0 || time.Now().After(deadline) {
+			t.Fatalf("status exit %d with the consumer idle %.1fs (under --fail-consumer-stall 2s):\n%s", code, st.Consumers[0].IdleSeconds, out)
+		}
+	}
+	var stalled bool
+	for _, c := range st.Checks {
+		stalled = stalled || c.Level == "ERROR" && c.Subject == "consumer replica" && strings.Contains(c.Message, "is it running?")
+	}
+	if code != 1 || !stalled || st.Consumers[0].Behind.Frames < 25 {
+		t.Fatalf("stalled consumer: exit %d, want 1 with an ERROR for consumer replica:\n%s", code, out)
+	}
 
 	// The keyless table is an error, with its fix.
 	out, code = opsRun(t, nil, "", "status", "--source", e.pg.DSN, "--publication", "pub_nokey", "--json")

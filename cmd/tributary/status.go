@@ -39,6 +39,14 @@ type statusReport struct {
 	// WarnFraction and FailFraction are the slot-safety thresholds used.
 	WarnFraction float64 `json:"warn_fraction"`
 	FailFraction float64 `json:"fail_fraction"`
+	// The consumer thresholds used, in seconds (0: no check): a consumer
+	// whose checkpoint has not moved for ...Stall while Kafka holds newer
+	// frames, and one whose applied source commit time is ...Lag behind the
+	// last frame's.
+	WarnStall float64 `json:"warn_consumer_stall_seconds"`
+	FailStall float64 `json:"fail_consumer_stall_seconds"`
+	WarnLag   float64 `json:"warn_consumer_lag_seconds"`
+	FailLag   float64 `json:"fail_consumer_lag_seconds"`
 }
 
 // sourceStatus is the source cluster's replication state.
@@ -132,6 +140,9 @@ type consumerStatus struct {
 	CommitLSN  string     `json:"commit_lsn,omitempty"`
 	CommitTime *time.Time `json:"commit_time,omitempty"`
 	AppliedAt  time.Time  `json:"applied_at"`
+	// IdleSeconds is how long ago the checkpoint last moved, by the
+	// target's clock.
+	IdleSeconds float64 `json:"idle_seconds"`
 	// NextFrameOffset is the next offset of <prefix>.transactions to read.
 	NextFrameOffset *int64 `json:"next_frame_offset,omitempty"`
 	// Behind is the lag against the last frame in Kafka (with --brokers).
@@ -140,9 +151,12 @@ type consumerStatus struct {
 
 // consumerLag is how far a consumer is behind the last committed frame.
 type consumerLag struct {
-	// Transactions is the number of frames after the consumer's position.
+	// Transactions is the number of frames after the consumer's position
+	// that are source transactions (or snapshot chunks), and Frames that
+	// number plus the producer's heartbeats.
 	Transactions int64 `json:"transactions"`
-	// AtLeast is set when Transactions is a lower bound (too many to count).
+	Frames       int64 `json:"frames"`
+	// AtLeast is set when the counts are lower bounds (too many to count).
 	AtLeast bool `json:"at_least,omitempty"`
 	// Bytes is the last frame's commit LSN minus the consumer's.
 	Bytes int64 `json:"bytes"`
@@ -205,6 +219,10 @@ type statusOptions struct {
 	warnFraction     float64
 	failFraction     float64
 	walBudget        int64
+	warnStall        float64 // seconds; see statusReport
+	failStall        float64
+	warnLag          float64
+	failLag          float64
 	frameScanLimit   int64
 	log              *slog.Logger
 }
@@ -220,7 +238,13 @@ func runStatus(ctx context.Context, args []string, e env) error {
 			"past --fail-fraction an ERROR. The limit is max_slot_wal_keep_size, or --wal-budget\n" +
 			"when that is unlimited (-1). A lost slot, a keyless published table, an unreachable\n" +
 			"target, or (with --brokers) a consumer whose next frame offset Kafka has deleted is an\n" +
-			"ERROR too. Exit status: 0 without errors (warnings allowed), 1 with any\n" +
+			"ERROR too.\n\n" +
+			"Consumers (with --target and --brokers): one whose checkpoint has not moved for\n" +
+			"--warn-consumer-stall / --fail-consumer-stall while Kafka holds newer frames is a\n" +
+			"WARN / ERROR (it has stopped, however small its lag; the producer's heartbeats move\n" +
+			"the log on an idle source), and one whose applied source commit time is\n" +
+			"--warn-consumer-lag / --fail-consumer-lag behind the last frame's is a WARN / ERROR.\n\n" +
+			"Exit status: 0 without errors (warnings allowed), 1 with any\n" +
 			"error, 2 for a usage error; so it works as a cron or monitoring check.\n\n" +
 			"Passwords come from PGPASSWORD or a passfile and are never printed: DSNs are shown\n" +
 			"without them.",
@@ -238,6 +262,10 @@ func runStatus(ctx context.Context, args []string, e env) error {
 	asJSON := fs.Bool("json", false, "print JSON instead of the screen")
 	warn := fs.Float("warn-fraction", 0.5, "WARN when a slot retains this `fraction` of the WAL limit")
 	fail := fs.Float("fail-fraction", 0.8, "ERROR (exit 1) when a slot retains this `fraction` of the WAL limit")
+	warnStall := fs.Duration("warn-consumer-stall", 2*time.Minute, "WARN when a consumer's checkpoint has not moved for this long while Kafka holds newer frames (needs --brokers; 0 disables)")
+	failStall := fs.Duration("fail-consumer-stall", 10*time.Minute, "ERROR (exit 1) when a consumer's checkpoint has not moved for this long while Kafka holds newer frames (needs --brokers; 0 disables)")
+	warnLag := fs.Duration("warn-consumer-lag", 5*time.Minute, "WARN when a consumer's last applied source commit is this far behind the last frame's (needs --brokers; 0 disables)")
+	failLag := fs.Duration("fail-consumer-lag", 0, "ERROR (exit 1) when a consumer's last applied source commit is this far behind the last frame's (needs --brokers; 0 disables)")
 	budget := fs.String("wal-budget", "", "WAL `size` (e.g. 20GB) to measure slots and pg_wal against when max_slot_wal_keep_size is -1")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	if err := parse(fs, args, e); err != nil {
@@ -250,7 +278,16 @@ func runStatus(ctx context.Context, args []string, e env) error {
 		return usageError{fmt.Errorf("--warn-fraction %g and --fail-fraction %g: want 0 < warn <= fail <= 1", *warn, *fail)}
 	}
 	o := statusOptions{source: *source, publications: *pubs, slots: *slots, targets: *targets,
-		checkpointSchema: *cps, prefix: *k.prefix, warnFraction: *warn, failFraction: *fail, frameScanLimit: 100000}
+		checkpointSchema: *cps, prefix: *k.prefix, warnFraction: *warn, failFraction: *fail, frameScanLimit: 100000,
+		warnStall: warnStall.Seconds(), failStall: failStall.Seconds(), warnLag: warnLag.Seconds(), failLag: failLag.Seconds()}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--warn-consumer-stall", *warnStall}, {"--fail-consumer-stall", *failStall}, {"--warn-consumer-lag", *warnLag}, {"--fail-consumer-lag", *failLag}} {
+		if d.v < 0 {
+			return usageError{fmt.Errorf("%s %s: want 0 (no check) or more", d.name, d.v)}
+		}
+	}
 	if *budget != "" {
 		b, err := parseSize(*budget)
 		if err != nil || b <= 0 {
@@ -291,7 +328,8 @@ func runStatus(ctx context.Context, args []string, e env) error {
 // cannot be reached is an error; an unreachable target or broker is
 // reported as an ERROR check so that the rest of the screen still shows.
 func gatherStatus(ctx context.Context, o statusOptions) (*statusReport, error) {
-	r := &statusReport{CheckedAt: time.Now().UTC(), WarnFraction: o.warnFraction, FailFraction: o.failFraction, Checks: []check{}}
+	r := &statusReport{CheckedAt: time.Now().UTC(), WarnFraction: o.warnFraction, FailFraction: o.failFraction, Checks: []check{},
+		WarnStall: o.warnStall, FailStall: o.failStall, WarnLag: o.warnLag, FailLag: o.failLag}
 	if o.source != "" {
 		conn, err := connectDB(ctx, o.source, "source")
 		if err != nil {
@@ -545,6 +583,7 @@ func gatherConsumers(ctx context.Context, dsn, schema string) ([]consumerStatus,
 	}
 	rows, err := conn.Query(ctx, `SELECT consumer,
 		coalesce(max(commit_lsn)::text, ''), max(commit_ts), max(applied_at),
+		extract(epoch FROM now() - max(applied_at))::float8,
 		max(next_offset) FILTER (WHERE kind = 'transactions'),
 		coalesce(max(topic) FILTER (WHERE kind = 'transactions'), ''),
 		coalesce(bool_or(kind = 'per-key'), false),
@@ -559,7 +598,7 @@ func gatherConsumers(ctx context.Context, dsn, schema string) ([]consumerStatus,
 		c := consumerStatus{Target: redactDSN(dsn), Mode: "transactional"}
 		var txTopic, anyTopic string
 		var perKey bool
-		if err := rows.Scan(&c.Name, &c.CommitLSN, &c.CommitTime, &c.AppliedAt, &c.NextFrameOffset, &txTopic, &perKey, &anyTopic); err != nil {
+		if err := rows.Scan(&c.Name, &c.CommitLSN, &c.CommitTime, &c.AppliedAt, &c.IdleSeconds, &c.NextFrameOffset, &txTopic, &perKey, &anyTopic); err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
 		if perKey {
@@ -656,9 +695,10 @@ func (r *statusReport) kafkaLag(ctx context.Context, fr *txlog.Frames, prefix st
 
 // frameRef is one frame's offset, commit LSN and time.
 type frameRef struct {
-	offset int64
-	lsn    pglogrepl.LSN
-	time   time.Time
+	offset    int64
+	lsn       pglogrepl.LSN
+	time      time.Time
+	heartbeat bool
 }
 
 // readFrames reads the committed frames of the transactions topic from
@@ -680,7 +720,7 @@ func readFrames(ctx context.Context, fr *txlog.Frames, from, limit int64) (trans
 	tl.readFrom = start
 	var frames []frameRef
 	err = fr.Scan(ctx, start, b.End, func(off int64, f schemas.Frame) error {
-		frames = append(frames, frameRef{offset: off, lsn: f.CommitLSN, time: f.CommitTime})
+		frames = append(frames, frameRef{offset: off, lsn: f.CommitLSN, time: f.CommitTime, heartbeat: f.Heartbeat()})
 		return nil
 	})
 	if err != nil {
@@ -701,13 +741,16 @@ func lagAgainst(c *consumerStatus, tl transactionsLog, frames []frameRef) *consu
 	next := *c.NextFrameOffset
 	for _, f := range frames {
 		if f.offset >= next {
-			lag.Transactions++
+			lag.Frames++
+			if !f.heartbeat {
+				lag.Transactions++
+			}
 		}
 	}
 	if next < tl.readFrom {
 		lag.AtLeast = true
 	}
-	if lag.Transactions == 0 || tl.LastCommitLSN == "" {
+	if lag.Frames == 0 || tl.LastCommitLSN == "" {
 		zero := 0.0
 		lag.Seconds = &zero
 		return lag
@@ -782,6 +825,39 @@ func evaluate(r *statusReport) {
 			r.add(levelError, "target "+t.DSN, "%s", t.Error)
 		}
 	}
+	for _, c := range r.Consumers {
+		if c.Behind == nil || c.Behind.Frames == 0 {
+			continue // up to date, or not measured (per-key, or without --brokers)
+		}
+		subj := "consumer " + c.Name
+		frames := plural(int(c.Behind.Frames), "newer frame")
+		if c.Behind.AtLeast {
+			frames = "at least " + frames
+		}
+		if level, thr, flagName := thresholdLevel(c.IdleSeconds, r.WarnStall, r.FailStall, "consumer-stall"); level != "" {
+			r.add(level, subj, "on %s has not moved its checkpoint for %s while Kafka holds %s: is it running? (%s %s)",
+				c.Target, formatDuration(c.IdleSeconds), frames, flagName, formatDuration(thr))
+		}
+		if c.Behind.Seconds == nil {
+			continue
+		}
+		if level, thr, flagName := thresholdLevel(*c.Behind.Seconds, r.WarnLag, r.FailLag, "consumer-lag"); level != "" {
+			r.add(level, subj, "on %s is %s of source commits behind the last frame (%s) (%s %s)",
+				c.Target, formatDuration(*c.Behind.Seconds), frames, flagName, formatDuration(thr))
+		}
+	}
+}
+
+// thresholdLevel is ERROR when v passes fail, WARN when it passes warn (a
+// threshold of 0 is no check), with the threshold and its flag.
+func thresholdLevel(v, warn, fail float64, flagSuffix string) (string, float64, string) {
+	switch {
+	case fail > 0 && v >= fail:
+		return levelError, fail, "--fail-" + flagSuffix
+	case warn > 0 && v >= warn:
+		return levelWarn, warn, "--warn-" + flagSuffix
+	}
+	return "", 0, ""
 }
 
 // checkFraction adds a WARN or ERROR when f passes the thresholds.
@@ -941,14 +1017,18 @@ func formatLag(l *consumerLag) string {
 	if l == nil {
 		return "-"
 	}
-	if l.Transactions == 0 {
+	if l.Frames == 0 {
 		return "caught up"
 	}
 	n := strconv.FormatInt(l.Transactions, 10)
 	if l.AtLeast {
 		n = ">=" + n
 	}
-	s := fmt.Sprintf("%s txns, %s", n, formatBytes(l.Bytes))
+	s := n + " txns"
+	if hb := l.Frames - l.Transactions; hb > 0 {
+		s += fmt.Sprintf(" (+%d heartbeats)", hb)
+	}
+	s += ", " + formatBytes(l.Bytes)
 	if l.Seconds != nil {
 		s += ", " + formatDuration(*l.Seconds)
 	}

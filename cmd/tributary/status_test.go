@@ -24,6 +24,7 @@ func fixedReport() *statusReport {
 	gb := int64(1 << 30)
 	r := &statusReport{
 		CheckedAt: at, WarnFraction: 0.5, FailFraction: 0.8, Checks: []check{},
+		WarnStall: 120, FailStall: 600, WarnLag: 300,
 		Source: &sourceStatus{
 			DSN: redactDSN("postgres://capture:s3cret@db.example:5432/app?sslmode=verify-full"), Version: "15.18",
 			Database: "app", CurrentLSN: "0/9A000000", MaxSlotWALKeepSize: gb, WALDirBytes: ptr(int64(1200 << 20)),
@@ -56,7 +57,16 @@ func fixedReport() *statusReport {
 				NextFrameOffset: ptr(int64(1200)), Behind: &consumerLag{Transactions: 0, Seconds: ptr(0.0)}},
 			{Name: "warehouse", Target: "host=replica user=apply dbname=app", Prefix: "app", Mode: "transactional",
 				CommitLSN: "0/90000000", CommitTime: ptr(at.Add(-95 * time.Second)), AppliedAt: at.Add(-90 * time.Second),
-				NextFrameOffset: ptr(int64(1000)), Behind: &consumerLag{Transactions: 187, Bytes: 167763968, Seconds: ptr(92.0)}},
+				IdleSeconds: 90, NextFrameOffset: ptr(int64(1000)), Behind: &consumerLag{Transactions: 187, Frames: 190, Bytes: 167763968, Seconds: ptr(92.0)}},
+			// Exited 15 minutes ago, one transaction short of a source idle
+			// since (heartbeats off): its lag is small, its checkpoint stopped.
+			{Name: "exited", Target: "host=replica user=apply dbname=app", Prefix: "app", Mode: "transactional",
+				CommitLSN: "0/99FFD000", CommitTime: ptr(at.Add(-903 * time.Second)), AppliedAt: at.Add(-900 * time.Second),
+				IdleSeconds: 900, NextFrameOffset: ptr(int64(1199)), Behind: &consumerLag{Transactions: 1, Frames: 1, Bytes: 4096, Seconds: ptr(0.05)}},
+			// Catching up with a backlog: applying, but far behind.
+			{Name: "catching-up", Target: "host=replica user=apply dbname=app", Prefix: "app", Mode: "transactional",
+				CommitLSN: "0/50000000", CommitTime: ptr(at.Add(-2 * time.Hour)), AppliedAt: at.Add(-time.Second),
+				IdleSeconds: 1, NextFrameOffset: ptr(int64(10)), Behind: &consumerLag{Transactions: 1190, Frames: 1190, Bytes: 1 << 30, Seconds: ptr(7200.0)}},
 		},
 		Kafka: []transactionsLog{{Topic: "app.transactions", EndOffset: 1200, LastCommitLSN: "0/99FFE000",
 			LastCommitTime: ptr(at.Add(-3 * time.Second))}},
@@ -105,12 +115,14 @@ func TestStatusChecks(t *testing.T) {
 		"ERROR table public.log",
 		"ERROR publication missing_pub",
 		"ERROR target postgres://apply@replica2/app",
+		"ERROR consumer exited",     // its checkpoint stopped 15 minutes ago
+		"WARN consumer catching-up", // 2 hours behind, applying
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("checks:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if r.errorCount() != 5 {
-		t.Fatalf("errorCount %d, want 5", r.errorCount())
+	if r.errorCount() != 6 {
+		t.Fatalf("errorCount %d, want 6", r.errorCount())
 	}
 	// JSON carries the same facts and no password either.
 	js, err := json.Marshal(r)
