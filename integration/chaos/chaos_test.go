@@ -23,11 +23,11 @@ import (
 var (
 	fullRun = flag.Bool("chaos.full", false, "inject every fault several times with longer outages (make chaos)")
 	report  = flag.String("chaos.report", "", "write the results table, in Markdown, to this `file`")
-	seedArg = flag.Uint64("chaos.seed", 0, "`seed` of the test's random choices (the pauses before faults, sizes drawn from spans); 0 picks one, printed at the start")
+	seedArg = flag.Uint64("chaos.seed", 0, "`seed` of the random choices (fault order and sizes in a soak, pauses); 0 picks one, printed at the start")
 )
 
-// plan is how hard a run pushes. A fault draws its size from a span; the
-// rounds' spans are fixed (lo == hi).
+// plan is how hard a run pushes. The rounds use fixed sizes (lo == hi in
+// each span); a soak draws each injection's size from its spans.
 type plan struct {
 	rounds         int                 // times each fault is injected (the rounds)
 	registryOutage span[time.Duration] // how long the registry is unreachable
@@ -39,7 +39,15 @@ type plan struct {
 }
 
 func currentPlan() plan {
-	if *fullRun {
+	switch {
+	case *soakFor > 0:
+		// A lighter workload than the rounds': a soak of hours must keep the
+		// Kafka log (which the checks read whole, and kfake holds in memory)
+		// within a few million events.
+		return plan{registryOutage: span[time.Duration]{10 * time.Second, 30 * time.Second},
+			netFault: span[time.Duration]{3 * time.Second, 8 * time.Second}, hugeRows: span[int]{20_000, 100_000},
+			ddlColumns: span[int]{1, 6}, workers: 3, pace: 50 * time.Millisecond}
+	case *fullRun:
 		return plan{rounds: 3, registryOutage: fixed(30 * time.Second), netFault: fixed(8 * time.Second), hugeRows: fixed(200_000),
 			ddlColumns: fixed(6), workers: 4, pace: 15 * time.Millisecond}
 	}
@@ -99,15 +107,21 @@ type chaos struct {
 	results          []*result
 	ddlN             int
 	kafkaEvents      map[string]int
+	sourceTxns       int // source transactions (txlog rows) at the last Kafka check
+	sourceChanges    int // their row changes
 
 	seed uint64
 	rng  *rand.Rand // the run's random choices; used by the test goroutine only
+	soak *soakRun   // nil unless -chaos.soak
 }
 
 // A fault is one kind of fault the suite injects. The rounds inject every
-// fault in table order, once per round.
+// fault that is not soakOnly, in table order, once per round; a soak picks
+// faults at random, in proportion to weight. Both call the same run.
 type fault struct {
-	name string
+	name     string
+	weight   int  // relative frequency in a soak
+	soakOnly bool // a cheap fault that only the soak injects
 	// skip says why this lane cannot inject the fault ("" when it can);
 	// skipLog is the log line that says what to do about it.
 	skip, skipLog string
@@ -123,10 +137,17 @@ func TestChaos(t *testing.T) {
 	}
 	c.rng = rand.New(rand.NewPCG(c.seed, 0))
 	t.Logf("seed %d (repeat the run's random choices with -chaos.seed %d)", c.seed, c.seed)
+	if *soakFor > 0 {
+		c.soak = newSoakRun(t, *soakFor)
+	}
 	defer c.writeReport()
 	c.setup()
 
-	c.runRounds()
+	if c.soak != nil {
+		c.runSoak()
+	} else {
+		c.runRounds()
+	}
 	c.finish()
 }
 
@@ -137,6 +158,7 @@ func (c *chaos) runRounds() {
 		c.t.Logf("round %d of %d", round+1, c.plan.rounds)
 		for _, f := range faults {
 			switch {
+			case f.soakOnly:
 			case f.skip != "":
 				if round == 0 {
 					c.skipFault(f)
@@ -158,6 +180,9 @@ func (c *chaos) skipFault(f fault) {
 }
 
 // faults is the suite's fault table, in the order the rounds inject it.
+// Weights make a soak's cheap faults (kills, connection resets) common and
+// its expensive ones (outages, network fault sequences, huge transactions)
+// rare; see docs/CHAOS.md for the rates they give.
 func (c *chaos) faults() []fault {
 	t, p := c.t, c.plan
 	restart := func(pg *harness.Postgres, mode string) {
@@ -166,29 +191,40 @@ func (c *chaos) faults() []fault {
 		time.Sleep(2 * time.Second)
 		pg.Start(t)
 	}
+	reset := func(px *harness.Proxy) string {
+		c.pause()
+		return fmt.Sprintf("%d connections", px.Reset())
+	}
 	return []fault{
-		{name: "kill -9 producer", run: func(int) string { c.pause(); c.prod.kill9(); return "" }},
-		{name: "kill -9 PostgreSQL consumer", run: func(int) string { c.pause(); c.repl.kill9(); return "" }},
-		{name: "kill -9 history consumer", run: func(int) string { c.pause(); c.hist.kill9(); return "" }},
+		{name: "kill -9 producer", weight: 20, run: func(int) string { c.pause(); c.prod.kill9(); return "" }},
+		{name: "kill -9 PostgreSQL consumer", weight: 20, run: func(int) string { c.pause(); c.repl.kill9(); return "" }},
+		{name: "kill -9 history consumer", weight: 20, run: func(int) string { c.pause(); c.hist.kill9(); return "" }},
 		c.brokerRestart(),
-		{name: "source PostgreSQL restart (fast)", run: func(int) string { restart(c.src, "fast"); return "" }},
-		{name: "source PostgreSQL restart (immediate)", run: func(int) string { restart(c.src, "immediate"); return "" }},
-		{name: "target PostgreSQL restart (fast, immediate alternately)",
+		{name: "source PostgreSQL restart (fast)", weight: 3, run: func(int) string { restart(c.src, "fast"); return "" }},
+		{name: "source PostgreSQL restart (immediate)", weight: 3, run: func(int) string { restart(c.src, "immediate"); return "" }},
+		{name: "target PostgreSQL restart (fast, immediate alternately)", weight: 4,
 			run: func(n int) string {
 				mode := []string{"fast", "immediate"}[n%2]
 				restart(c.tgt, mode)
 				return mode
 			}},
-		{name: fmt.Sprintf("registry unavailable %s (+ a new schema, a consumer restart)", p.registryOutage),
+		{name: fmt.Sprintf("registry unavailable %s (+ a new schema, a consumer restart)", p.registryOutage), weight: 1,
 			run: func(int) string { return c.registryOutage() }},
-		{name: "network: producer <-> source PostgreSQL (latency, bandwidth, blackhole, reset)",
+		{name: "network: producer <-> source PostgreSQL (latency, bandwidth, blackhole, reset)", weight: 1,
 			run: func(int) string { return c.netFaults(c.srcProxy) }},
-		{name: "network: consumers <-> target PostgreSQL (latency, bandwidth, blackhole, reset)",
+		{name: "network: consumers <-> target PostgreSQL (latency, bandwidth, blackhole, reset)", weight: 1,
 			run: func(int) string { return c.netFaults(c.tgtProxy) }},
 		c.kafkaNetFaults(),
-		{name: fmt.Sprintf("huge transaction (%s rows)", p.hugeRows), run: func(int) string { return c.hugeTxn() }},
-		{name: fmt.Sprintf("DDL burst (%s x ADD COLUMN while writing)", p.ddlColumns),
+		{name: fmt.Sprintf("huge transaction (%s rows)", p.hugeRows), weight: 1, run: func(int) string { return c.hugeTxn() }},
+		{name: fmt.Sprintf("DDL burst (%s x ADD COLUMN while writing)", p.ddlColumns), weight: 4,
 			run: func(int) string { return c.ddlBurst() }},
+		// The network faults' last phase on its own: every open connection
+		// of the link reset at a random point.
+		{name: "connection reset: producer <-> source PostgreSQL", weight: 6, soakOnly: true,
+			run: func(int) string { return reset(c.srcProxy) }},
+		{name: "connection reset: consumers <-> target PostgreSQL", weight: 6, soakOnly: true,
+			run: func(int) string { return reset(c.tgtProxy) }},
+		c.kafkaReset(reset),
 	}
 }
 
@@ -308,9 +344,10 @@ func (c *chaos) totalExits() int {
 
 // inject runs one fault while the workload runs, then checks that the
 // pipeline still delivers: a probe transaction committed after the fault
-// must reach both sinks. f returns what the fault drew or chose, for the
-// log.
-func (c *chaos) inject(fault string, f func() string) {
+// must reach both sinks. f returns what the fault drew, for the log. It
+// returns the source transactions committed during the fault and how long
+// the fault and the recovery took.
+func (c *chaos) inject(fault string, f func() string) (inflight int64, took time.Duration) {
 	c.t.Helper()
 	r := c.row(fault)
 	before, exits := c.txlogCount(), c.totalExits()
@@ -330,8 +367,10 @@ func (c *chaos) inject(fault string, f func() string) {
 	if detail != "" {
 		detail = " (" + detail + ")"
 	}
+	took = time.Since(start)
 	c.t.Logf("%s #%d%s: %d transactions committed during the fault, pipeline delivering again after %s",
-		fault, r.count, detail, after-before, time.Since(start).Round(time.Second))
+		fault, r.count, detail, after-before, took.Round(time.Second))
+	return after - before, took
 }
 
 // pause lets the workload run a random while before a fault, so that faults
@@ -340,19 +379,21 @@ func (c *chaos) pause() { time.Sleep(time.Duration(500+c.rng.IntN(1500)) * time.
 
 // brokerRestart is the broker restart fault of this lane.
 func (c *chaos) brokerRestart() fault {
-	f := fault{name: "broker restart (same data dir and ports)"}
-	if c.realLane && *fullRun {
+	f := fault{name: "broker restart (same data dir and ports)", weight: 4}
+	if c.realLane && (*fullRun || c.soak != nil) {
 		f.name = "broker restart (same data dir and ports; SIGTERM, SIGKILL alternately)"
 	}
 	switch {
 	case !c.realLane:
 		f.run = func(int) string { c.pause(); c.dev.Restart(c.t, false, 2*time.Second); return "" }
 	case c.real != nil:
-		// Odd rounds (the full run) kill the JVM: Apache Kafka must survive
-		// SIGKILL with its page-cache writes; kfake's DataDir is a dev store
-		// and is only stopped cleanly.
+		f.weight = 2 // a JVM restart with log recovery takes up to a minute
+		// Odd injections (the full run's odd rounds, every second one in a
+		// soak) kill the JVM: Apache Kafka must survive SIGKILL with its
+		// page-cache writes; kfake's DataDir is a dev store and is only
+		// stopped cleanly. The short run's single round uses SIGTERM.
 		f.run = func(n int) string {
-			kill := n%2 == 1
+			kill := n%2 == 1 && (*fullRun || c.soak != nil)
 			c.pause()
 			c.real.Restart(c.t, kill, 2*time.Second)
 			if kill {
@@ -371,12 +412,23 @@ func (c *chaos) brokerRestart() fault {
 // the producer, both consumers (and the registry-independent checks), whose
 // Kafka connections all pass kafkaProxy.
 func (c *chaos) kafkaNetFaults() fault {
-	f := fault{name: "network: producer and consumers <-> Kafka (latency, bandwidth, blackhole, reset)"}
+	f := fault{name: "network: producer and consumers <-> Kafka (latency, bandwidth, blackhole, reset)", weight: 1}
 	if c.kafkaProxy == nil {
 		f.skip, f.skipLog = noKafkaProxy()
 		return f
 	}
 	f.run = func(int) string { return c.netFaults(c.kafkaProxy) }
+	return f
+}
+
+// kafkaReset resets every Kafka connection of the producer and consumers.
+func (c *chaos) kafkaReset(reset func(*harness.Proxy) string) fault {
+	f := fault{name: "connection reset: producer and consumers <-> Kafka", weight: 6, soakOnly: true}
+	if c.kafkaProxy == nil {
+		f.skip, f.skipLog = noKafkaProxy()
+		return f
+	}
+	f.run = func(int) string { return reset(c.kafkaProxy) }
 	return f
 }
 

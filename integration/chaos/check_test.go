@@ -53,6 +53,9 @@ func (c *chaos) finish() {
 	}
 	final.count = 1
 	if !t.Failed() {
+		if c.soak != nil {
+			c.soak.now = "the negative control"
+		}
 		c.negativeControl()
 	}
 }
@@ -118,7 +121,7 @@ type txRow struct {
 }
 
 // sourceTxlog reads the source's txlog on a connection of its own, closed
-// on return (so that repeated checks leave no connection open).
+// on return (a soak's mid-way checks call it many times).
 func (c *chaos) sourceTxlog() map[int64]txRow {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -215,6 +218,7 @@ func (c *chaos) checkKafka(tb testing.TB, fail func(string, ...any)) {
 	}
 	c.t.Logf("Kafka: %d frames, %d source transactions, %d row changes %v", len(log.Txns), len(src), total, events)
 	c.kafkaEvents = events
+	c.sourceTxns, c.sourceChanges = len(src), total
 }
 
 // checkHistory: exactly one history row per change, versions 1..n per key,
@@ -292,16 +296,23 @@ func (c *chaos) writeReport() {
 			}
 		}
 	}
+	if c.soak != nil {
+		c.soakRowStatus()
+	}
 	lane := "embedded broker (tributary dev subprocess, kfake with DataDir)"
 	if c.realLane {
 		lane = "real Apache Kafka (" + strings.Join(c.kafka.Brokers, ",") + ")"
 	}
-	mode := "short"
-	if *fullRun {
+	mode, workload := "short", fmt.Sprintf("workload %d workers", c.plan.workers)
+	switch {
+	case c.soak != nil:
+		mode = fmt.Sprintf("soak (-chaos.soak %s, -chaos.seed %d)", c.soak.length, c.seed)
+		workload += fmt.Sprintf(" (%s between a worker's transactions)", c.plan.pace)
+	case *fullRun:
 		mode = "full (-chaos.full)"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run: %s, %s, %s, workload %d workers.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, lane, c.plan.workers)
+	fmt.Fprintf(&b, "Run: %s, %s, %s, %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, lane, workload)
 	b.WriteString("| fault | count injected | changes in flight (source txns committed during the fault windows) | component self-exits (restarted) | result |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | --- |\n")
 	for _, r := range c.results {
@@ -310,6 +321,9 @@ func (c *chaos) writeReport() {
 			status += ": " + strings.ReplaceAll(strings.Join(r.notes, "; "), "\n", " ")
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", r.fault, r.count, r.inflight, r.exits, strings.ReplaceAll(status, "|", "\\|"))
+	}
+	if c.soak != nil {
+		b.WriteString(c.soakSection())
 	}
 	c.t.Log("results\n" + b.String())
 	if *report != "" {
