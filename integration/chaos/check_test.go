@@ -25,29 +25,7 @@ func (c *chaos) finish() {
 		final.notes = append(final.notes, msg)
 		t.Error(msg)
 	}
-	c.w.stop()
-	c.w.cancel = nil
-	c.probe(final)
-	t.Logf("workload: %d transactions seen committed by the client, %d failed attempts (last: %v)",
-		c.w.ok.Load(), c.w.errs.Load(), c.w.lastErr.Load())
-
-	// The slot is confirmed past the final WAL position: everything is in Kafka.
-	var endLSN string
-	retry(t, "wal lsn", func(ctx context.Context) error {
-		return c.queryRow(c.src.DSN, `SELECT pg_current_wal_lsn()::text`, nil, &endLSN)
-	})
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		var ok bool
-		err := c.queryRow(c.src.DSN, `SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'slot'`, []any{endLSN}, &ok)
-		if err == nil && ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot not confirmed past %s after 5 minutes (%v):\n%s", endLSN, err, lastLines(c.prod.output(), 15))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	c.quiesce(final)
 
 	// tributary verify, as a user runs it, while the consumers still run.
 	c.checkVerify(fail, "--timeout", "5m")
@@ -75,7 +53,49 @@ func (c *chaos) finish() {
 	}
 	final.count = 1
 	if !t.Failed() {
+		if c.soak != nil {
+			c.soak.now = "the negative control"
+		}
 		c.negativeControl()
+	}
+}
+
+// quiesce stops the workload, commits a probe, waits until both sinks hold
+// it and then until the slot is confirmed past the source's WAL position:
+// everything committed is in Kafka and applied by both consumers. A probe
+// that does not arrive fails r.
+func (c *chaos) quiesce(r *result) {
+	c.w.stop()
+	c.w.cancel = nil
+	c.probe(r)
+	c.t.Logf("workload: %d transactions seen committed by the client, %d failed attempts (last: %v)",
+		c.w.ok.Load(), c.w.errs.Load(), c.w.lastErr.Load())
+	c.waitSlotConfirmed()
+}
+
+// waitSlotConfirmed waits until the slot's confirmed position passes the
+// source's current WAL insert position: everything written before the call
+// is in Kafka (G5), non-transactional logical messages too (verify's
+// barrier), which no commit flushes, so that the WAL write position can
+// still be short of them. Heartbeats are not published, so on an idle
+// source nothing more reaches Kafka once it returns.
+func (c *chaos) waitSlotConfirmed() {
+	t := c.t
+	var endLSN string
+	retry(t, "wal lsn", func(ctx context.Context) error {
+		return c.queryRow(c.src.DSN, `SELECT pg_current_wal_insert_lsn()::text`, nil, &endLSN)
+	})
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var ok bool
+		err := c.queryRow(c.src.DSN, `SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'slot'`, []any{endLSN}, &ok)
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not confirmed past %s after 5 minutes (%v):\n%s", endLSN, err, lastLines(c.prod.output(), 15))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
@@ -100,9 +120,17 @@ type txRow struct {
 	changes int
 }
 
+// sourceTxlog reads the source's txlog on a connection of its own, closed
+// on return (a soak's mid-way checks call it many times).
 func (c *chaos) sourceTxlog() map[int64]txRow {
-	conn := c.src.Conn(c.t)
-	rows, err := conn.Query(context.Background(), `SELECT id, kind, changes FROM txlog`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.src.DSN)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT id, kind, changes FROM txlog`)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -190,6 +218,7 @@ func (c *chaos) checkKafka(tb testing.TB, fail func(string, ...any)) {
 	}
 	c.t.Logf("Kafka: %d frames, %d source transactions, %d row changes %v", len(log.Txns), len(src), total, events)
 	c.kafkaEvents = events
+	c.sourceTxns, c.sourceChanges = len(src), total
 }
 
 // checkHistory: exactly one history row per change, versions 1..n per key,
@@ -267,16 +296,23 @@ func (c *chaos) writeReport() {
 			}
 		}
 	}
+	if c.soak != nil {
+		c.soakRowStatus()
+	}
 	lane := "embedded broker (tributary dev subprocess, kfake with DataDir)"
 	if c.realLane {
 		lane = "real Apache Kafka (" + strings.Join(c.kafka.Brokers, ",") + ")"
 	}
-	mode := "short"
-	if *fullRun {
+	mode, workload := "short", fmt.Sprintf("workload %d workers", c.plan.workers)
+	switch {
+	case c.soak != nil:
+		mode = fmt.Sprintf("soak (-chaos.soak %s, -chaos.seed %d)", c.soak.length, c.seed)
+		workload += fmt.Sprintf(" (%s between a worker's transactions)", c.plan.pace)
+	case *fullRun:
 		mode = "full (-chaos.full)"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run: %s, %s, %s, workload %d workers.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, lane, c.plan.workers)
+	fmt.Fprintf(&b, "Run: %s, %s, %s, %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, lane, workload)
 	b.WriteString("| fault | count injected | changes in flight (source txns committed during the fault windows) | component self-exits (restarted) | result |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | --- |\n")
 	for _, r := range c.results {
@@ -285,6 +321,9 @@ func (c *chaos) writeReport() {
 			status += ": " + strings.ReplaceAll(strings.Join(r.notes, "; "), "\n", " ")
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", r.fault, r.count, r.inflight, r.exits, strings.ReplaceAll(status, "|", "\\|"))
+	}
+	if c.soak != nil {
+		b.WriteString(c.soakSection())
 	}
 	c.t.Log("results\n" + b.String())
 	if *report != "" {

@@ -57,14 +57,9 @@ func (c *chaos) negativeControl() {
 // whose text contains want.
 func (c *chaos) expectFailure(what string, check func(fail func(string, ...any)), want string) {
 	var msgs []string
-	func() {
-		defer func() {
-			if r := recover(); r != nil && r != errStopped {
-				panic(r)
-			}
-		}()
+	untilStopped(func() {
 		check(func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) })
-	}()
+	})
 	all := strings.Join(msgs, "\n")
 	switch {
 	case len(msgs) == 0:
@@ -78,6 +73,16 @@ func (c *chaos) expectFailure(what string, check func(fail func(string, ...any))
 
 // errStopped ends a check that called failTB.Fatal.
 var errStopped = fmt.Errorf("check stopped")
+
+// untilStopped runs check; a failTB.Fatal inside it ends check, not the test.
+func untilStopped(check func()) {
+	defer func() {
+		if r := recover(); r != nil && r != errStopped {
+			panic(r)
+		}
+	}()
+	check()
+}
 
 // failTB turns a check's test failures into fail calls; Fatal stops the
 // check (expectFailure recovers).

@@ -9,5 +9,8 @@
 //
 // The default is the short version that `go test ./integration/...` runs
 // (each fault at least once); `-chaos.full` (make chaos) injects each fault
-// several times with longer outages. See docs/CHAOS.md.
+// several times with longer outages; `-chaos.soak DURATION` (make
+// chaos-soak) injects faults chosen at random, by weight, for that long,
+// with mid-way checks, and `-chaos.seed` repeats a run's choices. See
+// docs/CHAOS.md.
 package chaos

@@ -50,8 +50,10 @@ type workload struct {
 	wg      sync.WaitGroup
 }
 
-func newWorkload(t *testing.T, dsn string) *workload {
-	w := &workload{t: t, dsn: dsn, pause: 15 * time.Millisecond}
+// newWorkload returns a workload whose workers pause for pace between
+// their transactions.
+func newWorkload(t *testing.T, dsn string, pace time.Duration) *workload {
+	w := &workload{t: t, dsn: dsn, pause: pace}
 	w.nextID.Store(1_000_000)
 	return w
 }
