@@ -57,6 +57,14 @@
 // a checkpoint is positioned by commit LSN (txlog.PositionFor), never read
 // from its start.
 //
+// # Applications
+//
+// HandlerSink adapts a function that takes one whole source transaction
+// (TxnHandler) to a Sink, with a CheckpointStore for the position
+// (FileCheckpoints keeps it in a file): the same reassembly, checks and
+// retention rules, for an application that is not a database replica.
+// docs/CONSUMING.md is the contract for readers in other languages.
+//
 // # Per-key mode
 //
 // ModePerKey applies data partitions in parallel, one worker per partition,
