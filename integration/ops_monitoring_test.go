@@ -1,11 +1,9 @@
 package integration
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -147,22 +145,11 @@ func TestMonitoringUsesExposedMetrics(t *testing.T) {
 // addr/metrics.
 func exposedNames(t *testing.T, addr string) map[string]bool {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
 	out := map[string]bool{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	scrapeLines(t, addr, func(line string) {
 		if i := strings.IndexAny(line, "{ "); i > 0 {
 			out[line[:i]] = true
 		}
-	}
+	})
 	return out
 }

@@ -14,8 +14,9 @@ import (
 	"github.com/tributary-cdc/tributary/integration/harness"
 )
 
-// scrape reads one Prometheus metric (without labels) from addr.
-func scrape(t *testing.T, addr, name string) (float64, bool) {
+// scrapeLines calls fn with every sample line (not comments) served at
+// addr/metrics.
+func scrapeLines(t *testing.T, addr string, fn func(line string)) {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -25,33 +26,35 @@ func scrape(t *testing.T, addr, name string) (float64, bool) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+" ") {
-			v, err := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return v, true
+		if line := sc.Text(); line != "" && line[0] != '#' {
+			fn(line)
 		}
 	}
-	return 0, false
+}
+
+// scrape reads one Prometheus metric (without labels) from addr.
+func scrape(t *testing.T, addr, name string) (float64, bool) {
+	t.Helper()
+	v, found := 0.0, false
+	scrapeLines(t, addr, func(line string) {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok && !found {
+			var err error
+			if v, err = strconv.ParseFloat(rest, 64); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			found = true
+		}
+	})
+	return v, found
 }
 
 // scrapeLabeled reads every series of one labeled metric, by label set.
 func scrapeLabeled(t *testing.T, addr, name string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	scrapeLines(t, addr, func(line string) {
 		if !strings.HasPrefix(line, name+"{") {
-			continue
+			return
 		}
 		end := strings.Index(line, "} ")
 		v, err := strconv.ParseFloat(line[end+2:], 64)
@@ -59,7 +62,7 @@ func scrapeLabeled(t *testing.T, addr, name string) map[string]float64 {
 			t.Fatalf("%s: %v", line, err)
 		}
 		out[line[len(name)+1:end]] = v
-	}
+	})
 	return out
 }
 
