@@ -1169,12 +1169,13 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	case HeartbeatPrefix:
 		// A frame of its own, with no event: consumers of an idle source
 		// apply it, so their freshness keeps moving.
-		if m.Transactional || s.tx != nil || m.LSN <= s.resumeAfter {
+		commit, end := standaloneLSNs(m)
+		if m.Transactional || s.tx != nil || commit <= s.resumeAfter {
 			return nil
 		}
-		s.tx = &txState{commitLSN: m.LSN, commitTime: heartbeatTime(m.Content), counts: map[tpKey]int64{}, forceFrame: true}
-		s.notePending(m.LSN)
-		return s.finishTx(ctx, m.LSN)
+		s.tx = &txState{commitLSN: commit, commitTime: heartbeatTime(m.Content), counts: map[tpKey]int64{}, forceFrame: true}
+		s.notePending(commit)
+		return s.finishTx(ctx, end)
 	case WatermarkPrefix, SignalPrefix:
 		if !m.Transactional || s.tx == nil || s.tx.skip {
 			return nil
@@ -1185,12 +1186,13 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		return s.online.watermarkMessage(ctx, m)
 	}
 	standalone := !m.Transactional || s.tx == nil
+	commit, end := standaloneLSNs(m)
 	if standalone {
-		if m.LSN <= s.resumeAfter {
+		if commit <= s.resumeAfter {
 			return nil
 		}
-		s.tx = &txState{commitLSN: m.LSN, commitTime: time.Now(), counts: map[tpKey]int64{}}
-		s.notePending(m.LSN)
+		s.tx = &txState{commitLSN: commit, commitTime: time.Now(), counts: map[tpKey]int64{}}
+		s.notePending(commit)
 	} else if s.tx.skip {
 		return nil
 	}
@@ -1213,9 +1215,24 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		return err
 	}
 	if standalone {
-		return s.finishTx(ctx, m.LSN)
+		return s.finishTx(ctx, end)
 	}
 	return nil
+}
+
+// standaloneLSNs are the commit and end LSN of the frame of a
+// non-transactional logical decoding message. PostgreSQL reports such a
+// message at the end of its WAL record (decode.c's logicalmsg_decode queues
+// it at buf->endptr), which is where the next record starts: the commit
+// record of the next transaction can have that very LSN as its commit LSN.
+// The frame's commit LSN is one below (inside the message's own record, so
+// above every earlier commit), which keeps commit LSNs unique and
+// increasing along the log, and the resume point ("every commit up to X is
+// in Kafka") never covers the transaction that follows. Its end LSN, to
+// which the slot is confirmed, is the record's end: a restart decodes no
+// record that starts before it, so the message is not sent again.
+func standaloneLSNs(m *pglogrepl.LogicalDecodingMessage) (commit, end pglogrepl.LSN) {
+	return m.LSN - 1, m.LSN
 }
 
 func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {

@@ -79,6 +79,7 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	pos := map[string]int{}
 	var log Log
 	var prevStream, prevSnap pglogrepl.LSN
+	var prevFrame *frameAt // the last stream frame, for the message below
 	for _, fr := range frames {
 		f := fr.Frame
 		// A chunk of the initial snapshot carries the consistent point as
@@ -86,9 +87,14 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 		// high watermark's transaction, in stream order.
 		if initial := f.Snapshot != nil && f.EndLSN == f.CommitLSN; !initial {
 			if f.CommitLSN <= prevStream || f.CommitLSN < prevSnap {
-				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order)", fr.offset, f.CommitLSN, max(prevStream, prevSnap))
+				prev := "none"
+				if prevFrame != nil {
+					prev = describeFrame(prevFrame)
+				}
+				t.Fatalf("frame at offset %d: commit LSN %s not above previous %s (duplicate or out of order): %s; previous stream frame: %s",
+					fr.offset, f.CommitLSN, max(prevStream, prevSnap), describeFrame(&fr), prev)
 			}
-			prevStream = f.CommitLSN
+			prevStream, prevFrame = f.CommitLSN, &fr
 		} else {
 			if prevStream != 0 {
 				t.Fatalf("initial snapshot frame at offset %d after stream frames", fr.offset)
@@ -319,4 +325,18 @@ func unwrapRow(m map[string]any) map[string]any {
 // String renders a transaction briefly for failure messages.
 func (tx Txn) String() string {
 	return fmt.Sprintf("xid %d commit %s (%d events)", tx.Frame.Xid, tx.Frame.CommitLSN, len(tx.Events))
+}
+
+// describeFrame names a frame in a failure message: offset, xid, LSNs,
+// events, and whether it is a heartbeat or a snapshot chunk.
+func describeFrame(fr *frameAt) string {
+	f := fr.Frame
+	kind := "transaction"
+	switch {
+	case IsHeartbeat(f):
+		kind = "heartbeat"
+	case f.Snapshot != nil:
+		kind = "snapshot chunk " + f.Snapshot.Schema + "." + f.Snapshot.Table
+	}
+	return fmt.Sprintf("offset %d %s xid %d commit %s end %s events %d at %s", fr.offset, kind, f.Xid, f.CommitLSN, f.EndLSN, f.Events, f.CommitTime.UTC().Format(time.RFC3339Nano))
 }
