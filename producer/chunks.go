@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -120,8 +121,9 @@ func (s *session) chunking(ctx context.Context, ts *schemas.TableSchema, pt pubT
 		}
 	}
 	if pt.relkind == "p" {
-		return "", permanent(fmt.Errorf("table %s is partitioned and has no unique key with an ordering: a snapshot cannot read it in chunks; "+
+		return "", retry.Terminal(fmt.Errorf("table %s is partitioned and has no unique key with an ordering: a snapshot cannot read it in chunks; "+
 			"give it a primary key, or publish its partitions (publish_via_partition_root = false)", ts.Table))
+
 	}
 	return txlog.ChunkingCtid, nil
 }

@@ -32,7 +32,11 @@
 //   - Bad input stops with an error naming the table, column, key and LSN (G7),
 //     at a resumable place: nothing past the last Kafka commit is confirmed.
 //
-// Any error ends the replication session; Run classifies it, and a transient
-// one (connection reset, broker or registry unavailable) restarts the session
-// with backoff from the durable state: the slot and the state topic.
+// Any error ends the replication session. Run retries it, restarting the
+// session with backoff from the durable state (the slot and the state topic),
+// unless it is terminal by internal/retry's one rule: marked terminal (bad
+// configuration, an unsupported type, a schema change the policy refuses, a
+// slot another producer holds), a PostgreSQL error outside the transient
+// SQLSTATE classes, a Kafka error that no client can retry (a fenced
+// producer, authorization), or a certificate that does not verify.
 package producer

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -310,7 +311,7 @@ func (o *online) read(ctx context.Context, conn *pgx.Conn, j *chunkJob) (pgSnaps
 		return snap, nil, nil, nil, false, fmt.Errorf("the chunk's snapshot: %w", err)
 	}
 	if snap, err = parseSnapshot(xmin, xmax, xip); err != nil {
-		return snap, nil, nil, nil, false, permanent(err)
+		return snap, nil, nil, nil, false, retry.Terminal(err)
 	}
 	rows, err := tx.Query(ctx, j.chunk.query, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, j.chunk.args...)...)
 	if err != nil {
@@ -325,7 +326,7 @@ func (o *online) read(ctx context.Context, conn *pgx.Conn, j *chunkJob) (pgSnaps
 		t := copyTuple(rows.RawValues())
 		key, err := o.s.encodeKey(j.rs, t)
 		if err != nil {
-			return snap, nil, nil, nil, false, permanent(fmt.Errorf("table %s key %s: %w", ts.Table, j.rs.enc.KeyText(t), err))
+			return snap, nil, nil, nil, false, retry.Terminal(fmt.Errorf("table %s key %s: %w", ts.Table, j.rs.enc.KeyText(t), err))
 		}
 		out, keys = append(out, t), append(keys, key)
 		lastKey = keyText(ts, t)

@@ -2,22 +2,17 @@ package producer
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -192,8 +187,10 @@ func New(cfg Config) (*Producer, error) {
 	return &Producer{cfg: cfg}, nil
 }
 
-// Run replicates until ctx is cancelled (and returns nil), a permanent error
-// occurs, or transient errors persist for RetryMaxElapsed. Each replication
+// Run replicates until ctx is cancelled (and returns nil), a terminal error
+// occurs (retry.IsTerminal: bad configuration or input, a fenced producer, a
+// slot another process holds, ...), or other errors persist for
+// RetryMaxElapsed. Each replication
 // session resumes from the durable state: the slot's confirmed position and
 // the last frame in Kafka. With SnapshotOnly it returns after the snapshot.
 func (p *Producer) Run(ctx context.Context) error {
@@ -213,7 +210,7 @@ func (p *Producer) Run(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if !IsTransient(err) {
+		if retry.IsTerminal(err) {
 			return err
 		}
 		if s.progressed {
@@ -237,75 +234,6 @@ func (p *Producer) Run(ctx context.Context) error {
 // a server shutting down does; the session reconnects.
 var ErrStreamEnded = errors.New("the source ended the replication stream (shutting down?)")
 
-// IsTransient reports whether err is worth retrying: the network, a server
-// restarting or out of resources, or a retriable Kafka error. Everything else
-// (bad input, configuration, a fenced producer, an active slot) is permanent.
-func IsTransient(err error) bool {
-	var perm *backoff.PermanentError
-	if errors.As(err, &perm) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources
-			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention: shutdown, crash
-			pgErr.Code == "40001", pgErr.Code == "40P01":
-			return true
-		}
-		return false
-	}
-	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
-		return false
-	}
-	// A certificate that does not verify stays wrong until someone fixes it.
-	var unknownCA x509.UnknownAuthorityError
-	var badHost x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
-	if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid) || errors.As(err, &verify) {
-		return false
-	}
-	var re *sr.ResponseError
-	if errors.As(err, &re) {
-		return re.StatusCode >= 500 || re.StatusCode == 429
-	}
-	// A Kafka client that timed out or stalled is replaced by the next
-	// session's, whatever Kafka error it ended with.
-	if errors.Is(err, ErrCommitTimeout) || errors.Is(err, ErrKafkaStalled) {
-		return true
-	}
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		// The client's producer state is broken (a sequence gap after a
-		// broker restart, a transaction the coordinator timed out, an
-		// EndTxn it would not attempt): the next session's client gets a
-		// new epoch and resumes from the durable state. A fenced producer
-		// (above) is the one case where another owner exists.
-		return ke.Retriable || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.ConcurrentTransactions) ||
-			errors.Is(err, kerr.OutOfOrderSequenceNumber) || errors.Is(err, kerr.UnknownProducerID) ||
-			errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.OperationNotAttempted)
-	}
-	if errors.Is(err, ErrStreamEnded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, kgo.ErrClientClosed) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) {
-		return true
-	}
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	var oe *net.OpError
-	if errors.As(err, &ne) || errors.As(err, &ce) || errors.As(err, &oe) {
-		return true
-	}
-	msg := err.Error()
-	for _, s := range []string{"connection reset", "broken pipe", "connection refused", "unexpected EOF", "conn closed", "no such host", "unable to dial"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // compressionCodec is the franz-go codec of a Compression setting.
 func compressionCodec(name string) (kgo.CompressionCodec, error) {
 	switch name {
@@ -322,6 +250,3 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 	}
 	return kgo.CompressionCodec{}, fmt.Errorf("%q: want none, gzip, snappy, lz4 or zstd", name)
 }
-
-// permanent marks err as not worth retrying.
-func permanent(err error) error { return backoff.Permanent(err) }

@@ -19,6 +19,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -224,7 +225,7 @@ func connConfig(dsn string, replication bool) (*pgconn.Config, error) {
 func (s *session) connect(ctx context.Context) (*pgx.Conn, error) {
 	pcfg, err := pgx.ParseConfig(s.cfg.SourceDSN)
 	if err != nil {
-		return nil, permanent(fmt.Errorf("source DSN: %w", err))
+		return nil, retry.Terminal(fmt.Errorf("source DSN: %w", err))
 	}
 	for k, v := range sessionParams {
 		pcfg.RuntimeParams[k] = v
@@ -246,7 +247,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 	s.cat = newCatalog(s.db)
 	if _, err := ensurePublication(ctx, s.db, cfg.Publication, cfg.Tables, s.log); err != nil {
-		return permanentUnlessTransient(err)
+		return err
 	}
 	if len(cfg.Tables) > 0 {
 		s.only = map[string]bool{}
@@ -260,10 +261,10 @@ func (s *session) run(ctx context.Context) error {
 	}
 	if slot.exists {
 		if slot.plugin != "pgoutput" {
-			return permanent(fmt.Errorf("slot %s uses plugin %s, not pgoutput; choose another --slot", cfg.Slot, slot.plugin))
+			return retry.Terminal(fmt.Errorf("slot %s uses plugin %s, not pgoutput; choose another --slot", cfg.Slot, slot.plugin))
 		}
 		if slot.database != s.dbName {
-			return permanent(fmt.Errorf("slot %s belongs to database %s, not %s", cfg.Slot, slot.database, s.dbName))
+			return retry.Terminal(fmt.Errorf("slot %s belongs to database %s, not %s", cfg.Slot, slot.database, s.dbName))
 		}
 		if err := s.startFlush(slot.confirmed); err != nil {
 			return err
@@ -286,7 +287,7 @@ func (s *session) run(ctx context.Context) error {
 			if slot.activePID != nil {
 				pid = *slot.activePID
 			}
-			return permanent(fmt.Errorf("slot %s is in use by another process (pid %d): only one producer may run per slot; "+
+			return retry.Terminal(fmt.Errorf("slot %s is in use by another process (pid %d): only one producer may run per slot; "+
 				"stop the other producer, or give this one its own --slot and --prefix", cfg.Slot, pid))
 		}
 	}
@@ -297,7 +298,7 @@ func (s *session) run(ctx context.Context) error {
 
 	rcfg, err := connConfig(cfg.SourceDSN, true)
 	if err != nil {
-		return permanent(fmt.Errorf("source DSN: %w", err))
+		return retry.Terminal(fmt.Errorf("source DSN: %w", err))
 	}
 	// The standby name in pg_stat_replication, and what
 	// synchronous_standby_names lists for the synchronous mode.
@@ -387,15 +388,6 @@ func (s *session) flushState(ctx context.Context) error {
 // by a previous reader before it takes the slot for another producer's.
 const activeSlotGrace = 5 * time.Second
 
-// permanentUnlessTransient keeps network errors retryable and makes every
-// other error permanent.
-func permanentUnlessTransient(err error) error {
-	if IsTransient(err) {
-		return err
-	}
-	return permanent(err)
-}
-
 // openKafka creates the transactional client, fences any previous session
 // with the same transactional ID (which completes its open transaction), and
 // reads where the previous sessions stopped.
@@ -427,7 +419,7 @@ func (s *session) openKafka(ctx context.Context) error {
 	}
 	var err error
 	if s.kcl, err = kgo.NewClient(opts...); err != nil {
-		return permanent(fmt.Errorf("kafka client: %w", err))
+		return retry.Terminal(fmt.Errorf("kafka client: %w", err))
 	}
 	if _, _, err := s.kcl.ProducerID(ctx); err != nil {
 		return fmt.Errorf("kafka: initialize transactional producer: %w", err)
@@ -445,23 +437,34 @@ func (s *session) openKafka(ctx context.Context) error {
 		return err
 	}
 	if s.msgCodec, err = goavro.NewCodec(schemas.MessageSchema()); err != nil {
-		return permanent(err)
+		return retry.Terminal(err)
 	}
 	if s.msgKey, err = goavro.NewCodec(schemas.MessageKeySchema); err != nil {
-		return permanent(err)
+		return retry.Terminal(err)
 	}
-	reg := cfg.Registry
-	if s.frameID, err = reg.Register(ctx, schemas.ValueSubject(s.txTopic), schemas.FrameSchema(), cfg.SchemaChange); err != nil {
-		return permanentUnlessTransient(err)
+	if s.frameID, err = s.register(ctx, schemas.ValueSubject(s.txTopic), schemas.FrameSchema()); err != nil {
+		return err
 	}
 	mt := schemas.MessagesTopic(cfg.Prefix)
-	if s.msgKeyID, err = reg.Register(ctx, schemas.KeySubject(mt), schemas.MessageKeySchema, cfg.SchemaChange); err != nil {
-		return permanentUnlessTransient(err)
+	if s.msgKeyID, err = s.register(ctx, schemas.KeySubject(mt), schemas.MessageKeySchema); err != nil {
+		return err
 	}
-	if s.msgValID, err = reg.Register(ctx, schemas.ValueSubject(mt), schemas.MessageSchema(), cfg.SchemaChange); err != nil {
-		return permanentUnlessTransient(err)
+	if s.msgValID, err = s.register(ctx, schemas.ValueSubject(mt), schemas.MessageSchema()); err != nil {
+		return err
 	}
 	return s.loadState(ctx)
+}
+
+// register registers schema under subject. A schema change that
+// Config.SchemaChange refuses (schemas.ErrIncompatibleSchema) is terminal:
+// the producer stops before the change, and a restart with another policy
+// picks it up; the registry's own errors are judged by retry.IsTerminal.
+func (s *session) register(ctx context.Context, subject, schema string) (int, error) {
+	id, err := s.cfg.Registry.Register(ctx, subject, schema, s.cfg.SchemaChange)
+	if errors.Is(err, schemas.ErrIncompatibleSchema) {
+		return 0, retry.Terminal(err)
+	}
+	return id, err
 }
 
 // topicConfig is Config.TopicConfig as ensureTopic's pairs, for a data topic
@@ -705,7 +708,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
 		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
 		if err != nil {
-			return permanent(fmt.Errorf("keepalive: %w", err))
+			return retry.Terminal(fmt.Errorf("keepalive: %w", err))
 		}
 		if ka.ServerWALEnd > s.serverEnd {
 			s.serverEnd = ka.ServerWALEnd
@@ -721,11 +724,11 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
 		if err != nil {
-			return permanent(fmt.Errorf("xlogdata: %w", err))
+			return retry.Terminal(fmt.Errorf("xlogdata: %w", err))
 		}
 		msg, err := parsePgoutput(xld.WALData)
 		if err != nil {
-			return permanent(fmt.Errorf("decode pgoutput at %s: %w", xld.WALStart, err))
+			return retry.Terminal(fmt.Errorf("decode pgoutput at %s: %w", xld.WALStart, err))
 		}
 		if err := s.handle(ctx, xld.WALStart, msg); err != nil {
 			return err
@@ -881,7 +884,7 @@ func (s *session) forwardOrigin(name string) bool {
 func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
 	t, err := s.cat.table(ctx, m)
 	if err != nil {
-		return permanentUnlessTransient(err)
+		return err
 	}
 	rs := &relState{name: t.Schema + "." + t.Name}
 	if s.excluded(t.Schema, rs.name) {
@@ -897,7 +900,7 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	}
 	ts, err := schemas.BuildTableSchema(s.cfg.Prefix, t, s.cfg.UnsupportedTypes)
 	if err != nil {
-		return permanent(err)
+		return retry.Terminal(err)
 	}
 	rs.ts = ts
 	rs.enc = schemas.NewEncoder(ts)
@@ -905,11 +908,11 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0, s.topicConfig(true)...); err != nil {
 		return err
 	}
-	if rs.keyID, err = s.cfg.Registry.Register(ctx, schemas.KeySubject(ts.Topic), ts.KeySchema, s.cfg.SchemaChange); err != nil {
-		return permanentUnlessTransient(fmt.Errorf("table %s: %w", t, err))
+	if rs.keyID, err = s.register(ctx, schemas.KeySubject(ts.Topic), ts.KeySchema); err != nil {
+		return fmt.Errorf("table %s: %w", t, err)
 	}
-	if rs.valueID, err = s.cfg.Registry.Register(ctx, schemas.ValueSubject(ts.Topic), ts.ValueSchema, s.cfg.SchemaChange); err != nil {
-		return permanentUnlessTransient(fmt.Errorf("table %s: %w", t, err))
+	if rs.valueID, err = s.register(ctx, schemas.ValueSubject(ts.Topic), ts.ValueSchema); err != nil {
+		return fmt.Errorf("table %s: %w", t, err)
 	}
 	s.relations[m.RelationID] = rs
 	s.log.Info("table schema", "table", t.String(), "topic", ts.Topic, "columns", len(t.Columns), "value_schema_id", rs.valueID)
@@ -960,19 +963,19 @@ func (s *session) eventError(rs *relState, lsn pglogrepl.LSN, key string, err er
 	if s.tx != nil {
 		xid, commit = s.tx.xid, s.tx.commitLSN
 	}
-	return permanent(fmt.Errorf("table %s key %s lsn %s (xid %d, commit %s): %w", rs.ts.Table, key, lsn, xid, commit, err))
+	return retry.Terminal(fmt.Errorf("table %s key %s lsn %s (xid %d, commit %s): %w", rs.ts.Table, key, lsn, xid, commit, err))
 }
 
 func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, op schemas.Op, oldT, newT *pglogrepl.TupleData) error {
 	if s.tx == nil {
-		return permanent(fmt.Errorf("change at %s outside a transaction", lsn))
+		return retry.Terminal(fmt.Errorf("change at %s outside a transaction", lsn))
 	}
 	rs, ok := s.relations[relID]
 	if !ok {
 		if s.tx.skip {
 			return nil
 		}
-		return permanent(fmt.Errorf("change at %s for relation %d before its Relation message", lsn, relID))
+		return retry.Terminal(fmt.Errorf("change at %s for relation %d before its Relation message", lsn, relID))
 	}
 	if rs.skip {
 		return nil
@@ -1132,7 +1135,7 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 	for _, id := range m.RelationIDs {
 		rs, ok := s.relations[id]
 		if !ok {
-			return permanent(fmt.Errorf("truncate at %s of relation %d before its Relation message", lsn, id))
+			return retry.Terminal(fmt.Errorf("truncate at %s of relation %d before its Relation message", lsn, id))
 		}
 		if rs.skip {
 			continue
@@ -1203,11 +1206,11 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		"tx": map[string]any{"id": schemas.TxID(s.tx.xid, s.tx.commitLSN), "position": s.tx.pos},
 	})
 	if err != nil {
-		return permanent(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
+		return retry.Terminal(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
 	}
 	key, err := s.msgKey.BinaryFromNative(schemas.AppendHeader(nil, s.msgKeyID), map[string]any{"prefix": m.Prefix})
 	if err != nil {
-		return permanent(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
+		return retry.Terminal(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
 	}
 	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
 	r.Partition = s.w.partitionFor(s.msgTopic, r)
@@ -1237,7 +1240,7 @@ func standaloneLSNs(m *pglogrepl.LogicalDecodingMessage) (commit, end pglogrepl.
 
 func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	if s.tx == nil {
-		return permanent(fmt.Errorf("commit at %s without begin", m.CommitLSN))
+		return retry.Terminal(fmt.Errorf("commit at %s without begin", m.CommitLSN))
 	}
 	if len(s.tx.online) > 0 && s.online != nil {
 		s.online.noteTxn(s.tx.xid, s.tx.online)

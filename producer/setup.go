@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // ErrNoReplicaIdentity reports published tables whose updates and deletes
@@ -16,7 +18,9 @@ var ErrNoReplicaIdentity = errors.New("published table has no replica identity")
 
 // ensurePublication creates the publication when it is missing, and checks
 // that every requested table is in it and every published table can be keyed.
-// It returns the published tables as schema.table.
+// It returns the published tables as schema.table. A publication that lacks
+// a requested table, has none, or has one that cannot be keyed is a
+// terminal error: a person must change it.
 func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, specs []TableSpec, log *slog.Logger) ([]string, error) {
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)`, name).Scan(&exists); err != nil {
@@ -76,14 +80,14 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, specs [
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("publication %s does not include %s; add with ALTER PUBLICATION %s ADD TABLE %s",
-			name, strings.Join(missing, ", "), quoteIdent(name), strings.Join(missing, ", "))
+		return nil, retry.Terminal(fmt.Errorf("publication %s does not include %s; add with ALTER PUBLICATION %s ADD TABLE %s",
+			name, strings.Join(missing, ", "), quoteIdent(name), strings.Join(missing, ", ")))
 	}
 	if len(keyless) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNoReplicaIdentity, strings.Join(keyless, "; "))
+		return nil, retry.Terminal(fmt.Errorf("%w: %s", ErrNoReplicaIdentity, strings.Join(keyless, "; ")))
 	}
 	if len(tables) == 0 {
-		return nil, fmt.Errorf("publication %s has no tables", name)
+		return nil, retry.Terminal(fmt.Errorf("publication %s has no tables", name))
 	}
 	return tables, nil
 }

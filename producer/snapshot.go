@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -281,11 +282,11 @@ func (s *session) readChunk(ctx context.Context, tx pgx.Tx, rs *relState, part k
 		}
 		key, err := s.encodeKey(rs, tuple)
 		if err != nil {
-			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
+			return n, nil, retry.Terminal(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
 		r, err := s.encodeChange(rs, part, meta, n, 0, schemas.OpRead, key, nil, tuple)
 		if err != nil {
-			return n, nil, permanent(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
+			return n, nil, retry.Terminal(fmt.Errorf("snapshot of table %s key %s: %w", ts.Table, rs.enc.KeyText(tuple), err))
 		}
 		batch = append(batch, r)
 		batchBytes += len(r.Key) + len(r.Value)

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -98,7 +99,7 @@ func (s *session) loadState(ctx context.Context) error {
 	cfg := s.cfg
 	cl, err := kgo.NewClient(cfg.KafkaOpts...)
 	if err != nil {
-		return permanent(fmt.Errorf("kafka client: %w", err))
+		return retry.Terminal(fmt.Errorf("kafka client: %w", err))
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)

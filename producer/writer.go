@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // maxMessageBytes bounds one record batch, and so one event: a 1-MB TOASTed
@@ -163,9 +165,10 @@ func (w *kafkaWriter) produce(r *kgo.Record) {
 }
 
 // ErrKafkaStalled is a Kafka client that delivered and failed nothing for
-// the commit timeout while it held records. It is transient: the session
-// ends, and the next one starts with a new client.
-var ErrKafkaStalled = errors.New("kafka client stalled")
+// the commit timeout while it held records. It is retryable whatever Kafka
+// error it wraps (retry.Retryable): the session ends, and the next one
+// starts with a new client.
+var ErrKafkaStalled = retry.Retryable(errors.New("kafka client stalled"))
 
 // watch makes ctx the parent of the context records are produced with, and
 // cancels that context with ErrKafkaStalled when the client holds records
@@ -234,9 +237,10 @@ func (w *kafkaWriter) commit(ctx context.Context) error {
 }
 
 // ErrCommitTimeout is a Kafka commit that did not end within the commit
-// timeout. It is transient: the session ends, and the next one starts with a
-// new client whose InitProducerID aborts the transaction left open.
-var ErrCommitTimeout = errors.New("kafka transaction commit timed out")
+// timeout. It is retryable whatever Kafka error it wraps (retry.Retryable):
+// the session ends, and the next one starts with a new client whose
+// InitProducerID aborts the transaction left open.
+var ErrCommitTimeout = retry.Retryable(errors.New("kafka transaction commit timed out"))
 
 // commitOpen is commit for a caller that has already marked the transaction
 // closed (inTxn false). It touches only the client and the produce error, so

@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // A topic whose partitions have no leader yet (a new topic, a broker
@@ -40,7 +42,7 @@ func TestTopicReadyKeepsLeaderlessPartitionsTransient(t *testing.T) {
 			continue
 		}
 		wrapped := fmt.Errorf("describe topic t: not ready after 12.75s: %w", err)
-		if !IsTransient(wrapped) {
+		if retry.IsTerminal(wrapped) {
 			t.Fatalf("%s: %v is not transient", c.name, wrapped)
 		}
 		if c.name == "no leader" && (!strings.Contains(err.Error(), "partition 1") || !errors.Is(err, kerr.LeaderNotAvailable)) {
@@ -64,19 +66,19 @@ func TestCommitTimeoutAndStallAreTransient(t *testing.T) {
 		timedOut(context.DeadlineExceeded),
 		fmt.Errorf("produce to t[0]: %w", fmt.Errorf("%w: %w", ErrKafkaStalled, context.Canceled)),
 	} {
-		if !IsTransient(fmt.Errorf("commit kafka transaction: %w", err)) {
+		if retry.IsTerminal(fmt.Errorf("commit kafka transaction: %w", err)) {
 			t.Fatalf("%v is not transient", err)
 		}
 	}
 	// A broken producer state is retried with a new client; a fenced one
 	// (another owner of the transactional ID) ends the producer.
 	for _, err := range []error{kerr.OutOfOrderSequenceNumber, kerr.UnknownProducerID, kerr.InvalidProducerIDMapping, kerr.OperationNotAttempted} {
-		if !IsTransient(fmt.Errorf("produce to t[0]: %w", err)) {
+		if retry.IsTerminal(fmt.Errorf("produce to t[0]: %w", err)) {
 			t.Fatalf("%v is not transient", err)
 		}
 	}
 	for _, err := range []error{kerr.ProducerFenced, kerr.InvalidProducerEpoch, kerr.TransactionalIDAuthorizationFailed} {
-		if IsTransient(fmt.Errorf("commit kafka transaction: %w", err)) {
+		if !retry.IsTerminal(fmt.Errorf("commit kafka transaction: %w", err)) {
 			t.Fatalf("%v is transient", err)
 		}
 	}
@@ -116,7 +118,7 @@ func TestCommitTimeoutBoundsEndTxn(t *testing.T) {
 	if !errors.Is(err, ErrCommitTimeout) || !strings.Contains(err.Error(), "commit kafka transaction") {
 		t.Fatalf("commit with an unanswered EndTxn returned %v, want ErrCommitTimeout from EndTxn", err)
 	}
-	if !IsTransient(err) {
+	if retry.IsTerminal(err) {
 		t.Fatalf("%v is not transient", err)
 	}
 	if held.Load() == 0 {
