@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -57,7 +58,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if IsPermanent(err) {
+		if retry.IsTerminal(err) {
 			return fmt.Errorf("open sink: %w", err)
 		}
 		d := bo.NextBackOff()
@@ -147,7 +148,7 @@ func (c *Consumer) runUntil(ctx context.Context, untilCaughtUp bool) error {
 			st.cutBefore = cut.FrameOffset
 			continue
 		}
-		if IsPermanent(err) {
+		if retry.IsTerminal(err) {
 			off := failedFrame(err)
 			if off < 0 || c.cfg.Mode == ModePerKey {
 				return err
@@ -216,7 +217,7 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("kafka client: %w", err))
+		return nil, retry.Terminal(fmt.Errorf("kafka client: %w", err))
 	}
 	return cl, nil
 }

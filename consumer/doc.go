@@ -75,10 +75,15 @@
 //
 // # Errors and retries
 //
-// Errors are transient (broker or target unreachable, connection reset,
-// serialization failure) or permanent (see IsPermanent). Run retries
-// transient errors from the last checkpoint with exponential backoff, giving
-// up after Config.RetryMaxElapsed. Kafka group offsets of the group
+// Errors follow internal/retry's one rule: retried unless terminal. A
+// terminal error (retry.IsTerminal: marked with retry.Terminal, a target
+// error outside the transient SQLSTATE classes, a Kafka error no client can
+// retry, a certificate that does not verify) about one source transaction
+// follows Config.OnError (stop, or dead-letter it); one marked with Halt, or
+// about the stream itself, stops Run. Run retries every other error (broker
+// or target unreachable, connection reset, serialization failure) from the
+// last checkpoint with exponential backoff, giving up after
+// Config.RetryMaxElapsed. Kafka group offsets of the group
 // "tributary-<name>" are committed on a best-effort basis, so that lag shows
 // in Kafka tools; they are never used to resume.
 package consumer

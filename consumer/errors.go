@@ -6,6 +6,9 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // ErrMismatch is wrapped by a FrameError when a frame and the records of its
@@ -13,35 +16,15 @@ import (
 // positions out of order, or fewer committed records than the frame counts.
 var ErrMismatch = errors.New("frame and records disagree")
 
-// permanentError marks an error that retrying will not fix.
-type permanentError struct{ err error }
-
-func (p *permanentError) Error() string { return p.err.Error() }
-func (p *permanentError) Unwrap() error { return p.err }
-
-// Permanent marks err as permanent: Run does not retry it. Permanent(nil) is nil.
-func Permanent(err error) error {
-	if err == nil || IsPermanent(err) {
-		return err
-	}
-	return &permanentError{err}
-}
-
-// IsPermanent reports whether err, or an error it wraps, was marked with
-// Permanent. Context errors are never permanent.
-func IsPermanent(err error) bool {
-	var p *permanentError
-	return errors.As(err, &p)
-}
-
-// structuralError marks a permanent error that the dead-letter policy must
-// not skip: the stream itself is inconsistent.
+// structuralError marks a terminal error that the dead-letter policy must
+// not skip: the stream itself is inconsistent, or the sink's database (not
+// the data) is at fault (Halt).
 type structuralError struct{ err error }
 
 func (s *structuralError) Error() string { return s.err.Error() }
 func (s *structuralError) Unwrap() error { return s.err }
 
-func structural(err error) error { return Permanent(&structuralError{err}) }
+func structural(err error) error { return retry.Terminal(&structuralError{err}) }
 
 func isStructural(err error) bool {
 	var s *structuralError
@@ -115,4 +98,17 @@ type CutBatchError struct {
 
 func (e *CutBatchError) Error() string {
 	return fmt.Sprintf("the batch must end before the frame at offset %d: %s", e.FrameOffset, e.Reason)
+}
+
+// fetchError is the error of a fetch from topic partition p. A fetch below
+// the log start (OFFSET_OUT_OF_RANGE: retention deleted records this
+// consumer has not read) is retried, whatever franz-go calls it: the next
+// session checks its positions against retention first and stops with the
+// ErrBehindRetention that names where (see checkRetention).
+func fetchError(topic string, p int32, err error) error {
+	err = fmt.Errorf("fetch %s partition %d: %w", topic, p, err)
+	if errors.Is(err, kerr.OffsetOutOfRange) {
+		return retry.Retryable(err)
+	}
+	return err
 }

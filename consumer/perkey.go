@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -25,7 +26,7 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 	}
 	meta, err := kgo.NewClient(c.cfg.Kafka...)
 	if err != nil {
-		return Permanent(fmt.Errorf("kafka client: %w", err))
+		return retry.Terminal(fmt.Errorf("kafka client: %w", err))
 	}
 	defer meta.Close()
 	adm := kadm.NewClient(meta)
@@ -71,8 +72,11 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 				end := int64(-1)
 				if st.untilCaughtUp {
 					lo, ok := ends.Lookup(t.Topic, p.Partition)
-					if !ok || lo.Err != nil {
-						return fmt.Errorf("end offset of %s partition %d: %v", t.Topic, p.Partition, lo.Err)
+					if !ok {
+						return fmt.Errorf("end offset of %s partition %d: not in the answer", t.Topic, p.Partition)
+					}
+					if lo.Err != nil {
+						return fmt.Errorf("end offset of %s partition %d: %w", t.Topic, p.Partition, lo.Err)
 					}
 					end = lo.Offset
 				}
@@ -144,7 +148,7 @@ func (c *Consumer) perKeyStart(ctx context.Context, adm *kadm.Client, cp Checkpo
 	}
 	if c.cfg.FromSnapshot == "" || len(cp.Next) > 0 && behind == nil {
 		if behind != nil {
-			return nil, Permanent(behind)
+			return nil, retry.Terminal(behind)
 		}
 		return nil, nil
 	}
@@ -153,7 +157,7 @@ func (c *Consumer) perKeyStart(ctx context.Context, adm *kadm.Client, cp Checkpo
 		return nil, err
 	}
 	if found == nil {
-		return nil, Permanent(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start",
+		return nil, retry.Terminal(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start",
 			c.cfg.FromSnapshot, schemas.StateTopic(c.cfg.Prefix)))
 	}
 	c.log.Info("bootstrapping from an online snapshot", "snapshot", found.ID, "commit_lsn", found.RequestLSN)
@@ -174,7 +178,7 @@ func (c *Consumer) perKeyOffset(ctx context.Context, adm *kadm.Client, cp Checkp
 	}
 	if boot == nil {
 		if b.Start > 0 {
-			return 0, 0, Permanent(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
+			return 0, 0, retry.Terminal(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
 		}
 		return b.Start, 0, nil
 	}
@@ -216,7 +220,7 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 			var ferr error
 			fs.EachError(func(t string, pt int32, err error) {
 				if ferr == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-					ferr = fmt.Errorf("fetch %s partition %d: %w", t, pt, err)
+					ferr = fetchError(t, pt, err)
 				}
 			})
 			if ferr != nil {

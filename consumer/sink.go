@@ -34,8 +34,10 @@ type Sink interface {
 	// durable together; after it returns an error, neither is. Apply must
 	// not retain events after it returns. An error about one event should
 	// be made with Event.Errorf or Event.Wrap, so that it names the topic,
-	// partition, offset, table, key and LSN; an error that retrying cannot
-	// fix should be marked with Permanent.
+	// partition, offset, table, key and LSN. Errors are judged by
+	// internal/retry: mark one that retrying cannot fix with retry.Terminal
+	// (PostgreSQL errors outside the transient SQLSTATE classes already
+	// are), and one about the sink's database rather than the data with Halt.
 	Apply(ctx context.Context, b *Batch) error
 	// Close releases the sink's resources. It is called once, after the last
 	// Apply has returned.

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -141,7 +142,7 @@ func (r *reader) poll(ctx context.Context, wait time.Duration) error {
 			return
 		}
 		if ferr == nil {
-			ferr = fmt.Errorf("fetch %s partition %d: %w", t, p, err)
+			ferr = fetchError(t, p, err)
 		}
 	})
 	if ferr != nil {
@@ -247,7 +248,7 @@ func (r *reader) partition(ctx context.Context, topic string, partition int32, f
 				return nil, err
 			}
 			if lsn, ok := txlog.HeaderLSN(first); first != nil && ok && lsn > uint64(fc.frame.CommitLSN) {
-				return nil, Permanent(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
+				return nil, retry.Terminal(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
 			}
 		}
 	}
@@ -306,7 +307,7 @@ func (r *reader) openFrame(ctx context.Context) (*frameCursor, error) {
 	fc := &frameCursor{r: r, offset: rec.Offset, at: rec.Timestamp}
 	f, err := r.dec.frame(ctx, rec)
 	if err != nil {
-		if IsPermanent(err) {
+		if retry.IsTerminal(err) {
 			return nil, structural(fc.errorf("cannot decode frame: %w", err))
 		}
 		return nil, err
@@ -446,7 +447,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 			err = b.err
 		}
 		if err != nil {
-			if g.cur != nil && failedFrame(err) < 0 && IsPermanent(err) {
+			if g.cur != nil && failedFrame(err) < 0 && retry.IsTerminal(err) {
 				err = &EventError{Topic: c.txTopic, Offset: g.cur.offset, CommitLSN: g.cur.frame.CommitLSN,
 					Xid: g.cur.frame.Xid, FrameOffset: g.cur.offset, Err: err}
 			}

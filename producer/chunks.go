@@ -123,7 +123,6 @@ func (s *session) chunking(ctx context.Context, ts *schemas.TableSchema, pt pubT
 	if pt.relkind == "p" {
 		return "", retry.Terminal(fmt.Errorf("table %s is partitioned and has no unique key with an ordering: a snapshot cannot read it in chunks; "+
 			"give it a primary key, or publish its partitions (publish_via_partition_root = false)", ts.Table))
-
 	}
 	return txlog.ChunkingCtid, nil
 }

@@ -64,8 +64,11 @@ func PartitionBounds(ctx context.Context, adm *kadm.Client, topic string, partit
 		return Bounds{}, fmt.Errorf("end of %s: %w", topic, err)
 	}
 	e, ok := ends.Lookup(topic, partition)
-	if !ok || e.Err != nil {
-		return Bounds{}, fmt.Errorf("end of %s partition %d: %v", topic, partition, e.Err)
+	if !ok {
+		return Bounds{}, fmt.Errorf("end of %s partition %d: not in the answer", topic, partition)
+	}
+	if e.Err != nil {
+		return Bounds{}, fmt.Errorf("end of %s partition %d: %w", topic, partition, e.Err)
 	}
 	return Bounds{Start: s.Offset, End: e.Offset}, nil
 }
@@ -214,8 +217,11 @@ func PositionFor(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic st
 			return 0, fmt.Errorf("offsets of %s by time: %w", topic, err)
 		}
 		lo, ok := listed.Lookup(topic, partition)
-		if !ok || lo.Err != nil {
-			return 0, fmt.Errorf("offset of %s partition %d by time: %v", topic, partition, lo.Err)
+		if !ok {
+			return 0, fmt.Errorf("offset of %s partition %d by time: not in the answer", topic, partition)
+		}
+		if lo.Err != nil {
+			return 0, fmt.Errorf("offset of %s partition %d by time: %w", topic, partition, lo.Err)
 		}
 		off := max(lo.Offset, b.Start)
 		if off <= b.Start {

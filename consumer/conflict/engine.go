@@ -21,6 +21,7 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -195,15 +196,15 @@ CREATE TABLE IF NOT EXISTS %s (
 	PRIMARY KEY (table_name, key, commit_lsn)
 )`, schemas.QuoteIdent(e.file.Schema), e.conflicts, e.meta, e.actions)
 	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return pgtarget.Classify(fmt.Errorf("create %s, %s and %s: %w", e.conflicts, e.meta, e.actions, err))
+		return fmt.Errorf("create %s, %s and %s: %w", e.conflicts, e.meta, e.actions, err)
 	}
 	if e.needsTime() {
 		var on string
 		if err := c.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&on); err != nil {
-			return pgtarget.Classify(fmt.Errorf("SHOW track_commit_timestamp: %w", err))
+			return fmt.Errorf("SHOW track_commit_timestamp: %w", err)
 		}
 		if on != "on" {
-			return consumer.Permanent(errors.New("the conflict methods latest and earliest need the commit time of " +
+			return retry.Terminal(errors.New("the conflict methods latest and earliest need the commit time of " +
 				"local changes: set track_commit_timestamp = on in the target's postgresql.conf and restart it"))
 		}
 	}
@@ -560,14 +561,14 @@ type metaRow struct {
 func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
 	rt, err := s.e.table(ev.Table)
 	if err != nil {
-		return ev.Wrap(consumer.Permanent(err))
+		return ev.Wrap(retry.Terminal(err))
 	}
 	if ev.Op == schemas.OpTruncate {
 		if _, err := tx.Exec(ctx, "TRUNCATE "+ev.Table.QualifiedName()); err != nil {
-			return ev.Wrap(pgtarget.Classify(err))
+			return ev.Wrap(err)
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM "+s.e.meta+" WHERE table_name = $1", rt.name); err != nil {
-			return ev.Wrap(pgtarget.Classify(err))
+			return ev.Wrap(err)
 		}
 		return nil
 	}
@@ -579,7 +580,7 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	ok, detail, foreign, err := s.e.owned(ch)
 	switch {
 	case err != nil:
-		return ev.Wrap(consumer.Permanent(err))
+		return ev.Wrap(retry.Terminal(err))
 	case !ok:
 		return s.record(ctx, tx, ch, KindOwnership, "", MethodOwnership, OutcomeRejected, ch.local, detail)
 	case len(foreign) > 0:
@@ -600,7 +601,7 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	case schemas.OpDelete:
 		return s.delete(ctx, tx, ch)
 	}
-	return ev.Wrap(consumer.Permanent(fmt.Errorf("unknown op %q", ev.Op)))
+	return ev.Wrap(retry.Terminal(fmt.Errorf("unknown op %q", ev.Op)))
 }
 
 // checkIdentity warns once per table when its replica identity at this site
@@ -630,7 +631,7 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 		ch.ts = ev.Txn.CommitTime.Truncate(time.Microsecond)
 	}
 	if ev.Op == schemas.OpUpdate && ev.Before == nil || ev.Op == schemas.OpDelete && ev.Before == nil {
-		return nil, ev.Wrap(consumer.Permanent(fmt.Errorf("%s has no before-image: conflict detection needs REPLICA IDENTITY FULL "+
+		return nil, ev.Wrap(retry.Terminal(fmt.Errorf("%s has no before-image: conflict detection needs REPLICA IDENTITY FULL "+
 			"at the source (ALTER TABLE %s REPLICA IDENTITY FULL)", opWord(ev.Op), rt.t.QualifiedName())))
 	}
 	n := len(rt.cols)
@@ -680,7 +681,7 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 		dst[i] = &canon[i]
 	}
 	if err := br.QueryRow().Scan(dst...); err != nil {
-		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read the change's values as the target types: %w", err)))
+		return nil, ev.Wrap(fmt.Errorf("read the change's values as the target types: %w", err))
 	}
 	if ev.Before != nil {
 		ch.before = canon[:n]
@@ -706,13 +707,13 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 	switch err := br.QueryRow().Scan(dst...); {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read and lock the local row: %w", err)))
+		return nil, ev.Wrap(fmt.Errorf("read and lock the local row: %w", err))
 	default:
 		ch.local, ch.localHash = local, hashes
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("read %s: %w", e.meta, err)))
+		return nil, ev.Wrap(fmt.Errorf("read %s: %w", e.meta, err))
 	}
 	ch.meta = map[string]metaRow{}
 	for rows.Next() {
@@ -720,16 +721,16 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 		var m metaRow
 		if err := rows.Scan(&g, &m.site, &m.ts, &m.hash); err != nil {
 			rows.Close()
-			return nil, ev.Wrap(pgtarget.Classify(err))
+			return nil, ev.Wrap(err)
 		}
 		ch.meta[g] = m
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, ev.Wrap(pgtarget.Classify(err))
+		return nil, ev.Wrap(err)
 	}
 	if err := br.Close(); err != nil {
-		return nil, ev.Wrap(pgtarget.Classify(err))
+		return nil, ev.Wrap(err)
 	}
 	return ch, nil
 }
@@ -867,7 +868,7 @@ func (s *Session) insertRow(ctx context.Context, tx pgx.Tx, ch *change) error {
 		dst[i] = &hashes[i]
 	}
 	if err := tx.QueryRow(ctx, ch.rt.insertSQL, args...).Scan(dst...); err != nil {
-		return ch.ev.Wrap(pgtarget.Classify(err))
+		return ch.ev.Wrap(err)
 	}
 	attrs := make([]attribution, len(ch.rt.groups))
 	for i := range attrs {
@@ -939,10 +940,10 @@ func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
 		}
 	}
 	if _, err := tx.Exec(ctx, ch.rt.deleteSQL, ch.keyParams...); err != nil {
-		return ch.ev.Wrap(pgtarget.Classify(err))
+		return ch.ev.Wrap(err)
 	}
 	if _, err := tx.Exec(ctx, "DELETE FROM "+s.e.meta+" WHERE table_name = $1 AND key = $2", ch.rt.name, ch.metaKey); err != nil {
-		return ch.ev.Wrap(pgtarget.Classify(err))
+		return ch.ev.Wrap(err)
 	}
 	if !same {
 		return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeDeleted, nil, detail)
@@ -1072,7 +1073,7 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 		case MethodCustom:
 			ss, err := ch.custom(gi)
 			if err != nil {
-				return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
+				return ch.ev.Wrap(retry.Terminal(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
 			}
 			sets = append(sets, ss...)
 			p.outcome = OutcomeMerged
@@ -1117,7 +1118,7 @@ func (ch *change) columnTime(g group, row []*string) (*time.Time, error) {
 	}
 	t, err := parseTimestamp(*v)
 	if err != nil {
-		return nil, ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
+		return nil, ch.ev.Wrap(retry.Terminal(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
 	}
 	return &t, nil
 }
@@ -1233,7 +1234,7 @@ func (e *Engine) writeSets(ctx context.Context, tx pgx.Tx, ch *change, sets []se
 		dst = append(dst, &hashes[i])
 	}
 	if err := tx.QueryRow(ctx, sql, args...).Scan(dst...); err != nil {
-		return nil, nil, ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("write resolved row: %w", err)))
+		return nil, nil, ch.ev.Wrap(fmt.Errorf("write resolved row: %w", err))
 	}
 	return vals, hashes, nil
 }
@@ -1250,7 +1251,7 @@ SELECT $1, $2, u.g, u.s, u.t, u.h FROM unnest($3::text[], $4::text[], $5::timest
 ON CONFLICT (table_name, key, grp) DO UPDATE SET site = EXCLUDED.site, commit_ts = EXCLUDED.commit_ts, hash = EXCLUDED.hash`,
 		ch.rt.name, ch.metaKey, grps, sites, tss, hashes)
 	if err != nil {
-		return ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("write %s: %w", e.meta, err)))
+		return ch.ev.Wrap(fmt.Errorf("write %s: %w", e.meta, err))
 	}
 	return nil
 }
@@ -1312,7 +1313,7 @@ VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, 
 		string(r.Outcome), js(r.Local), js(r.RemoteBefore), js(r.RemoteAfter), js(r.Resolved), lsn, int64(r.Xid),
 		r.CommitTime, r.Detail, r.LocalSite, lts)
 	if err != nil {
-		return ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("record conflict in %s: %w", s.e.conflicts, err)))
+		return ch.ev.Wrap(fmt.Errorf("record conflict in %s: %w", s.e.conflicts, err))
 	}
 	s.recs = append(s.recs, r)
 	return nil
@@ -1339,7 +1340,7 @@ func (s *Session) declared(ctx context.Context, tx pgx.Tx, ch *change) (Method, 
 	case errors.Is(err, pgx.ErrNoRows):
 		return "", nil
 	case err != nil:
-		return "", ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("read %s: %w", s.e.actions, err)))
+		return "", ch.ev.Wrap(fmt.Errorf("read %s: %w", s.e.actions, err))
 	}
 	m := Method(act)
 	ch.act = &m
@@ -1359,7 +1360,7 @@ func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string)
 		b, _ := json.Marshal(row)
 		return string(b)
 	}
-	return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("%w: %s (%s, site %s, change from %s); local row %s; remote before %s; "+
+	return ch.ev.Wrap(retry.Terminal(fmt.Errorf("%w: %s (%s, site %s, change from %s); local row %s; remote before %s; "+
 		"remote after %s; resolve it at this site: INSERT INTO %s (table_name, key, commit_lsn, action) VALUES "+
 		"('%s', '%s', '%s', 'keep-local' or 'apply-remote'), or make the row equal to the remote before- or after-image; "+
 		"then restart the consumer", ErrUnresolved, what, kind, s.e.cfg.Site, ch.site, js(r.Local), js(r.RemoteBefore),

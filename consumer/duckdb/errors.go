@@ -9,6 +9,7 @@ import (
 	ddb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // Causes of a failure at the database file. An error of the sink wraps one
@@ -77,7 +78,7 @@ func (s *Sink) errorf(ctx context.Context, err error, format string, args ...any
 	case halt:
 		return consumer.Halt(err)
 	default:
-		return consumer.Permanent(err)
+		return retry.Terminal(err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	ddb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -363,7 +364,7 @@ func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, d
 			s, err = c.Encode(v)
 		}
 		if err != nil {
-			return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+			return ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 		}
 		vals[7+i] = s
 	}
@@ -461,7 +462,7 @@ func (w *loader) message(ev *consumer.Event) error {
 	}
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(consumer.Permanent(err))
+		return ev.Wrap(retry.Terminal(err))
 	}
 	if err := w.mergeAll(); err != nil {
 		return err

@@ -160,7 +160,7 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	defer func() { s.pool.Release(conn, err) }()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return pgtarget.Classify(fmt.Errorf("begin: %w", err))
+		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 	w := newWriter(s, tx)
@@ -184,7 +184,7 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return pgtarget.Classify(fmt.Errorf("commit (commit_lsn %s): %w", cp.CommitLSN, err))
+		return fmt.Errorf("commit (commit_lsn %s): %w", cp.CommitLSN, err)
 	}
 	s.cpt.Committed(cp)
 	if len(w.created) > 0 || len(w.forgotten) > 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -69,7 +70,7 @@ func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error
 	}
 	l, err := newLayout(ev.Table, w.s.cfg.Schema)
 	if err != nil {
-		return nil, ev.Wrap(consumer.Permanent(err))
+		return nil, ev.Wrap(retry.Terminal(err))
 	}
 	// The table may have a chunk of an older schema version pending.
 	if c := w.bufs[l.qname]; c != nil {
@@ -79,7 +80,7 @@ func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error
 	}
 	for _, stmt := range l.ddl {
 		if _, err := w.tx.Exec(ctx, stmt); err != nil {
-			return nil, ev.Wrap(pgtarget.Classify(fmt.Errorf("create history table %s: %s: %w", l.qname, stmt, err)))
+			return nil, ev.Wrap(fmt.Errorf("create history table %s: %s: %w", l.qname, stmt, err))
 		}
 	}
 	w.s.log.Info("history table checked", "table", ev.Table.String(), "history", l.schema+"."+l.name, "schema_id", id)
@@ -236,8 +237,8 @@ func (w *writer) flush(ctx context.Context, c *chunk) error {
 	if err != nil {
 		// The statement covers the whole chunk; name its first and last event.
 		first, last := c.evs[0], c.evs[len(c.evs)-1]
-		return first.Wrap(pgtarget.Classify(fmt.Errorf("append %d history row(s) to %s (through commit_lsn %s key %s): %w",
-			len(c.ord), l.qname, last.Txn.CommitLSN, last.KeyString(), err)))
+		return first.Wrap(fmt.Errorf("append %d history row(s) to %s (through commit_lsn %s key %s): %w",
+			len(c.ord), l.qname, last.Txn.CommitLSN, last.KeyString(), err))
 	}
 	n := len(l.t.Columns)
 	*c = chunk{l: l, cols: make([][]*string, n)}
@@ -249,7 +250,7 @@ func (w *writer) flush(ctx context.Context, c *chunk) error {
 func (w *writer) truncate(ctx context.Context, l *layout, ev *consumer.Event) error {
 	ct, err := w.tx.Exec(ctx, l.trunc, ev.Txn.CommitLSN.String(), ev.Txn.CommitTime, int64(ev.Txn.Xid), ev.Position)
 	if err != nil {
-		return ev.Wrap(pgtarget.Classify(fmt.Errorf("record truncate in %s: %w", l.qname, err)))
+		return ev.Wrap(fmt.Errorf("record truncate in %s: %w", l.qname, err))
 	}
 	w.rows += int(ct.RowsAffected())
 	w.s.log.Info("truncate recorded", "table", ev.Table.String(), "history", l.schema+"."+l.name,
@@ -268,7 +269,7 @@ func (w *writer) message(ctx context.Context, ev *consumer.Event) error {
 	}
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(consumer.Permanent(err))
+		return ev.Wrap(retry.Terminal(err))
 	}
 	if err := w.flushAll(ctx); err != nil {
 		return err
@@ -301,7 +302,7 @@ func (w *writer) message(ctx context.Context, ev *consumer.Event) error {
 	}
 	for _, stmt := range stmts {
 		if _, err := w.tx.Exec(ctx, stmt); err != nil {
-			return ev.Wrap(pgtarget.Classify(fmt.Errorf("follow the source's %s of %s.%s in the history: %s: %w", d.Tag, d.Schema, d.Table, stmt, err)))
+			return ev.Wrap(fmt.Errorf("follow the source's %s of %s.%s in the history: %s: %w", d.Tag, d.Schema, d.Table, stmt, err))
 		}
 	}
 	if len(stmts) > 0 {

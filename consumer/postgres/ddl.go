@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -103,11 +103,11 @@ func ddlStatements(d schemas.DDL) []string {
 func (w *writer) applyDDL(ctx context.Context, ev *consumer.Event) error {
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(consumer.Permanent(err))
+		return ev.Wrap(retry.Terminal(err))
 	}
 	for _, stmt := range ddlStatements(d) {
 		if _, err := w.tx.Exec(ctx, stmt); err != nil {
-			return ev.Wrap(pgtarget.Classify(fmt.Errorf("apply the source's %s of %s.%s: %s: %w", d.Tag, d.Schema, d.Table, stmt, err)))
+			return ev.Wrap(fmt.Errorf("apply the source's %s of %s.%s: %s: %w", d.Tag, d.Schema, d.Table, stmt, err))
 		}
 	}
 	w.s.log.Info("schema change applied", "table", d.Schema+"."+d.Table, "tag", d.Tag, "changes", len(d.Changes),
@@ -125,13 +125,13 @@ func (w *writer) applyDDL(ctx context.Context, ev *consumer.Event) error {
 func (w *writer) applySequences(ctx context.Context, ev *consumer.Event) error {
 	var seqs map[string]int64
 	if err := json.Unmarshal(ev.Message.Content, &seqs); err != nil {
-		return ev.Wrap(consumer.Permanent(fmt.Errorf("sequence values: %w", err)))
+		return ev.Wrap(retry.Terminal(fmt.Errorf("sequence values: %w", err)))
 	}
 	for name, v := range seqs {
 		if _, err := w.tx.Exec(ctx, `SELECT pg_catalog.setval(c.oid, $2::bigint, true) FROM pg_catalog.pg_class c
 			WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'S'
 			  AND coalesce(pg_catalog.pg_sequence_last_value(c.oid), $2::bigint - 1) < $2::bigint`, name, v); err != nil {
-			return ev.Wrap(pgtarget.Classify(fmt.Errorf("advance sequence %s to %d: %w", name, v, err)))
+			return ev.Wrap(fmt.Errorf("advance sequence %s to %d: %w", name, v, err))
 		}
 	}
 	return nil

@@ -75,6 +75,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // OnConflict is what the sink does when a change does not fit the target.
@@ -208,7 +209,7 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.SynchronousCommit == "" {
 		cc, err := pgconn.ParseConfig(cfg.DSN)
 		if err != nil {
-			return nil, consumer.Permanent(fmt.Errorf("postgres sink: DSN: %w", err))
+			return nil, retry.Terminal(fmt.Errorf("postgres sink: DSN: %w", err))
 		}
 		if cc.RuntimeParams["synchronous_commit"] == "" && !strings.Contains(cc.RuntimeParams["options"], "synchronous_commit") {
 			cfg.SynchronousCommit = "off"
@@ -283,7 +284,7 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	}
 	tx, err := conn.BeginTx(ctx, opts)
 	if err != nil {
-		return pgtarget.Classify(fmt.Errorf("begin: %w", err))
+		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 	w := &writer{s: s, tx: tx, newIDs: map[int]bool{}}
@@ -314,7 +315,7 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return pgtarget.Classify(fmt.Errorf("commit: %w", err))
+		return fmt.Errorf("commit: %w", err)
 	}
 	if w.cs != nil {
 		w.cs.Committed()

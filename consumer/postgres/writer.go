@@ -18,6 +18,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -59,7 +60,7 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 			}
 		}
 		if err := w.ensureTable(ctx, ev.Table); err != nil {
-			return ev.Wrap(pgtarget.Classify(err))
+			return ev.Wrap(err)
 		}
 		w.newIDs[ev.Table.SchemaID] = true
 	}
@@ -280,14 +281,14 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 	for _, st := range stmts {
 		ct, err := br.Exec()
 		if err != nil {
-			return st.ev.Wrap(pgtarget.Classify(err))
+			return st.ev.Wrap(err)
 		}
 		if ct.RowsAffected() == 0 && st.check != checkNone {
 			missed = append(missed, st)
 		}
 	}
 	if err := br.Close(); err != nil {
-		return pgtarget.Classify(err)
+		return err
 	}
 	for _, st := range missed {
 		// A trigger of the target that fires during replay (ENABLE
@@ -295,17 +296,17 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		// replication allows: then the change is done.
 		skipped, err := w.s.skippingTrigger(ctx, w.tx, st.ev.Table, st.ev.Op)
 		if err != nil {
-			return st.ev.Wrap(pgtarget.Classify(err))
+			return st.ev.Wrap(err)
 		}
 		if skipped {
 			continue
 		}
 		switch st.check {
 		case checkOneRow:
-			return st.ev.Wrap(consumer.Permanent(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
+			return st.ev.Wrap(retry.Terminal(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
 				"use --on-conflict upsert to tolerate a diverged target)", strings.ToLower(opName(st.ev.Op)))))
 		case checkToastOK:
-			return st.ev.Wrap(consumer.Permanent(errors.New("update matched no row in the target, and it cannot be " +
+			return st.ev.Wrap(retry.Terminal(errors.New("update matched no row in the target, and it cannot be " +
 				"inserted: the values of its unchanged TOASTed columns are unknown")))
 		}
 	}
@@ -352,13 +353,13 @@ func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 		return w.copyRows(ctx, evs)
 	}
 	if _, err := w.tx.Exec(ctx, "SAVEPOINT tributary_copy"); err != nil {
-		return pgtarget.Classify(err)
+		return err
 	}
 	err := w.copyRows(ctx, evs)
 	var pe *pgconn.PgError
 	if err != nil && errors.As(err, &pe) && pe.Code == "23505" {
 		if _, err := w.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tributary_copy"); err != nil {
-			return pgtarget.Classify(err)
+			return err
 		}
 		err = w.statements(ctx, evs)
 	}
@@ -366,7 +367,7 @@ func (w *writer) copy(ctx context.Context, evs []*consumer.Event) error {
 		return err
 	}
 	if _, err := w.tx.Exec(ctx, "RELEASE SAVEPOINT tributary_copy"); err != nil {
-		return pgtarget.Classify(err)
+		return err
 	}
 	return nil
 }
@@ -393,7 +394,7 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 			}
 			s, err := c.Encode(v)
 			if err != nil {
-				return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+				return ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 			}
 			copyEscape(buf, s)
 		}
@@ -417,7 +418,7 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 				}
 			}
 		}
-		return ev.Wrap(pgtarget.Classify(err))
+		return ev.Wrap(err)
 	}
 	return nil
 }

@@ -20,8 +20,8 @@ func CreateOrigin(ctx context.Context, c *pgx.Conn, name string) error {
 	_, err := c.Exec(ctx, `SELECT pg_replication_origin_create($1)
 		WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, name)
 	if err != nil {
-		return Classify(fmt.Errorf("create replication origin %q (the apply role needs superuser or EXECUTE on "+
-			"pg_replication_origin_create): %w", name, err))
+		return fmt.Errorf("create replication origin %q (the apply role needs superuser or EXECUTE on "+
+			"pg_replication_origin_create): %w", name, err)
 	}
 	return nil
 }
@@ -40,7 +40,7 @@ func OriginSessionSetup(ctx context.Context, c *pgx.Conn, name string) error {
 		return fmt.Errorf("replication origin %q is in use by another session (a second consumer with this origin, "+
 			"or a killed one whose session has not ended): %w", name, err)
 	}
-	return Classify(fmt.Errorf("set up replication origin %q on the apply connection: %w", name, err))
+	return fmt.Errorf("set up replication origin %q on the apply connection: %w", name, err)
 }
 
 // OriginSessionReset ends the origin session of c; on failure it closes c so
@@ -60,7 +60,7 @@ func OriginSessionReset(ctx context.Context, c *pgx.Conn, log *slog.Logger) {
 // commits, and tx's commit timestamp is ts.
 func OriginXactSetup(ctx context.Context, tx pgx.Tx, lsn pglogrepl.LSN, ts time.Time) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_replication_origin_xact_setup($1::text::pg_lsn, $2)`, lsn.String(), ts); err != nil {
-		return Classify(fmt.Errorf("pg_replication_origin_xact_setup(%s): %w", lsn, err))
+		return fmt.Errorf("pg_replication_origin_xact_setup(%s): %w", lsn, err)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package pgtarget holds what every sink that writes into a PostgreSQL target
-// shares: the connection pool (with trigger suppression), error
-// classification, the tributary_checkpoint table, the encoding of event
+// shares: the connection pool (with trigger suppression), the
+// tributary_checkpoint table, the encoding of event
 // values as PostgreSQL text literals and the column definitions used to
 // create target tables. The PostgreSQL sink (consumer/postgres) and the
 // history sink (consumer/history) both use it, so that they behave alike.
@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -62,12 +62,12 @@ func (p *Pool) Acquire(ctx context.Context) (*pgx.Conn, error) {
 	c, err := pgx.ConnectConfig(ctx, p.cfg)
 	if err != nil {
 		<-p.slots
-		return nil, ClassifyConnect(fmt.Errorf("connect target: %w", err))
+		return nil, fmt.Errorf("connect target: %w", err)
 	}
 	if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		c.Close(context.Background())
 		<-p.slots
-		return nil, consumer.Permanent(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
+		return nil, retry.Terminal(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
 			"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
 	}
 	return c, nil
@@ -98,39 +98,6 @@ func (p *Pool) Close() {
 			return
 		}
 	}
-}
-
-// Classify marks PostgreSQL errors that retrying cannot fix as permanent:
-// everything but connection (08), transaction rollback (40: serialization
-// failure, deadlock), resource (53), operator intervention (57) and system
-// (58) errors. Other errors (I/O, timeouts) stay transient.
-func Classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code[:2] {
-		case "08", "40", "53", "57", "58":
-			return err
-		}
-		return consumer.Permanent(err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || pgconn.SafeToRetry(err) {
-		return err
-	}
-	return err
-}
-
-// ClassifyConnect keeps connection failures transient, except for
-// authentication and configuration errors, which no retry fixes.
-func ClassifyConnect(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000" || pe.Code == "3D000") {
-		return consumer.Permanent(err)
-	}
-	return err
 }
 
 // ErrCheckpointMoved reports that another session of the same consumer
@@ -185,7 +152,7 @@ CREATE TABLE IF NOT EXISTS %s (
 	PRIMARY KEY (consumer, kind, topic, partition)
 )`, schemas.QuoteIdent(k.schema), k.table)
 	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return Classify(fmt.Errorf("create checkpoint table %s: %w", k.table, err))
+		return fmt.Errorf("create checkpoint table %s: %w", k.table, err)
 	}
 	return nil
 }
@@ -197,7 +164,7 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 	rows, err := c.Query(ctx, `SELECT kind, topic, partition, next_offset, coalesce(commit_lsn::text, ''), commit_ts FROM `+
 		k.table+` WHERE consumer = $1`, k.consumer)
 	if err != nil {
-		return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -206,7 +173,7 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 		var next int64
 		var ts *time.Time
 		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
-			return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+			return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 		}
 		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
 		if lsn != "" {
@@ -220,7 +187,7 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return cp, Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 	}
 	k.mu.Lock()
 	k.known = make(map[consumer.Stream]int64, len(cp.Next))
@@ -249,7 +216,7 @@ func (k *Checkpoints) ReadFrom(ctx context.Context, p *Pool) (consumer.Checkpoin
 func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) (*Pool, error) {
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, consumer.Permanent(fmt.Errorf("target DSN: %w", err))
+		return nil, retry.Terminal(fmt.Errorf("target DSN: %w", err))
 	}
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = ConsumerApplicationName
@@ -302,11 +269,11 @@ func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoi
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('tributary_checkpoint:' || n, 0))
 		FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i`, names); err != nil {
-		return Classify(fmt.Errorf("lock checkpoint rows in %s: %w", k.table, err))
+		return fmt.Errorf("lock checkpoint rows in %s: %w", k.table, err)
 	}
 	rows, err := tx.Query(ctx, `SELECT kind, topic, partition, next_offset FROM `+k.table+` WHERE consumer = $1`, k.consumer)
 	if err != nil {
-		return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 	}
 	stored := map[consumer.Stream]int64{}
 	for rows.Next() {
@@ -315,12 +282,12 @@ func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoi
 		var next int64
 		if err := rows.Scan(&kind, &topic, &part, &next); err != nil {
 			rows.Close()
-			return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+			return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 		}
 		stored[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
 	}
 	if err := rows.Err(); err != nil {
-		return Classify(fmt.Errorf("read checkpoint from %s: %w", k.table, err))
+		return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -367,7 +334,7 @@ ON CONFLICT (consumer, kind, topic, partition) DO UPDATE SET next_offset = EXCLU
 	commit_lsn = coalesce(EXCLUDED.commit_lsn, c.commit_lsn), commit_ts = coalesce(EXCLUDED.commit_ts, c.commit_ts),
 	applied_at = now()`, k.consumer, kinds, topics, parts, offs, lsn, ts)
 	if err != nil {
-		return Classify(fmt.Errorf("write checkpoint to %s (commit_lsn %s): %w", k.table, cp.CommitLSN, err))
+		return fmt.Errorf("write checkpoint to %s (commit_lsn %s): %w", k.table, cp.CommitLSN, err)
 	}
 	return nil
 }
@@ -378,7 +345,7 @@ func Encode(ev *consumer.Event, ci int, v any) (string, error) {
 	c := ev.Table.Columns[ci]
 	s, err := c.Encode(v)
 	if err != nil {
-		return "", ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+		return "", ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 	}
 	return s, nil
 }

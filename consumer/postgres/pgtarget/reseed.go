@@ -21,7 +21,7 @@ const ConsumerApplicationName = "tributary-consumer"
 // overwriting them. Call Committed once tx commits.
 func (k *Checkpoints) Replace(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
 	if _, err := tx.Exec(ctx, `DELETE FROM `+k.table+` WHERE consumer = $1`, k.consumer); err != nil {
-		return Classify(fmt.Errorf("clear the checkpoint of %s in %s: %w", k.consumer, k.table, err))
+		return fmt.Errorf("clear the checkpoint of %s in %s: %w", k.consumer, k.table, err)
 	}
 	if _, err := k.Read(ctx, tx.Conn()); err != nil {
 		return err
