@@ -75,6 +75,47 @@ type Checkpoint struct {
 	CommitTime time.Time
 }
 
+// CheckpointRow is one stored entry of a consumer's checkpoint, as every
+// sink's checkpoint table (tributary_checkpoint) holds it: one row per
+// consumer and stream. Sinks read their rows with their own read methods
+// (pgtarget.ReadCheckpoints, duckdb.ReadCheckpoints); FoldCheckpoints makes
+// Checkpoints of them.
+type CheckpointRow struct {
+	Consumer string
+	Stream   Stream
+	Next     int64
+	// CommitLSN and CommitTime are those of the last source transaction
+	// applied when the row was written; zero when it recorded none.
+	CommitLSN  pglogrepl.LSN
+	CommitTime time.Time
+	// AppliedAt is when the row was written, by the target's clock.
+	AppliedAt time.Time
+}
+
+// ErrNoCheckpointTable is wrapped by a sink's checkpoint reader when the
+// checkpoint table does not exist: no consumer has run against the target.
+var ErrNoCheckpointTable = errors.New("no checkpoint table")
+
+// FoldCheckpoints groups rows by consumer into Checkpoints: every stream's
+// next offset, and the commit LSN and time of the row with the highest commit
+// LSN. It is the one reading of checkpoint rows: a consumer resuming, and
+// tools that copy or report checkpoints, agree on it.
+func FoldCheckpoints(rows []CheckpointRow) map[string]Checkpoint {
+	out := map[string]Checkpoint{}
+	for _, r := range rows {
+		cp, ok := out[r.Consumer]
+		if !ok {
+			cp = Checkpoint{Next: map[Stream]int64{}}
+		}
+		cp.Next[r.Stream] = r.Next
+		if r.CommitLSN > cp.CommitLSN {
+			cp.CommitLSN, cp.CommitTime = r.CommitLSN, r.CommitTime
+		}
+		out[r.Consumer] = cp
+	}
+	return out
+}
+
 // Txn describes the source transaction an event belongs to. It is shared by
 // every event of the transaction; sinks must not modify it.
 type Txn struct {

@@ -22,6 +22,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -573,45 +575,64 @@ func gatherConsumers(ctx context.Context, dsn, schema string) ([]consumerStatus,
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	table := schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent("tributary_checkpoint")
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
-		return nil, err
-	}
-	if !exists {
+	rows, now, err := pgtarget.ReadCheckpoints(ctx, conn, schema, "")
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
 		return nil, fmt.Errorf("no checkpoint table %s.tributary_checkpoint: no consumer has run against this target (or see --checkpoint-schema)", schema)
 	}
-	rows, err := conn.Query(ctx, `SELECT consumer,
-		coalesce(max(commit_lsn)::text, ''), max(commit_ts), max(applied_at),
-		extract(epoch FROM now() - max(applied_at))::float8,
-		max(next_offset) FILTER (WHERE kind = 'transactions'),
-		coalesce(max(topic) FILTER (WHERE kind = 'transactions'), ''),
-		coalesce(bool_or(kind = 'per-key'), false),
-		coalesce(min(topic), '')
-		FROM `+table+` GROUP BY consumer ORDER BY consumer`)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", table, err)
+		return nil, err
 	}
-	defer rows.Close()
+	return consumerStatuses(rows, now, redactDSN(dsn)), nil
+}
+
+// consumerStatuses sums up each consumer's checkpoint rows (ordered by
+// consumer, as pgtarget.ReadCheckpoints returns them) read at now by the
+// target's clock: its highest commit LSN, latest commit time, last write,
+// next frame offset and mode.
+func consumerStatuses(rows []consumer.CheckpointRow, now time.Time, target string) []consumerStatus {
 	var out []consumerStatus
-	for rows.Next() {
-		c := consumerStatus{Target: redactDSN(dsn), Mode: "transactional"}
-		var txTopic, anyTopic string
-		var perKey bool
-		if err := rows.Scan(&c.Name, &c.CommitLSN, &c.CommitTime, &c.AppliedAt, &c.IdleSeconds, &c.NextFrameOffset, &txTopic, &perKey, &anyTopic); err != nil {
-			return nil, fmt.Errorf("read %s: %w", table, err)
+	var maxLSN pglogrepl.LSN
+	var txTopic, anyTopic string
+	var perKey bool
+	for i, r := range rows {
+		if i == 0 || r.Consumer != rows[i-1].Consumer {
+			out = append(out, consumerStatus{Name: r.Consumer, Target: target, Mode: "transactional"})
+			maxLSN, txTopic, anyTopic, perKey = 0, "", r.Stream.Topic, false
 		}
+		c := &out[len(out)-1]
+		if r.CommitLSN > maxLSN {
+			maxLSN = r.CommitLSN
+			c.CommitLSN = r.CommitLSN.String()
+		}
+		if !r.CommitTime.IsZero() && (c.CommitTime == nil || r.CommitTime.After(*c.CommitTime)) {
+			t := r.CommitTime
+			c.CommitTime = &t
+		}
+		if r.AppliedAt.After(c.AppliedAt) {
+			c.AppliedAt = r.AppliedAt
+			c.IdleSeconds = now.Sub(r.AppliedAt).Seconds()
+		}
+		switch r.Stream.Kind {
+		case consumer.StreamTransactions:
+			if c.NextFrameOffset == nil || r.Next > *c.NextFrameOffset {
+				n := r.Next
+				c.NextFrameOffset = &n
+			}
+			txTopic = max(txTopic, r.Stream.Topic)
+		case consumer.StreamPerKey:
+			perKey = true
+		}
+		anyTopic = min(anyTopic, r.Stream.Topic)
 		if perKey {
 			c.Mode = "per-key"
 		}
 		if p, ok := strings.CutSuffix(txTopic, ".transactions"); ok {
 			c.Prefix = p
-		} else if i := strings.IndexByte(anyTopic, '.'); i > 0 {
-			c.Prefix = anyTopic[:i]
+		} else if dot := strings.IndexByte(anyTopic, '.'); dot > 0 {
+			c.Prefix = anyTopic[:dot]
 		}
-		out = append(out, c)
 	}
-	return out, rows.Err()
+	return out
 }
 
 // gatherKafka reads the end of each prefix's transactions topic and sets

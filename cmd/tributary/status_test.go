@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tributary-cdc/tributary/consumer"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -214,5 +216,36 @@ func TestStatusUsageErrors(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("status %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestConsumerStatuses checks the summary of checkpoint rows that status
+// shows per consumer: the highest commit LSN and latest times over every
+// row, the next frame offset, the prefix and the mode.
+func TestConsumerStatuses(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(ago time.Duration) time.Time { return now.Add(-ago) }
+	rows := []consumer.CheckpointRow{
+		{Consumer: "pk", Stream: consumer.Stream{Kind: consumer.StreamPerKey, Topic: "b.public.t", Partition: 1}, Next: 4,
+			CommitLSN: 0x200, CommitTime: at(time.Hour), AppliedAt: at(30 * time.Second)},
+		{Consumer: "pk", Stream: consumer.Stream{Kind: consumer.StreamPerKey, Topic: "b.public.t", Partition: 0}, Next: 9,
+			CommitLSN: 0x100, CommitTime: at(2 * time.Hour), AppliedAt: at(10 * time.Second)},
+		{Consumer: "tx", Stream: consumer.Stream{Kind: consumer.StreamData, Topic: "a.public.t"}, Next: 5,
+			CommitLSN: 0x300, CommitTime: at(time.Minute), AppliedAt: at(time.Minute)},
+		{Consumer: "tx", Stream: consumer.Stream{Kind: consumer.StreamTransactions, Topic: "a.transactions"}, Next: 17,
+			CommitLSN: 0x300, CommitTime: at(time.Minute), AppliedAt: at(time.Minute)},
+	}
+	got := consumerStatuses(rows, now, "target")
+	if len(got) != 2 {
+		t.Fatalf("%d consumers, want 2: %+v", len(got), got)
+	}
+	pk, tx := got[0], got[1]
+	if pk.Name != "pk" || pk.Mode != "per-key" || pk.Prefix != "b" || pk.CommitLSN != "0/200" || pk.NextFrameOffset != nil ||
+		!pk.CommitTime.Equal(at(time.Hour)) || !pk.AppliedAt.Equal(at(10*time.Second)) || pk.IdleSeconds != 10 {
+		t.Errorf("per-key consumer: %+v", pk)
+	}
+	if tx.Name != "tx" || tx.Mode != "transactional" || tx.Prefix != "a" || tx.CommitLSN != "0/300" ||
+		tx.NextFrameOffset == nil || *tx.NextFrameOffset != 17 || tx.IdleSeconds != 60 || tx.Target != "target" {
+		t.Errorf("transactional consumer: %+v", tx)
 	}
 }

@@ -265,7 +265,8 @@ func (s *Sink) ensureOpen(ctx context.Context) error {
 	return s.open(ctx)
 }
 
-// Checkpoint reads the consumer's checkpoint rows.
+// Checkpoint reads the consumer's checkpoint (consumer.FoldCheckpoints of
+// its rows).
 func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,29 +274,12 @@ func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
 	if err := s.ensureOpen(ctx); err != nil {
 		return cp, err
 	}
-	rows, err := s.conn.QueryContext(ctx, `SELECT kind, topic, "partition", next_offset, commit_lsn, commit_ts
-		FROM main.tributary_checkpoint WHERE consumer = ?`, s.cfg.Consumer)
+	rows, err := ReadCheckpoints(ctx, s.conn, s.cfg.Consumer)
 	if err != nil {
 		return cp, s.errorf(ctx, err, "read checkpoint")
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind, topic string
-		var part int32
-		var next int64
-		var lsn sql.Null[uint64]
-		var ts sql.NullTime
-		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
-			return cp, s.errorf(ctx, err, "read checkpoint")
-		}
-		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
-		if lsn.Valid && pglogrepl.LSN(lsn.V) > cp.CommitLSN {
-			cp.CommitLSN = pglogrepl.LSN(lsn.V)
-			cp.CommitTime = ts.Time
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return cp, s.errorf(ctx, err, "read checkpoint")
+	if got, ok := consumer.FoldCheckpoints(rows)[s.cfg.Consumer]; ok {
+		cp = got
 	}
 	return cp, nil
 }
@@ -494,4 +478,44 @@ func (s *Sink) export(ctx context.Context) error {
 	s.lastExport = time.Now()
 	s.log.Debug("parquet export done", "rows", total, "took", time.Since(start))
 	return nil
+}
+
+// Querier is what ReadCheckpoints reads through: the sink's *sql.Conn, or
+// a *sql.DB of the file opened read-only (tributary verify).
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// ReadCheckpoints reads the rows of main.tributary_checkpoint through q:
+// those of consumer name, or of every consumer when name is "", ordered by
+// consumer, kind, topic and partition. A missing table is an error wrapping
+// consumer.ErrNoCheckpointTable. It is the one reader of the table: the
+// sink resuming (Checkpoint) and tributary verify read through it.
+func ReadCheckpoints(ctx context.Context, q Querier, name string) ([]consumer.CheckpointRow, error) {
+	rows, err := q.QueryContext(ctx, `SELECT consumer, kind, topic, "partition", next_offset, commit_lsn, commit_ts, applied_at
+		FROM main.tributary_checkpoint WHERE ? = '' OR consumer = ? ORDER BY consumer, kind, topic, "partition"`, name, name)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil, fmt.Errorf("%w main.tributary_checkpoint", consumer.ErrNoCheckpointTable)
+		}
+		return nil, fmt.Errorf("read checkpoints from main.tributary_checkpoint: %w", err)
+	}
+	defer rows.Close()
+	var out []consumer.CheckpointRow
+	for rows.Next() {
+		var r consumer.CheckpointRow
+		var kind string
+		var lsn sql.Null[uint64]
+		var ts sql.NullTime
+		if err := rows.Scan(&r.Consumer, &kind, &r.Stream.Topic, &r.Stream.Partition, &r.Next, &lsn, &ts, &r.AppliedAt); err != nil {
+			return nil, fmt.Errorf("read checkpoints from main.tributary_checkpoint: %w", err)
+		}
+		r.Stream.Kind = consumer.StreamKind(kind)
+		r.CommitLSN, r.CommitTime = pglogrepl.LSN(lsn.V), ts.Time
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read checkpoints from main.tributary_checkpoint: %w", err)
+	}
+	return out, nil
 }

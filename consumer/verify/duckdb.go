@@ -11,8 +11,9 @@ import (
 	"strings"
 
 	_ "github.com/duckdb/duckdb-go/v2" // the "duckdb" database/sql driver
-	"github.com/jackc/pglogrepl"
 
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/duckdb"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -80,37 +81,17 @@ func (d *duckTarget) Applied(ctx context.Context) (Position, error) {
 	return duckPosition(ctx, db, d.name)
 }
 
-type duckQuerier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// duckPosition reads the transactional checkpoint of consumer name.
-func duckPosition(ctx context.Context, q duckQuerier, name string) (Position, error) {
-	var kinds, lsn sql.NullString
-	var ts sql.NullTime
-	err := q.QueryRowContext(ctx, `SELECT string_agg(DISTINCT kind, ', '), max(commit_lsn) FILTER (WHERE kind = 'transactions')::VARCHAR,
-		max(commit_ts) FILTER (WHERE kind = 'transactions') FROM main.tributary_checkpoint WHERE consumer = ?`, name).Scan(&kinds, &lsn, &ts)
+// duckPosition reads the transactional checkpoint of consumer name through
+// the DuckDB sink's reader.
+func duckPosition(ctx context.Context, q duckdb.Querier, name string) (Position, error) {
+	rows, err := duckdb.ReadCheckpoints(ctx, q, name)
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
+		return Position{}, fmt.Errorf("%w: main.tributary_checkpoint does not exist yet", ErrNoCheckpoint)
+	}
 	if err != nil {
-		if strings.Contains(err.Error(), "does not exist") {
-			return Position{}, fmt.Errorf("%w: main.tributary_checkpoint does not exist yet", ErrNoCheckpoint)
-		}
-		return Position{}, fmt.Errorf("read checkpoint main.tributary_checkpoint: %w", err)
+		return Position{}, err
 	}
-	if !kinds.Valid {
-		return Position{}, fmt.Errorf("%w: main.tributary_checkpoint has no rows for consumer %q", ErrNoCheckpoint, name)
-	}
-	if !lsn.Valid {
-		return Position{}, fmt.Errorf("consumer %q has checkpoint rows of kind %s but none of kind 'transactions'", name, kinds.String)
-	}
-	var n uint64
-	if _, err := fmt.Sscan(lsn.String, &n); err != nil {
-		return Position{}, fmt.Errorf("checkpoint commit LSN %q: %w", lsn.String, err)
-	}
-	p := Position{Known: true, CommitLSN: pglogrepl.LSN(n)}
-	if ts.Valid {
-		p.CommitTime = ts.Time
-	}
-	return p, nil
+	return positionOf(rows, "main.tributary_checkpoint", name)
 }
 
 func (d *duckTarget) Snapshot(ctx context.Context) (Snapshot, error) {
@@ -354,21 +335,12 @@ func (d *duckTarget) consumers(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT DISTINCT consumer FROM main.tributary_checkpoint WHERE kind = 'transactions' ORDER BY 1`)
+	rows, err := duckdb.ReadCheckpoints(ctx, db, "")
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
+		return nil, nil
+	}
 	if err != nil {
-		if strings.Contains(err.Error(), "does not exist") {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("duckdb %s: list consumers: %w", d.path, err)
 	}
-	defer rows.Close()
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("duckdb %s: list consumers: %w", d.path, err)
-		}
-		names = append(names, n)
-	}
-	return names, rows.Err()
+	return transactionalConsumers(rows), nil
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
-	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tributary-cdc/tributary/consumer"
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 )
@@ -51,7 +51,7 @@ type pgSnapshot struct {
 	conn *pgx.Conn
 	tx   pgx.Tx
 	role string // "source" or "target"
-	cpt  string // quoted checkpoint table; "" on the source
+	cps  string // schema of the checkpoint table; "" on the source
 	name string // consumer name
 	// hist, when set, makes the snapshot read history tables: a table
 	// resolves to its history table, of which only the current versions
@@ -75,47 +75,66 @@ func (s *pgSnapshot) Close(ctx context.Context) error {
 
 // Applied reads the checkpoint inside the snapshot.
 func (s *pgSnapshot) Applied(ctx context.Context) (Position, error) {
-	if s.cpt == "" {
+	if s.cps == "" {
 		return Position{}, nil
 	}
-	return readPosition(ctx, s.tx, s.cpt, s.name)
+	return readPosition(ctx, s.tx, s.cps, s.name)
 }
 
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// readPosition reads the transactional-mode checkpoint of consumer name.
-func readPosition(ctx context.Context, q querier, cpt, name string) (Position, error) {
-	var kinds []string
-	var lsn *string
-	var ts *time.Time
-	err := q.QueryRow(ctx, `SELECT array_agg(DISTINCT kind), max(commit_lsn) FILTER (WHERE kind = 'transactions')::text,
-	max(commit_ts) FILTER (WHERE kind = 'transactions') FROM `+cpt+` WHERE consumer = $1`, name).Scan(&kinds, &lsn, &ts)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42P01" {
-		return Position{}, fmt.Errorf("%w: table %s does not exist yet", ErrNoCheckpoint, cpt)
+// readPosition reads the transactional-mode checkpoint of consumer name in
+// the checkpoint table of schema, through the PostgreSQL sinks' reader.
+func readPosition(ctx context.Context, q pgtarget.Querier, schema, name string) (Position, error) {
+	rows, _, err := pgtarget.ReadCheckpoints(ctx, q, schema, name)
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
+		return Position{}, fmt.Errorf("%w: table %s does not exist yet", ErrNoCheckpoint, pgtarget.CheckpointTable(schema))
 	}
 	if err != nil {
-		return Position{}, fmt.Errorf("read checkpoint %s: %w", cpt, err)
+		return Position{}, err
 	}
-	if len(kinds) == 0 {
-		return Position{}, fmt.Errorf("%w: %s has no rows for consumer %q", ErrNoCheckpoint, cpt, name)
+	return positionOf(rows, pgtarget.CheckpointTable(schema), name)
+}
+
+// positionOf is the transactional-mode position of consumer name in its
+// checkpoint rows (of table, for messages): the highest commit LSN of its
+// transactions-topic rows, and the latest commit time among them.
+func positionOf(rows []consumer.CheckpointRow, table, name string) (Position, error) {
+	if len(rows) == 0 {
+		return Position{}, fmt.Errorf("%w: %s has no rows for consumer %q", ErrNoCheckpoint, table, name)
 	}
-	if lsn == nil {
+	var kinds []string
+	p := Position{}
+	for _, r := range rows {
+		if !slices.Contains(kinds, string(r.Stream.Kind)) {
+			kinds = append(kinds, string(r.Stream.Kind))
+		}
+		if r.Stream.Kind != consumer.StreamTransactions || r.CommitLSN == 0 {
+			continue
+		}
+		p.Known = true
+		p.CommitLSN = max(p.CommitLSN, r.CommitLSN)
+		if r.CommitTime.After(p.CommitTime) {
+			p.CommitTime = r.CommitTime
+		}
+	}
+	if !p.Known {
+		slices.Sort(kinds)
 		return Position{}, fmt.Errorf("consumer %q has checkpoint rows of kind %s but none of kind 'transactions': "+
 			"verify needs a consumer in transactional mode (per-key mode has no single applied LSN)", name, strings.Join(kinds, ", "))
 	}
-	l, err := pglogrepl.ParseLSN(*lsn)
-	if err != nil {
-		return Position{}, fmt.Errorf("checkpoint commit LSN %q: %w", *lsn, err)
-	}
-	p := Position{Known: true, CommitLSN: l}
-	if ts != nil {
-		p.CommitTime = *ts
-	}
 	return p, nil
+}
+
+// transactionalConsumers are the consumers of rows with a transactional
+// checkpoint, sorted.
+func transactionalConsumers(rows []consumer.CheckpointRow) []string {
+	var names []string
+	for _, r := range rows {
+		if r.Stream.Kind == consumer.StreamTransactions && !slices.Contains(names, r.Consumer) {
+			names = append(names, r.Consumer)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Table resolves want on this side.
@@ -421,7 +440,7 @@ type postgresTarget struct {
 	dsn  string
 	desc string
 	name string
-	cpt  string
+	cps  string         // schema of the checkpoint table
 	conn *pgx.Conn      // for polling the checkpoint
 	hist *historyLayout // set for a history sink
 }
@@ -437,14 +456,13 @@ func NewPostgresTarget(ctx context.Context, dsn, consumer, checkpointSchema stri
 	if err != nil {
 		return nil, err
 	}
-	return &postgresTarget{dsn: dsn, desc: desc, name: consumer, conn: c,
-		cpt: schemas.QuoteIdent(checkpointSchema) + "." + schemas.QuoteIdent("tributary_checkpoint")}, nil
+	return &postgresTarget{dsn: dsn, desc: desc, name: consumer, conn: c, cps: checkpointSchema}, nil
 }
 
 func (p *postgresTarget) Describe() string { return p.desc }
 
 func (p *postgresTarget) Applied(ctx context.Context) (Position, error) {
-	return readPosition(ctx, p.conn, p.cpt, p.name)
+	return readPosition(ctx, p.conn, p.cps, p.name)
 }
 
 func (p *postgresTarget) Snapshot(ctx context.Context) (Snapshot, error) {
@@ -458,7 +476,7 @@ func (p *postgresTarget) Snapshot(ctx context.Context) (Snapshot, error) {
 		return nil, err
 	}
 	if p.name != "" {
-		s.cpt, s.name = p.cpt, p.name
+		s.cps, s.name = p.cps, p.name
 	}
 	s.hist = p.hist
 	return s, nil
@@ -556,19 +574,14 @@ func Consumers(ctx context.Context, t Target) ([]string, error) {
 }
 
 func (p *postgresTarget) consumers(ctx context.Context) ([]string, error) {
-	rows, err := p.conn.Query(ctx, `SELECT DISTINCT consumer FROM `+p.cpt+` WHERE kind = 'transactions' ORDER BY 1`)
-	var names []string
-	if err == nil {
-		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42P01" {
+	rows, _, err := pgtarget.ReadCheckpoints(ctx, p.conn, p.cps, "")
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list consumers in %s: %w", p.cpt, err)
+		return nil, fmt.Errorf("list consumers: %w", err)
 	}
-	return names, nil
+	return transactionalConsumers(rows), nil
 }
 
 // CheckDSN parses a PostgreSQL DSN without connecting; role ("source" or

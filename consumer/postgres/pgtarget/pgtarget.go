@@ -15,9 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -127,7 +125,7 @@ type Checkpoints struct {
 // schema.tributary_checkpoint.
 func NewCheckpoints(schema, name string) *Checkpoints {
 	return &Checkpoints{schema: schema, consumer: name,
-		table: schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent("tributary_checkpoint"),
+		table: CheckpointTable(schema),
 		known: map[consumer.Stream]int64{}}
 }
 
@@ -157,37 +155,20 @@ CREATE TABLE IF NOT EXISTS %s (
 	return nil
 }
 
-// Read reads the consumer's checkpoint; the commit LSN and time are those of
-// the row with the highest commit LSN.
+// Read reads the consumer's checkpoint (consumer.FoldCheckpoints of its
+// rows) and remembers it for Write's compare-and-set.
 func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoint, error) {
-	cp := consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
-	rows, err := c.Query(ctx, `SELECT kind, topic, partition, next_offset, coalesce(commit_lsn::text, ''), commit_ts FROM `+
-		k.table+` WHERE consumer = $1`, k.consumer)
+	rows, _, err := ReadCheckpoints(ctx, c, k.schema, k.consumer)
+	if errors.Is(err, consumer.ErrNoCheckpointTable) {
+		// Create made it; someone dropped it since.
+		err = retry.Terminal(err)
+	}
 	if err != nil {
-		return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
+		return consumer.Checkpoint{}, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind, topic, lsn string
-		var part int32
-		var next int64
-		var ts *time.Time
-		if err := rows.Scan(&kind, &topic, &part, &next, &lsn, &ts); err != nil {
-			return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
-		}
-		cp.Next[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
-		if lsn != "" {
-			l, err := pglogrepl.ParseLSN(lsn)
-			if err == nil && l > cp.CommitLSN {
-				cp.CommitLSN = l
-				if ts != nil {
-					cp.CommitTime = *ts
-				}
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return cp, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
+	cp, ok := consumer.FoldCheckpoints(rows)[k.consumer]
+	if !ok {
+		cp = consumer.Checkpoint{Next: map[consumer.Stream]int64{}}
 	}
 	k.mu.Lock()
 	k.known = make(map[consumer.Stream]int64, len(cp.Next))
