@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,26 +26,6 @@ import (
 // HeartbeatPrefix is the logical decoding message prefix of the producer's
 // heartbeats; they move the stream but are not published.
 const HeartbeatPrefix = "tributary.heartbeat"
-
-// sessionParams are the settings under which PostgreSQL renders values as
-// text for pgoutput and COPY; the type codecs in schemas parse exactly these.
-// It is only read; other packages get a copy from SessionParams.
-var sessionParams = map[string]string{
-	"DateStyle":          "ISO, MDY",
-	"IntervalStyle":      "iso_8601",
-	"TimeZone":           "UTC",
-	"extra_float_digits": "3",
-	"bytea_output":       "hex",
-	"application_name":   "tributary",
-}
-
-// SessionParams returns a fresh copy of the producer's session settings:
-// those under which PostgreSQL renders values as text for pgoutput and COPY
-// (DateStyle, IntervalStyle, TimeZone, extra_float_digits, bytea_output),
-// which the type codecs in schemas parse, and application_name "tributary".
-// A program that must read values in the same text forms sets them on its
-// connections, usually with its own application_name.
-func SessionParams() map[string]string { return maps.Clone(sessionParams) }
 
 // session is one replication session: connections, Kafka client and the
 // in-flight state. It is used by one goroutine.
@@ -209,7 +188,7 @@ func connConfig(dsn string, replication bool) (*pgconn.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range sessionParams {
+	for k, v := range schemas.SessionParams() {
 		cfg.RuntimeParams[k] = v
 	}
 	if replication {
@@ -227,7 +206,7 @@ func (s *session) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, retry.Terminal(fmt.Errorf("source DSN: %w", err))
 	}
-	for k, v := range sessionParams {
+	for k, v := range schemas.SessionParams() {
 		pcfg.RuntimeParams[k] = v
 	}
 	pcfg.RuntimeParams["synchronous_commit"] = "local"

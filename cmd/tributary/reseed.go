@@ -21,7 +21,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -34,7 +33,7 @@ const reseedMessagePrefix = "tributary.reseed"
 // form depends on them, so donor and target must agree. They are the
 // producer's, under reseed's own application_name.
 var reseedSession = func() map[string]string {
-	p := producer.SessionParams()
+	p := schemas.SessionParams()
 	p["application_name"] = "tributary-reseed"
 	return p
 }()

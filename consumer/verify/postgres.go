@@ -11,7 +11,6 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -20,11 +19,11 @@ import (
 var ErrNoCheckpoint = errors.New("no checkpoint")
 
 // sessionParams make both sides print values identically, and as the
-// producer prints them: with --transforms, source rows are parsed by the
-// producer's own conversion (schemas), which reads intervals in the
-// iso_8601 style the producer sets.
+// producer prints them (schemas.SessionParams): with --transforms, source
+// rows are parsed by the contract's own conversion (schemas), which reads
+// intervals in the iso_8601 style the producer sets.
 func sessionParams() map[string]string {
-	p := producer.SessionParams()
+	p := schemas.SessionParams()
 	p["application_name"] = "tributary-verify"
 	return p
 }
