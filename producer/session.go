@@ -18,6 +18,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/pgexport"
 	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
@@ -288,23 +289,15 @@ func (s *session) run(ctx context.Context) error {
 	s.relations = map[uint32]*relState{}
 
 	if !slot.exists {
-		action := "NOEXPORT_SNAPSHOT"
-		if cfg.Snapshot != SnapshotNever {
-			action = "EXPORT_SNAPSHOT"
-		}
-		res, err := pglogrepl.CreateReplicationSlot(ctx, s.repl, cfg.Slot, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: action})
+		slot, err := pgexport.CreateSlot(ctx, s.repl, cfg.Slot, pgexport.Options{Export: cfg.Snapshot != SnapshotNever})
 		if err != nil {
-			return fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
+			return err
 		}
-		cp, err := pglogrepl.ParseLSN(res.ConsistentPoint)
-		if err != nil {
-			return fmt.Errorf("create replication slot %s: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
-		}
+		cp := slot.ConsistentPoint
 		s.sentFlush = cp
-		s.log.Info("created replication slot", "consistent_point", res.ConsistentPoint, "snapshot", res.SnapshotName)
+		s.log.Info("created replication slot", "consistent_point", cp.String(), "snapshot", slot.Snapshot)
 		if cfg.Snapshot != SnapshotNever {
-			if err := s.snapshot(ctx, res.SnapshotName, cp); err != nil {
+			if err := s.snapshot(ctx, slot.Snapshot, cp); err != nil {
 				return err
 			}
 		} else if err := s.checkPublication(ctx, cp, cp); err != nil {

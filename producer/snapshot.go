@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tributary-cdc/tributary/internal/pgexport"
 	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
@@ -57,15 +58,12 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 		if err != nil {
 			return fmt.Errorf("snapshot connection: %w", err)
 		}
-		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		tx, err := pgexport.Import(ctx, conn, snapName)
 		if err != nil {
 			conn.Close(context.Background())
-			return fmt.Errorf("snapshot transaction: %w", err)
+			return err
 		}
 		txs = append(txs, tx)
-		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapName)); err != nil {
-			return fmt.Errorf("import snapshot %s: %w", snapName, err)
-		}
 	}
 	pub, all, err := listPublished(ctx, txs[0], cfg.Publication)
 	if err != nil {
