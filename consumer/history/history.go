@@ -68,6 +68,8 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Config configures a Sink. Each field maps to one flag of `tributary
@@ -98,7 +100,7 @@ type Config struct {
 type Sink struct {
 	cfg  Config
 	log  *slog.Logger
-	pool *pgtarget.Pool
+	pool *pgxpool.Pool
 	cpt  *pgtarget.Checkpoints
 
 	mu     sync.Mutex
@@ -153,11 +155,12 @@ func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
 // Apply appends the history rows of b's events and writes b's checkpoint in
 // one target transaction.
 func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
-	conn, err := s.pool.Acquire(ctx)
+	pc, err := pgtarget.Acquire(ctx, s.pool)
 	if err != nil {
 		return err
 	}
-	defer func() { s.pool.Release(conn, err) }()
+	defer func() { pgtarget.Release(pc, err) }()
+	conn := pc.Conn()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

@@ -76,6 +76,8 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/internal/retry"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // OnConflict is what the sink does when a change does not fit the target.
@@ -145,7 +147,7 @@ type Config struct {
 type Sink struct {
 	cfg  Config
 	log  *slog.Logger
-	pool *pgtarget.Pool
+	pool *pgxpool.Pool
 	cpt  *pgtarget.Checkpoints
 
 	mu      sync.Mutex
@@ -259,11 +261,12 @@ func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
 
 // Apply applies b in one target transaction with its checkpoint.
 func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
-	conn, err := s.pool.Acquire(ctx)
+	pc, err := pgtarget.Acquire(ctx, s.pool)
 	if err != nil {
 		return err
 	}
-	defer func() { s.pool.Release(conn, err) }()
+	defer func() { pgtarget.Release(pc, err) }()
+	conn := pc.Conn()
 	if s.cfg.Origin != "" {
 		i, origin, created := s.takeOrigin()
 		if !created {

@@ -1,5 +1,5 @@
 // Package pgtarget holds what every sink that writes into a PostgreSQL target
-// shares: the connection pool (with trigger suppression), the
+// shares: the connection pool (pgxpool, with trigger suppression), the
 // tributary_checkpoint table, the encoding of event
 // values as PostgreSQL text literals and the column definitions used to
 // create target tables. The PostgreSQL sink (consumer/postgres) and the
@@ -22,80 +22,29 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Pool is a small connection pool: connections are dialled on demand, up to
-// a maximum, and one that saw an error other than a PostgreSQL error is
-// discarded. Every connection runs SET session_replication_role = replica,
-// so that only triggers enabled ALWAYS fire during replay.
-type Pool struct {
-	cfg   *pgx.ConnConfig
-	slots chan struct{}
-	idle  chan *pgx.Conn
-}
-
-// NewPool returns a pool of at most max connections to cfg; it dials nothing.
-func NewPool(cfg *pgx.ConnConfig, max int) *Pool {
-	return &Pool{cfg: cfg, slots: make(chan struct{}, max), idle: make(chan *pgx.Conn, max)}
-}
-
-// Acquire returns an idle connection or dials a new one; it blocks while max
-// connections are in use, until ctx ends. Pass the connection back to Release.
-func (p *Pool) Acquire(ctx context.Context) (*pgx.Conn, error) {
-	select {
-	case c := <-p.idle:
-		if !c.IsClosed() {
-			return c, nil
-		}
-		<-p.slots
-	default:
-	}
-	select {
-	case c := <-p.idle:
-		return c, nil
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	c, err := pgx.ConnectConfig(ctx, p.cfg)
+// Acquire takes a connection of p, made by OpenPool. Pass it back to
+// Release.
+func Acquire(ctx context.Context, p *pgxpool.Pool) (*pgxpool.Conn, error) {
+	c, err := p.Acquire(ctx)
 	if err != nil {
-		<-p.slots
-		return nil, fmt.Errorf("connect target: %w", err)
-	}
-	if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
-		c.Close(context.Background())
-		<-p.slots
-		return nil, retry.Terminal(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
-			"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
+		return nil, fmt.Errorf("target connection: %w", err)
 	}
 	return c, nil
 }
 
-// Release returns c to the pool, or closes it when err says the connection
-// may be unusable or it is inside a transaction.
-func (p *Pool) Release(c *pgx.Conn, err error) {
+// Release returns c to its pool. A connection that saw err, an error other
+// than a PostgreSQL error, may be unusable and is closed instead; so is one
+// inside a transaction (pgxpool's own rule).
+func Release(c *pgxpool.Conn, err error) {
 	var pe *pgconn.PgError
-	if c.IsClosed() || (err != nil && !errors.As(err, &pe)) || c.PgConn().TxStatus() != 'I' {
-		c.Close(context.Background())
-		<-p.slots
-		return
+	if err != nil && !errors.As(err, &pe) {
+		c.Conn().Close(context.Background())
 	}
-	p.idle <- c
-}
-
-// Close closes the idle connections. Connections still acquired are closed
-// when they are released after Close only if they saw an error; call Close
-// after the last Release.
-func (p *Pool) Close() {
-	for {
-		select {
-		case c := <-p.idle:
-			c.Close(context.Background())
-			<-p.slots
-		default:
-			return
-		}
-	}
+	c.Release()
 }
 
 // ErrCheckpointMoved reports that another session of the same consumer
@@ -181,35 +130,50 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 
 // ReadFrom reads the consumer's checkpoint on a connection of p: the Sink
 // Checkpoint method of every PostgreSQL sink.
-func (k *Checkpoints) ReadFrom(ctx context.Context, p *Pool) (consumer.Checkpoint, error) {
-	c, err := p.Acquire(ctx)
+func (k *Checkpoints) ReadFrom(ctx context.Context, p *pgxpool.Pool) (consumer.Checkpoint, error) {
+	c, err := Acquire(ctx, p)
 	if err != nil {
 		return consumer.Checkpoint{}, err
 	}
-	cp, err := k.Read(ctx, c)
-	p.Release(c, err)
+	cp, err := k.Read(ctx, c.Conn())
+	Release(c, err)
 	return cp, err
 }
 
-// OpenPool connects to dsn with up to maxConns connections and runs setup
-// (create the checkpoint table and whatever else the sink needs) on one of
-// them; the Sink Open method of every PostgreSQL sink.
-func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) (*Pool, error) {
-	cc, err := pgx.ParseConfig(dsn)
+// OpenPool opens a pool (pgxpool) of up to maxConns connections to dsn and
+// runs setup (create the checkpoint table and whatever else the sink needs)
+// on one of them; the Sink Open method of every PostgreSQL sink. Every
+// connection runs SET session_replication_role = replica when it is made,
+// so that only triggers enabled ALWAYS fire during replay; one that may not
+// is a terminal error. application_name is ConsumerApplicationName unless
+// the DSN sets one.
+func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, retry.Terminal(fmt.Errorf("target DSN: %w", err))
 	}
-	if cc.RuntimeParams["application_name"] == "" {
-		cc.RuntimeParams["application_name"] = ConsumerApplicationName
+	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = ConsumerApplicationName
 	}
-	pool := NewPool(cc, maxConns)
-	c, err := pool.Acquire(ctx)
+	pc.MaxConns = int32(max(maxConns, 1))
+	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+			return retry.Terminal(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
+				"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("target pool: %w", err)
+	}
+	c, err := Acquire(ctx, pool)
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	err = setup(ctx, c)
-	pool.Release(c, err)
+	err = setup(ctx, c.Conn())
+	Release(c, err)
 	if err != nil {
 		pool.Close()
 		return nil, err
