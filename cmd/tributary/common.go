@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
 	"github.com/tributary-cdc/tributary/schemas"
@@ -199,34 +200,17 @@ func (k *kafkaFlags) clients(log *slog.Logger) ([]kgo.Opt, *schemas.Registry, er
 	if err != nil {
 		return nil, nil, err
 	}
+	// The Kafka client's own log (connections, metadata, transaction
+	// retries) is on with --log-level debug only: the client logs every
+	// metadata refresh and retry.
 	if log.Enabled(context.Background(), slog.LevelDebug) {
-		opts = append(opts, kgo.WithLogger(kgoLogger{log.With("component", "kafka-client")}))
+		opts = append(opts, kgo.WithLogger(kslog.New(log.With("component", "kafka-client"))))
 	}
 	reg, err := k.registryClient(log)
 	if err != nil {
 		return nil, nil, err
 	}
 	return opts, reg, nil
-}
-
-// kgoLogger writes the Kafka client's own log (connections, metadata,
-// transaction retries) through slog; it is on with --log-level debug only,
-// because the client logs every metadata refresh and retry.
-type kgoLogger struct{ log *slog.Logger }
-
-func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelDebug }
-
-func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lv := slog.LevelDebug
-	switch level {
-	case kgo.LogLevelError:
-		lv = slog.LevelError
-	case kgo.LogLevelWarn:
-		lv = slog.LevelWarn
-	case kgo.LogLevelInfo:
-		lv = slog.LevelInfo
-	}
-	l.log.Log(context.Background(), lv, msg, keyvals...)
 }
 
 func (k *kafkaFlags) registryClient(log *slog.Logger) (*schemas.Registry, error) {
