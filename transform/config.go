@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -32,7 +33,8 @@ type TableConfig struct {
 	line  int
 }
 
-// StepConfig is one step: its kind (the YAML key) and its settings.
+// StepConfig is one step: its kind (the YAML key) and its settings, which
+// Compile decodes into the kind's settings struct (see buildStep).
 type StepConfig struct {
 	Kind string
 	Line int
@@ -48,7 +50,65 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b, path)
 }
 
+// fileYAML is the transforms file.
+type fileYAML struct {
+	Schemas map[string]string `yaml:"schemas"`
+	Tables  tablesYAML        `yaml:"tables"`
+}
+
+// tableYAML is one table of the file.
+type tableYAML struct {
+	To    string    `yaml:"to"`
+	Steps stepsYAML `yaml:"steps"`
+}
+
+// tablesYAML are the file's tables, in file order, each with its line; a
+// table named twice (also as "t" and "public.t") is an error.
+type tablesYAML struct {
+	names  []string
+	tables []*TableConfig
+}
+
+func (ts *tablesYAML) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return at(n, errors.New("want a map"))
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := qualify(k.Value)
+		if seen[key] {
+			return at(k, fmt.Errorf("table %s listed twice", key))
+		}
+		seen[key] = true
+		var t tableYAML
+		if err := decodeStrict(v, &t, "key"); err != nil {
+			return at(k, err)
+		}
+		ts.names = append(ts.names, key)
+		ts.tables = append(ts.tables, &TableConfig{To: t.To, Steps: t.Steps, line: v.Line})
+	}
+	return nil
+}
+
+// stepsYAML is a table's steps: each a map with one key, the step's kind.
+type stepsYAML []StepConfig
+
+func (ss *stepsYAML) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return errors.New("steps: want a list")
+	}
+	for _, sn := range n.Content {
+		if sn.Kind != yaml.MappingNode || len(sn.Content) != 2 {
+			return at(sn, errors.New("a step is a map with one key, its kind (filter, split, ...)"))
+		}
+		*ss = append(*ss, StepConfig{Kind: sn.Content[0].Value, Line: sn.Line, node: sn.Content[1]})
+	}
+	return nil
+}
+
 // ParseConfig parses a transforms file's content; name is used in errors.
+// Unknown keys are errors that name their line and column.
 func ParseConfig(data []byte, name string) (*Config, error) {
 	if name == "" {
 		name = "transforms"
@@ -61,42 +121,15 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 	if len(doc.Content) == 0 {
 		return cfg, nil
 	}
-	root := doc.Content[0]
-	if err := mapping(root, func(k string, v *yaml.Node) error {
-		switch k {
-		case "schemas":
-			return v.Decode(&cfg.Schemas)
-		case "tables":
-			return mapping(v, func(table string, tv *yaml.Node) error {
-				tc := &TableConfig{line: tv.Line}
-				key := qualify(table)
-				if _, dup := cfg.Tables[key]; dup {
-					return fmt.Errorf("table %s listed twice", key)
-				}
-				cfg.Tables[key] = tc
-				return mapping(tv, func(k string, v *yaml.Node) error {
-					switch k {
-					case "to":
-						return v.Decode(&tc.To)
-					case "steps":
-						if v.Kind != yaml.SequenceNode {
-							return errors.New("steps: want a list")
-						}
-						for _, sn := range v.Content {
-							if sn.Kind != yaml.MappingNode || len(sn.Content) != 2 {
-								return at(sn, errors.New("a step is a map with one key, its kind (filter, split, ...)"))
-							}
-							tc.Steps = append(tc.Steps, StepConfig{Kind: sn.Content[0].Value, Line: sn.Line, node: sn.Content[1]})
-						}
-						return nil
-					}
-					return fmt.Errorf("unknown key %q (want to, steps)", k)
-				})
-			})
-		}
-		return fmt.Errorf("unknown key %q (want schemas, tables)", k)
-	}); err != nil {
+	var f fileYAML
+	if err := decodeStrict(doc.Content[0], &f, "key"); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if f.Schemas != nil {
+		cfg.Schemas = f.Schemas
+	}
+	for i, t := range f.Tables.tables {
+		cfg.Tables[f.Tables.names[i]] = t
 	}
 	return cfg, nil
 }
@@ -109,6 +142,7 @@ type lineError struct {
 func (e *lineError) Error() string { return fmt.Sprintf("line %d column %d: %v", e.line, e.col, e.err) }
 func (e *lineError) Unwrap() error { return e.err }
 
+// at names n's line and column in err, unless err already names a place.
 func at(n *yaml.Node, err error) error {
 	var le *lineError
 	if err == nil || errors.As(err, &le) {
@@ -117,123 +151,165 @@ func at(n *yaml.Node, err error) error {
 	return &lineError{line: n.Line, col: n.Column, err: err}
 }
 
-// mapping calls f for each key of a mapping node, in order.
-func mapping(n *yaml.Node, f func(k string, v *yaml.Node) error) error {
+// decodeStrict decodes the mapping n into the struct v, whose fields' yaml
+// tags are the only keys allowed (yaml.v3's KnownFields, with the key's
+// line and column and the keys that are allowed); noun names a key in
+// errors ("key", "setting"). Each value is decoded into its field on its
+// own, so that an error names the key's place unless it names its own; a
+// field with UnmarshalYAML gets null values too (yaml.v3 skips them), so a
+// key given is always a key given. Fields of type setting[T] learn their
+// key.
+func decodeStrict(n *yaml.Node, v any, noun string) error {
 	if n.Kind != yaml.MappingNode {
 		return at(n, errors.New("want a map"))
 	}
+	rv := reflect.ValueOf(v).Elem()
+	rt := rv.Type()
+	var known []string
+	for i := range rt.NumField() {
+		known = append(known, strings.Split(rt.Field(i).Tag.Get("yaml"), ",")[0])
+		if s, ok := rv.Field(i).Addr().Interface().(interface{ setKey(string) }); ok {
+			s.setKey(known[i])
+		}
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if err := f(n.Content[i].Value, n.Content[i+1]); err != nil {
-			return at(n.Content[i], err)
+		kn, vn := n.Content[i], n.Content[i+1]
+		f := indexOf(known, kn.Value)
+		switch {
+		case f >= 0:
+		case kn.Value == "salt" && noun == "setting":
+			return at(kn, errors.New("a salt must not be written in the config: use salt_env or salt_file"))
+		default:
+			return at(kn, fmt.Errorf("unknown %s %q (want %s)", noun, kn.Value, strings.Join(known, ", ")))
+		}
+		var err error
+		if u, ok := rv.Field(f).Addr().Interface().(yaml.Unmarshaler); ok {
+			err = u.UnmarshalYAML(vn)
+		} else {
+			err = vn.Decode(rv.Field(f).Addr().Interface())
+		}
+		if err != nil {
+			return at(kn, err)
 		}
 	}
 	return nil
 }
 
-// stepFields decodes a step's settings, rejecting keys it does not know.
-func stepFields(n *yaml.Node, known ...string) (map[string]*yaml.Node, error) {
-	out := map[string]*yaml.Node{}
-	err := mapping(n, func(k string, v *yaml.Node) error {
-		for _, kn := range known {
-			if k == kn {
-				out[k] = v
-				return nil
-			}
-		}
-		if k == "salt" {
-			return errors.New("a salt must not be written in the config: use salt_env or salt_file")
-		}
-		return fmt.Errorf("unknown setting %q (want %s)", k, strings.Join(known, ", "))
-	})
-	return out, err
+// setting is one setting of a step: its value, where it is in the file (nil
+// when absent) and why its value does not decode, which the step reports
+// with the setting's key and place.
+type setting[T any] struct {
+	Value T
+	node  *yaml.Node
+	key   string
+	err   error
 }
 
-func str(f map[string]*yaml.Node, k string, required bool) (string, error) {
-	n := f[k]
-	if n == nil {
-		if required {
-			return "", fmt.Errorf("%s: required", k)
-		}
-		return "", nil
-	}
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return "", at(n, fmt.Errorf("%s: %w", k, err))
-	}
-	if required && s == "" {
-		return "", at(n, fmt.Errorf("%s: required", k))
-	}
-	return s, nil
+func (s *setting[T]) UnmarshalYAML(n *yaml.Node) error {
+	s.node, s.err = n, n.Decode(&s.Value)
+	return nil
 }
 
-func strs(f map[string]*yaml.Node, k string, required bool) ([]string, error) {
-	n := f[k]
-	if n == nil {
-		if required {
-			return nil, fmt.Errorf("%s: required", k)
-		}
-		return nil, nil
+func (s *setting[T]) setKey(k string) { s.key = k }
+
+// set reports whether the setting is in the file.
+func (s *setting[T]) set() bool { return s.node != nil }
+
+// get is the value, or an error naming the key: the value does not decode,
+// or it is required and absent.
+func (s *setting[T]) get(required bool) (T, error) {
+	var zero T
+	switch {
+	case s.node == nil && required:
+		return zero, fmt.Errorf("%s: required", s.key)
+	case s.err != nil:
+		return zero, at(s.node, fmt.Errorf("%s: %w", s.key, s.err))
 	}
-	var s []string
-	if err := n.Decode(&s); err != nil {
-		return nil, at(n, fmt.Errorf("%s: want a list of names: %w", k, err))
-	}
-	if required && len(s) == 0 {
-		return nil, at(n, fmt.Errorf("%s: required", k))
-	}
-	return s, nil
+	return s.Value, nil
 }
 
-func boolean(f map[string]*yaml.Node, k string) (bool, error) {
-	n := f[k]
-	if n == nil {
-		return false, nil
+// str is a string setting; a required one must not be empty.
+func str(s setting[string], required bool) (string, error) {
+	v, err := s.get(required)
+	if err == nil && required && v == "" {
+		return "", at(s.node, fmt.Errorf("%s: required", s.key))
 	}
-	var b bool
-	if err := n.Decode(&b); err != nil {
-		return false, at(n, fmt.Errorf("%s: %w", k, err))
-	}
-	return b, nil
+	return v, err
 }
 
-func typ(f map[string]*yaml.Node, k string) (*Type, error) {
-	s, err := str(f, k, false)
-	if err != nil || s == "" {
+// strs is a list of names; a required one must not be empty.
+func strs(s setting[[]string], required bool) ([]string, error) {
+	if s.set() && s.err != nil {
+		return nil, at(s.node, fmt.Errorf("%s: want a list of names: %w", s.key, s.err))
+	}
+	v, err := s.get(required)
+	if err == nil && required && len(v) == 0 {
+		return nil, at(s.node, fmt.Errorf("%s: required", s.key))
+	}
+	return v, err
+}
+
+// typ is an optional SQL type setting; nil when absent.
+func typ(s setting[string]) (*Type, error) {
+	v, err := str(s, false)
+	if err != nil || v == "" {
 		return nil, err
 	}
-	t, err := ParseType(s)
+	t, err := ParseType(v)
 	if err != nil {
-		return nil, at(f[k], fmt.Errorf("%s: %w", k, err))
+		return nil, at(s.node, fmt.Errorf("%s: %w", s.key, err))
 	}
 	return &t, nil
 }
 
 // typesFor reads an optional map of output column types, text by default.
-func typesFor(f map[string]*yaml.Node, names []string) ([]Type, error) {
+func typesFor(s setting[map[string]string], names []string) ([]Type, error) {
 	out := make([]Type, len(names))
 	for i := range out {
 		out[i] = typeText
 	}
-	n := f["types"]
-	if n == nil {
+	if !s.set() {
 		return out, nil
 	}
-	var m map[string]string
-	if err := n.Decode(&m); err != nil {
-		return nil, at(n, fmt.Errorf("types: want a map of column: type: %w", err))
+	if s.err != nil {
+		return nil, at(s.node, fmt.Errorf("types: want a map of column: type: %w", s.err))
 	}
-	for col, ts := range m {
+	for col, ts := range s.Value {
 		i := indexOf(names, col)
 		if i < 0 {
-			return nil, at(n, fmt.Errorf("types: %q is not an output column", col))
+			return nil, at(s.node, fmt.Errorf("types: %q is not an output column", col))
 		}
 		t, err := ParseType(ts)
 		if err != nil {
-			return nil, at(n, fmt.Errorf("types: %s: %w", col, err))
+			return nil, at(s.node, fmt.Errorf("types: %s: %w", col, err))
 		}
 		out[i] = t
 	}
 	return out, nil
+}
+
+// pairs is a map setting whose order matters (rename's old: new, json's
+// column: path): its keys and string values in file order. A value that is
+// not a non-empty string is an error at its key, saying what it should be.
+type pairs struct {
+	keys, values []string
+	node         *yaml.Node
+	want         string
+}
+
+func (p *pairs) UnmarshalYAML(n *yaml.Node) error {
+	p.node = n
+	if n.Kind != yaml.MappingNode {
+		return nil // reported by the step, which knows what it wants
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		var v string
+		if err := n.Content[i+1].Decode(&v); err != nil || v == "" {
+			return at(n.Content[i], errors.New(p.want))
+		}
+		p.keys, p.values = append(p.keys, n.Content[i].Value), append(p.values, v)
+	}
+	return nil
 }
 
 func indexOf(s []string, x string) int {
@@ -246,12 +322,12 @@ func indexOf(s []string, x string) int {
 }
 
 // secret reads a salt from salt_env or salt_file.
-func secret(f map[string]*yaml.Node, getenv func(string) string) ([]byte, error) {
-	env, err := str(f, "salt_env", false)
+func secret(saltEnv, saltFile setting[string], getenv func(string) string) ([]byte, error) {
+	env, err := str(saltEnv, false)
 	if err != nil {
 		return nil, err
 	}
-	file, err := str(f, "salt_file", false)
+	file, err := str(saltFile, false)
 	if err != nil {
 		return nil, err
 	}
@@ -351,39 +427,112 @@ var (
 	identRe = regexp.MustCompile(`^[^\s.]+$`)
 )
 
+// The settings of each kind of step, as written in the file. Their fields'
+// order is the order of "want ..." in errors.
+type (
+	filterYAML struct {
+		Expr setting[string] `yaml:"expr"`
+	}
+	computeYAML struct {
+		Column setting[string] `yaml:"column"`
+		Expr   setting[string] `yaml:"expr"`
+		Type   setting[string] `yaml:"type"`
+	}
+	tableStepYAML struct {
+		Schema setting[string] `yaml:"schema"`
+		Name   setting[string] `yaml:"name"`
+	}
+	convertYAML struct {
+		Column     setting[string] `yaml:"column"`
+		To         setting[string] `yaml:"to"`
+		Into       setting[string] `yaml:"into"`
+		KeepSource setting[bool]   `yaml:"keep_source"`
+	}
+	scaleYAML struct {
+		Column     setting[string] `yaml:"column"`
+		By         setting[string] `yaml:"by"`
+		To         setting[string] `yaml:"to"`
+		Into       setting[string] `yaml:"into"`
+		KeepSource setting[bool]   `yaml:"keep_source"`
+	}
+	timezoneYAML struct {
+		Column     setting[string] `yaml:"column"`
+		From       setting[string] `yaml:"from"`
+		To         setting[string] `yaml:"to"`
+		Into       setting[string] `yaml:"into"`
+		KeepSource setting[bool]   `yaml:"keep_source"`
+	}
+	jsonYAML struct {
+		Column     setting[string]            `yaml:"column"`
+		Fields     setting[pairs]             `yaml:"fields"`
+		Types      setting[map[string]string] `yaml:"types"`
+		KeepSource setting[bool]              `yaml:"keep_source"`
+	}
+	splitYAML struct {
+		Column     setting[string]            `yaml:"column"`
+		Into       setting[[]string]          `yaml:"into"`
+		Separator  setting[string]            `yaml:"separator"`
+		Regex      setting[string]            `yaml:"regex"`
+		JSON       setting[bool]              `yaml:"json"`
+		Types      setting[map[string]string] `yaml:"types"`
+		Trim       setting[bool]              `yaml:"trim"`
+		KeepSource setting[bool]              `yaml:"keep_source"`
+	}
+	combineYAML struct {
+		Columns    setting[[]string] `yaml:"columns"`
+		Into       setting[string]   `yaml:"into"`
+		Separator  setting[string]   `yaml:"separator"`
+		KeepSource setting[bool]     `yaml:"keep_source"`
+	}
+	hashYAML struct {
+		Column     setting[string] `yaml:"column"`
+		Into       setting[string] `yaml:"into"`
+		SaltEnv    setting[string] `yaml:"salt_env"`
+		SaltFile   setting[string] `yaml:"salt_file"`
+		KeepSource setting[bool]   `yaml:"keep_source"`
+	}
+	maskYAML struct {
+		Column    setting[string]  `yaml:"column"`
+		KeepFirst setting[int]     `yaml:"keep_first"`
+		KeepLast  setting[int]     `yaml:"keep_last"`
+		Char      setting[string]  `yaml:"char"`
+		With      setting[*string] `yaml:"with"`
+	}
+)
+
+// settings decodes a step's settings into v (see decodeStrict).
+func settings(n *yaml.Node, v any) error { return decodeStrict(n, v, "setting") }
+
 func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options) (Step, error) {
 	n := sc.node
-	scalarOrMap := func(key string) (map[string]*yaml.Node, error) {
-		if n.Kind == yaml.ScalarNode {
-			return map[string]*yaml.Node{key: n}, nil
-		}
-		return stepFields(n, key)
-	}
 	switch sc.Kind {
 	case "filter":
-		f, err := scalarOrMap("expr")
-		if err != nil {
+		var c filterYAML
+		if n.Kind == yaml.ScalarNode {
+			c.Expr.UnmarshalYAML(n) //nolint:errcheck // it keeps its error for exprField
+			c.Expr.setKey("expr")
+		} else if err := settings(n, &c); err != nil {
 			return nil, err
 		}
-		e, err := exprField(env, f, "expr")
+		e, err := exprField(env, c.Expr)
 		if err != nil {
 			return nil, err
 		}
 		return filterStep{e: e}, nil
 	case "compute":
-		f, err := stepFields(n, "column", "expr", "type")
+		var c computeYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, err := str(c.Column, true)
 		if err != nil {
 			return nil, err
 		}
-		col, err := str(f, "column", true)
+		e, err := exprField(env, c.Expr)
 		if err != nil {
 			return nil, err
 		}
-		e, err := exprField(env, f, "expr")
-		if err != nil {
-			return nil, err
-		}
-		t, err := typ(f, "type")
+		t, err := typ(c.Type)
 		if err != nil {
 			return nil, err
 		}
@@ -392,16 +541,15 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		if n.Kind != yaml.MappingNode {
 			return nil, at(n, errors.New("rename: want a map of old: new column names"))
 		}
+		p := pairs{want: "want a column name"}
+		if err := n.Decode(&p); err != nil {
+			return nil, err
+		}
 		var st renameStep
-		err := mapping(n, func(k string, v *yaml.Node) error {
-			var to string
-			if err := v.Decode(&to); err != nil || to == "" {
-				return errors.New("want a column name")
-			}
-			st.pairs = append(st.pairs, [2]string{k, to})
-			return nil
-		})
-		return st, err
+		for i := range p.keys {
+			st.pairs = append(st.pairs, [2]string{p.keys[i], p.values[i]})
+		}
+		return st, nil
 	case "drop", "keep":
 		var names []string
 		if err := n.Decode(&names); err != nil || len(names) == 0 {
@@ -412,15 +560,15 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		}
 		return keepStep{names: names}, nil
 	case "table":
-		f, err := stepFields(n, "schema", "name")
+		var c tableStepYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		schema, err := str(c.Schema, false)
 		if err != nil {
 			return nil, err
 		}
-		schema, err := str(f, "schema", false)
-		if err != nil {
-			return nil, err
-		}
-		name, err := str(f, "name", false)
+		name, err := str(c.Name, false)
 		if err != nil {
 			return nil, err
 		}
@@ -429,15 +577,15 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		}
 		return renameTableStep{schema: schema, table: name}, nil
 	case "convert":
-		f, err := stepFields(n, "column", "to", "into", "keep_source")
+		var c convertYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, into, keep, err := common(c.Column, c.Into, c.KeepSource)
 		if err != nil {
 			return nil, err
 		}
-		col, into, keep, err := common(f)
-		if err != nil {
-			return nil, err
-		}
-		t, err := typ(f, "to")
+		t, err := typ(c.To)
 		if err != nil {
 			return nil, err
 		}
@@ -446,53 +594,50 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		}
 		return convertStep{column: col, into: into, to: *t, keepSource: keep}, nil
 	case "scale":
-		f, err := stepFields(n, "column", "by", "to", "into", "keep_source")
+		var c scaleYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, into, keep, err := common(c.Column, c.Into, c.KeepSource)
 		if err != nil {
 			return nil, err
 		}
-		col, into, keep, err := common(f)
-		if err != nil {
-			return nil, err
-		}
-		by, err := str(f, "by", true)
+		by, err := str(c.By, true)
 		if err != nil {
 			return nil, err
 		}
 		r, ok := new(big.Rat).SetString(by)
 		if !ok {
-			return nil, at(f["by"], fmt.Errorf("by: %q is not a number", by))
+			return nil, at(c.By.node, fmt.Errorf("by: %q is not a number", by))
 		}
-		t, err := typ(f, "to")
+		t, err := typ(c.To)
 		if err != nil {
 			return nil, err
 		}
 		return scaleStep{column: col, into: into, by: r, to: t, keepSource: keep}, nil
 	case "timezone":
-		f, err := stepFields(n, "column", "from", "to", "into", "keep_source")
-		if err != nil {
+		var c timezoneYAML
+		if err := settings(n, &c); err != nil {
 			return nil, err
 		}
-		col, into, keep, err := common(f)
+		col, into, keep, err := common(c.Column, c.Into, c.KeepSource)
 		if err != nil {
 			return nil, err
 		}
 		st := timezoneStep{column: col, into: into, keepSource: keep}
-		for _, k := range []string{"from", "to"} {
-			z, err := str(f, k, false)
+		for _, z := range []struct {
+			s   setting[string]
+			dst **time.Location
+		}{{c.From, &st.from}, {c.To, &st.to}} {
+			name, err := str(z.s, false)
 			if err != nil {
 				return nil, err
 			}
-			if z == "" {
+			if name == "" {
 				continue
 			}
-			loc, err := time.LoadLocation(z)
-			if err != nil {
-				return nil, at(f[k], fmt.Errorf("%s: %w", k, err))
-			}
-			if k == "from" {
-				st.from = loc
-			} else {
-				st.to = loc
+			if *z.dst, err = time.LoadLocation(name); err != nil {
+				return nil, at(z.s.node, fmt.Errorf("%s: %w", z.s.key, err))
 			}
 		}
 		if st.from == nil && st.to == nil {
@@ -500,34 +645,29 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		}
 		return st, nil
 	case "json":
-		f, err := stepFields(n, "column", "fields", "types", "keep_source")
+		c := jsonYAML{Fields: setting[pairs]{Value: pairs{want: "want a JSON path such as customer.address[0].city"}}}
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, err := str(c.Column, true)
 		if err != nil {
 			return nil, err
 		}
-		col, err := str(f, "column", true)
+		keep, err := c.KeepSource.get(false)
 		if err != nil {
 			return nil, err
 		}
-		keep, err := boolean(f, "keep_source")
-		if err != nil {
-			return nil, err
-		}
-		fn := f["fields"]
-		if fn == nil {
+		if !c.Fields.set() {
 			return nil, errors.New("fields: required (a map of column: path)")
 		}
-		var names, paths []string
-		if err := mapping(fn, func(k string, v *yaml.Node) error {
-			var p string
-			if err := v.Decode(&p); err != nil || p == "" {
-				return errors.New("want a JSON path such as customer.address[0].city")
-			}
-			names, paths = append(names, k), append(paths, p)
-			return nil
-		}); err != nil {
-			return nil, err
+		if err := c.Fields.err; err != nil {
+			return nil, at(c.Fields.node, err)
 		}
-		typs, err := typesFor(f, names)
+		if c.Fields.node.Kind != yaml.MappingNode {
+			return nil, at(c.Fields.node, errors.New("want a map"))
+		}
+		names, paths := c.Fields.Value.keys, c.Fields.Value.values
+		typs, err := typesFor(c.Types, names)
 		if err != nil {
 			return nil, err
 		}
@@ -537,35 +677,35 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 		}
 		return st, nil
 	case "split":
-		f, err := stepFields(n, "column", "into", "separator", "regex", "json", "types", "trim", "keep_source")
+		var c splitYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, err := str(c.Column, true)
 		if err != nil {
 			return nil, err
 		}
-		col, err := str(f, "column", true)
+		into, err := strs(c.Into, true)
 		if err != nil {
 			return nil, err
 		}
-		into, err := strs(f, "into", true)
+		keep, err := c.KeepSource.get(false)
 		if err != nil {
 			return nil, err
 		}
-		keep, err := boolean(f, "keep_source")
+		typs, err := typesFor(c.Types, into)
 		if err != nil {
 			return nil, err
 		}
-		typs, err := typesFor(f, into)
+		isJSON, err := c.JSON.get(false)
 		if err != nil {
 			return nil, err
 		}
-		isJSON, err := boolean(f, "json")
+		sep, err := str(c.Separator, false)
 		if err != nil {
 			return nil, err
 		}
-		sep, err := str(f, "separator", false)
-		if err != nil {
-			return nil, err
-		}
-		re, err := str(f, "regex", false)
+		re, err := str(c.Regex, false)
 		if err != nil {
 			return nil, err
 		}
@@ -580,8 +720,8 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 			return st, nil
 		}
 		st := splitStep{column: col, into: into, types: typs, separator: sep, keepSource: keep}
-		if trim := f["trim"]; trim != nil {
-			t, err := boolean(f, "trim")
+		if c.Trim.set() {
+			t, err := c.Trim.get(false)
 			if err != nil {
 				return nil, err
 			}
@@ -592,82 +732,83 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 			return nil, errors.New("split: give separator or regex, not both")
 		case re != "":
 			if st.re, err = regexp.Compile(re); err != nil {
-				return nil, at(f["regex"], fmt.Errorf("regex: %w", err))
+				return nil, at(c.Regex.node, fmt.Errorf("regex: %w", err))
 			}
 			if st.re.NumSubexp() != len(into) {
-				return nil, at(f["regex"], fmt.Errorf("regex has %d groups for %d columns", st.re.NumSubexp(), len(into)))
+				return nil, at(c.Regex.node, fmt.Errorf("regex has %d groups for %d columns", st.re.NumSubexp(), len(into)))
 			}
 		case sep == "":
 			return nil, errors.New("split: give separator, regex or json: true")
 		}
 		return st, nil
 	case "combine":
-		f, err := stepFields(n, "columns", "into", "separator", "keep_source")
+		var c combineYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		cols, err := strs(c.Columns, true)
 		if err != nil {
 			return nil, err
 		}
-		cols, err := strs(f, "columns", true)
+		into, err := str(c.Into, true)
 		if err != nil {
 			return nil, err
 		}
-		into, err := str(f, "into", true)
+		sep, err := str(c.Separator, false)
 		if err != nil {
 			return nil, err
 		}
-		sep, err := str(f, "separator", false)
-		if err != nil {
-			return nil, err
-		}
-		keep, err := boolean(f, "keep_source")
+		keep, err := c.KeepSource.get(false)
 		if err != nil {
 			return nil, err
 		}
 		return combineStep{columns: cols, into: into, separator: sep, keepSource: keep}, nil
 	case "hash":
-		f, err := stepFields(n, "column", "into", "salt_env", "salt_file", "keep_source")
+		var c hashYAML
+		if err := settings(n, &c); err != nil {
+			return nil, err
+		}
+		col, into, keep, err := common(c.Column, c.Into, c.KeepSource)
 		if err != nil {
 			return nil, err
 		}
-		col, into, keep, err := common(f)
-		if err != nil {
-			return nil, err
-		}
-		salt, err := secret(f, getenv)
+		salt, err := secret(c.SaltEnv, c.SaltFile, getenv)
 		if err != nil {
 			return nil, err
 		}
 		return hashStep{column: col, into: into, salt: salt, keepSource: keep}, nil
 	case "mask":
-		f, err := stepFields(n, "column", "keep_first", "keep_last", "char", "with")
-		if err != nil {
+		var c maskYAML
+		if err := settings(n, &c); err != nil {
 			return nil, err
 		}
-		col, err := str(f, "column", true)
+		col, err := str(c.Column, true)
 		if err != nil {
 			return nil, err
 		}
 		st := maskStep{column: col, char: "*"}
-		for k, dst := range map[string]*int{"keep_first": &st.keepFirst, "keep_last": &st.keepLast} {
-			if v := f[k]; v != nil {
-				if err := v.Decode(dst); err != nil || *dst < 0 {
-					return nil, at(v, fmt.Errorf("%s: want a count", k))
+		for _, k := range []struct {
+			s   setting[int]
+			dst *int
+		}{{c.KeepFirst, &st.keepFirst}, {c.KeepLast, &st.keepLast}} {
+			if k.s.set() {
+				if k.s.err != nil || k.s.Value < 0 {
+					return nil, at(k.s.node, fmt.Errorf("%s: want a count", k.s.key))
 				}
+				*k.dst = k.s.Value
 			}
 		}
-		if c, err := str(f, "char", false); err != nil {
+		if ch, err := str(c.Char, false); err != nil {
 			return nil, err
-		} else if c != "" {
-			st.char = c
+		} else if ch != "" {
+			st.char = ch
 		}
-		if w := f["with"]; w != nil {
+		if c.With.set() {
 			st.withSet = true
-			if w.Tag != "!!null" {
-				var s string
-				if err := w.Decode(&s); err != nil {
-					return nil, at(w, fmt.Errorf("with: %w", err))
-				}
-				st.with = &s
+			if c.With.err != nil {
+				return nil, at(c.With.node, fmt.Errorf("with: %w", c.With.err))
 			}
+			st.with = c.With.Value // nil for null: the column becomes NULL
 		}
 		return st, nil
 	case "custom":
@@ -686,35 +827,33 @@ func buildStep(sc StepConfig, env celEnv, getenv func(string) string, o *options
 }
 
 // common reads column, into and keep_source.
-func common(f map[string]*yaml.Node) (col, into string, keep bool, err error) {
-	if col, err = str(f, "column", true); err != nil {
+func common(column, intoS setting[string], keepS setting[bool]) (col, into string, keep bool, err error) {
+	if col, err = str(column, true); err != nil {
 		return
 	}
-	if into, err = str(f, "into", false); err != nil {
+	if into, err = str(intoS, false); err != nil {
 		return
 	}
 	if into != "" && !identRe.MatchString(into) {
-		err = at(f["into"], fmt.Errorf("into: %q is not a column name", into))
+		err = at(intoS.node, fmt.Errorf("into: %q is not a column name", into))
 		return
 	}
-	keep, err = boolean(f, "keep_source")
+	keep, err = keepS.get(false)
 	return
 }
 
-// exprField parses the CEL expression at key k. Syntax errors name the line
-// in the config and the position in the expression.
-func exprField(env celEnv, f map[string]*yaml.Node, k string) (*expr, error) {
-	n := f[k]
-	if n == nil {
-		return nil, fmt.Errorf("%s: required", k)
+// exprField parses the CEL expression of setting s. Syntax errors name the
+// line in the config and the position in the expression.
+func exprField(env celEnv, s setting[string]) (*expr, error) {
+	if !s.set() {
+		return nil, fmt.Errorf("%s: required", s.key)
 	}
-	var src string
-	if err := n.Decode(&src); err != nil || strings.TrimSpace(src) == "" {
-		return nil, at(n, fmt.Errorf("%s: want an expression", k))
+	if s.err != nil || strings.TrimSpace(s.Value) == "" {
+		return nil, at(s.node, fmt.Errorf("%s: want an expression", s.key))
 	}
-	e, err := parseExpr(env, src, n.Line)
+	e, err := parseExpr(env, s.Value, s.node.Line)
 	if err != nil {
-		return nil, at(n, err)
+		return nil, at(s.node, err)
 	}
 	return e, nil
 }
