@@ -217,7 +217,7 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, retry.Terminal(fmt.Errorf("kafka client: %w", err))
+		return nil, Permanent(fmt.Errorf("kafka client: %w", err))
 	}
 	return cl, nil
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // Headers added to dead-lettered records, next to the original headers.
@@ -49,7 +47,7 @@ func (r *reader) deadLetter(ctx context.Context, st *runState) error {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, c.cfg.Kafka...), kgo.DefaultProduceTopic(c.dlqTopic),
 		kgo.RequiredAcks(kgo.AllISRAcks()))...)
 	if err != nil {
-		return retry.Terminal(fmt.Errorf("dead-letter client: %w", err))
+		return Permanent(fmt.Errorf("dead-letter client: %w", err))
 	}
 	defer cl.Close()
 	if _, err := r.adm.CreateTopic(ctx, 1, -1, nil, c.dlqTopic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {

@@ -14,7 +14,6 @@ import (
 	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -47,12 +46,12 @@ func newDecoder(reg *schemas.Registry) *decoder {
 func (d *decoder) schema(ctx context.Context, b []byte) (int, []byte, *goavro.Codec, string, error) {
 	id, body, err := schemas.SplitWire(b)
 	if err != nil {
-		return 0, nil, nil, "", retry.Terminal(err)
+		return 0, nil, nil, "", Permanent(err)
 	}
 	codec, raw, err := d.reg.CodecAndSchema(ctx, id)
 	if err != nil {
 		if schemas.IsUnknownSchema(err) {
-			return id, nil, nil, "", retry.Terminal(fmt.Errorf("unknown schema id %d: %w", id, err))
+			return id, nil, nil, "", Permanent(fmt.Errorf("unknown schema id %d: %w", id, err))
 		}
 		return id, nil, nil, "", err
 	}
@@ -67,10 +66,10 @@ func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error
 	}
 	v, rest, err := codec.NativeFromBinary(body)
 	if err != nil {
-		return nil, id, "", retry.Terminal(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+		return nil, id, "", Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
 	}
 	if len(rest) != 0 {
-		return nil, id, "", retry.Terminal(fmt.Errorf("schema id %d: %d bytes left after the Avro record", id, len(rest)))
+		return nil, id, "", Permanent(fmt.Errorf("schema id %d: %d bytes left after the Avro record", id, len(rest)))
 	}
 	return v, id, raw, nil
 }
@@ -82,7 +81,7 @@ func (d *decoder) native(ctx context.Context, b []byte) (any, int, string, error
 func (d *decoder) frame(ctx context.Context, r *kgo.Record) (schemas.Frame, error) {
 	f, err := d.frames.Decode(ctx, r)
 	if errors.Is(err, txlog.ErrMalformed) {
-		return f, retry.Terminal(err)
+		return f, Permanent(err)
 	}
 	return f, err
 }
@@ -102,7 +101,7 @@ func (d *decoder) latestTable(ctx context.Context, topic, schema, name string) (
 	}
 	t, err := tableFromSchema(ss.Schema.Schema, ss.ID, schema, name, topic)
 	if err != nil {
-		return nil, retry.Terminal(fmt.Errorf("schema id %d: %w", ss.ID, err))
+		return nil, Permanent(fmt.Errorf("schema id %d: %w", ss.ID, err))
 	}
 	d.tables[ss.ID] = t
 	return t, nil
@@ -116,7 +115,7 @@ func (d *decoder) message(ctx context.Context, r *kgo.Record) (*Message, error) 
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, retry.Terminal(errors.New("message is not a record"))
+		return nil, Permanent(errors.New("message is not a record"))
 	}
 	msg := &Message{}
 	msg.Prefix, _ = m["prefix"].(string)
@@ -134,7 +133,7 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 	ed, ok := d.envs[id]
 	if !ok {
 		if ed, err = schemas.DecoderCompileEnvelope(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
-			return nil, retry.Terminal(fmt.Errorf("schema id %d: %w", id, err))
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
 		}
 		d.envs[id] = ed
 	}
@@ -142,7 +141,7 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 	t := d.tables[id]
 	if ed != nil {
 		if err := ed.Decode(body, e); err != nil {
-			return nil, retry.Terminal(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+			return nil, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
 		}
 	} else {
 		v, rest, err := codec.NativeFromBinary(body)
@@ -150,24 +149,24 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 			err = fmt.Errorf("%d bytes left after the Avro record", len(rest))
 		}
 		if err != nil {
-			return nil, retry.Terminal(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
+			return nil, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
 		}
 		if err := envelopeFromNative(v, e); err != nil {
-			return nil, retry.Terminal(fmt.Errorf("schema id %d: %w", id, err))
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
 		}
 	}
 	if t == nil {
 		if t, err = tableFromSchema(raw, id, e.Source.Schema, e.Source.Table, r.Topic); err != nil {
-			return nil, retry.Terminal(fmt.Errorf("schema id %d: %w", id, err))
+			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
 		}
 		if ed != nil {
 			fields := ed.RowFields()
 			if len(fields) != len(t.Columns) {
-				return nil, retry.Terminal(fmt.Errorf("schema id %d: %d row fields for %d columns", id, len(fields), len(t.Columns)))
+				return nil, Permanent(fmt.Errorf("schema id %d: %d row fields for %d columns", id, len(fields), len(t.Columns)))
 			}
 			for i, f := range fields {
 				if t.Columns[i].Field != f {
-					return nil, retry.Terminal(fmt.Errorf("schema id %d: row field %d is %q, column %q", id, i, f, t.Columns[i].Field))
+					return nil, Permanent(fmt.Errorf("schema id %d: row field %d is %q, column %q", id, i, f, t.Columns[i].Field))
 				}
 			}
 		}
@@ -176,10 +175,10 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 	if ed == nil {
 		// goavro's rows are maps: put them in column order.
 		if e.Before, err = t.row(e.Before); err != nil {
-			return nil, retry.Terminal(fmt.Errorf("before: %w", err))
+			return nil, Permanent(fmt.Errorf("before: %w", err))
 		}
 		if e.After, err = t.row(e.After); err != nil {
-			return nil, retry.Terminal(fmt.Errorf("after: %w", err))
+			return nil, Permanent(fmt.Errorf("after: %w", err))
 		}
 	}
 	return t, nil
@@ -242,24 +241,24 @@ func (d *decoder) event(ctx context.Context, r *kgo.Record, ev *Event) error {
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpUpdate, schemas.OpDelete, schemas.OpRead, schemas.OpTruncate:
 	default:
-		return retry.Terminal(fmt.Errorf("unknown op %q", e.Op))
+		return Permanent(fmt.Errorf("unknown op %q", e.Op))
 	}
 	ev.Before, ev.After = e.Before, e.After
 	for _, name := range e.UnchangedToast {
 		i := t.column(name)
 		if i < 0 {
-			return retry.Terminal(fmt.Errorf("unchanged_toast names unknown column %q", name))
+			return Permanent(fmt.Errorf("unchanged_toast names unknown column %q", name))
 		}
 		ev.Unchanged = append(ev.Unchanged, i)
 	}
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpRead, schemas.OpUpdate:
 		if ev.After == nil {
-			return retry.Terminal(fmt.Errorf("op %q without an after image", e.Op))
+			return Permanent(fmt.Errorf("op %q without an after image", e.Op))
 		}
 	case schemas.OpDelete:
 		if ev.Before == nil {
-			return retry.Terminal(errors.New("delete without a before image"))
+			return Permanent(errors.New("delete without a before image"))
 		}
 	}
 	ev.LSN = e.Source.LSN

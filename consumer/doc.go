@@ -76,7 +76,7 @@
 // # Errors and retries
 //
 // Errors follow internal/retry's one rule: retried unless terminal. A
-// terminal error (retry.IsTerminal: marked with retry.Terminal, a target
+// terminal error (retry.IsTerminal: marked with Permanent, a target
 // error outside the transient SQLSTATE classes, a Kafka error no client can
 // retry, a certificate that does not verify) about one source transaction
 // follows Config.OnError (stop, or dead-letter it); one marked with Halt, or

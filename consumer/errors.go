@@ -16,6 +16,14 @@ import (
 // positions out of order, or fewer committed records than the frame counts.
 var ErrMismatch = errors.New("frame and records disagree")
 
+// Permanent marks err as terminal: Run does not retry it. It is
+// internal/retry's Terminal mark under the name the Sink and TxnHandler
+// contracts use, for sinks and handlers written outside this module too;
+// retry.IsTerminal reports it, as it does PostgreSQL errors outside the
+// transient SQLSTATE classes and the other terminal kinds. Permanent(nil) is
+// nil.
+func Permanent(err error) error { return retry.Terminal(err) }
+
 // structuralError marks a terminal error that the dead-letter policy must
 // not skip: the stream itself is inconsistent, or the sink's database (not
 // the data) is at fault (Halt).
@@ -24,7 +32,7 @@ type structuralError struct{ err error }
 func (s *structuralError) Error() string { return s.err.Error() }
 func (s *structuralError) Unwrap() error { return s.err }
 
-func structural(err error) error { return retry.Terminal(&structuralError{err}) }
+func structural(err error) error { return Permanent(&structuralError{err}) }
 
 func isStructural(err error) bool {
 	var s *structuralError

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -26,7 +25,7 @@ func (c *Consumer) perKeySession(ctx context.Context, st *runState) error {
 	}
 	meta, err := kgo.NewClient(c.cfg.Kafka...)
 	if err != nil {
-		return retry.Terminal(fmt.Errorf("kafka client: %w", err))
+		return Permanent(fmt.Errorf("kafka client: %w", err))
 	}
 	defer meta.Close()
 	adm := kadm.NewClient(meta)
@@ -148,7 +147,7 @@ func (c *Consumer) perKeyStart(ctx context.Context, adm *kadm.Client, cp Checkpo
 	}
 	if c.cfg.FromSnapshot == "" || len(cp.Next) > 0 && behind == nil {
 		if behind != nil {
-			return nil, retry.Terminal(behind)
+			return nil, Permanent(behind)
 		}
 		return nil, nil
 	}
@@ -157,7 +156,7 @@ func (c *Consumer) perKeyStart(ctx context.Context, adm *kadm.Client, cp Checkpo
 		return nil, err
 	}
 	if found == nil {
-		return nil, retry.Terminal(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start",
+		return nil, Permanent(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start",
 			c.cfg.FromSnapshot, schemas.StateTopic(c.cfg.Prefix)))
 	}
 	c.log.Info("bootstrapping from an online snapshot", "snapshot", found.ID, "commit_lsn", found.RequestLSN)
@@ -178,7 +177,7 @@ func (c *Consumer) perKeyOffset(ctx context.Context, adm *kadm.Client, cp Checkp
 	}
 	if boot == nil {
 		if b.Start > 0 {
-			return 0, 0, retry.Terminal(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
+			return 0, 0, Permanent(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
 		}
 		return b.Start, 0, nil
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -62,7 +61,7 @@ func (c *Consumer) position(ctx context.Context, adm *kadm.Client, cp Checkpoint
 		return cp, nil, nil
 	}
 	if c.cfg.FromSnapshot == "" {
-		return cp, nil, retry.Terminal(behind)
+		return cp, nil, Permanent(behind)
 	}
 	if behind != nil {
 		c.log.Warn("the checkpoint is behind the log's retention; bootstrapping from an online snapshot",
@@ -137,7 +136,7 @@ func (c *Consumer) bootstrap(ctx context.Context, adm *kadm.Client, old Checkpoi
 		return old, nil, fmt.Errorf("find online snapshot %s: %w", id, err)
 	}
 	if found == nil {
-		return old, nil, retry.Terminal(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start", id, stateTopic))
+		return old, nil, Permanent(fmt.Errorf("--from-snapshot %s: no such online snapshot in %s; request one with tributary snapshot start", id, stateTopic))
 	}
 	var missing []string
 	for _, t := range c.cfg.Tables {
@@ -146,7 +145,7 @@ func (c *Consumer) bootstrap(ctx context.Context, adm *kadm.Client, old Checkpoi
 		}
 	}
 	if len(missing) > 0 {
-		return old, nil, retry.Terminal(fmt.Errorf("--from-snapshot %s: the snapshot does not read %s, which this consumer applies; "+
+		return old, nil, Permanent(fmt.Errorf("--from-snapshot %s: the snapshot does not read %s, which this consumer applies; "+
 			"request a snapshot of them", found.ID, strings.Join(missing, ", ")))
 	}
 	frames := txlog.NewFrames(c.cfg.Kafka, adm, txlog.NewFrameDecoder(c.cfg.Registry), c.txTopic)
@@ -166,7 +165,7 @@ func (c *Consumer) bootstrap(ctx context.Context, adm *kadm.Client, old Checkpoi
 		return old, nil, err
 	}
 	if first == nil || first.Request == nil || first.Request.ID != found.ID {
-		return old, nil, retry.Terminal(fmt.Errorf("--from-snapshot %s: its request frame (commit LSN %s) is not in %s: retention deleted it too; "+
+		return old, nil, Permanent(fmt.Errorf("--from-snapshot %s: its request frame (commit LSN %s) is not in %s: retention deleted it too; "+
 			"request a new snapshot", found.ID, found.RequestLSN, c.txTopic))
 	}
 	tables := make([]string, 0, len(found.Tables))

@@ -35,7 +35,7 @@ type Sink interface {
 	// not retain events after it returns. An error about one event should
 	// be made with Event.Errorf or Event.Wrap, so that it names the topic,
 	// partition, offset, table, key and LSN. Errors are judged by
-	// internal/retry: mark one that retrying cannot fix with retry.Terminal
+	// internal/retry: mark one that retrying cannot fix with Permanent
 	// (PostgreSQL errors outside the transient SQLSTATE classes already
 	// are), and one about the sink's database rather than the data with Halt.
 	Apply(ctx context.Context, b *Batch) error

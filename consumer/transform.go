@@ -1,7 +1,5 @@
 package consumer
 
-import "github.com/tributary-cdc/tributary/internal/retry"
-
 // Transformer rewrites events between decoding and the sink: the seed's
 // "Manipulate" step (package transform implements it with declarative,
 // per-table pipelines). Config.Transform sets it; nil applies events as
@@ -45,7 +43,7 @@ func (c *Consumer) transform(ev *Event) (bool, error) {
 		if isStructural(err) {
 			return false, structural(ev.Wrap(err))
 		}
-		return false, retry.Terminal(ev.Wrap(err))
+		return false, Permanent(ev.Wrap(err))
 	}
 	return keep, nil
 }

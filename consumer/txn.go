@@ -248,7 +248,7 @@ func (r *reader) partition(ctx context.Context, topic string, partition int32, f
 				return nil, err
 			}
 			if lsn, ok := txlog.HeaderLSN(first); first != nil && ok && lsn > uint64(fc.frame.CommitLSN) {
-				return nil, retry.Terminal(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
+				return nil, Permanent(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
 			}
 		}
 	}

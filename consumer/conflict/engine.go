@@ -21,7 +21,6 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -204,7 +203,7 @@ CREATE TABLE IF NOT EXISTS %s (
 			return fmt.Errorf("SHOW track_commit_timestamp: %w", err)
 		}
 		if on != "on" {
-			return retry.Terminal(errors.New("the conflict methods latest and earliest need the commit time of " +
+			return consumer.Permanent(errors.New("the conflict methods latest and earliest need the commit time of " +
 				"local changes: set track_commit_timestamp = on in the target's postgresql.conf and restart it"))
 		}
 	}
@@ -561,7 +560,7 @@ type metaRow struct {
 func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) error {
 	rt, err := s.e.table(ev.Table)
 	if err != nil {
-		return ev.Wrap(retry.Terminal(err))
+		return ev.Wrap(consumer.Permanent(err))
 	}
 	if ev.Op == schemas.OpTruncate {
 		if _, err := tx.Exec(ctx, "TRUNCATE "+ev.Table.QualifiedName()); err != nil {
@@ -580,7 +579,7 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	ok, detail, foreign, err := s.e.owned(ch)
 	switch {
 	case err != nil:
-		return ev.Wrap(retry.Terminal(err))
+		return ev.Wrap(consumer.Permanent(err))
 	case !ok:
 		return s.record(ctx, tx, ch, KindOwnership, "", MethodOwnership, OutcomeRejected, ch.local, detail)
 	case len(foreign) > 0:
@@ -601,7 +600,7 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	case schemas.OpDelete:
 		return s.delete(ctx, tx, ch)
 	}
-	return ev.Wrap(retry.Terminal(fmt.Errorf("unknown op %q", ev.Op)))
+	return ev.Wrap(consumer.Permanent(fmt.Errorf("unknown op %q", ev.Op)))
 }
 
 // checkIdentity warns once per table when its replica identity at this site
@@ -631,7 +630,7 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 		ch.ts = ev.Txn.CommitTime.Truncate(time.Microsecond)
 	}
 	if ev.Op == schemas.OpUpdate && ev.Before == nil || ev.Op == schemas.OpDelete && ev.Before == nil {
-		return nil, ev.Wrap(retry.Terminal(fmt.Errorf("%s has no before-image: conflict detection needs REPLICA IDENTITY FULL "+
+		return nil, ev.Wrap(consumer.Permanent(fmt.Errorf("%s has no before-image: conflict detection needs REPLICA IDENTITY FULL "+
 			"at the source (ALTER TABLE %s REPLICA IDENTITY FULL)", opWord(ev.Op), rt.t.QualifiedName())))
 	}
 	n := len(rt.cols)
@@ -1073,7 +1072,7 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 		case MethodCustom:
 			ss, err := ch.custom(gi)
 			if err != nil {
-				return ch.ev.Wrap(retry.Terminal(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
+				return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
 			}
 			sets = append(sets, ss...)
 			p.outcome = OutcomeMerged
@@ -1118,7 +1117,7 @@ func (ch *change) columnTime(g group, row []*string) (*time.Time, error) {
 	}
 	t, err := parseTimestamp(*v)
 	if err != nil {
-		return nil, ch.ev.Wrap(retry.Terminal(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
+		return nil, ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
 	}
 	return &t, nil
 }
@@ -1360,7 +1359,7 @@ func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string)
 		b, _ := json.Marshal(row)
 		return string(b)
 	}
-	return ch.ev.Wrap(retry.Terminal(fmt.Errorf("%w: %s (%s, site %s, change from %s); local row %s; remote before %s; "+
+	return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("%w: %s (%s, site %s, change from %s); local row %s; remote before %s; "+
 		"remote after %s; resolve it at this site: INSERT INTO %s (table_name, key, commit_lsn, action) VALUES "+
 		"('%s', '%s', '%s', 'keep-local' or 'apply-remote'), or make the row equal to the remote before- or after-image; "+
 		"then restart the consumer", ErrUnresolved, what, kind, s.e.cfg.Site, ch.site, js(r.Local), js(r.RemoteBefore),

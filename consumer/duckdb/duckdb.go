@@ -82,7 +82,6 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // Config configures a Sink. Each field maps to one flag of `tributary
@@ -195,7 +194,7 @@ func (s *Sink) Open(ctx context.Context) error {
 func (s *Sink) open(ctx context.Context) error {
 	if dir := filepath.Dir(s.cfg.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return retry.Terminal(fmt.Errorf("duckdb %s: create directory: %w", s.cfg.Path, err))
+			return consumer.Permanent(fmt.Errorf("duckdb %s: create directory: %w", s.cfg.Path, err))
 		}
 	}
 	db, err := sql.Open("duckdb", s.cfg.Path)
@@ -218,7 +217,7 @@ func (s *Sink) open(ctx context.Context) error {
 		if _, err := conn.ExecContext(ctx, set[1]); err != nil {
 			conn.Close()
 			db.Close()
-			return retry.Terminal(fmt.Errorf("duckdb %s: %s: %w", s.cfg.Path, set[0], oneLine{err}))
+			return consumer.Permanent(fmt.Errorf("duckdb %s: %s: %w", s.cfg.Path, set[0], oneLine{err}))
 		}
 	}
 	for _, q := range []string{

@@ -9,7 +9,6 @@ import (
 	ddb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // Causes of a failure at the database file. An error of the sink wraps one
@@ -78,7 +77,7 @@ func (s *Sink) errorf(ctx context.Context, err error, format string, args ...any
 	case halt:
 		return consumer.Halt(err)
 	default:
-		return retry.Terminal(err)
+		return consumer.Permanent(err)
 	}
 }
 

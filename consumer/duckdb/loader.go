@@ -11,7 +11,6 @@ import (
 	ddb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -364,7 +363,7 @@ func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, d
 			s, err = c.Encode(v)
 		}
 		if err != nil {
-			return ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+			return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 		}
 		vals[7+i] = s
 	}
@@ -462,7 +461,7 @@ func (w *loader) message(ev *consumer.Event) error {
 	}
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(retry.Terminal(err))
+		return ev.Wrap(consumer.Permanent(err))
 	}
 	if err := w.mergeAll(); err != nil {
 		return err

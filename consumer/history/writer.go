@@ -11,7 +11,6 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -70,7 +69,7 @@ func (w *writer) layout(ctx context.Context, ev *consumer.Event) (*layout, error
 	}
 	l, err := newLayout(ev.Table, w.s.cfg.Schema)
 	if err != nil {
-		return nil, ev.Wrap(retry.Terminal(err))
+		return nil, ev.Wrap(consumer.Permanent(err))
 	}
 	// The table may have a chunk of an older schema version pending.
 	if c := w.bufs[l.qname]; c != nil {
@@ -269,7 +268,7 @@ func (w *writer) message(ctx context.Context, ev *consumer.Event) error {
 	}
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(retry.Terminal(err))
+		return ev.Wrap(consumer.Permanent(err))
 	}
 	if err := w.flushAll(ctx); err != nil {
 		return err

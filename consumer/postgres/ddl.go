@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -103,7 +102,7 @@ func ddlStatements(d schemas.DDL) []string {
 func (w *writer) applyDDL(ctx context.Context, ev *consumer.Event) error {
 	d, err := schemas.ParseDDL(ev.Message.Content)
 	if err != nil {
-		return ev.Wrap(retry.Terminal(err))
+		return ev.Wrap(consumer.Permanent(err))
 	}
 	for _, stmt := range ddlStatements(d) {
 		if _, err := w.tx.Exec(ctx, stmt); err != nil {
@@ -125,7 +124,7 @@ func (w *writer) applyDDL(ctx context.Context, ev *consumer.Event) error {
 func (w *writer) applySequences(ctx context.Context, ev *consumer.Event) error {
 	var seqs map[string]int64
 	if err := json.Unmarshal(ev.Message.Content, &seqs); err != nil {
-		return ev.Wrap(retry.Terminal(fmt.Errorf("sequence values: %w", err)))
+		return ev.Wrap(consumer.Permanent(fmt.Errorf("sequence values: %w", err)))
 	}
 	for name, v := range seqs {
 		if _, err := w.tx.Exec(ctx, `SELECT pg_catalog.setval(c.oid, $2::bigint, true) FROM pg_catalog.pg_class c

@@ -75,7 +75,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/internal/retry"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -211,7 +210,7 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.SynchronousCommit == "" {
 		cc, err := pgconn.ParseConfig(cfg.DSN)
 		if err != nil {
-			return nil, retry.Terminal(fmt.Errorf("postgres sink: DSN: %w", err))
+			return nil, consumer.Permanent(fmt.Errorf("postgres sink: DSN: %w", err))
 		}
 		if cc.RuntimeParams["synchronous_commit"] == "" && !strings.Contains(cc.RuntimeParams["options"], "synchronous_commit") {
 			cfg.SynchronousCommit = "off"

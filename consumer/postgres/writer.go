@@ -18,7 +18,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -303,10 +302,10 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 		}
 		switch st.check {
 		case checkOneRow:
-			return st.ev.Wrap(retry.Terminal(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
+			return st.ev.Wrap(consumer.Permanent(fmt.Errorf("%s matched no row in the target (--on-conflict error; "+
 				"use --on-conflict upsert to tolerate a diverged target)", strings.ToLower(opName(st.ev.Op)))))
 		case checkToastOK:
-			return st.ev.Wrap(retry.Terminal(errors.New("update matched no row in the target, and it cannot be " +
+			return st.ev.Wrap(consumer.Permanent(errors.New("update matched no row in the target, and it cannot be " +
 				"inserted: the values of its unchanged TOASTed columns are unknown")))
 		}
 	}
@@ -394,7 +393,7 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 			}
 			s, err := c.Encode(v)
 			if err != nil {
-				return ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+				return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 			}
 			copyEscape(buf, s)
 		}

@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tributary-cdc/tributary/consumer"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -110,7 +109,7 @@ func (k *Checkpoints) Read(ctx context.Context, c *pgx.Conn) (consumer.Checkpoin
 	rows, _, err := ReadCheckpoints(ctx, c, k.schema, k.consumer)
 	if errors.Is(err, consumer.ErrNoCheckpointTable) {
 		// Create made it; someone dropped it since.
-		err = retry.Terminal(err)
+		err = consumer.Permanent(err)
 	}
 	if err != nil {
 		return consumer.Checkpoint{}, err
@@ -150,7 +149,7 @@ func (k *Checkpoints) ReadFrom(ctx context.Context, p *pgxpool.Pool) (consumer.C
 func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, retry.Terminal(fmt.Errorf("target DSN: %w", err))
+		return nil, consumer.Permanent(fmt.Errorf("target DSN: %w", err))
 	}
 	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = ConsumerApplicationName
@@ -158,7 +157,7 @@ func OpenPool(ctx context.Context, dsn string, maxConns int, setup func(context.
 	pc.MaxConns = int32(max(maxConns, 1))
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if _, err := c.Exec(ctx, "SET session_replication_role = replica"); err != nil {
-			return retry.Terminal(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
+			return consumer.Permanent(fmt.Errorf("SET session_replication_role = replica (the apply role must be a superuser "+
 				"or have GRANT SET ON PARAMETER session_replication_role): %w", err))
 		}
 		return nil
@@ -290,7 +289,7 @@ func Encode(ev *consumer.Event, ci int, v any) (string, error) {
 	c := ev.Table.Columns[ci]
 	s, err := c.Encode(v)
 	if err != nil {
-		return "", ev.Wrap(retry.Terminal(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+		return "", ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
 	}
 	return s, nil
 }
