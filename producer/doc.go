@@ -21,7 +21,9 @@
 //     write position (received) and the flush position (durable in Kafka) are
 //     reported separately. When nothing is in flight, a keepalive's WAL end is
 //     confirmed, so an idle database does not hold WAL; a periodic heartbeat
-//     message keeps the stream moving.
+//     message keeps the stream moving. One pure state machine decides the
+//     flush position (slotPosition, position.go), property-tested against a
+//     model of the stream.
 //   - Memory does not grow with transaction size (G6): a source transaction's
 //     events stream into the open Kafka transaction as they are decoded, and
 //     the Kafka client's buffer is bounded, which back-pressures decoding.

@@ -13,8 +13,8 @@ import (
 // commits (Flush and EndTransaction). A commit runs in its own goroutine; the
 // records of the next group wait in a bounded queue until it ends, and then
 // go into a new Kafka transaction in their order. G5 is unchanged: the
-// confirmed position moves only when awaitCommit has seen the commit succeed,
-// and only to the end of the group that commit held.
+// confirmed position (slotPosition) moves only when awaitCommit has seen the
+// commit succeed, and only to the end of the group that commit held.
 
 // Bounds of the queue of records waiting for a commit to end. When either is
 // reached the stream waits for the commit, as it did before the overlap.
@@ -55,9 +55,12 @@ func (s *session) commitGroupAsync(ctx context.Context) error {
 	for _, r := range s.state.records(s.cfg.Slot) {
 		s.w.produce(r)
 	}
-	p := &inflightCommit{done: make(chan struct{}), end: s.groupEnd, txns: s.groupTxns, events: s.groupEvents, start: time.Now()}
+	var current pglogrepl.LSN // a source transaction being streamed is not in the group
+	if s.tx != nil && !s.tx.skip {
+		current = s.tx.commitLSN
+	}
+	p := &inflightCommit{done: make(chan struct{}), end: s.pos.commitStarted(current), txns: s.groupTxns, events: s.groupEvents, start: time.Now()}
 	s.groupEvents, s.groupTxns = 0, 0
-	s.nextPendingFrom = 0
 	s.inflight = p
 	w, wake := s.w, s.wake
 	w.inTxn = false // the goroutine owns the transaction until done
@@ -85,6 +88,7 @@ func (s *session) awaitCommit(ctx context.Context) error {
 	<-p.done
 	s.inflight = nil
 	if p.err != nil {
+		s.pos.commitFailed()
 		s.queue, s.queueBytes = nil, 0
 		return p.err
 	}
@@ -92,17 +96,9 @@ func (s *session) awaitCommit(ctx context.Context) error {
 	s.prog.txns += p.txns
 	s.prog.events += p.events
 	s.prog.commits++
-	if p.end > s.confirmed {
-		s.confirmed = p.end
-	}
+	s.pos.committed()
 	s.log.Debug("kafka transaction committed", "source_txns", p.txns, "events", p.events, "end_lsn", p.end, "took", p.took)
 	s.progressed = true
-	// The oldest source transaction not yet durable is the first one that
-	// began after the commit started, or the one being streamed.
-	s.pendingFrom, s.nextPendingFrom = s.nextPendingFrom, 0
-	if s.pendingFrom == 0 && s.tx != nil && !s.tx.skip {
-		s.pendingFrom = s.tx.commitLSN
-	}
 	if len(s.queue) == 0 {
 		return nil
 	}
@@ -148,15 +144,4 @@ func (s *session) send(ctx context.Context, r *kgo.Record) error {
 	}
 	s.w.produce(r)
 	return nil
-}
-
-// notePending records that source transaction commit, just begun and not
-// skipped, is not durable yet.
-func (s *session) notePending(commit pglogrepl.LSN) {
-	if s.pendingFrom == 0 {
-		s.pendingFrom = commit
-	}
-	if s.inflight != nil && s.nextPendingFrom == 0 {
-		s.nextPendingFrom = commit
-	}
 }

@@ -64,28 +64,23 @@ type session struct {
 	lastSeqs     map[string]int64 // sequence values last recorded (ddl.go)
 
 	received    pglogrepl.LSN // write position: WAL processed
-	confirmed   pglogrepl.LSN // flush position: durable in Kafka
-	sentFlush   pglogrepl.LSN // flush position last sent; starts at the slot's own (see startFlush)
-	confirmedAt time.Time     // when sentFlush last moved
+	pos         slotPosition  // the flush position: what is durable in Kafka (position.go)
+	confirmedAt time.Time     // when the flush position sent last moved
 	serverWAL   pglogrepl.LSN // pg_current_wal_lsn() at the last periodic status
-	serverEnd   pglogrepl.LSN // WAL end of the last keepalive
-	pendingFrom pglogrepl.LSN // commit LSN of the oldest source transaction not yet durable; 0 if none
 
 	// The commit of the previous group, in flight while the stream goes on,
 	// and the records that wait for it to end (overlap.go).
-	inflight        *inflightCommit
-	queue           []*kgo.Record
-	queueBytes      int
-	queueStart      time.Time
-	nextPendingFrom pglogrepl.LSN // pendingFrom once the commit in flight ends
-	wake            func()        // interrupts a receive when a commit ends
-	stopWatch       func()        // ends the writer's stall watch (kafkaWriter.watch)
+	inflight   *inflightCommit
+	queue      []*kgo.Record
+	queueBytes int
+	queueStart time.Time
+	wake       func() // interrupts a receive when a commit ends
+	stopWatch  func() // ends the writer's stall watch (kafkaWriter.watch)
 
 	tx          *txState
 	groupEvents int
 	groupTxns   int
 	groupStart  time.Time
-	groupEnd    pglogrepl.LSN
 
 	prog progress // since the last progress line
 }
@@ -294,7 +289,7 @@ func (s *session) run(ctx context.Context) error {
 			return err
 		}
 		cp := slot.ConsistentPoint
-		s.sentFlush = cp
+		s.pos.floor(cp)
 		s.log.Info("created replication slot", "consistent_point", cp.String(), "snapshot", slot.Snapshot)
 		if cfg.Snapshot != SnapshotNever {
 			if err := s.snapshot(ctx, slot.Snapshot, cp); err != nil {
@@ -635,9 +630,9 @@ func (s *session) logProgress(ctx context.Context, now time.Time) error {
 		return err
 	}
 	attrs := []any{"period", now.Sub(s.prog.since).Round(100 * time.Millisecond), "source_txns", s.prog.txns, "events", s.prog.events,
-		"kafka_commits", s.prog.commits, "confirmed_lsn", s.sentFlush, "source_wal_lsn", s.serverWAL}
-	if s.serverWAL > s.sentFlush {
-		attrs = append(attrs, "lag_bytes", uint64(s.serverWAL-s.sentFlush))
+		"kafka_commits", s.prog.commits, "confirmed_lsn", s.pos.sent, "source_wal_lsn", s.serverWAL}
+	if s.serverWAL > s.pos.sent {
+		attrs = append(attrs, "lag_bytes", uint64(s.serverWAL-s.pos.sent))
 	}
 	if p := s.inflight; p != nil && !p.finished.Load() && now.Sub(p.start) >= time.Second {
 		attrs = append(attrs, "kafka_commit_in_flight_for", now.Sub(p.start).Round(time.Millisecond))
@@ -668,7 +663,7 @@ func (s *session) shutdown() error {
 	if err := s.sendStatus(ctx, false); err != nil {
 		return fmt.Errorf("shutdown: final status: %w", err)
 	}
-	s.log.Info("stopped", "confirmed_lsn", s.sentFlush)
+	s.log.Info("stopped", "confirmed_lsn", s.pos.sent)
 	return nil
 }
 
@@ -682,15 +677,13 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return retry.Terminal(fmt.Errorf("keepalive: %w", err))
 		}
-		if ka.ServerWALEnd > s.serverEnd {
-			s.serverEnd = ka.ServerWALEnd
-		}
+		s.pos.keepalive(ka.ServerWALEnd)
 		if ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 		}
 		// A synchronous source's commits wait for the flush position:
 		// confirm at once whatever the keepalive lets pass.
-		if ka.ReplyRequested || s.cfg.Synchronous && s.flushPosition() > s.sentFlush {
+		if ka.ReplyRequested || s.cfg.Synchronous && s.pos.flush() > s.pos.sent {
 			return s.sendStatus(ctx, false)
 		}
 	case pglogrepl.XLogDataByteID:
@@ -725,26 +718,12 @@ func (s *session) startFlush(confirmed *string) error {
 	if err != nil {
 		return fmt.Errorf("slot %s: confirmed_flush_lsn %q: %w", s.cfg.Slot, *confirmed, err)
 	}
-	s.sentFlush = lsn
+	s.pos.floor(lsn)
 	return nil
 }
 
-// flushPosition is the position safe to confirm: everything committed to
-// Kafka, and beyond it the last keepalive's WAL end when no transaction before
-// it is still pending.
-func (s *session) flushPosition() pglogrepl.LSN {
-	pos := s.confirmed
-	if s.serverEnd > pos && (s.pendingFrom == 0 || s.serverEnd < s.pendingFrom) {
-		pos = s.serverEnd
-	}
-	if pos < s.sentFlush {
-		pos = s.sentFlush
-	}
-	return pos
-}
-
 func (s *session) sendStatus(ctx context.Context, reply bool) error {
-	flush := s.flushPosition()
+	flush := s.pos.flush()
 	write := s.received
 	if write < flush {
 		write = flush
@@ -760,11 +739,11 @@ func (s *session) sendStatus(ctx context.Context, reply bool) error {
 	if err != nil {
 		return fmt.Errorf("standby status update: %w", err)
 	}
-	if flush > s.sentFlush || s.confirmedAt.IsZero() {
+	if flush > s.pos.sent || s.confirmedAt.IsZero() {
 		s.log.Debug("confirmed", "flush_lsn", flush, "write_lsn", write)
 		s.confirmedAt = time.Now()
 	}
-	s.sentFlush = flush
+	s.pos.sentFlush(flush)
 	serverWAL := s.serverWAL
 	if serverWAL < write {
 		serverWAL = write
@@ -801,7 +780,7 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 		s.tx = &txState{xid: m.Xid, commitLSN: m.FinalLSN, commitTime: m.CommitTime, counts: map[tpKey]int64{}}
 		s.tx.skip = m.FinalLSN <= s.resumeAfter
 		if !s.tx.skip {
-			s.notePending(m.FinalLSN)
+			s.pos.begin(m.FinalLSN)
 		}
 	case *pglogrepl.OriginMessage:
 		if s.tx != nil {
@@ -1149,7 +1128,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 			return nil
 		}
 		s.tx = &txState{commitLSN: commit, commitTime: heartbeatTime(m.Content), counts: map[tpKey]int64{}, forceFrame: true}
-		s.notePending(commit)
+		s.pos.begin(commit)
 		return s.finishTx(ctx, end)
 	case WatermarkPrefix, SignalPrefix:
 		if !m.Transactional || s.tx == nil || s.tx.skip {
@@ -1167,7 +1146,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 			return nil
 		}
 		s.tx = &txState{commitLSN: commit, commitTime: time.Now(), counts: map[tpKey]int64{}}
-		s.notePending(commit)
+		s.pos.begin(commit)
 	} else if s.tx.skip {
 		return nil
 	}
@@ -1219,25 +1198,12 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 	}
 	if s.tx.skip || s.tx.pos == 0 && !s.tx.forceFrame {
 		// Already in Kafka, from an origin that is not forwarded, or with no
-		// published change: no frame. The position moves past it with the
-		// next keepalive once earlier transactions are durable. If it began
-		// while a commit was in flight, it must not hold the position once
-		// that commit ends (nothing of it waits in Kafka): an idle source
-		// would otherwise keep the slot where it is until the next commit.
-		if s.nextPendingFrom == s.tx.commitLSN {
-			s.nextPendingFrom = 0
-		}
+		// published change: no frame. The position moves past it once
+		// earlier transactions are durable (slotPosition.skipped). A
+		// synchronous source's commit waits for that.
+		s.pos.skipped(s.tx.commitLSN, m.TransactionEndLSN, s.groupOpen())
 		s.tx = nil
-		if !s.groupOpen() && s.inflight == nil {
-			s.pendingFrom = 0
-		}
-		// Its end is processed as a keepalive's would be: nothing of it
-		// waits in Kafka, so the slot may pass it once what precedes it
-		// is durable. A synchronous source's commit waits for that.
-		if m.TransactionEndLSN > s.serverEnd {
-			s.serverEnd = m.TransactionEndLSN
-		}
-		if s.cfg.Synchronous && s.flushPosition() > s.sentFlush {
+		if s.cfg.Synchronous && s.pos.flush() > s.pos.sent {
 			return s.sendStatus(ctx, false)
 		}
 		return nil
@@ -1261,7 +1227,7 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	}
 	s.state.noteFrame(&f)
 	s.groupTxns++
-	s.groupEnd = end
+	s.pos.framed(end)
 	s.tx = nil
 	if s.cfg.Synchronous {
 		// The source commit waits for this confirmation: commit and confirm

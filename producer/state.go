@@ -124,7 +124,7 @@ func (s *session) loadState(ctx context.Context) error {
 	s.state = newProducerState(topic, st)
 	if st.Position.CommitLSN != 0 {
 		s.resumeAfter = st.Position.CommitLSN
-		s.confirmed = st.Position.EndLSN
+		s.pos.resume(st.Position.EndLSN)
 		s.log.Info("resuming after the last frame in Kafka", "commit_lsn", st.Position.CommitLSN, "xid", st.Position.Xid)
 	}
 	return nil
