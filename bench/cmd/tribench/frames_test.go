@@ -25,7 +25,9 @@ func TestFramesOfTheRunner(t *testing.T) {
 	}
 	write := func(lsn uint64, commit, snapshot bool) {
 		t.Helper()
-		f := schemas.Frame{Xid: uint32(lsn), CommitLSN: pglogrepl.LSN(lsn), EndLSN: pglogrepl.LSN(lsn + 1), CommitTime: time.Now()}
+		// One event: a frame without any is a heartbeat, which the
+		// watcher does not count.
+		f := schemas.Frame{Xid: uint32(lsn), CommitLSN: pglogrepl.LSN(lsn), EndLSN: pglogrepl.LSN(lsn + 1), CommitTime: time.Now(), Events: 1}
 		if snapshot {
 			f.Snapshot = &schemas.SnapshotChunk{Table: "public.t"}
 		}
