@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -58,7 +57,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if retry.IsTerminal(err) {
+		if IsPermanent(err) {
 			return fmt.Errorf("open sink: %w", err)
 		}
 		d := bo.NextBackOff()
@@ -148,7 +147,7 @@ func (c *Consumer) runUntil(ctx context.Context, untilCaughtUp bool) error {
 			st.cutBefore = cut.FrameOffset
 			continue
 		}
-		if retry.IsTerminal(err) {
+		if IsPermanent(err) {
 			off := failedFrame(err)
 			if off < 0 || c.cfg.Mode == ModePerKey {
 				return err

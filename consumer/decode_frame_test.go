@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -44,13 +43,13 @@ func TestDecoderFrameErrorClasses(t *testing.T) {
 		"unknown schema":  schemas.EncoderAppendFrame(schemas.AppendHeader(nil, id+1000), &f),
 	} {
 		_, err := d.frame(ctx, rec(v))
-		if !retry.IsTerminal(err) || !errors.Is(err, txlog.ErrMalformed) {
+		if !IsPermanent(err) || !errors.Is(err, txlog.ErrMalformed) {
 			t.Errorf("%s: %v, want a permanent error wrapping txlog.ErrMalformed", name, err)
 		}
 	}
 	fake.Close()
 	_, err = d.frame(ctx, rec(schemas.EncoderAppendFrame(schemas.AppendHeader(nil, id+1), &f)))
-	if err == nil || retry.IsTerminal(err) {
+	if err == nil || IsPermanent(err) {
 		t.Fatalf("registry unreachable: %v, want a transient error", err)
 	}
 }

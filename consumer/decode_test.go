@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -137,7 +136,7 @@ func TestDecoderGarbageBody(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no error; event %+v", ev)
 			}
-			if !retry.IsTerminal(err) {
+			if !IsPermanent(err) {
 				t.Errorf("not permanent: %v", err)
 			}
 			err = ev.Wrap(err)

@@ -24,6 +24,10 @@ var ErrMismatch = errors.New("frame and records disagree")
 // nil.
 func Permanent(err error) error { return retry.Terminal(err) }
 
+// IsPermanent reports whether Run stops on err rather than retrying it:
+// internal/retry's rule (retry.IsTerminal), for code outside the module.
+func IsPermanent(err error) bool { return retry.IsTerminal(err) }
+
 // structuralError marks a terminal error that the dead-letter policy must
 // not skip: the stream itself is inconsistent, or the sink's database (not
 // the data) is at fault (Halt).

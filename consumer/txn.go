@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -307,7 +306,7 @@ func (r *reader) openFrame(ctx context.Context) (*frameCursor, error) {
 	fc := &frameCursor{r: r, offset: rec.Offset, at: rec.Timestamp}
 	f, err := r.dec.frame(ctx, rec)
 	if err != nil {
-		if retry.IsTerminal(err) {
+		if IsPermanent(err) {
 			return nil, structural(fc.errorf("cannot decode frame: %w", err))
 		}
 		return nil, err
@@ -447,7 +446,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 			err = b.err
 		}
 		if err != nil {
-			if g.cur != nil && failedFrame(err) < 0 && retry.IsTerminal(err) {
+			if g.cur != nil && failedFrame(err) < 0 && IsPermanent(err) {
 				err = &EventError{Topic: c.txTopic, Offset: g.cur.offset, CommitLSN: g.cur.frame.CommitLSN,
 					Xid: g.cur.frame.Xid, FrameOffset: g.cur.offset, Err: err}
 			}

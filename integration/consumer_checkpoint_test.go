@@ -9,7 +9,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/integration/harness"
-	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
 // TestCheckpointCompareAndSet: a session that read its checkpoint before an
@@ -70,7 +69,7 @@ func TestCheckpointCompareAndSet(t *testing.T) {
 		if !errors.Is(err, pgtarget.ErrCheckpointMoved) {
 			t.Fatalf("new session's write: %v, want ErrCheckpointMoved", err)
 		}
-		if retry.IsTerminal(err) {
+		if consumer.IsPermanent(err) {
 			t.Fatalf("ErrCheckpointMoved must be retried from a fresh checkpoint, not stop the consumer")
 		}
 	case <-time.After(30 * time.Second):

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres"
-	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -298,7 +297,7 @@ func TestConsumerGarbageRecord(t *testing.T) {
 	if ee.Topic != topic || ee.Partition != 0 || ee.Offset < 1 {
 		t.Errorf("error names %s/%d/%d; want %s/0/offset of the second record", ee.Topic, ee.Partition, ee.Offset, topic)
 	}
-	if !errors.Is(err, schemas.ErrNotWireFormat) || !retry.IsTerminal(err) {
+	if !errors.Is(err, schemas.ErrNotWireFormat) || !consumer.IsPermanent(err) {
 		t.Errorf("want a permanent error wrapping ErrNotWireFormat: %v", err)
 	}
 	if n := e.queryInt(e.target.Conn(t), "SELECT count(*) FROM acc_a"); n != 1 {

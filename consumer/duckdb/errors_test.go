@@ -8,7 +8,7 @@ import (
 
 	ddb "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/tributary-cdc/tributary/internal/retry"
+	"github.com/tributary-cdc/tributary/consumer"
 )
 
 func TestErrorfNamesFileCauseAndHalts(t *testing.T) {
@@ -48,7 +48,7 @@ func TestErrorfNamesFileCauseAndHalts(t *testing.T) {
 			if !errors.As(got, &de) {
 				t.Errorf("%q does not unwrap to the DuckDB error", msg)
 			}
-			if !retry.IsTerminal(got) {
+			if !consumer.IsPermanent(got) {
 				t.Errorf("%q is not permanent", msg)
 			}
 			if _, halt := classify(tc.err); halt != tc.halt {
@@ -58,7 +58,7 @@ func TestErrorfNamesFileCauseAndHalts(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.errorf(ctx, errors.New("interrupted"), "commit"); retry.IsTerminal(err) {
+	if err := s.errorf(ctx, errors.New("interrupted"), "commit"); consumer.IsPermanent(err) {
 		t.Errorf("an error after ctx ended must not be permanent: %v", err)
 	}
 }
