@@ -37,9 +37,13 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 		typtype, typcategory string
 		elem, base           uint32
 		baseTypmod           int32
+		isArray              bool
 	)
-	err := c.conn.QueryRow(ctx, `SELECT typname, typtype::text, typcategory::text, typelem, typbasetype, typtypmod
-		FROM pg_catalog.pg_type WHERE oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod)
+	// An array type is its element's typarray; int2vector and oidvector
+	// are subscriptable base types of category A with their own text form.
+	err := c.conn.QueryRow(ctx, `SELECT t.typname, t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, t.typtypmod,
+		       COALESCE((SELECT e.typarray = t.oid FROM pg_catalog.pg_type e WHERE e.oid = t.typelem), false)
+		FROM pg_catalog.pg_type t WHERE t.oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod, &isArray)
 	if err != nil {
 		return nil, fmt.Errorf("type oid %d: %w", oid, err)
 	}
@@ -53,7 +57,7 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 		}
 	case typtype == "e":
 		t.Kind = schemas.KindEnum
-	case typcategory == "A" && elem != 0:
+	case typcategory == "A" && elem != 0 && isArray:
 		t.Kind = schemas.KindArray
 		if t.Elem, err = c.pgType(ctx, elem); err != nil {
 			return nil, err
