@@ -40,16 +40,6 @@ var tmTypes = []string{
 	`CREATE TYPE tm_floatrange AS RANGE (subtype = float8)`,
 }
 
-func tmAllBytes() string {
-	var b strings.Builder
-	b.WriteString(`'\x`)
-	for i := 0; i < 256; i++ {
-		fmt.Fprintf(&b, "%02x", i)
-	}
-	b.WriteString(`'::bytea`)
-	return b.String()
-}
-
 // tmColumns has a column of every built-in type that a table can hold, the
 // user-defined kinds (enum, domains, composite, range, multirange), the
 // extension types, and arrays of many of them, each with its edge values:
@@ -74,7 +64,7 @@ func tmColumns() []tmColumn {
 		{"c_bpchar", "char(5)", []string{"''", "'ab'", "'äö'"}},
 		{"c_qchar", `"char"`, []string{`'a'`, `'\300'`, `''`}},
 		{"c_name", "name", []string{"'pg_catalog'", "'ünï name'"}},
-		{"c_bytea", "bytea", []string{tmAllBytes(), `'\x'::bytea`, `'\x00'::bytea`}},
+		{"c_bytea", "bytea", []string{rtAllBytes(), `'\x'::bytea`, `'\x00'::bytea`}},
 		{"c_uuid", "uuid", []string{"'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", "'00000000-0000-0000-0000-000000000000'"}},
 		{"c_date", "date", []string{"'infinity'", "'-infinity'", "'0044-03-15 BC'", "'4714-11-24 BC'", "'5874897-12-31'", "'10000-01-01'", "'0001-01-01'", "'9999-12-31'", "'2000-02-29'"}},
 		{"c_time", "time", []string{"'24:00:00'", "'00:00:00'", "'23:59:59.999999'"}},
