@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -543,4 +544,107 @@ func tmClip(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// TestTypesUpgradeFromContractWithoutTextBranch: on a prefix whose subjects
+// hold the key and value schemas the producer derived before the text
+// branch (no text branch, plain key fields), an upgraded producer with the
+// default --schema-change fail registers new versions and streams values
+// only the text branch carries; the consumer applies them.
+func TestTypesUpgradeFromContractWithoutTextBranch(t *testing.T) {
+	e := newEnv(t)
+	target := harness.StartPostgres(t)
+	ddl := `CREATE TABLE up (id int8 PRIMARY KEY, d date, n numeric(5,2), a int4[], s text)`
+	e.pg.Exec(t, ddl, `CREATE PUBLICATION pub FOR TABLE up`)
+	target.Exec(t, ddl)
+	ctx := context.Background()
+
+	// The schemas as the previous producer registered them.
+	int8t := schemas.PGType{OID: 20, Name: "int8", Kind: schemas.KindBase}
+	int4t := schemas.PGType{OID: 23, Name: "int4", Kind: schemas.KindBase}
+	ts, err := schemas.BuildTableSchema(e.prefix, schemas.Table{Schema: "public", Name: "up", Columns: []schemas.Column{
+		{Name: "id", Type: int8t, Typmod: -1, SQLType: "bigint", Key: true},
+		{Name: "d", Type: schemas.PGType{OID: 1082, Name: "date", Kind: schemas.KindBase}, Typmod: -1, SQLType: "date"},
+		{Name: "n", Type: schemas.PGType{OID: 1700, Name: "numeric", Kind: schemas.KindBase}, Typmod: 5<<16 | 2 + 4, SQLType: "numeric(5,2)"},
+		{Name: "a", Type: schemas.PGType{OID: 1007, Name: "_int4", Kind: schemas.KindArray, Elem: &int4t}, Typmod: -1, SQLType: "integer[]"},
+		{Name: "s", Type: schemas.PGType{OID: 25, Name: "text", Kind: schemas.KindBase}, Typmod: -1, SQLType: "text"},
+	}}, schemas.UnsupportedAsText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey, oldValue := tmWithoutTextBranch(t, ts.KeySchema), tmWithoutTextBranch(t, ts.ValueSchema)
+	if oldKey == ts.KeySchema || oldValue == ts.ValueSchema {
+		t.Fatal("the old schemas equal the new ones")
+	}
+	for subject, schema := range map[string]string{schemas.KeySubject(ts.Topic): oldKey, schemas.ValueSubject(ts.Topic): oldValue} {
+		if _, err := e.reg.Register(ctx, subject, schema, schemas.SchemaChangeFail); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cfg := e.producerConfig(t)
+	if cfg.SchemaChange != schemas.SchemaChangeFail {
+		t.Fatalf("the producer's schema change policy is %v, want the default fail", cfg.SchemaChange)
+	}
+	e.runProducer(t, cfg)
+	harness.StartTributary(t, nil, "consumer", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL,
+		"--prefix", e.prefix, "--name", "replica", "--target", target.DSN, "--log-format", "json")
+	e.pg.Exec(t,
+		`INSERT INTO up VALUES (1, '2000-01-01', 1.5, '{1,2}', 'ordinary'), (9223372036854775807, 'infinity', 'NaN', '{{1,2},{3,4}}', 'edge')`,
+		`UPDATE up SET d = '0044-03-15 BC' WHERE id = 1`)
+	tmWaitSameRows(t, e.pg, target, "up")
+	for _, subject := range []string{schemas.KeySubject(ts.Topic), schemas.ValueSubject(ts.Topic)} {
+		vs, err := e.reg.Client().SubjectVersions(ctx, subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vs) != 2 {
+			t.Fatalf("%s has versions %v, want the old one and the producer's", subject, vs)
+		}
+	}
+}
+
+// tmWithoutTextBranch is schema as the producer derived it before the text
+// branch: every union without its text branch, a union left with one member
+// replaced by that member.
+func tmWithoutTextBranch(t *testing.T, schema string) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(schema), &v); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(any) any
+	walk = func(n any) any {
+		switch x := n.(type) {
+		case []any:
+			var out []any
+			for _, b := range x {
+				if m, ok := b.(map[string]any); ok && m[schemas.AttrText] == true {
+					continue
+				}
+				out = append(out, walk(b))
+			}
+			if len(out) == 1 {
+				return out[0]
+			}
+			return out
+		case map[string]any:
+			for k, e := range x {
+				switch k {
+				case "type", "items":
+					x[k] = walk(e)
+				case "fields":
+					for _, f := range e.([]any) {
+						walk(f)
+					}
+				}
+			}
+		}
+		return n
+	}
+	b, err := json.Marshal(walk(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
