@@ -146,3 +146,45 @@ func orRoot(p string) string {
 	}
 	return p
 }
+
+// SchemaWithoutText returns schema (Avro JSON) as the producer derived it
+// before the text branch (TYPES.md, "Schema evolution"): every union
+// without its text branch, and a union left with one member replaced by
+// that member. Upgrade tests register it as the previous version.
+func SchemaWithoutText(schema string) (string, error) {
+	var v any
+	if err := json.Unmarshal([]byte(schema), &v); err != nil {
+		return "", err
+	}
+	var walk func(any) any
+	walk = func(n any) any {
+		switch x := n.(type) {
+		case []any:
+			var out []any
+			for _, b := range x {
+				if m, ok := b.(map[string]any); ok && m[AttrText] == true {
+					continue
+				}
+				out = append(out, walk(b))
+			}
+			if len(out) == 1 {
+				return out[0]
+			}
+			return out
+		case map[string]any:
+			for k, e := range x {
+				switch k {
+				case "type", "items":
+					x[k] = walk(e)
+				case "fields":
+					fs, _ := e.([]any)
+					for _, f := range fs {
+						walk(f)
+					}
+				}
+			}
+		}
+		return n
+	}
+	return mustJSON(walk(v)), nil
+}
