@@ -1,9 +1,10 @@
 // Decodes every record of one topic as a third party would: kafkajs reading
 // committed records only (its default), keys and values decoded by
 // @kafkajs/confluent-schema-registry with its default settings (avsc, writer
-// schema fetched by the ID each record carries). kafkajs reads snappy
-// batches (franz-go's default compression, which the producer keeps) only
-// with a codec registered, as its documentation says: kafkajs-snappy.
+// schema fetched by the ID each record carries). The producer writes
+// uncompressed batches by default; kafkajs-snappy is registered so that the
+// decoder also reads a producer run with --compression snappy, which kafkajs
+// reads only with a codec registered, as its documentation says.
 //
 //   node decode.js BROKERS REGISTRY_URL TOPIC COUNT
 //
