@@ -43,8 +43,13 @@ type Config struct {
 	RemoteSite string
 	// Consumer is the consumer's name, recorded with each conflict.
 	Consumer string
-	// Notifiers receive every record after its transaction commits.
+	// Notifiers receive every record after its transaction commits, at
+	// most once (a webhook).
 	Notifiers []Notifier
+	// Outbox, when set, publishes every record of tributary_conflicts that
+	// this consumer writes to a conflicts topic, exactly once; RunOutbox
+	// runs it.
+	Outbox *OutboxConfig
 	// OnRecord, when set, is called once per record after its transaction
 	// commits (or, for method error, before the consumer stops), from the
 	// apply goroutine; metrics count here. It must not block.
@@ -64,6 +69,7 @@ type Engine struct {
 	conflicts string // quoted schema.tributary_conflicts
 	actions   string // quoted schema.tributary_conflict_actions
 	disp      *dispatcher
+	outbox    *outbox // nil without Config.Outbox
 
 	// commitTS: track_commit_timestamp is on at the target (Setup), so
 	// the commit times of local writes can be read.
@@ -114,10 +120,18 @@ func New(cfg Config) (*Engine, error) {
 	}
 	log := cfg.Logger.With("component", "conflict", "site", cfg.Site, "remote_site", cfg.RemoteSite)
 	q := schemas.QuoteIdent(f.Schema) + "."
-	return &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
+	e := &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
 		conflicts: q + schemas.QuoteIdent("tributary_conflicts"), actions: q + schemas.QuoteIdent("tributary_conflict_actions"),
 		disp:   newDispatcher(log, cfg.Notifiers),
-		tables: map[int]*tableRT{}, infos: map[string]*tableInfo{}}, nil
+		tables: map[int]*tableRT{}, infos: map[string]*tableInfo{}}
+	if cfg.Outbox != nil {
+		var err error
+		if e.outbox, err = newOutbox(e, *cfg.Outbox); err != nil {
+			e.disp.close(context.Background())
+			return nil, fmt.Errorf("conflict engine: %w", err)
+		}
+	}
+	return e, nil
 }
 
 // compiled expressions of one table config.
@@ -517,6 +531,9 @@ func (s *Session) Committed() {
 			"method", r.Method, "outcome", r.Outcome, "commit_lsn", r.CommitLSN)
 	}
 	s.e.disp.send(s.recs)
+	if len(s.recs) > 0 && s.e.outbox != nil {
+		s.e.outbox.poke()
+	}
 	s.recs = nil
 }
 
@@ -592,6 +609,9 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	}
 	if err := s.e.inspect(ctx, tx.Conn(), rt.name, rt); err != nil {
 		return ev.Wrap(err)
+	}
+	if s.e.outbox != nil {
+		s.e.outbox.notePID(tx.Conn().PgConn().PID())
 	}
 	ch, err := s.e.load(ctx, tx, rt, ev)
 	if err != nil {
@@ -1169,14 +1189,14 @@ func (s *Session) recordAttr(ctx context.Context, tx pgx.Tx, ch *change, kind Ki
 	if r.CommitLSN != "" {
 		lsn = r.CommitLSN
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+s.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
+	err := tx.QueryRow(ctx, `INSERT INTO `+s.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
 	column_group, method, outcome, local_row, remote_before, remote_after, resolved, commit_lsn, xid, remote_commit_ts, detail,
 	local_site, local_commit_ts)
 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, $12::text::jsonb, $13::text::jsonb,
-	$14::text::jsonb, $15::text::pg_lsn, $16, $17, $18, nullif($19, ''), $20)`,
+	$14::text::jsonb, $15::text::pg_lsn, $16, $17, $18, nullif($19, ''), $20) RETURNING id`,
 		r.DetectedAt, r.Site, r.RemoteSite, r.Consumer, r.Table, string(key), string(r.Kind), r.Group, string(r.Method),
 		string(r.Outcome), js(r.Local), js(r.RemoteBefore), js(r.RemoteAfter), js(r.Resolved), lsn, int64(r.Xid),
-		r.CommitTime, r.Detail, r.LocalSite, lts)
+		r.CommitTime, r.Detail, r.LocalSite, lts).Scan(&r.ID)
 	if err != nil {
 		return ch.ev.Wrap(pgtarget.Classify(fmt.Errorf("record conflict in %s: %w", s.e.conflicts, err)))
 	}
@@ -1206,6 +1226,9 @@ func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string)
 	r := s.newRecord(ch, kind, grp, m, OutcomeStopped, nil, what)
 	if s.e.cfg.OnRecord != nil {
 		s.e.cfg.OnRecord(r)
+	}
+	if s.e.outbox != nil {
+		s.e.outbox.recordStop(r)
 	}
 	s.e.disp.send([]Record{r})
 	js := func(row Row) string {
