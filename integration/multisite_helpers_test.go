@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/postgres"
 	"github.com/tributary-cdc/tributary/integration/harness"
 	"github.com/tributary-cdc/tributary/producer"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // msSite is one site of a multi-site test: its database and its producer's
@@ -159,12 +159,13 @@ func waitValue(t *testing.T, s *msSite, want, sql string, args ...any) {
 	}
 }
 
-// readConflictTopic reads every record of a conflicts topic so far.
-func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.Record {
+// readConflictTopic reads every committed record of a conflicts topic so
+// far, decoding each with the schema the registry has for its ID.
+func readConflictTopic(t *testing.T, k *harness.Kafka, reg *schemas.Registry, topic string) []conflict.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := k.Admin(t).ListEndOffsets(ctx, topic)
+	ends, err := k.Admin(t).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return nil
 	}
@@ -177,7 +178,8 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 	if len(want) == 0 {
 		return nil
 	}
-	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var out []conflict.Record
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
@@ -185,14 +187,21 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 			t.Fatalf("reading %s: %v", topic, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			var rec conflict.Record
-			if err := json.Unmarshal(r.Value, &rec); err != nil {
+			end, ok := want[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Offset >= end-1 {
+				delete(want, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return // a transaction marker
+			}
+			rec, err := conflict.DecodeRecord(ctx, reg, r.Value)
+			if err != nil {
 				t.Fatalf("%s offset %d: %v", topic, r.Offset, err)
 			}
 			out = append(out, rec)
-			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
-				delete(want, r.Partition)
-			}
 		})
 	}
 	return out
@@ -242,7 +251,9 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		file = f
 	}
 	name := "from_" + from.name
-	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t)})
+	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t),
+		Outbox: &conflict.OutboxConfig{Target: s.env.pg.DSN, Topic: conflict.ConflictsTopic(from.env.prefix), Kafka: s.env.kafka.Opts(),
+			Registry: s.env.reg}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +263,7 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		t.Fatal(err)
 	}
 	cfg := consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
-		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20}
+		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 1} // as the binary with --site
 	if len(mode) > 0 {
 		cfg.Mode = mode[0]
 	}
@@ -263,7 +274,16 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &msRun{name: fmt.Sprintf("consumer at %s of %s", s.name, from.name), eng: eng, done: make(chan error, 1), ctx: ctx, cancel: cancel}
 	go func() {
+		// The conflicts topic's publisher runs beside the consumer and
+		// outlives it by its final publication, as the binary's.
+		octx, stop := context.WithCancel(context.Background())
+		odone := make(chan error, 1)
+		go func() { odone <- eng.RunOutbox(octx) }()
 		err := c.Run(ctx)
+		stop()
+		if oerr := <-odone; oerr != nil && err == nil {
+			err = fmt.Errorf("conflicts topic: %w", oerr)
+		}
 		eng.Close(context.Background())
 		r.done <- err
 	}()
