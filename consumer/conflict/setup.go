@@ -556,3 +556,19 @@ FROM r WHERE r.oid IS NOT NULL`, schema, table).Scan(&t.Key, &t.Columns)
 	}
 	return out, nil
 }
+
+// RowMetaCopyColumns are the columns of tributary_row_meta that
+// RowMetaCopyQuery returns, in order.
+var RowMetaCopyColumns = []string{"table_name", "key", "grp", "site", "commit_ts", "hash"}
+
+// RowMetaCopyQuery is the SELECT that copies a donor site's
+// tributary_row_meta (in schema) to another site (tributary reseed). The
+// transaction id the group-times trigger records for a local write means
+// nothing at another site, so the copy carries its commit time, read at the
+// donor, instead; a donor whose table predates the trigger is read as is.
+func RowMetaCopyQuery(schema string) string {
+	return `SELECT m.table_name, m.key, m.grp, m.site, coalesce(m.commit_ts, CASE WHEN current_setting('track_commit_timestamp') = 'on'
+	AND (to_jsonb(m)->>'xid') IS NOT NULL AND pg_xact_status((to_jsonb(m)->>'xid')::xid8) = 'committed'
+	THEN pg_xact_commit_timestamp((to_jsonb(m)->>'xid')::xid8::xid) END), m.hash
+FROM ` + schemas.QuoteIdent(schema) + `.tributary_row_meta m`
+}
