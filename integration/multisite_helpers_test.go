@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -336,4 +339,78 @@ func (s *msSite) waitPublished(t *testing.T) {
 	target := s.query(t, `SELECT pg_current_wal_lsn()::text`)
 	waitValue(t, s, "true", `SELECT (confirmed_flush_lsn >= $1::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = $2`,
 		target, "slot_"+strings.ToLower(s.name))
+}
+
+// conflictsFile writes yml where the binary's --conflicts reads it.
+func conflictsFile(t *testing.T, yml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "conflicts.yaml")
+	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// setupMultisite runs `tributary setup multisite --apply` at s.
+func (s *msSite) setupMultisite(t *testing.T, cfgFile string, extra ...string) {
+	t.Helper()
+	out, err := exec.Command(harness.Binary(t), append([]string{"setup", "multisite", "--apply", "--target", s.env.pg.DSN, "--site", s.name,
+		"--conflicts", cfgFile}, extra...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("setup multisite at %s: %v\n%s", s.name, err, out)
+	}
+}
+
+// consumeProc starts the binary's consumer at s of from's prefix, named
+// from_<from>, with --site, --remote-site and --conflicts cfgFile.
+func (s *msSite) consumeProc(t *testing.T, from *msSite, cfgFile string, extra ...string) *harness.Proc {
+	t.Helper()
+	return harness.StartTributary(t, nil, append([]string{"consumer", "--brokers", strings.Join(s.env.kafka.Brokers, ","),
+		"--registry", s.env.kafka.RegistryURL, "--prefix", from.env.prefix, "--name", "from_" + from.name,
+		"--target", s.env.pg.DSN, "--site", s.name, "--remote-site", from.name, "--conflicts", cfgFile,
+		"--log-format", "json"}, extra...)...)
+}
+
+// checkConflictsOnce waits until the conflicts topic of from's prefix holds
+// every conflict that s's consumer of from recorded in tributary_conflicts,
+// and fails the test if it holds one twice, or one that is not there.
+func checkConflictsOnce(t *testing.T, s, from *msSite) int {
+	t.Helper()
+	topic := conflict.ConflictsTopic(from.env.prefix)
+	name := "from_" + from.name
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		want := map[int64]bool{}
+		rows, err := s.conn(t).Query(context.Background(), `SELECT id FROM tributary_conflicts WHERE consumer = $1 AND xact IS NOT NULL`, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			want[id] = true
+		}
+		got := map[int64]int{}
+		for _, r := range readConflictTopic(t, s.env.kafka, s.env.reg, topic) {
+			if r.Site != s.name || r.Consumer != name {
+				continue
+			}
+			got[r.ID]++
+			if got[r.ID] > 1 {
+				t.Fatalf("%s holds conflict %d of %s at %s twice", topic, r.ID, name, s.name)
+			}
+			if !want[r.ID] {
+				t.Fatalf("%s holds conflict %d of %s at %s, which tributary_conflicts does not", topic, r.ID, name, s.name)
+			}
+		}
+		if len(got) == len(want) {
+			return len(got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d of the %d conflicts %s recorded at %s", topic, len(got), len(want), name, s.name)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 }
