@@ -414,3 +414,15 @@ func checkConflictsOnce(t *testing.T, s, from *msSite) int {
 		time.Sleep(300 * time.Millisecond)
 	}
 }
+
+// waitFor waits until cond holds, for at most 90 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 90 s for: %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
