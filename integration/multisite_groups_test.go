@@ -27,14 +27,8 @@ tables:
 func TestMultisiteLatestGroupTimes(t *testing.T) {
 	ddl := []string{`CREATE TABLE gt (id int PRIMARY KEY, g1 text, g2 text, c text)`, `ALTER TABLE gt REPLICA IDENTITY FULL`,
 		`INSERT INTO gt VALUES (1, 'v0', 'v0', 'v0'), (2, 'v0', 'v0', 'v0')`}
-	sites := newSites(t, "gt", ddl, "A", "B")
+	sites, cfg := newSetupSites(t, "gt", groupsYAML, ddl, "A", "B")
 	a, b := sites[0], sites[1]
-	cfg := conflictsFile(t, groupsYAML)
-	for _, s := range sites {
-		s.setupMultisite(t, cfg)
-	}
-	a.produce(t)
-	b.produce(t)
 
 	// The consumers are not running: every change below crosses the other.
 	commitTS := func(s *msSite) string {

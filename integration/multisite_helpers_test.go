@@ -76,6 +76,20 @@ func newSites(t *testing.T, tables string, ddl []string, names ...string) []*msS
 	return out
 }
 
+// newSetupSites is newSites with `tributary setup multisite` run at every
+// site for the configuration yml, and each site's producer running; it
+// returns the sites and the configuration's file.
+func newSetupSites(t *testing.T, tables, yml string, ddl []string, names ...string) ([]*msSite, string) {
+	t.Helper()
+	sites := newSites(t, tables, ddl, names...)
+	cfg := conflictsFile(t, yml)
+	for _, s := range sites {
+		s.setupMultisite(t, cfg)
+		s.produce(t)
+	}
+	return sites, cfg
+}
+
 // produce runs the site's producer; forward is --forward-origins.
 func (s *msSite) produce(t *testing.T, forward ...string) {
 	t.Helper()

@@ -30,14 +30,8 @@ tables:
 // writer recorded.
 func TestMultisitePrefixReaders(t *testing.T) {
 	ddl := []string{`CREATE TABLE acc (id int PRIMARY KEY, v text, n bigint NOT NULL)`, `ALTER TABLE acc REPLICA IDENTITY FULL`}
-	sites := newSites(t, "acc", ddl, "A", "B")
+	sites, _ := newSetupSites(t, "acc", topicsYAML, ddl, "A", "B")
 	a, b := sites[0], sites[1]
-	cfg := conflictsFile(t, topicsYAML)
-	for _, s := range sites {
-		s.setupMultisite(t, cfg)
-	}
-	a.produce(t)
-	b.produce(t)
 	dbs := map[string]string{}
 	for _, db := range []string{"obs_live", "obs_pk", "obs_tx", "obs_hist"} {
 		a.env.pg.Exec(t, "CREATE DATABASE "+db)

@@ -216,26 +216,29 @@ func decide(in input) verdict {
 // an unknown time being the oldest; equal (or both unknown) times go to the
 // better-ranked site.
 func later(priority []string, a, b attribution) bool {
-	switch {
-	case a.ts == nil && b.ts == nil, a.ts != nil && b.ts != nil && a.ts.Equal(*b.ts):
-		return better(priority, a.site, b.site)
-	case a.ts == nil || b.ts == nil:
-		return b.ts == nil
-	}
-	return a.ts.After(*b.ts)
+	c := cmpTime(a.ts, b.ts)
+	return c > 0 || c == 0 && better(priority, a.site, b.site)
 }
 
 // earlier reports whether version a is earlier than version b: the earlier
 // time, an unknown time being the oldest; equal (or both unknown) times go
 // to the better-ranked site.
 func earlier(priority []string, a, b attribution) bool {
+	c := cmpTime(a.ts, b.ts)
+	return c < 0 || c == 0 && better(priority, a.site, b.site)
+}
+
+// cmpTime compares two times, an unknown (nil) time being the oldest.
+func cmpTime(a, b *time.Time) int {
 	switch {
-	case a.ts == nil && b.ts == nil, a.ts != nil && b.ts != nil && a.ts.Equal(*b.ts):
-		return better(priority, a.site, b.site)
-	case a.ts == nil || b.ts == nil:
-		return a.ts == nil
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
 	}
-	return a.ts.Before(*b.ts)
+	return a.Compare(*b)
 }
 
 // laterOf is the later of two attributions (a merged result's attribution).
