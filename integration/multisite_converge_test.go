@@ -552,11 +552,16 @@ func (w *convWorld) check() {
 		return x.pos > y.pos
 	}
 	eaTimes := map[string]time.Time{}
+	own := map[string]map[int64]bool{} // each site's commit times, in microseconds
+	var forwarded []schemas.Frame
 	for _, s := range w.sites {
+		own[s.name] = map[int64]bool{}
 		for _, tx := range harness.ReadLog(t, s.env.kafka, s.env.reg, s.env.prefix).Txns {
 			if tx.Frame.Origin != "" {
+				forwarded = append(forwarded, tx.Frame)
 				continue // forwarded by the hub
 			}
+			own[s.name][tx.Frame.CommitTime.UnixMicro()] = true
 			for _, ev := range tx.Events {
 				if !strings.HasSuffix(ev.Topic, ".public.conv") || ev.Op != schemas.OpUpdate {
 					continue
@@ -585,6 +590,17 @@ func (w *convWorld) check() {
 				}
 			}
 		}
+	}
+	// The hub forwards each transaction with its origin and its own source
+	// commit time, which latest compares at the spokes.
+	for _, f := range forwarded {
+		site := strings.TrimPrefix(f.Origin, "tributary_")
+		if !w.hub || !own[site][f.CommitTime.UnixMicro()] {
+			t.Fatalf("a frame forwarded with origin %s at %s is not one of %s's commits (hub %v)", f.Origin, f.CommitTime, site, w.hub)
+		}
+	}
+	if w.hub && len(forwarded) == 0 {
+		t.Fatal("the hub forwarded nothing")
 	}
 	rows, err := a.conn(t).Query(context.Background(), dump)
 	if err != nil {
