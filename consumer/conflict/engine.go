@@ -169,8 +169,9 @@ func compileTable(tc *TableConfig) (*tableExprs, error) {
 // tributary_conflict_actions when missing (and brings older versions of
 // them up to date), checks that track_commit_timestamp is on when a method
 // compares commit times, and warns, once, about every table configuration
-// that can leave sites different (see Warnings). Call it once, on any
-// target connection, before the first Apply.
+// that can leave sites different (configWarnings, and inspect for each
+// listed table). Call it once, on any target connection, before the first
+// Apply.
 func (e *Engine) Setup(ctx context.Context, c *pgx.Conn) error {
 	if _, err := c.Exec(ctx, tablesSQL(e.file.Schema), pgx.QueryExecModeSimpleProtocol); err != nil {
 		return pgtarget.Classify(fmt.Errorf("create %s, %s and %s: %w", e.conflicts, e.meta, e.actions, err))
