@@ -72,8 +72,7 @@ type outbox struct {
 	sent  string // quoted schema.tributary_conflicts_sent
 
 	mu   sync.Mutex
-	pids map[uint32]bool // the backends of this consumer's apply sessions
-	pool *pgtarget.Pool  // set by run
+	pids map[uint32]bool // the backends of this consumer's sessions that record conflicts
 }
 
 // position is a row's place in the outbox order.
@@ -119,7 +118,8 @@ func newOutbox(e *Engine, cfg OutboxConfig) (*outbox, error) {
 		sent: schemas.QuoteIdent(e.file.Schema) + ".tributary_conflicts_sent", pids: map[uint32]bool{}}, errors.Join(errs...)
 }
 
-// notePID notes the backend of an apply session (Session.Apply).
+// notePID notes the backend of a session that records this consumer's
+// conflicts (Session.Apply, recordStop).
 func (o *outbox) notePID(pid uint32) {
 	o.mu.Lock()
 	o.pids[pid] = true
@@ -148,26 +148,16 @@ func (o *outbox) poke() {
 // ctx ends, then publishes what is committed by then (for at most ten
 // seconds) and returns nil. It returns nil at once without an outbox. An
 // error it cannot retry (another process of the same consumer fenced it, a
-// schema the registry refuses) ends it; transient errors are retried.
+// schema the registry refuses, a DSN that does not parse) ends it;
+// transient errors (the target or the brokers away) are retried.
 func (e *Engine) RunOutbox(ctx context.Context) error {
 	o := e.outbox
 	if o == nil {
 		return nil
 	}
-	pool, err := pgtarget.OpenPool(ctx, o.cfg.Target, 2, func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, tablesSQL(e.file.Schema), pgx.QueryExecModeSimpleProtocol)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	o.mu.Lock()
-	o.pool = pool
-	o.mu.Unlock()
 	backoff := time.Second
 	for {
-		err := o.session(ctx, pool)
+		err := o.run(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -182,6 +172,20 @@ func (e *Engine) RunOutbox(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// run opens the publisher's connection and publishes (session) until an
+// error or ctx's end.
+func (o *outbox) run(ctx context.Context) error {
+	pool, err := pgtarget.OpenPool(ctx, o.cfg.Target, 1, func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, tablesSQL(o.e.file.Schema), pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return o.session(ctx, pool)
 }
 
 // kafkaTxnTimeout bounds a publisher's Kafka transaction.
@@ -508,14 +512,15 @@ func deref(s *string) string {
 // (the apply transaction rolls back), so that it is published once; a stop
 // already recorded for the same change and group is not recorded again.
 func (o *outbox) recordStop(r Record) {
-	o.mu.Lock()
-	pool := o.pool
-	o.mu.Unlock()
-	if pool == nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	c, err := pgx.Connect(ctx, o.cfg.Target)
+	if err != nil {
+		o.log.Warn("could not record the stop in tributary_conflicts; it is not published", "table", r.Table, "err", err)
+		return
+	}
+	defer c.Close(context.Background())
+	o.notePID(c.PgConn().PID())
 	key, _ := json.Marshal(r.Key)
 	js := func(row Row) any {
 		if row == nil {
@@ -528,12 +533,6 @@ func (o *outbox) recordStop(r Record) {
 	if r.CommitLSN != "" {
 		lsn = r.CommitLSN
 	}
-	c, err := pool.Acquire(ctx)
-	if err != nil {
-		o.log.Warn("could not record the stop in tributary_conflicts; it is not published", "table", r.Table, "err", err)
-		return
-	}
-	defer pool.Release(c, err)
 	_, err = c.Exec(ctx, `INSERT INTO `+o.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
 	column_group, method, outcome, local_row, remote_before, remote_after, commit_lsn, xid, remote_commit_ts, detail)
 SELECT $1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, $12::text::jsonb, $13::text::jsonb,
