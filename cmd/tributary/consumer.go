@@ -117,7 +117,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		tr = p
 	}
 	metrics := newConsumerMetrics(h)
-	msite, err := ms.build(ctx, *sink, *mode, *k.prefix, *name, opts, log, metrics.conflict)
+	msite, err := ms.build(*sink, *mode, *k.prefix, *name, *target, opts, reg, log, metrics.conflict)
 	if err != nil {
 		return err
 	}
@@ -140,14 +140,14 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		return usageError{err}
 	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxTxns: msite.groupMaxTxns(), GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}
 	if err := k.checkBrokers(ctx, opts); err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	return msite.run(ctx, c.Run)
 }
 
 // duckdbOptions are the duckdb sink's flags.

@@ -172,6 +172,7 @@ type pubTable struct {
 	schema, name string
 	cols         []string // nil: every column
 	filter       string   // "" : every row
+	query        string   // the donor's SELECT of cols, when set
 }
 
 func (t pubTable) qualified() string {
@@ -394,6 +395,9 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 	if err := r.checkNoConsumer(ctx, tgt); err != nil {
 		return err
 	}
+	if err := r.advanceInstances(ctx, ttx, own.CommitLSN); err != nil {
+		return err
+	}
 	if err := ttx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit the reseed at the target: %w", err)
 	}
@@ -408,6 +412,33 @@ func (r *reseed) run(ctx context.Context, donorDSN, targetDSN string) error {
 		"Checkpoints written for consumers %s.\n"+
 		"Now start the target's consumers, and its producer with --snapshot never.\n",
 		total, len(tables), cp, own.CommitLSN, strings.Join(names, ", "))
+	return nil
+}
+
+// advanceInstances moves every instance of the copy's origin at the target
+// (per-key consumers apply under origin#1, origin#2, ...; see
+// conflict.OriginInstance) to where the copy leaves the donor's stream, as
+// the copy's commit moves the origin itself, so that
+// pg_replication_origin_status tells the truth for all of them. An
+// instance in use refuses the reseed: a consumer runs.
+func (r *reseed) advanceInstances(ctx context.Context, ttx pgx.Tx, lsn pglogrepl.LSN) error {
+	rows, err := ttx.Query(ctx, `SELECT roname FROM pg_replication_origin WHERE starts_with(roname, $1)`, r.origin+"#")
+	if err != nil {
+		return fmt.Errorf("instances of origin %s: %w", r.origin, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("instances of origin %s: %w", r.origin, err)
+	}
+	for _, n := range names {
+		if _, err := ttx.Exec(ctx, `SELECT pg_replication_origin_advance($1, $2::text::pg_lsn)`, n, lsn.String()); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "55006" {
+				return refuse("%v: stop the consumers of the target before reseeding it", err)
+			}
+			return fmt.Errorf("advance origin %s: %w", n, err)
+		}
+	}
 	return nil
 }
 
@@ -575,6 +606,9 @@ func (r *reseed) copyTable(ctx context.Context, stx, ttx pgx.Tx, t pubTable) (in
 	sel := "SELECT " + t.selectList() + " FROM " + t.qualified()
 	if t.filter != "" {
 		sel += " WHERE " + t.filter
+	}
+	if t.query != "" {
+		sel = t.query
 	}
 	start := time.Now()
 	pr, pw := io.Pipe()
@@ -851,7 +885,8 @@ func (r *reseed) ownStreamBehind(ctx context.Context, c *pgx.Conn, table string,
 // does. A donor without the table has nothing to copy; a target without it
 // gets a warning (pg_dump --schema-only of the donor creates it).
 func (r *reseed) copyRowMeta(ctx context.Context, stx, ttx pgx.Tx) error {
-	t := pubTable{schema: r.metaSchema, name: "tributary_row_meta"}
+	t := pubTable{schema: r.metaSchema, name: "tributary_row_meta", cols: conflict.RowMetaCopyColumns,
+		query: conflict.RowMetaCopyQuery(r.metaSchema)}
 	var atDonor, atTarget bool
 	if err := stx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.qualified()).Scan(&atDonor); err != nil {
 		return fmt.Errorf("look for %s on the donor: %w", t, err)
