@@ -409,11 +409,7 @@ func tmPrepareDecoders(t *testing.T) []tmDecoder {
 	}()
 	go func() { // confluent-kafka-python
 		defer wg.Done()
-		dir := filepath.Join(cache, "python")
-		errs[1] = tmInstall(dir, []string{filepath.Join(src, "requirements.txt")}, func() error {
-			return tmRun(dir, nil, "python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-script-location",
-				"--target", filepath.Join(dir, "site"), "-r", filepath.Join(src, "requirements.txt"))
-		})
+		_, errs[1] = tmInstallPython(root)
 	}()
 	go func() { // Java
 		defer wg.Done()
@@ -450,6 +446,20 @@ func tmPrepareDecoders(t *testing.T) []tmDecoder {
 			return exec.Command("java", append([]string{"-Xmx256m", "-cp", cp, "Decode"}, args...)...)
 		}},
 	}
+}
+
+// tmInstallPython installs confluent-kafka-python as pinned by
+// integration/thirdparty/requirements.txt into .cache/thirdparty/python/site
+// (again only when the pins change) and returns that directory, the
+// PYTHONPATH of the Python decoder and of examples/python.
+func tmInstallPython(root string) (string, error) {
+	req := filepath.Join(root, "integration", "thirdparty", "requirements.txt")
+	dir := filepath.Join(root, ".cache", "thirdparty", "python")
+	site := filepath.Join(dir, "site")
+	return site, tmInstall(dir, []string{req}, func() error {
+		return tmRun(dir, nil, "python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-script-location",
+			"--target", site, "-r", req)
+	})
 }
 
 // tmInstall runs install into dir unless dir/.stamp holds the hash of the
