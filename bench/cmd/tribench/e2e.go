@@ -86,9 +86,9 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 	pargs := b.producerArgs(prefix, slot, pub, "never")
 	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", name, "--target", withParam(b.tgt.DSN, "application_name", e2eAppName), "--create-tables", "--log-format", "json"}
-	cargs = append(cargs, b.consumerExtra(wl, rep)...)
-	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
 	tag := fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep)
+	cargs = append(cargs, b.consumerExtra("e2e-"+tag)...)
+	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
 	broker0 := b.kafka.CPU()
 	t0 := time.Now()
 	cp, err := startProc("consumer", b.root, b.logPath("e2e-consumer-"+tag), nil, cargs...)
@@ -152,10 +152,16 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 	return r
 }
 
-// consumerExtra are extra consumer flags from TRIBENCH_CONSUMER_FLAGS (for
-// experiments; recorded in the command line of the result).
-func (b *Bench) consumerExtra(string, int) []string {
-	return strings.Fields(os.Getenv("TRIBENCH_CONSUMER_FLAGS"))
+// consumerExtra are extra consumer flags from TRIBENCH_CONSUMER_FLAGS, for
+// experiments and profiles (recorded in the result's command line); {tag}
+// in them becomes the workload, peer and repetition, e.g.
+// TRIBENCH_CONSUMER_FLAGS='--cpu-profile /tmp/prof/{tag}.pprof'.
+func (b *Bench) consumerExtra(tag string) []string {
+	f := strings.Fields(os.Getenv("TRIBENCH_CONSUMER_FLAGS"))
+	for i := range f {
+		f[i] = strings.ReplaceAll(f[i], "{tag}", tag)
+	}
+	return f
 }
 
 // backends are the pids of the target's backends whose application_name is app.

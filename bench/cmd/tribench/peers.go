@@ -166,6 +166,7 @@ func (b *Bench) consumerSink(ctx context.Context, rep int, wl, peer, prefix, nam
 	args := append([]string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", name}, extra...)
 	args = append(args, "--until-caught-up", "--log-format", "json")
+	args = append(args, b.consumerExtra(fmt.Sprintf("%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), strings.TrimSuffix(chartName(peer), ".svg"), rep))...)
 	r.Cmd = shellQuote(args)
 	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), name, rep)), nil, args...)
 	if err != nil {
