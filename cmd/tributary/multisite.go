@@ -101,16 +101,19 @@ func (m *multisiteFlags) build(sink, mode, prefix, name, target string, opts []k
 	return out, nil
 }
 
-// groupMaxTxns is the consumer's GroupMaxTxns: with --site, one source
-// transaction per target transaction, so that a hub's producer forwards
-// each with its own source commit time (the replication origin's
-// timestamp), which latest compares at the other sites; 0 (the default)
-// otherwise.
-func (m *multisite) groupMaxTxns() int {
-	if m.engine != nil {
-		return 1
+// groupMaxTxns is the consumer's GroupMaxTxns given --group-max-txns
+// (requested, 0 for the default): with --site, one source transaction per
+// target transaction, so that a hub's producer forwards each with its own
+// source commit time (the replication origin's timestamp), which latest
+// compares at the other sites; a larger request with --site is refused.
+func (m *multisite) groupMaxTxns(requested int) (int, error) {
+	if m.engine == nil {
+		return requested, nil
 	}
-	return 0
+	if requested > 1 {
+		return 0, errorf("--group-max-txns %d with --site: a multi-site consumer applies one source transaction per target transaction", requested)
+	}
+	return 1, nil
 }
 
 // run runs consume, and beside it the publisher of the conflicts topic,

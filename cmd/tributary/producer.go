@@ -56,6 +56,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	standby := fs.String("standby-name", "", "replication `application_name`, the name synchronous_standby_names lists (default tributary_<slot>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
+	cpuProfile := declareProfile(fs)
 	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -64,6 +65,11 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	specs, err := producer.ParseTableSpecs(*tables)
 	if err != nil {
 		return usageError{err}
