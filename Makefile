@@ -36,9 +36,11 @@ test-kafka: build
 	  deploy/local/kafka.sh stop $(KAFKA_DIR); exit $$rc
 
 # The full fault-injection suite (its short version runs inside make test and
-# make test-kafka): three rounds of every fault, results in .cache/chaos-results.md.
+# make test-kafka): three rounds of every fault, results in .cache/chaos-results.md;
+# then the long multi-site convergence test (docs/MULTISITE.md, Convergence).
 chaos: build
 	$(GO) test -count=1 -timeout 60m -v ./integration/chaos -chaos.full -chaos.report $(CURDIR)/.cache/chaos-results.md
+	TRIBUTARY_MULTISITE_LONG=1 $(GO) test -count=1 -timeout 60m -v -run 'TestMultisiteConverge' ./integration/
 
 chaos-kafka: build
 	deploy/local/kafka.sh fetch $(KAFKA_DIR)

@@ -181,7 +181,21 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 			return nil, Permanent(fmt.Errorf("after: %w", err))
 		}
 	}
+	t.readerValues(e.Before)
+	t.readerValues(e.After)
 	return t, nil
+}
+
+// readerValues turns the text-branch values of row (schemas/TYPES.md) into
+// the natives their typed branch decodes to, where one holds the value, so
+// that sinks and transforms see one form of each value whichever branch
+// carried it (schemas.Codec.ReaderValue).
+func (t *Table) readerValues(row []any) {
+	for i, v := range row {
+		if _, ok := v.(string); ok && t.Columns[i].reader != nil {
+			row[i] = t.Columns[i].reader(v)
+		}
+	}
 }
 
 // envelopeFromNative fills e from goavro's form of an envelope, leaving
@@ -350,14 +364,7 @@ func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, er
 		if c.Name == "" {
 			c.Name = c.Field
 		}
-		typ := fm["type"]
-		if u, ok := typ.([]any); ok {
-			for _, b := range u {
-				if b != "null" {
-					typ = b
-				}
-			}
-		}
+		typ := avroTypedBranch(fm["type"])
 		pt, typmod, err := pgTypeForAvro(typ)
 		if err != nil {
 			return nil, fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)
@@ -367,6 +374,9 @@ func tableFromSchema(raw string, id int, schema, name, topic string) (*Table, er
 			return nil, fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)
 		}
 		c.Type, c.Typmod, c.Encode = pt, typmod, codec.Encode
+		if codec.Text {
+			c.reader = codec.ReaderValue
+		}
 		if c.Key {
 			t.Key = append(t.Key, len(t.Columns))
 		}
@@ -430,15 +440,7 @@ func pgTypeForAvro(avro any) (schemas.PGType, int32, error) {
 		case typ == "record" && (v["name"] == schemas.TypeIntervalRecordName || v["name"] == "Interval"):
 			return base(pgtype.IntervalOID, "interval")
 		case typ == "array":
-			items := v["items"]
-			if u, ok := items.([]any); ok {
-				for _, b := range u {
-					if b != "null" {
-						items = b
-					}
-				}
-			}
-			et, typmod, err := pgTypeForAvro(items)
+			et, typmod, err := pgTypeForAvro(avroTypedBranch(v["items"]))
 			if err != nil {
 				return et, 0, err
 			}
@@ -449,6 +451,21 @@ func pgTypeForAvro(avro any) (schemas.PGType, int32, error) {
 	}
 	b, _ := json.Marshal(avro)
 	return schemas.PGType{}, 0, fmt.Errorf("no PostgreSQL conversion for Avro type %s", b)
+}
+
+// avroTypedBranch is the typed member of a field's union: the first one that
+// is not "null". A value of the text branch that may follow it (TYPES.md)
+// decodes to a Go string, which the typed member's Codec.Encode takes as
+// the value's exact text form.
+func avroTypedBranch(typ any) any {
+	if u, ok := typ.([]any); ok {
+		for _, b := range u {
+			if b != "null" {
+				return b
+			}
+		}
+	}
+	return typ
 }
 
 func jsonInt(v any) int {

@@ -116,6 +116,48 @@ func TestDecoderCompiledMatchesGoavroPath(t *testing.T) {
 	}
 }
 
+// TestDecoderTextBranch: values in their columns' text branch (NaN in a
+// numeric(p,s), infinity, an interval beyond 2^53 microseconds) decode the
+// same through the compiled decoder and goavro, into the natives their typed
+// branch has where one holds them (contract v1's forms), into the text
+// where none does; Encode gives back the source's exact text.
+func TestDecoderTextBranch(t *testing.T) {
+	ctx := context.Background()
+	d, ts, id := decodeEnv(t)
+	g, _, _ := decodeEnv(t)
+	g.envs[id] = nil // forces goavro
+	row := []any{int32(7), nil, "NaN", "PT2562047788H54.775807S", "infinity"}
+	want := []string{"7", "", "NaN", "PT2562047788H54.775807S", "infinity"}
+	r := decodeRecord(t, ts, id, schemas.OpInsert, nil, row)
+	var a, b Event
+	if err := d.event(ctx, r, &a); err != nil {
+		t.Fatalf("compiled: %v", err)
+	}
+	if err := g.event(ctx, r, &b); err != nil {
+		t.Fatalf("goavro: %v", err)
+	}
+	if !reflect.DeepEqual(a.After, b.After) {
+		t.Fatalf("compiled %#v\ngoavro   %#v", a.After, b.After)
+	}
+	if s, ok := a.After[2].(string); !ok || s != "NaN" {
+		t.Errorf("numeric(10,2) NaN decoded to %#v, want the text", a.After[2])
+	}
+	if v, ok := a.After[4].(time.Time); !ok || v.UnixMicro() != 1<<63-1 {
+		t.Errorf("timestamptz infinity decoded to %#v, want contract v1's MaxInt64 µs", a.After[4])
+	}
+	if v, ok := a.After[3].(map[string]any); !ok || v["micros"] != int64(9223372036854775807) {
+		t.Errorf("interval decoded to %#v, want the record form", a.After[3])
+	}
+	for i, c := range a.Table.Columns {
+		if a.After[i] == nil {
+			continue
+		}
+		if got, err := c.Encode(a.After[i]); err != nil || got != want[i] {
+			t.Errorf("column %s: Encode(%#v) = %q, %v; want %q", c.Name, a.After[i], got, err, want[i])
+		}
+	}
+}
+
 // TestDecoderGarbageBody: a known schema ID followed by bytes that are not
 // its Avro is a permanent error that, wrapped as the consumer wraps it,
 // names the topic, partition and offset; nothing is returned as an event.

@@ -145,8 +145,13 @@ type Column struct {
 	Type   schemas.PGType
 	Typmod int32
 	// Encode converts a decoded Avro native value (never nil) to a
-	// PostgreSQL text input literal of SQLType.
+	// PostgreSQL text input literal of SQLType. A value of the column's
+	// text branch (schemas/TYPES.md) is a Go string where the typed form is
+	// not, and Encode returns it as it is: byte for byte the source's text.
 	Encode func(native any) (string, error)
+	// reader is the codec's ReaderValue when the column's field has the
+	// text branch, else nil.
+	reader func(v any) any
 }
 
 // Table is one table version, derived from a value schema. It is immutable

@@ -2,9 +2,11 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/postgres"
 	"github.com/tributary-cdc/tributary/integration/harness"
 	"github.com/tributary-cdc/tributary/producer"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // msSite is one site of a multi-site test: its database and its producer's
@@ -71,6 +74,20 @@ func newSites(t *testing.T, tables string, ddl []string, names ...string) []*msS
 		out[i] = &msSite{name: n, env: e}
 	}
 	return out
+}
+
+// newSetupSites is newSites with `tributary setup multisite` run at every
+// site for the configuration yml, and each site's producer running; it
+// returns the sites and the configuration's file.
+func newSetupSites(t *testing.T, tables, yml string, ddl []string, names ...string) ([]*msSite, string) {
+	t.Helper()
+	sites := newSites(t, tables, ddl, names...)
+	cfg := conflictsFile(t, yml)
+	for _, s := range sites {
+		s.setupMultisite(t, cfg)
+		s.produce(t)
+	}
+	return sites, cfg
 }
 
 // produce runs the site's producer; forward is --forward-origins.
@@ -159,12 +176,13 @@ func waitValue(t *testing.T, s *msSite, want, sql string, args ...any) {
 	}
 }
 
-// readConflictTopic reads every record of a conflicts topic so far.
-func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.Record {
+// readConflictTopic reads every committed record of a conflicts topic so
+// far, decoding each with the schema the registry has for its ID.
+func readConflictTopic(t *testing.T, k *harness.Kafka, reg *schemas.Registry, topic string) []conflict.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := k.Admin(t).ListEndOffsets(ctx, topic)
+	ends, err := k.Admin(t).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return nil
 	}
@@ -177,7 +195,8 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 	if len(want) == 0 {
 		return nil
 	}
-	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var out []conflict.Record
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
@@ -185,14 +204,21 @@ func readConflictTopic(t *testing.T, k *harness.Kafka, topic string) []conflict.
 			t.Fatalf("reading %s: %v", topic, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			var rec conflict.Record
-			if err := json.Unmarshal(r.Value, &rec); err != nil {
+			end, ok := want[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Offset >= end-1 {
+				delete(want, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return // a transaction marker
+			}
+			rec, err := conflict.DecodeRecord(ctx, reg, r.Value)
+			if err != nil {
 				t.Fatalf("%s offset %d: %v", topic, r.Offset, err)
 			}
 			out = append(out, rec)
-			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
-				delete(want, r.Partition)
-			}
 		})
 	}
 	return out
@@ -242,7 +268,9 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		file = f
 	}
 	name := "from_" + from.name
-	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t)})
+	eng, err := conflict.New(conflict.Config{File: file, Site: s.name, RemoteSite: from.name, Consumer: name, Logger: testLog(t),
+		Outbox: &conflict.OutboxConfig{Target: s.env.pg.DSN, Topic: conflict.ConflictsTopic(from.env.prefix), Kafka: s.env.kafka.Opts(),
+			Registry: s.env.reg}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +280,7 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 		t.Fatal(err)
 	}
 	cfg := consumer.Config{Kafka: s.env.kafka.Opts(), Registry: s.env.reg, Prefix: from.env.prefix,
-		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 20}
+		Name: name, Sink: sink, Logger: testLog(t), GroupMaxTxns: 1} // as the binary with --site
 	if len(mode) > 0 {
 		cfg.Mode = mode[0]
 	}
@@ -263,7 +291,16 @@ func (s *msSite) startConsumer(t *testing.T, from *msSite, yml string, mode ...c
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &msRun{name: fmt.Sprintf("consumer at %s of %s", s.name, from.name), eng: eng, done: make(chan error, 1), ctx: ctx, cancel: cancel}
 	go func() {
+		// The conflicts topic's publisher runs beside the consumer and
+		// outlives it by its final publication, as the binary's.
+		octx, stop := context.WithCancel(context.Background())
+		odone := make(chan error, 1)
+		go func() { odone <- eng.RunOutbox(octx) }()
 		err := c.Run(ctx)
+		stop()
+		if oerr := <-odone; oerr != nil && err == nil {
+			err = fmt.Errorf("conflicts topic: %w", oerr)
+		}
 		eng.Close(context.Background())
 		r.done <- err
 	}()
@@ -316,4 +353,90 @@ func (s *msSite) waitPublished(t *testing.T) {
 	target := s.query(t, `SELECT pg_current_wal_lsn()::text`)
 	waitValue(t, s, "true", `SELECT (confirmed_flush_lsn >= $1::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = $2`,
 		target, "slot_"+strings.ToLower(s.name))
+}
+
+// conflictsFile writes yml where the binary's --conflicts reads it.
+func conflictsFile(t *testing.T, yml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "conflicts.yaml")
+	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// setupMultisite runs `tributary setup multisite --apply` at s.
+func (s *msSite) setupMultisite(t *testing.T, cfgFile string, extra ...string) {
+	t.Helper()
+	out, err := exec.Command(harness.Binary(t), append([]string{"setup", "multisite", "--apply", "--target", s.env.pg.DSN, "--site", s.name,
+		"--conflicts", cfgFile}, extra...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("setup multisite at %s: %v\n%s", s.name, err, out)
+	}
+}
+
+// consumeProc starts the binary's consumer at s of from's prefix, named
+// from_<from>, with --site, --remote-site and --conflicts cfgFile.
+func (s *msSite) consumeProc(t *testing.T, from *msSite, cfgFile string, extra ...string) *harness.Proc {
+	t.Helper()
+	return harness.StartTributary(t, nil, append([]string{"consumer", "--brokers", strings.Join(s.env.kafka.Brokers, ","),
+		"--registry", s.env.kafka.RegistryURL, "--prefix", from.env.prefix, "--name", "from_" + from.name,
+		"--target", s.env.pg.DSN, "--site", s.name, "--remote-site", from.name, "--conflicts", cfgFile,
+		"--log-format", "json"}, extra...)...)
+}
+
+// checkConflictsOnce waits until the conflicts topic of from's prefix holds
+// every conflict that s's consumer of from recorded in tributary_conflicts,
+// and fails the test if it holds one twice, or one that is not there.
+func checkConflictsOnce(t *testing.T, s, from *msSite) int {
+	t.Helper()
+	topic := conflict.ConflictsTopic(from.env.prefix)
+	name := "from_" + from.name
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		want := map[int64]bool{}
+		rows, err := s.conn(t).Query(context.Background(), `SELECT id FROM tributary_conflicts WHERE consumer = $1 AND xact IS NOT NULL`, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			want[id] = true
+		}
+		got := map[int64]int{}
+		for _, r := range readConflictTopic(t, s.env.kafka, s.env.reg, topic) {
+			if r.Site != s.name || r.Consumer != name {
+				continue
+			}
+			got[r.ID]++
+			if got[r.ID] > 1 {
+				t.Fatalf("%s holds conflict %d of %s at %s twice", topic, r.ID, name, s.name)
+			}
+			if !want[r.ID] {
+				t.Fatalf("%s holds conflict %d of %s at %s, which tributary_conflicts does not", topic, r.ID, name, s.name)
+			}
+		}
+		if len(got) == len(want) {
+			return len(got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d of the %d conflicts %s recorded at %s", topic, len(got), len(want), name, s.name)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// waitFor waits until cond holds, for at most 90 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 90 s for: %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

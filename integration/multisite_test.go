@@ -17,6 +17,7 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/integration/harness"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 const customersDDL = `CREATE TABLE customers (id int PRIMARY KEY, name text, street text, city text, credit_limit numeric(12,2))`
@@ -135,7 +136,7 @@ tables:
 		if s == a {
 			from = b
 		}
-		recs := harnessReadJSON(t, s.env.kafka, from.env.prefix+".conflicts")
+		recs := waitConflictTopic(t, s.env.kafka, s.env.reg, conflict.ConflictsTopic(from.env.prefix))
 		if len(recs) != 1 || recs[0].Site != s.name || recs[0].Kind != conflict.KindUpdateDiffers {
 			t.Fatalf("%s.conflicts: %+v", from.env.prefix, recs)
 		}
@@ -166,12 +167,12 @@ tables:
 		JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = 'tributary_A'`)
 }
 
-// harnessReadJSON reads every record of topic as a conflict record.
-func harnessReadJSON(t *testing.T, k *harness.Kafka, topic string) []conflict.Record {
+// waitConflictTopic waits until topic holds conflict records and returns them.
+func waitConflictTopic(t *testing.T, k *harness.Kafka, reg *schemas.Registry, topic string) []conflict.Record {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		recs := readConflictTopic(t, k, topic)
+		recs := readConflictTopic(t, k, reg, topic)
 		if len(recs) > 0 || time.Now().After(deadline) {
 			return recs
 		}

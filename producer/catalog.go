@@ -37,9 +37,13 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 		typtype, typcategory string
 		elem, base           uint32
 		baseTypmod           int32
+		isArray              bool
 	)
-	err := c.conn.QueryRow(ctx, `SELECT typname, typtype::text, typcategory::text, typelem, typbasetype, typtypmod
-		FROM pg_catalog.pg_type WHERE oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod)
+	// An array type is its element's typarray; int2vector and oidvector
+	// are subscriptable base types of category A with their own text form.
+	err := c.conn.QueryRow(ctx, `SELECT t.typname, t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, t.typtypmod,
+		       COALESCE((SELECT e.typarray = t.oid FROM pg_catalog.pg_type e WHERE e.oid = t.typelem), false)
+		FROM pg_catalog.pg_type t WHERE t.oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod, &isArray)
 	if err != nil {
 		return nil, fmt.Errorf("type oid %d: %w", oid, err)
 	}
@@ -53,7 +57,7 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 		}
 	case typtype == "e":
 		t.Kind = schemas.KindEnum
-	case typcategory == "A" && elem != 0:
+	case typcategory == "A" && elem != 0 && isArray:
 		t.Kind = schemas.KindArray
 		if t.Elem, err = c.pgType(ctx, elem); err != nil {
 			return nil, err
@@ -74,7 +78,9 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 // columns of the REPLICA IDENTITY USING INDEX index), except under REPLICA
 // IDENTITY FULL, where pgoutput flags every column: the key is then the
 // primary key when the table has one. Only an index's key columns count,
-// never its INCLUDE columns (pg_index.indnkeyatts).
+// never its INCLUDE columns (pg_index.indnkeyatts). A column without NOT
+// NULL is Nullable, which makes its key field nullable (only REPLICA
+// IDENTITY FULL without a primary key keys by such columns).
 func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (schemas.Table, error) {
 	t := schemas.Table{Schema: rel.Namespace, Name: rel.RelationName}
 	oids := make([]uint32, len(rel.Columns))
@@ -88,7 +94,9 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 		       COALESCE((SELECT a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])
 		                 FROM pg_catalog.pg_index i
 		                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attname = u.name
-		                 WHERE i.indrelid = $4 AND i.indisprimary), NULL)
+		                 WHERE i.indrelid = $4 AND i.indisprimary), NULL),
+		       COALESCE((SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a
+		                 WHERE a.attrelid = $4 AND a.attname = u.name), true)
 		FROM unnest($1::oid[], $2::int4[], $3::text[]) WITH ORDINALITY AS u(oid, mod, name, n)
 		ORDER BY u.n`, oids, mods, names, rel.RelationID)
 	if err != nil {
@@ -96,14 +104,16 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 	}
 	sqlTypes := make([]string, 0, len(oids))
 	inPK := make([]*bool, 0, len(oids))
+	nullable := make([]bool, 0, len(oids))
 	for rows.Next() {
 		var st string
 		var pk *bool
-		if err := rows.Scan(&st, &pk); err != nil {
+		var null bool
+		if err := rows.Scan(&st, &pk, &null); err != nil {
 			rows.Close()
 			return t, err
 		}
-		sqlTypes, inPK = append(sqlTypes, st), append(inPK, pk)
+		sqlTypes, inPK, nullable = append(sqlTypes, st), append(inPK, pk), append(nullable, null)
 	}
 	if err := rows.Err(); err != nil {
 		return t, fmt.Errorf("columns of %s.%s: %w", rel.Namespace, rel.RelationName, err)
@@ -126,7 +136,8 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 		if hasPK {
 			key = inPK[i] != nil && *inPK[i]
 		}
-		t.Columns = append(t.Columns, schemas.Column{Name: col.Name, Type: *typ, Typmod: col.TypeModifier, SQLType: sqlTypes[i], Key: key})
+		t.Columns = append(t.Columns, schemas.Column{Name: col.Name, Type: *typ, Typmod: col.TypeModifier, SQLType: sqlTypes[i], Key: key,
+			Nullable: nullable[i]})
 	}
 	return t, nil
 }

@@ -63,10 +63,12 @@ type Config struct {
 	KafkaTxnTimeout   time.Duration // Kafka transaction timeout; bounds the time one source transaction may take to stream (10m)
 	StatusInterval    time.Duration // standby status update interval (10s)
 	HeartbeatInterval time.Duration // pg_logical_emit_message heartbeat interval; negative disables (30s)
-	UnsupportedTypes  schemas.UnsupportedPolicy
-	SchemaChange      schemas.SchemaChangePolicy
-	ForwardOrigins    []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
-	RetryMaxElapsed   time.Duration // give up after transient errors for this long without progress (30m)
+	// UnsupportedTypes is the policy for base types unknown to
+	// schemas/TYPES.md: UnsupportedAsText (the zero value) or UnsupportedFail.
+	UnsupportedTypes schemas.UnsupportedPolicy
+	SchemaChange     schemas.SchemaChangePolicy
+	ForwardOrigins   []string      // origins whose transactions are published: nil or ["none"] none, ["all"] all, or names
+	RetryMaxElapsed  time.Duration // give up after transient errors for this long without progress (30m)
 	// KafkaCommitTimeout bounds one Kafka commit: the flush of its records
 	// and EndTxn (1m). Past it the session ends, and a new one with a new
 	// client resumes from the durable state, so a client that stopped

@@ -11,11 +11,23 @@ import (
 // previous version could not read, or that could not read the previous one.
 var ErrIncompatibleSchema = errors.New("incompatible schema change")
 
-// CheckFullCompatible reports whether data written with either schema can be
-// read with the other (Confluent FULL compatibility), for the schemas
-// Tributary generates: records whose fields are added or removed only with
-// defaults, and whose common fields keep their type. Embedded registries
-// approve everything, so the producer calls this before it registers.
+// CheckFullCompatible reports whether a new schema version may replace the
+// old one, for the schemas Tributary generates. Embedded registries approve
+// everything, so the producer calls this before it registers.
+//
+// Records must add or remove fields only with defaults, and common fields
+// keep their type: data written with either schema can be read with the
+// other (Confluent FULL compatibility). One change is accepted that is
+// only BACKWARD compatible: a union may gain branches after its existing
+// ones, and a non-union type may become a union that contains it. Every
+// record written before the change decodes with the new schema (the old
+// branch indexes keep their meaning), which is what a registry's default
+// BACKWARD level checks. It is safe for readers because every reader of
+// Tributary's topics, its own and the stock Confluent deserializers of any
+// language, decodes a record with the writer's schema, found by the ID the
+// record carries; only a reader pinned to an old reader schema fails, and
+// only on a value that takes a new branch. Contract v1 adds branches this
+// way for the text branch of TYPES.md and for nullable key columns.
 func CheckFullCompatible(oldSchema, newSchema string) error {
 	var o, n any
 	if err := json.Unmarshal([]byte(oldSchema), &o); err != nil {
@@ -38,15 +50,25 @@ func compatible(path string, o, n any) error {
 	}
 	if ou, ok := o.([]any); ok {
 		nu, ok := n.([]any)
-		if !ok || len(ou) != len(nu) {
+		if !ok || len(ou) > len(nu) {
 			return fmt.Errorf("%s: union changed from %s to %s", orRoot(path), brief(o), brief(n))
 		}
+		// Branches may be added after the old ones (see CheckFullCompatible).
 		for i := range ou {
 			if err := compatible(fmt.Sprintf("%s[%d]", path, i), ou[i], nu[i]); err != nil {
 				return err
 			}
 		}
 		return nil
+	}
+	if nu, ok := n.([]any); ok {
+		// A type that becomes a union containing it.
+		for i := range nu {
+			if compatible(fmt.Sprintf("%s[%d]", path, i), o, nu[i]) == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: type %s became a union without it: %s", orRoot(path), brief(o), brief(n))
 	}
 	if oIsMap && nIsMap && om["type"] == "array" && nm["type"] == "array" {
 		return compatible(path+"[]", om["items"], nm["items"])
@@ -123,4 +145,46 @@ func orRoot(p string) string {
 		return "(root)"
 	}
 	return p
+}
+
+// SchemaWithoutText returns schema (Avro JSON) as the producer derived it
+// before the text branch (TYPES.md, "Schema evolution"): every union
+// without its text branch, and a union left with one member replaced by
+// that member. Upgrade tests register it as the previous version.
+func SchemaWithoutText(schema string) (string, error) {
+	var v any
+	if err := json.Unmarshal([]byte(schema), &v); err != nil {
+		return "", err
+	}
+	var walk func(any) any
+	walk = func(n any) any {
+		switch x := n.(type) {
+		case []any:
+			var out []any
+			for _, b := range x {
+				if m, ok := b.(map[string]any); ok && m[AttrText] == true {
+					continue
+				}
+				out = append(out, walk(b))
+			}
+			if len(out) == 1 {
+				return out[0]
+			}
+			return out
+		case map[string]any:
+			for k, e := range x {
+				switch k {
+				case "type", "items":
+					x[k] = walk(e)
+				case "fields":
+					fs, _ := e.([]any)
+					for _, f := range fs {
+						walk(f)
+					}
+				}
+			}
+		}
+		return n
+	}
+	return mustJSON(walk(v)), nil
 }

@@ -27,26 +27,32 @@ type encodeAppendFunc func(dst, text []byte) ([]byte, error)
 // concurrent use; every method appends to a buffer the caller owns.
 type Encoder struct {
 	ts   *TableSchema
-	cols []encodeAppendFunc
+	cols []encodeAppendFunc // the typed branch of each column
+	text []bool             // the column's union has the text branch
 }
 
 // NewEncoder compiles the encoder of ts: one append function per column,
 // taken from the column's Codec.
 func NewEncoder(ts *TableSchema) *Encoder {
-	e := &Encoder{ts: ts, cols: make([]encodeAppendFunc, len(ts.Codecs))}
+	e := &Encoder{ts: ts, cols: make([]encodeAppendFunc, len(ts.Codecs)), text: make([]bool, len(ts.Codecs))}
 	for i, c := range ts.Codecs {
 		e.cols[i] = encodeColumnFunc(c)
+		e.text[i] = c.Text
 	}
 	return e
 }
 
-// encodeColumnFunc returns c's direct text-to-binary function, or one that
-// goes through c.Decode and encodes the native value as goavro does.
+// encodeColumnFunc returns c's direct text-to-binary function of its typed
+// branch, or one that goes through its typed decoding and encodes the native
+// value as goavro does.
 func encodeColumnFunc(c Codec) encodeAppendFunc {
 	if c.appendText != nil {
 		return c.appendText
 	}
 	avro, decode := c.Avro, c.Decode
+	if c.typed != nil {
+		decode = c.typed
+	}
 	return func(dst, text []byte) ([]byte, error) {
 		v, err := decode(text)
 		if err != nil {
@@ -153,8 +159,8 @@ func (e *Encoder) appendRowUnion(dst []byte, t *pglogrepl.TupleData) ([]byte, er
 			dst = append(dst, 0)
 		case pglogrepl.TupleDataTypeText:
 			var err error
-			if dst, err = e.cols[i](append(dst, 2), c.Data); err != nil {
-				return dst, e.columnError(i, c.Data, err)
+			if dst, err = e.appendField(dst, i, c.Data, 1); err != nil {
+				return dst, err
 			}
 		default:
 			return dst, fmt.Errorf("column %q: unexpected tuple data type %q", e.ts.Table.Columns[i].Name, c.DataType)
@@ -173,15 +179,49 @@ func (e *Encoder) AppendKey(dst []byte, t *pglogrepl.TupleData) ([]byte, error) 
 	}
 	for _, i := range e.ts.KeyColumns {
 		c := t.Columns[i]
-		if c.DataType != pglogrepl.TupleDataTypeText {
+		nullable := e.ts.Table.Columns[i].Nullable
+		switch {
+		case c.DataType == pglogrepl.TupleDataTypeNull && nullable:
+			dst = append(dst, 0)
+			continue
+		case c.DataType != pglogrepl.TupleDataTypeText:
 			return dst, fmt.Errorf("key column %q is null or unchanged TOAST", e.ts.Table.Columns[i].Name)
 		}
+		typed := -1 // no union
+		switch {
+		case nullable:
+			typed = 1 // ["null", typed, (text)]
+		case e.text[i]:
+			typed = 0 // [typed, text]
+		}
 		var err error
-		if dst, err = e.cols[i](dst, c.Data); err != nil {
-			return dst, e.columnError(i, c.Data, err)
+		if dst, err = e.appendField(dst, i, c.Data, typed); err != nil {
+			return dst, err
 		}
 	}
 	return dst, nil
+}
+
+// appendField appends the non-null value text of column i: the union index
+// typed (none when negative) and the typed branch, or, when the typed branch
+// cannot carry the value (ErrUnrepresentable) and the column has the text
+// branch, the next union index and the text itself.
+func (e *Encoder) appendField(dst []byte, i int, text []byte, typed int) ([]byte, error) {
+	mark := len(dst)
+	if typed >= 0 {
+		dst = encodeLong(dst, int64(typed))
+	}
+	out, err := e.cols[i](dst, text)
+	if err == nil {
+		return out, nil
+	}
+	if !e.text[i] || typed < 0 || !errors.Is(err, ErrUnrepresentable) {
+		return dst[:mark], e.columnError(i, text, err)
+	}
+	if terr := typeTextCheck(text); terr != nil {
+		return dst[:mark], e.columnError(i, text, fmt.Errorf("%w (and %w)", err, terr))
+	}
+	return encodeBytes(encodeLong(dst[:mark], int64(typed+1)), text), nil
 }
 
 // KeyText renders the key columns of t as "(col=text, ...)" for error

@@ -77,26 +77,26 @@ func encRefValue(ts *TableSchema, ev *EncoderEvent, src Source, txID string) ([]
 }
 
 // encRefKey encodes the key of t through goavro; only the key columns are
-// converted, as AppendKey promises.
+// converted, in column order, as AppendKey promises.
 func encRefKey(ts *TableSchema, t *pglogrepl.TupleData) ([]byte, error) {
-	keyOnly := &pglogrepl.TupleData{ColumnNum: t.ColumnNum}
-	for i, c := range t.Columns {
-		if !ts.Table.Columns[min(i, len(ts.Table.Columns)-1)].Key {
-			c = encNull
-		}
-		keyOnly.Columns = append(keyOnly.Columns, c)
-	}
-	row, _, err := encRefRow(ts, keyOnly)
-	if err != nil {
-		return nil, err
+	if int(t.ColumnNum) != len(ts.Fields) || len(t.Columns) != len(ts.Fields) {
+		return nil, fmt.Errorf("tuple has %d columns, relation has %d", len(t.Columns), len(ts.Fields))
 	}
 	km := map[string]any{}
 	for _, i := range ts.KeyColumns {
-		v := UnwrapUnion(row[ts.Fields[i]])
-		if v == nil {
+		c := t.Columns[i]
+		if c.DataType == pglogrepl.TupleDataTypeNull && ts.Table.Columns[i].Nullable {
+			km[ts.Fields[i]] = nil
+			continue
+		}
+		if c.DataType != pglogrepl.TupleDataTypeText {
 			return nil, fmt.Errorf("key column %q is null or unchanged TOAST", ts.Table.Columns[i].Name)
 		}
-		km[ts.Fields[i]] = v
+		v, err := ts.Codecs[i].Decode(c.Data)
+		if err != nil {
+			return nil, fmt.Errorf("column %q (%s) value %q: %w", ts.Table.Columns[i].Name, ts.Table.Columns[i].SQLType, encodeClip(c.Data), err)
+		}
+		km[ts.Fields[i]] = ts.KeyUnion(i, v)
 	}
 	return ts.KeyCodec.BinaryFromNative(nil, km)
 }
@@ -222,8 +222,8 @@ func TestEncoderRejectsAsDecode(t *testing.T) {
 		{tcInt4, -1, "integer", "2147483648"}, {tcInt8, -1, "bigint", "x"}, {tcBool, -1, "boolean", "yes"},
 		{tcText, -1, "text", "\xc3\x28"}, {tcText, -1, "text", "a\x00b"}, {tcUUID, -1, "uuid", "A0EEBC99"},
 		{tcTSTZ, -1, "timestamptz", "2000-01-01 00:00:00"}, {tcDate, -1, "date", "2001-02-29"},
-		{tcTime, -1, "time", "25:00:00"}, {tcNumeric, tcNumTypmod(5, 2), "numeric(5,2)", "NaN"},
-		{tcArr(tcInt4), -1, "integer[]", "{1,{2}}"}, {tcInterval, -1, "interval", "1 day"},
+		{tcTime, -1, "time", "25:00:00"}, {tcNumeric, tcNumTypmod(5, 2), "numeric(5,2)", "NaNa"},
+		{tcArr(tcInt4), -1, "integer[]", "{1,x}"}, {tcInterval, -1, "interval", "1 day"},
 		{tcFloat8, -1, "float8", "inf"}, {tcBytea, -1, "bytea", `\x0`}, {tcNumeric, -1, "numeric", "1e5"},
 	}
 	for _, b := range bad {
@@ -280,6 +280,13 @@ func sqlZero(sql string) string {
 // encWideTable has one column of every type the type cases cover, the
 // first two as the key.
 func encWideTable(t testing.TB) (*TableSchema, [][]string) {
+	return encWideTableKeyed(t, false)
+}
+
+// encWideTableKeyed is encWideTable; with full, every column is a key
+// column and all but the first two are nullable, as REPLICA IDENTITY FULL
+// keys a table without a primary key.
+func encWideTableKeyed(t testing.TB, full bool) (*TableSchema, [][]string) {
 	t.Helper()
 	var cols []Column
 	var vals [][]string
@@ -292,7 +299,8 @@ func encWideTable(t testing.TB) (*TableSchema, [][]string) {
 		if !ok {
 			i = len(cols)
 			byType[tc.String()[:strings.IndexByte(tc.String(), '/')]+fmt.Sprint(tc.typmod)] = i
-			cols = append(cols, Column{Name: fmt.Sprintf("c%d %s", i, tc.sql), Type: tc.t, Typmod: tc.typmod, SQLType: tc.sql, Key: i < 2})
+			cols = append(cols, Column{Name: fmt.Sprintf("c%d %s", i, tc.sql), Type: tc.t, Typmod: tc.typmod, SQLType: tc.sql,
+				Key: i < 2 || full, Nullable: full && i >= 2})
 			vals = append(vals, nil)
 		}
 		vals[i] = append(vals[i], tc.in)
@@ -304,10 +312,59 @@ func encWideTable(t testing.TB) (*TableSchema, [][]string) {
 	return ts, vals
 }
 
+// TestEncoderTextBranch checks the union indexes the Encoder writes: the
+// typed branch, the text branch for a value it cannot carry, null for a
+// nullable key column, and the plain key field of a NOT NULL column
+// without the text branch.
+func TestEncoderTextBranch(t *testing.T) {
+	ts, err := BuildTableSchema("enc", Table{Schema: "public", Name: "t", Columns: []Column{
+		{Name: "d", Type: tcDate, Typmod: -1, SQLType: "date", Key: true},
+		{Name: "n", Type: tcInt4, Typmod: -1, SQLType: "integer", Key: true, Nullable: true},
+		{Name: "i", Type: tcInt4, Typmod: -1, SQLType: "integer", Key: true},
+	}}, UnsupportedFail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"fields":[{"name":"d","tributary.column":"d","tributary.key":true,"tributary.sql_type":"date","type":[{"logicalType":"date","type":"int"},{"tributary.text":true,"type":"string"}]},` +
+		`{"name":"n","tributary.column":"n","tributary.key":true,"tributary.sql_type":"integer","type":["null","int"]},` +
+		`{"name":"i","tributary.column":"i","tributary.key":true,"tributary.sql_type":"integer","type":"int"}],"name":"Key","namespace":"tributary.enc.public.t","type":"record"}`
+	if ts.KeySchema != want {
+		t.Errorf("key schema\n got %s\nwant %s", ts.KeySchema, want)
+	}
+	enc := NewEncoder(ts)
+	for _, c := range []struct {
+		row  *pglogrepl.TupleData
+		want []byte
+	}{
+		{encTuple(encText("1970-01-02"), encNull, encText("1")), []byte{0, 2, 0, 2}},
+		{encTuple(encText("infinity"), encText("1"), encText("1")), append(append([]byte{2, 16}, "infinity"...), 2, 2, 2)},
+	} {
+		got, err := enc.AppendKey(nil, c.row)
+		if err != nil || !bytes.Equal(got, c.want) {
+			t.Errorf("AppendKey = % x, %v; want % x", got, err, c.want)
+		}
+		encCompare(t, ts, EncoderEvent{Op: OpInsert, After: c.row})
+	}
+	if _, err := enc.AppendKey(nil, encTuple(encText("1970-01-02"), encNull, encNull)); err == nil {
+		t.Error("AppendKey accepted NULL in a NOT NULL key column")
+	}
+	v, err := enc.AppendValue(nil, &EncoderEvent{Op: OpInsert, After: encTuple(encText("infinity"), encNull, encText("1")), Tx: NewEncoderTx(0, 0, time.Time{}, "")})
+	if err != nil || !bytes.Contains(v, append([]byte{2, 4, 16}, "infinity"...)) {
+		t.Errorf("AppendValue = % x, %v; want the row's date in union branch 2", v, err)
+	}
+}
+
 // TestEncoderRandomRows compares random rows of a table holding every type:
-// each column a random valid value, null, unchanged TOAST or garbage.
+// each column a random valid value, null, unchanged TOAST or garbage; and of
+// the same table keyed by every column, most of them nullable (REPLICA
+// IDENTITY FULL).
 func TestEncoderRandomRows(t *testing.T) {
-	ts, vals := encWideTable(t)
+	t.Run("pk", func(t *testing.T) { encRandomRows(t, false) })
+	t.Run("full", func(t *testing.T) { encRandomRows(t, true) })
+}
+
+func encRandomRows(t *testing.T, full bool) {
+	ts, vals := encWideTableKeyed(t, full)
 	rng := rand.New(rand.NewSource(1))
 	garbage := []string{"", "x", "{", "-", "\xff", "1e999", "P", "NaN"}
 	row := func() *pglogrepl.TupleData {
@@ -355,6 +412,7 @@ func FuzzEncoder(f *testing.F) {
 		f.Add(uint16(0), v[0])
 	}
 	f.Add(uint16(3), "\x00")
+	f.Add(uint16(7), "infinity")
 	f.Fuzz(func(t *testing.T, col uint16, text string) {
 		cols := make([]*pglogrepl.TupleDataColumn, len(ts.Fields))
 		for i := range cols {

@@ -21,6 +21,10 @@ type Column struct {
 	Typmod  int32
 	SQLType string // format_type(atttypid, atttypmod), e.g. "numeric(10,2)"
 	Key     bool   // part of the replication key (replica identity)
+	// Nullable is true when the column has no NOT NULL constraint. It only
+	// matters for key columns: the key record's field of a nullable key
+	// column (REPLICA IDENTITY FULL keys by every column) is nullable.
+	Nullable bool
 }
 
 // Table is one published table at one point of the stream.
@@ -47,7 +51,7 @@ type TableSchema struct {
 	Topic       string
 	Fields      []string // Avro field name per column, in column order
 	Codecs      []Codec  // type codec per column, in column order
-	Branches    []string // goavro union branch name per column's non-null type
+	Branches    []string // goavro union branch name per column's typed branch
 	KeyColumns  []int    // indexes into Table.Columns of the key, in column order
 	RowName     string   // full name of the row record (union branch for before/after)
 	KeySchema   string
@@ -95,12 +99,12 @@ func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableS
 		}
 		rowFields = append(rowFields, attrs(map[string]any{
 			"name":    ts.Fields[i],
-			"type":    []any{"null", deepCopy(codec.Avro)},
+			"type":    codec.Field(),
 			"default": nil,
 		}))
 		if c.Key {
 			ts.KeyColumns = append(ts.KeyColumns, i)
-			keyFields = append(keyFields, attrs(map[string]any{"name": ts.Fields[i], "type": deepCopy(codec.Avro)}))
+			keyFields = append(keyFields, attrs(map[string]any{"name": ts.Fields[i], "type": codec.KeyField(c.Nullable)}))
 		}
 	}
 	if len(ts.KeyColumns) == 0 {
@@ -127,12 +131,22 @@ func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableS
 	return ts, nil
 }
 
-// Union wraps a non-null native value for the nullable field of column i.
+// Union wraps a non-null native value (what the column's Codec.Decode
+// returns) for the nullable field of column i in the row record.
 func (ts *TableSchema) Union(i int, v any) any {
 	if v == nil {
 		return nil
 	}
-	return goavro.Union(ts.Branches[i], v)
+	return goavro.Union(ts.Codecs[i].Branch(v), v)
+}
+
+// KeyUnion wraps a native value (nil for NULL) for the field of key column i
+// in the key record: as is when that field is not a union.
+func (ts *TableSchema) KeyUnion(i int, v any) any {
+	if !ts.Table.Columns[i].Nullable && !ts.Codecs[i].Text || v == nil {
+		return v
+	}
+	return goavro.Union(ts.Codecs[i].Branch(v), v)
 }
 
 // UnwrapUnion returns the value inside a decoded goavro union value (a map

@@ -53,30 +53,58 @@ type PGType struct {
 	BaseTypmod int32   // KindDomain: typtypmod of the domain
 }
 
-// UnsupportedPolicy says what MapType does with a type it has no mapping for.
+// UnsupportedPolicy says what MapType does with a base type it does not know:
+// one that is neither built into PostgreSQL nor one of the extension types
+// TYPES.md lists (a user-defined base type, or one of an extension such as
+// PostGIS). Every known type has a mapping whatever the policy; types
+// without a natural Avro form (money, ranges, composites, hstore, ...) are
+// carried as their exact text form.
 type UnsupportedPolicy int
 
 // The unsupported-type policies.
 const (
-	// UnsupportedFail makes MapType return an error wrapping ErrUnsupportedType.
-	UnsupportedFail UnsupportedPolicy = iota
-	// UnsupportedAsText carries the value as an Avro string holding its
-	// PostgreSQL text form, and sets Codec.Fallback.
-	UnsupportedAsText
+	// UnsupportedAsText, the default, carries an unknown type's values as
+	// an Avro string holding their PostgreSQL text form, and sets
+	// Codec.Fallback.
+	UnsupportedAsText UnsupportedPolicy = iota
+	// UnsupportedFail makes MapType return an error wrapping
+	// ErrUnsupportedType for an unknown type.
+	UnsupportedFail
 )
 
-// ErrUnsupportedType is wrapped by MapType's error for a type that has no Avro
-// mapping under UnsupportedFail. The message names the type and its OID.
+// ErrUnsupportedType is wrapped by MapType's error for an unknown type under
+// UnsupportedFail. The message names the type and its OID.
 var ErrUnsupportedType = errors.New("unsupported PostgreSQL type")
 
-// ErrUnrepresentable is wrapped by a Codec's Decode or Encode error when a
-// well-formed value has no representation on the other side: NaN or Infinity
-// in a constrained numeric, a multi-dimensional array or one whose lower bound
-// is not 1, a string that is not valid UTF-8 or contains NUL, a timestamp
-// beyond the int64 microsecond range. The value itself is valid; the producer
-// reports it with the table, column and LSN, and the fix is a mapping change
-// (drop the typmod, use UnsupportedAsText for the column's type), not a retry.
+// ErrUnrepresentable is wrapped by a typed conversion's error when a
+// well-formed value has no representation in the typed Avro branch that every
+// stock Avro reader decodes: NaN in a constrained numeric, a
+// multi-dimensional array or one whose lower bound is not 1, a date outside
+// the years 1 to 9999 or infinite, 24:00:00, a long (int8, timestamp,
+// interval microseconds) beyond ±TypeSafeLong. A Codec with Text carries
+// such a value in its text branch instead, so Decode does not return it
+// then. It remains an error for text that no Avro string can hold (not
+// UTF-8, as a SQL_ASCII database may store, or containing NUL), and for
+// Encode of a native value the PostgreSQL type cannot hold.
 var ErrUnrepresentable = errors.New("value not representable")
+
+// TypeSafeLong bounds the Avro longs that the typed branches carry:
+// JavaScript's avsc (behind kafkajs's schema registry client) refuses to
+// decode a long beyond ±9007199254740990 ("potential precision loss"), so
+// larger int8 values, timestamps more than about 285 years from 1970 and
+// intervals with more than 2^53-2 microseconds travel in the text branch.
+const TypeSafeLong = 9007199254740990
+
+// TypeTextBranch is goavro's union branch name of the text branch, and the
+// Avro type of a value that travels there.
+const TypeTextBranch = "string"
+
+// AttrText marks the text branch of a field's union: a string holding the
+// value's exact PostgreSQL text form (TYPES.md).
+const AttrText = "tributary.text"
+
+// TypeTextAvro returns a fresh Avro schema of the text branch.
+func TypeTextAvro() map[string]any { return map[string]any{"type": "string", AttrText: true} }
 
 // Codec converts one PostgreSQL type between its text form and its Avro form.
 //
@@ -100,12 +128,129 @@ type Codec struct {
 	// for Avro (it also accepts what Decode returns) to a PostgreSQL text
 	// input literal L such that '<L>'::type yields the same value.
 	Encode func(native any) (string, error)
-	// Fallback is true when the type is carried as its text form because
-	// of UnsupportedAsText.
+	// Text is true when the column's union has a third branch after Avro,
+	// TypeTextAvro: a string holding the value's exact PostgreSQL text form,
+	// for the well-formed values the typed branch cannot carry for a stock
+	// reader (ErrUnrepresentable). Decode then returns that text as a Go
+	// string, and Encode accepts a string as the text form. No codec with
+	// Text has a typed native that is a string, so a string always means the
+	// text branch. Text is set for int8, numeric(p,s), date, time,
+	// timestamp, timestamptz, interval and every typed array.
+	Text bool
+	// Fallback is true when the type is unknown (UnsupportedPolicy) and
+	// carried as its text form because of UnsupportedAsText.
 	Fallback bool
-	// appendText, when set, appends the Avro binary of Decode's result
-	// straight from the text, with Decode's errors (see encoder.go).
+	// appendText, when set, appends the Avro binary of the typed branch
+	// straight from the text, with typed's errors (see encoder.go).
 	appendText encodeAppendFunc
+	// typed is Decode without the text branch: it fails with
+	// ErrUnrepresentable where Decode returns the text. Nil without Text.
+	typed func(text []byte) (any, error)
+	// asText marks the exact-text mapping of a type without a natural Avro
+	// form; an array of such a type is carried whole as its text too.
+	asText bool
+	// reader, with Text, converts a text-branch value to the native that
+	// goavro's NativeFromBinary returns for the typed branch, when that
+	// native can hold it (see ReaderValue).
+	reader func(text []byte) (any, bool)
+}
+
+// ReaderValue returns the value Tributary's readers hand to sinks and
+// transforms for v, a non-null value decoded from a column of this codec
+// (goavro's native of the typed branch, or the string of the text branch):
+// v itself, except that a text-branch string becomes the native the typed
+// branch decodes to wherever that native holds the value, in the forms
+// contract v1 used before the text branch: infinite dates and timestamps
+// as the extreme values (MaxInt32 days, MaxInt64 µs), 24:00:00 as 24 hours,
+// BC and distant years and int8 or interval microseconds beyond
+// TypeSafeLong as they are. What no native holds stays text: NaN in
+// numeric(p,s), and arrays that are not one-dimensional with lower bound 1
+// (or hold such an element). Encode takes both forms.
+func (c Codec) ReaderValue(v any) any {
+	if s, ok := v.(string); ok && c.reader != nil {
+		if n, ok := c.reader([]byte(s)); ok {
+			return n
+		}
+	}
+	return v
+}
+
+// Field returns a fresh Avro schema of the nullable field of a column of
+// this codec in the row records: ["null", Avro] or ["null", Avro,
+// TypeTextAvro()].
+func (c Codec) Field() []any {
+	return c.KeyField(true).([]any)
+}
+
+// KeyField returns a fresh Avro schema of the column's field in the key
+// record: Avro alone, or a union of Avro with "null" first when nullable
+// (a REPLICA IDENTITY FULL key column without NOT NULL) and the text branch
+// last when Text.
+func (c Codec) KeyField(nullable bool) any {
+	if !nullable && !c.Text {
+		return deepCopy(c.Avro)
+	}
+	u := make([]any, 0, 3)
+	if nullable {
+		u = append(u, "null")
+	}
+	u = append(u, deepCopy(c.Avro))
+	if c.Text {
+		u = append(u, TypeTextAvro())
+	}
+	return u
+}
+
+// Branch returns goavro's union branch name for a non-null value native
+// that Decode returned: TypeTextBranch for the text form, else the typed
+// branch's name (TypeUnionBranch(c.Avro)).
+func (c Codec) Branch(native any) string {
+	if c.Text {
+		if _, ok := native.(string); ok {
+			return TypeTextBranch
+		}
+	}
+	return TypeUnionBranch(c.Avro)
+}
+
+// typeWithText adds the text branch to c: a value that c's Decode rejects
+// with ErrUnrepresentable is returned as its text, and Encode takes a
+// string as the literal itself.
+func typeWithText(c Codec) Codec {
+	typed, enc := c.Decode, c.Encode
+	c.Text, c.typed = true, typed
+	c.Decode = func(text []byte) (any, error) {
+		v, err := typed(text)
+		if err == nil || !errors.Is(err, ErrUnrepresentable) {
+			return v, err
+		}
+		if terr := typeTextCheck(text); terr != nil {
+			return nil, fmt.Errorf("%w (and %w)", err, terr)
+		}
+		return string(text), nil
+	}
+	c.Encode = func(native any) (string, error) {
+		if s, ok := native.(string); ok {
+			if strings.IndexByte(s, 0) >= 0 {
+				return "", typeBadText("text form", []byte(s), fmt.Errorf("%w: contains NUL", ErrUnrepresentable))
+			}
+			return s, nil
+		}
+		return enc(native)
+	}
+	return c
+}
+
+// typeTextCheck reports why text cannot be an Avro string: not UTF-8, or
+// containing NUL.
+func typeTextCheck(text []byte) error {
+	if !utf8.Valid(text) {
+		return typeBadText("text form", text, fmt.Errorf("%w: not UTF-8", ErrUnrepresentable))
+	}
+	if bytes.IndexByte(text, 0) >= 0 {
+		return typeBadText("text form", text, fmt.Errorf("%w: contains NUL", ErrUnrepresentable))
+	}
+	return nil
 }
 
 // typeNumericScale decodes numeric's typmod into precision and scale. Scale is
@@ -119,20 +264,36 @@ func typeNumericScale(typmod int32) (precision, scale int) {
 
 // MapType returns the Codec of a column of type t with type modifier typmod
 // (pg_attribute.atttypmod, -1 when none). The mapping is documented in
-// TYPES.md. A type without a mapping is an error wrapping ErrUnsupportedType
-// under UnsupportedFail, and a text-carrying Codec with Fallback set under
+// TYPES.md: built-in types with a natural Avro form are typed, the other
+// known types are carried as their exact text form, and an
+// unknown base type follows policy: an error wrapping ErrUnsupportedType
+// under UnsupportedFail, a text-carrying Codec with Fallback set under
 // UnsupportedAsText. MapType is not on the hot path; it allocates a fresh
 // Codec.Avro on every call.
 func MapType(t PGType, typmod int32, policy UnsupportedPolicy) (Codec, error) {
 	c, err := typeMap(t, typmod, 0)
 	if err != nil && errors.Is(err, ErrUnsupportedType) && policy == UnsupportedAsText {
-		return typeTextCodec(t.Name, true), nil
+		c = typeAsText(t.Name)
+		c.Fallback = true
+		return c, nil
 	}
 	return c, err
 }
 
 func typeUnsupported(t PGType, why string) error {
 	return fmt.Errorf("%w: %s (oid %d)%s", ErrUnsupportedType, t.Name, t.OID, why)
+}
+
+// typeFirstUserOID is PostgreSQL's FirstNormalObjectId: every built-in type
+// has a lower OID, every type created by CREATE TYPE or CREATE EXTENSION a
+// higher one.
+const typeFirstUserOID = 16384
+
+// typeKnownExtensions are the extension types (by pg_type.typname, since
+// their OIDs differ per database) that TYPES.md documents as text.
+var typeKnownExtensions = map[string]bool{
+	"hstore": true, "citext": true, "ltree": true, "lquery": true, "ltxtquery": true, "cube": true,
+	"ean13": true, "isbn": true, "isbn13": true, "ismn": true, "ismn13": true, "issn": true, "issn13": true, "upc": true,
 }
 
 func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
@@ -159,15 +320,22 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 		if err != nil {
 			return Codec{}, fmt.Errorf("%w (element type of %s, oid %d)", err, t.Name, t.OID)
 		}
+		if ec.asText {
+			// The whole array literal, as its elements have no typed form.
+			return typeAsText(t.Name), nil
+		}
 		if m, ok := ec.Avro.(map[string]any); ok && m["type"] == "array" {
 			// An array of an array-valued domain: PostgreSQL has no arrays
 			// of arrays, only multi-dimensional ones.
-			return Codec{}, typeUnsupported(t, ": array of array")
+			return typeAsText(t.Name), nil
 		}
-		return typeArrayCodec(t.Name, ec), nil
+		c := typeWithText(typeArrayCodec(t.Name, ec))
+		c.reader = typeArrayReader(ec)
+		return c, nil
 	case KindBase:
 	default:
-		return Codec{}, typeUnsupported(t, "")
+		// Composite, range and multirange types.
+		return typeAsText(t.Name), nil
 	}
 	switch t.OID {
 	case pgtype.BoolOID:
@@ -177,9 +345,14 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 	case pgtype.Int4OID:
 		return typeIntCodec("int4", math.MinInt32, math.MaxInt32), nil
 	case pgtype.Int8OID:
-		return typeLongCodec("int8", math.MinInt64, math.MaxInt64), nil
+		c := typeWithText(typeLongCodec("int8", math.MinInt64, math.MaxInt64, TypeSafeLong))
+		c.reader = func(text []byte) (any, bool) {
+			n, ok := pgtParseInt(text, math.MinInt64, math.MaxInt64)
+			return n, ok
+		}
+		return c, nil
 	case pgtype.OIDOID:
-		return typeLongCodec("oid", 0, math.MaxUint32), nil
+		return typeLongCodec("oid", 0, math.MaxUint32, math.MaxUint32), nil
 	case pgtype.Float4OID:
 		return typeFloatCodec(32), nil
 	case pgtype.Float8OID:
@@ -188,7 +361,11 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 		if typmod < 0 {
 			return typeNumericTextCodec(), nil
 		}
-		return typeDecimalCodec(typmod)
+		c, err := typeDecimalCodec(typmod)
+		if err != nil {
+			return c, err
+		}
+		return typeWithText(c), nil
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.QCharOID, pgtype.NameOID,
 		pgtype.TimetzOID, pgtype.InetOID, pgtype.CIDROID, pgtype.MacaddrOID, pgtype.Macaddr8OID:
 		return typeTextCodec(t.Name, false), nil
@@ -199,17 +376,53 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 	case pgtype.ByteaOID:
 		return typeByteaCodec(), nil
 	case pgtype.DateOID:
-		return typeDateCodec(), nil
+		c := typeWithText(typeDateCodec())
+		c.reader = func(text []byte) (any, bool) {
+			d, ok := pgtParseDate(text)
+			return decEpochDate.AddDate(0, 0, int(d)), ok
+		}
+		return c, nil
 	case pgtype.TimeOID:
-		return typeTimeCodec(), nil
+		c := typeWithText(typeTimeCodec())
+		c.reader = func(text []byte) (any, bool) {
+			us, ok := pgtParseTime(text)
+			return time.Duration(us) * time.Microsecond, ok
+		}
+		return c, nil
 	case pgtype.TimestampOID:
-		return typeTimestampCodec(false), nil
+		c := typeWithText(typeTimestampCodec(false))
+		c.reader = func(text []byte) (any, bool) {
+			us, err := pgtParseTimestamp(text, false)
+			return us, err == nil
+		}
+		return c, nil
 	case pgtype.TimestamptzOID:
-		return typeTimestampCodec(true), nil
+		c := typeWithText(typeTimestampCodec(true))
+		c.reader = func(text []byte) (any, bool) {
+			us, err := pgtParseTimestamp(text, true)
+			return decTimeMicrosValue(us), err == nil
+		}
+		return c, nil
 	case pgtype.IntervalOID:
-		return typeIntervalCodec(), nil
+		c := typeWithText(typeIntervalCodec())
+		c.reader = func(text []byte) (any, bool) {
+			v, ok := pgtParseInterval(text)
+			return map[string]any{"months": v.Months, "days": v.Days, "micros": v.Micros}, ok
+		}
+		return c, nil
+	}
+	if t.OID < typeFirstUserOID || typeKnownExtensions[t.Name] {
+		return typeAsText(t.Name), nil
 	}
 	return Codec{}, typeUnsupported(t, "")
+}
+
+// typeAsText is the mapping of a known type without a natural Avro form: an
+// Avro string holding its exact text form.
+func typeAsText(name string) Codec {
+	c := typeTextCodec(name, false)
+	c.asText = true
+	return c
 }
 
 // typeBadText is the error for text that Decode cannot parse.
@@ -326,21 +539,43 @@ func typeIntCodec(typ string, lo, hi int64) Codec {
 	}
 }
 
-// typeLongCodec maps int8 and oid to Avro long (goavro native int64).
-func typeLongCodec(typ string, lo, hi int64) Codec {
+// typeLongCodec maps int8 and oid to Avro long (goavro native int64). Text
+// in [lo, hi] is well-formed; a value beyond ±safe is ErrUnrepresentable
+// for the typed branch.
+func typeLongCodec(typ string, lo, hi, safe int64) Codec {
+	parse := func(text []byte) (int64, error) {
+		n, ok := pgtParseInt(text, lo, hi)
+		if !ok {
+			return 0, typeBadText(typ, text, errPGTSyntax)
+		}
+		if n > safe || n < -safe {
+			return 0, typeBadText(typ, text, typeErrUnsafeLong)
+		}
+		return n, nil
+	}
 	return Codec{
 		Avro: "long",
 		Decode: func(text []byte) (any, error) {
-			n, ok := pgtParseInt(text, lo, hi)
-			if !ok {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+			n, err := parse(text)
+			if err != nil {
+				return nil, err
 			}
 			return n, nil
 		},
-		Encode:     typeIntEncoder(typ, lo, hi),
-		appendText: typeIntAppender(typ, lo, hi),
+		Encode: typeIntEncoder(typ, lo, hi),
+		appendText: func(dst, text []byte) ([]byte, error) {
+			n, err := parse(text)
+			if err != nil {
+				return dst, err
+			}
+			return encodeLong(dst, n), nil
+		},
 	}
 }
+
+// typeErrUnsafeLong is the cause for a long that a stock JavaScript reader
+// cannot decode exactly.
+var typeErrUnsafeLong = fmt.Errorf("%w: beyond ±%d, which JavaScript readers cannot decode exactly", ErrUnrepresentable, int64(TypeSafeLong))
 
 // typeFloatCodec maps float4 to Avro float (float32) and float8 to Avro double
 // (float64). NaN and the infinities are ordinary IEEE values on both sides.
@@ -480,7 +715,7 @@ func typeDecimalCodec(typmod int32) (Codec, error) {
 		Decode: func(text []byte) (any, error) {
 			switch string(text) {
 			case "NaN", "Infinity", "-Infinity":
-				return nil, fmt.Errorf("%s: %w: %s cannot be an Avro decimal (drop the typmod or map the type as text)", typ, ErrUnrepresentable, text)
+				return nil, fmt.Errorf("%s: %w: %s cannot be an Avro decimal", typ, ErrUnrepresentable, text)
 			}
 			neg, ip, fp, ok := pgtSplitNumeric(text)
 			if !ok {
@@ -548,7 +783,7 @@ func typeDecimalCodec(typmod int32) (Codec, error) {
 
 // typeTextCodec carries the text form as an Avro string: text, varchar,
 // bpchar (with its padding), "char", name, timetz, inet, cidr, macaddr,
-// macaddr8, and every type under UnsupportedAsText.
+// macaddr8, and (through typeAsText) the types without a natural Avro form.
 func typeTextCodec(name string, fallback bool) Codec {
 	c := typeStringCodec(name, "string", nil)
 	c.Fallback = fallback
@@ -630,23 +865,43 @@ func typeByteaCodec() Codec {
 // typeEpoch is 1970-01-01 00:00:00 UTC.
 var typeEpoch = time.Unix(0, 0).UTC()
 
-// typeDateCodec maps date to Avro int/date, days since 1970-01-01;
-// infinity and -infinity are math.MaxInt32 and math.MinInt32. goavro decodes
-// it to a time.Time at UTC midnight.
+// The dates the typed branch carries: the years 1 to 9999, which Python's
+// datetime.date (fastavro) can hold. Infinities, BC dates and later years
+// travel in the text branch.
+const (
+	typeMinSafeDate = -719162 // 0001-01-01
+	typeMaxSafeDate = 2932896 // 9999-12-31
+)
+
+// typeDateCodec maps date to Avro int/date, days since 1970-01-01, for the
+// years 1 to 9999 (others are ErrUnrepresentable). goavro decodes it to a
+// time.Time at UTC midnight. Encode also takes math.MaxInt32 and
+// math.MinInt32 as infinity and -infinity, as event contract v1 wrote them
+// before the text branch.
 func typeDateCodec() Codec {
+	parse := func(text []byte) (int32, error) {
+		d, ok := pgtParseDate(text)
+		if !ok {
+			return 0, typeBadText("date", text, errPGTSyntax)
+		}
+		if d < typeMinSafeDate || d > typeMaxSafeDate {
+			return 0, typeBadText("date", text, fmt.Errorf("%w: outside the years 1 to 9999", ErrUnrepresentable))
+		}
+		return d, nil
+	}
 	return Codec{
 		Avro: map[string]any{"type": "int", "logicalType": "date"},
 		Decode: func(text []byte) (any, error) {
-			d, ok := pgtParseDate(text)
-			if !ok {
-				return nil, typeBadText("date", text, errPGTSyntax)
+			d, err := parse(text)
+			if err != nil {
+				return nil, err
 			}
 			return d, nil
 		},
 		appendText: func(dst, text []byte) ([]byte, error) {
-			d, ok := pgtParseDate(text)
-			if !ok {
-				return dst, typeBadText("date", text, errPGTSyntax)
+			d, err := parse(text)
+			if err != nil {
+				return dst, err
 			}
 			return encodeLong(dst, int64(d)), nil
 		},
@@ -673,21 +928,33 @@ func typeDateCodec() Codec {
 }
 
 // typeTimeCodec maps time to Avro long/time-micros (microseconds since
-// midnight, 24:00:00 included); goavro decodes it to a time.Duration.
+// midnight); goavro decodes it to a time.Duration. 24:00:00, which stock
+// readers refuse (Python's datetime.time), is ErrUnrepresentable; Encode
+// still takes 86400000000 µs as 24:00:00, as contract v1 wrote it.
 func typeTimeCodec() Codec {
+	parse := func(text []byte) (int64, error) {
+		us, ok := pgtParseTime(text)
+		if !ok {
+			return 0, typeBadText("time", text, errPGTSyntax)
+		}
+		if us >= pgtUsecPerDay {
+			return 0, typeBadText("time", text, fmt.Errorf("%w: 24:00:00 is not a time of day for stock readers", ErrUnrepresentable))
+		}
+		return us, nil
+	}
 	return Codec{
 		Avro: map[string]any{"type": "long", "logicalType": "time-micros"},
 		Decode: func(text []byte) (any, error) {
-			us, ok := pgtParseTime(text)
-			if !ok {
-				return nil, typeBadText("time", text, errPGTSyntax)
+			us, err := parse(text)
+			if err != nil {
+				return nil, err
 			}
 			return us, nil
 		},
 		appendText: func(dst, text []byte) ([]byte, error) {
-			us, ok := pgtParseTime(text)
-			if !ok {
-				return dst, typeBadText("time", text, errPGTSyntax)
+			us, err := parse(text)
+			if err != nil {
+				return dst, err
 			}
 			return encodeLong(dst, us), nil
 		},
@@ -718,27 +985,40 @@ func typeTimeCodec() Codec {
 
 // typeTimestampCodec maps timestamptz to Avro long/timestamp-micros and
 // timestamp to long/local-timestamp-micros, microseconds since 1970-01-01
-// (UTC, or of the wall clock). infinity and -infinity are math.MaxInt64 and
-// math.MinInt64. goavro decodes timestamp-micros to a UTC time.Time and does
-// not know local-timestamp-micros, which stays an int64.
+// (UTC, or of the wall clock), within ±TypeSafeLong (about 1684 to 2255);
+// infinities and other values are ErrUnrepresentable. goavro decodes
+// timestamp-micros to a UTC time.Time and does not know
+// local-timestamp-micros, which stays an int64. Encode also takes
+// math.MaxInt64 and math.MinInt64 as infinity and -infinity, as contract v1
+// wrote them.
 func typeTimestampCodec(withTZ bool) Codec {
 	typ, lt := "timestamp", "local-timestamp-micros"
 	if withTZ {
 		typ, lt = "timestamptz", "timestamp-micros"
 	}
+	parse := func(text []byte) (int64, error) {
+		us, err := pgtParseTimestamp(text, withTZ)
+		if err != nil {
+			return 0, typeBadText(typ, text, err)
+		}
+		if us > TypeSafeLong || us < -TypeSafeLong {
+			return 0, typeBadText(typ, text, typeErrUnsafeLong)
+		}
+		return us, nil
+	}
 	return Codec{
 		Avro: map[string]any{"type": "long", "logicalType": lt},
 		Decode: func(text []byte) (any, error) {
-			us, err := pgtParseTimestamp(text, withTZ)
+			us, err := parse(text)
 			if err != nil {
-				return nil, typeBadText(typ, text, err)
+				return nil, err
 			}
 			return us, nil
 		},
 		appendText: func(dst, text []byte) ([]byte, error) {
-			us, err := pgtParseTimestamp(text, withTZ)
+			us, err := parse(text)
 			if err != nil {
-				return dst, typeBadText(typ, text, err)
+				return dst, err
 			}
 			return encodeLong(dst, us), nil
 		},
@@ -774,7 +1054,9 @@ const TypeIntervalRecordName = "tributary.Interval"
 
 // typeIntervalCodec maps interval to the record tributary.Interval {months
 // int, days int, micros long}, PostgreSQL's own three independent fields.
-// goavro decodes it to a map[string]any with int32, int32, int64.
+// goavro decodes it to a map[string]any with int32, int32, int64. Micros
+// beyond ±TypeSafeLong (PostgreSQL 17's infinities among them) are
+// ErrUnrepresentable.
 func typeIntervalCodec() Codec {
 	return Codec{
 		Avro: map[string]any{
@@ -791,6 +1073,9 @@ func typeIntervalCodec() Codec {
 			v, ok := pgtParseInterval(text)
 			if !ok {
 				return nil, typeBadText("interval", text, errPGTSyntax)
+			}
+			if v.Micros > TypeSafeLong || v.Micros < -TypeSafeLong {
+				return nil, typeBadText("interval", text, typeErrUnsafeLong)
 			}
 			return map[string]any{"months": v.Months, "days": v.Days, "micros": v.Micros}, nil
 		},
@@ -842,6 +1127,12 @@ func TypeUnionBranch(avro any) string {
 // goavro union value map[string]any{branch: element}.
 func typeArrayCodec(name string, ec Codec) Codec {
 	branch := TypeUnionBranch(ec.Avro)
+	decodeElem := ec.Decode
+	if ec.typed != nil {
+		// An element the typed branch cannot carry makes the whole array
+		// ErrUnrepresentable: it travels in the array's text branch.
+		decodeElem = ec.typed
+	}
 	const delim = ',' // every mapped element type; only box uses ';'
 	return Codec{
 		Avro: map[string]any{"type": "array", "items": []any{"null", ec.Avro}},
@@ -859,7 +1150,7 @@ func typeArrayCodec(name string, ec Codec) Codec {
 					out = append(out, nil)
 					return nil
 				}
-				v, err := ec.Decode(elem)
+				v, err := decodeElem(elem)
 				if err != nil {
 					return err
 				}
@@ -907,6 +1198,72 @@ func typeArrayCodec(name string, ec Codec) Codec {
 			return string(buf), nil
 		},
 	}
+}
+
+// typeArrayReader is the ReaderValue conversion of an array codec whose
+// elements are of ec: a one-dimensional array with lower bound 1 whose
+// elements ec's ReaderValue (or typed decoding) holds becomes goavro's form
+// of the typed array; nil and false for any other array.
+func typeArrayReader(ec Codec) func(text []byte) (any, bool) {
+	branch := TypeUnionBranch(ec.Avro)
+	return func(text []byte) (any, bool) {
+		var out []any
+		var scratch [64]byte
+		_, err := pgtParseArray(text, ',', scratch[:0], func(elem []byte, null bool) error {
+			if null {
+				out = append(out, nil)
+				return nil
+			}
+			var v any
+			if ec.reader != nil {
+				n, ok := ec.reader(elem)
+				if !ok {
+					return errPGTSyntax
+				}
+				v = n
+			} else {
+				decode := ec.Decode
+				if ec.typed != nil {
+					decode = ec.typed
+				}
+				n, err := decode(elem)
+				if err != nil {
+					return err
+				}
+				v = typeGoavroNative(ec.Avro, n)
+			}
+			out = append(out, map[string]any{branch: v})
+			return nil
+		})
+		if err != nil {
+			return nil, false
+		}
+		if out == nil {
+			out = []any{}
+		}
+		return out, true
+	}
+}
+
+// typeGoavroNative converts what a Codec's typed decoding returns for avro
+// into what goavro's NativeFromBinary returns for it: the logical types
+// whose forms differ (date, time-micros, timestamp-micros).
+func typeGoavroNative(avro any, v any) any {
+	switch TypeUnionBranch(avro) {
+	case "int.date":
+		if d, ok := v.(int32); ok {
+			return decEpochDate.AddDate(0, 0, int(d))
+		}
+	case "long.time-micros":
+		if us, ok := v.(int64); ok {
+			return time.Duration(us) * time.Microsecond
+		}
+	case "long.timestamp-micros":
+		if us, ok := v.(int64); ok {
+			return decTimeMicrosValue(us)
+		}
+	}
+	return v
 }
 
 // typeFullName resolves the full name of a named schema m inside enclosing

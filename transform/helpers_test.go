@@ -75,7 +75,7 @@ func decode(t testing.TB, c consumer.Column, text string) any {
 		t.Fatalf("decode %q as %s: %v", text, c.SQLType, err)
 	}
 	tp, _ := typeOf(c)
-	return normalize(tp, v)
+	return normalize(tp, codec.ReaderValue(v))
 }
 
 func rowOf(t testing.TB, tb *consumer.Table, texts ...string) []any {

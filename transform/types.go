@@ -308,7 +308,7 @@ func parseText(s string, to Type) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot convert %q to %s: %w", truncate(s, 64), to.SQL, err)
 	}
-	return normalize(to, v), nil
+	return normalize(to, to.codec.ReaderValue(v)), nil
 }
 
 func truncate(s string, n int) string {

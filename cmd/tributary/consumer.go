@@ -61,6 +61,9 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
 	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
 	ms := declareMultisite(fs)
+	cpuProfile := declareProfile(fs)
+	groupTxns := fs.Int("group-max-txns", 0, "source `transactions` grouped into one target transaction at most, while more are already read (default 1000)")
+	groupEvents := fs.Int("group-max-events", 0, "`events` in one target transaction before the group closes at the next source commit (default 20000; duckdb: its --flush-rows)")
 	fs.Require("name")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -69,6 +72,11 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	if err := checkSinkTarget(*sink, *target, *duckFile); err != nil {
 		return err
 	}
@@ -117,13 +125,13 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 		tr = p
 	}
 	metrics := newConsumerMetrics(h)
-	msite, err := ms.build(ctx, *sink, *mode, *k.prefix, *name, opts, log, metrics.conflict)
+	msite, err := ms.build(*sink, *mode, *k.prefix, *name, *target, opts, reg, log, metrics.conflict)
 	if err != nil {
 		return err
 	}
 	defer msite.close()
 	var s consumer.Sink
-	groupMax, linger := 0, time.Duration(0)
+	groupMax, linger := *groupEvents, time.Duration(0)
 	switch *sink {
 	case "postgres":
 		s, err = postgres.New(postgres.Config{DSN: *target, Consumer: *name, CheckpointSchema: *checkpointSchema,
@@ -139,15 +147,19 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	groupTxnsMax, err := msite.groupMaxTxns(*groupTxns)
+	if err != nil {
+		return usageError{err}
+	}
 	c, err := consumer.New(consumer.Config{Kafka: opts, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Registry: reg, Prefix: *k.prefix, Name: *name, Sink: s,
-		Tables: *tables, Transform: tr, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
+		Tables: *tables, Transform: tr, GroupMaxTxns: groupTxnsMax, GroupMaxEvents: groupMax, GroupLinger: linger, Observer: metrics, Mode: m, OnError: oe, UntilCaughtUp: *untilCaughtUp, FromSnapshot: *fromSnapshot, Interval: *interval, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}
 	if err := k.checkBrokers(ctx, opts); err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	return msite.run(ctx, c.Run)
 }
 
 // duckdbOptions are the duckdb sink's flags.

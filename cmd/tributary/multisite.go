@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/cmd/tributary/internal/flagconf"
+	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // multisiteFlags are the consumer's multi-site settings (docs/MULTISITE.md).
@@ -29,7 +29,8 @@ func declareMultisite(fs *flagconf.Set) *multisiteFlags {
 			"and ownership rules (docs/MULTISITE.md)"),
 		originName: fs.String("origin-name", "", "replication origin `name` the consumer applies under, so that "+
 			"this site's producer does not publish the changes again (default tributary_<remote-site> with --site)"),
-		webhook: fs.String("conflict-webhook", "", "multi-site: POST every recorded conflict as JSON to this `URL`"),
+		webhook: fs.String("conflict-webhook", "", "multi-site: POST every recorded conflict as JSON to this `URL` (best effort, "+
+			"at most once; <prefix>.conflicts has every one exactly once)"),
 	}
 }
 
@@ -40,10 +41,12 @@ type multisite struct {
 	close  func()
 }
 
-// build validates the flags and creates the conflict engine; with no --site
-// it returns only the origin (possibly empty).
-// onRecord sees every recorded conflict (for the metrics counter).
-func (m *multisiteFlags) build(ctx context.Context, sink, _, prefix, name string, opts []kgo.Opt, log *slog.Logger, onRecord func(conflict.Record)) (*multisite, error) {
+// build validates the flags and creates the conflict engine, which
+// publishes the conflicts it records to <prefix>.conflicts (see run); with
+// no --site it returns only the origin (possibly empty). onRecord sees
+// every recorded conflict (for the metrics counter).
+func (m *multisiteFlags) build(sink, mode, prefix, name, target string, opts []kgo.Opt, reg *schemas.Registry, log *slog.Logger,
+	onRecord func(conflict.Record)) (*multisite, error) {
 	out := &multisite{origin: *m.originName, close: func() {}}
 	if *m.site == "" {
 		if *m.remoteSite != "" || *m.conflicts != "" || *m.webhook != "" {
@@ -71,25 +74,15 @@ func (m *multisiteFlags) build(ctx context.Context, sink, _, prefix, name string
 		}
 		file = f
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.ProducerLinger(0))...)
-	if err != nil {
-		return nil, err
-	}
-	topic := prefix + ".conflicts"
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = kadm.NewClient(cl).CreateTopic(cctx, 1, -1, nil, topic)
-	cancel()
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		log.Warn("could not create the conflicts topic; notifications to it may fail", "topic", topic, "err", err)
-	}
-	ns := []conflict.Notifier{&conflict.KafkaNotifier{Client: cl, Topic: topic}}
+	var ns []conflict.Notifier
 	if *m.webhook != "" {
 		ns = append(ns, &conflict.WebhookNotifier{URL: *m.webhook})
 	}
+	topic := conflict.ConflictsTopic(prefix)
 	e, err := conflict.New(conflict.Config{File: file, Site: *m.site, RemoteSite: *m.remoteSite, Consumer: name,
-		Notifiers: ns, OnRecord: onRecord, Logger: log})
+		Notifiers: ns, OnRecord: onRecord, Logger: log,
+		Outbox: &conflict.OutboxConfig{Target: target, Topic: topic, Kafka: opts, Registry: reg}})
 	if err != nil {
-		cl.Close()
 		return nil, usageError{err}
 	}
 	out.engine = e
@@ -97,9 +90,56 @@ func (m *multisiteFlags) build(ctx context.Context, sink, _, prefix, name string
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		e.Close(ctx)
-		cl.Close()
+	}
+	if mode == string(consumer.ModePerKey) {
+		log.Warn("multi-site in per-key mode: a target transaction holds changes of several source transactions, and " +
+			"this site's producer, if it forwards origins (a hub), publishes them with the commit time of the last; " +
+			"run a hub's consumers in transactional mode (docs/MULTISITE.md)")
 	}
 	log.Info("multi-site apply", "site", *m.site, "remote_site", *m.remoteSite, "origin", out.origin,
 		"conflicts", *m.conflicts, "conflicts_topic", topic)
 	return out, nil
+}
+
+// groupMaxTxns is the consumer's GroupMaxTxns given --group-max-txns
+// (requested, 0 for the default): with --site, one source transaction per
+// target transaction, so that a hub's producer forwards each with its own
+// source commit time (the replication origin's timestamp), which latest
+// compares at the other sites; a larger request with --site is refused.
+func (m *multisite) groupMaxTxns(requested int) (int, error) {
+	if m.engine == nil {
+		return requested, nil
+	}
+	if requested > 1 {
+		return 0, errorf("--group-max-txns %d with --site: a multi-site consumer applies one source transaction per target transaction", requested)
+	}
+	return 1, nil
+}
+
+// run runs consume, and beside it the publisher of the conflicts topic,
+// which outlives consume by its final publication. An error that stops the
+// publisher for good (another process of this consumer took over) stops
+// consume too, and is returned.
+func (m *multisite) run(ctx context.Context, consume func(context.Context) error) error {
+	if m.engine == nil {
+		return consume(ctx)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	octx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		err := m.engine.RunOutbox(octx)
+		if err != nil {
+			cancel(err)
+		}
+		done <- err
+	}()
+	err := consume(cctx)
+	stop()
+	if oerr := <-done; oerr != nil {
+		return fmt.Errorf("conflicts topic: %w", oerr)
+	}
+	return err
 }

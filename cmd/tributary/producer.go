@@ -48,13 +48,15 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		"past it the session reconnects with a new Kafka client; negative for no bound (default 1m)")
 	heartbeat := fs.Duration("heartbeat-interval", 0, "heartbeat interval; negative disables (default 30s)")
 	statusEvery := fs.Duration("status-interval", 0, "how often the producer reports its positions to the source when nothing else makes it (default 10s)")
-	unsupported := fs.String("unsupported-types", "fail", "`policy` for column types without an Avro mapping: fail, or text")
+	unsupported := fs.String("unsupported-types", "text", "`policy` for base types unknown to schemas/TYPES.md (user-defined, or from an unlisted extension such as PostGIS):\n"+
+		"text carries their exact text form, fail refuses them; every known type has a mapping either way")
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
 	synchronous := fs.Bool("synchronous", false, "commit and confirm each source transaction at once; with the standby name in the source's\n"+
 		"synchronous_standby_names, source commits return only once they are in Kafka (and wait while the producer is down)")
 	standby := fs.String("standby-name", "", "replication `application_name`, the name synchronous_standby_names lists (default tributary_<slot>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
+	cpuProfile := declareProfile(fs)
 	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -63,6 +65,11 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	specs, err := producer.ParseTableSpecs(*tables)
 	if err != nil {
 		return usageError{err}

@@ -21,12 +21,13 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-const setupUsage = `Usage: tributary setup roles|synchronous|ddl [flags]
+const setupUsage = `Usage: tributary setup roles|synchronous|ddl|multisite [flags]
 
 Prepares a deployment. Subcommands:
   roles         the SQL for the least-privilege capture and apply roles: printed, or run with --apply
   synchronous   the SQL that makes the producer a synchronous standby (producer --synchronous)
   ddl           the event triggers that capture schema changes in WAL order (consumer --apply-ddl)
+  multisite     a site's conflict tables and per-group change-time triggers (docs/MULTISITE.md)
 
 Run 'tributary setup <subcommand> --help' for flags and examples.
 `
@@ -46,8 +47,10 @@ func runSetup(ctx context.Context, args []string, e env) error {
 		return setupSynchronous(args[1:], e)
 	case "ddl":
 		return setupDDL(ctx, args[1:], e)
+	case "multisite":
+		return setupMultisite(ctx, args[1:], e)
 	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want roles, synchronous or ddl", args[0])}
+	return usageError{fmt.Errorf("unknown subcommand %q: want roles, synchronous, ddl or multisite", args[0])}
 }
 
 // setupDDL prints or installs DDL capture (producer/ddl.go).

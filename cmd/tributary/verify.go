@@ -201,5 +201,8 @@ func ignoreConsumerSettings(fs *flagconf.Set) {
 	fs.Bool("apply-ddl", false, "apply schema changes"+why)
 	fs.Bool("until-caught-up", false, "catch up and exit"+why)
 	fs.Duration("interval", 0, "`interval`"+why)
+	fs.Int("group-max-txns", 0, "`transactions`"+why)
+	fs.Int("group-max-events", 0, "`events`"+why)
+	fs.String("cpu-profile", "", "`file`"+why)
 	declareMultisite(fs)
 }

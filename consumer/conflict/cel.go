@@ -3,6 +3,8 @@ package conflict
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
 )
 
@@ -52,6 +55,51 @@ func (p *program) eval(vars map[string]any) (ref.Val, error) {
 		return nil, fmt.Errorf("expression %q: %w", p.src, err)
 	}
 	return v, nil
+}
+
+// exprValue is one column's value computed by an expression.
+type exprValue struct {
+	col   int
+	value *string // nil is NULL
+}
+
+// evalGroup evaluates a custom group's expression over local, remote_before
+// and remote_after (whole rows; nil rows are empty maps) and returns the
+// group's columns it sets, in column order. The expression must return a
+// map whose keys are columns of the group.
+func (p *program) evalGroup(cols []column, g *group, local, before, after []*string) ([]exprValue, error) {
+	v, err := p.eval(map[string]any{"local": celRow(cols, local), "remote_before": celRow(cols, before),
+		"remote_after": celRow(cols, after)})
+	if err != nil {
+		return nil, err
+	}
+	mp, ok := v.(traits.Mapper)
+	if !ok {
+		return nil, fmt.Errorf("want a map of column name to value, got %s", v.Type())
+	}
+	inGroup := map[string]int{}
+	for _, i := range g.cols {
+		inGroup[cols[i].name] = i
+	}
+	var out []exprValue
+	for it := mp.Iterator(); it.HasNext() == types.True; {
+		k := it.Next()
+		name, ok := k.(types.String)
+		if !ok {
+			return nil, fmt.Errorf("map key %v is not a column name", k)
+		}
+		i, ok := inGroup[string(name)]
+		if !ok {
+			return nil, fmt.Errorf("column %q is not in the group (%v)", name, slices.Sorted(maps.Keys(inGroup)))
+		}
+		val, err := textOf(mp.Get(k))
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", name, err)
+		}
+		out = append(out, exprValue{col: i, value: val})
+	}
+	slices.SortFunc(out, func(a, b exprValue) int { return a.col - b.col })
+	return out, nil
 }
 
 // celRow converts a row of canonical PostgreSQL text values to the map an

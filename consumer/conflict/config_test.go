@@ -73,7 +73,7 @@ func TestSitesAndOrigins(t *testing.T) {
 		a, b string
 		want bool
 	}{{"hq", "east", true}, {"east", "hq", false}, {"east", "west", true}, {"alpha", "beta", true}, {"west", "alpha", false}} {
-		if got := e.better(c.a, c.b); got != c.want {
+		if got := better(e.file.Priority, c.a, c.b); got != c.want {
 			t.Errorf("better(%s, %s) = %v", c.a, c.b, got)
 		}
 	}
@@ -91,15 +91,13 @@ func TestCustomAndOwnerExpressions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := &tableRT{name: "public.t", cols: cols}
-	ch := &change{rt: rt, local: local, before: before, after: after}
-	rt.groups = []group{{name: "g", cols: []int{1, 2}, method: MethodCustom, expr: p}}
-	sets, err := ch.custom(0)
+	g := &group{name: "g", cols: []int{1, 2}, method: MethodCustom, expr: p}
+	vals, err := p.evalGroup(cols, g, local, before, after)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sets) != 2 || sets[0].args[0] != "12" || sets[1].args[0] != "local|remote" {
-		t.Fatalf("custom sets: %+v", sets)
+	if len(vals) != 2 || vals[0].col != 1 || *vals[0].value != "12" || *vals[1].value != "local|remote" {
+		t.Fatalf("custom values: %+v", vals)
 	}
 	owner, err := compileCEL(`row.status == "entered" ? ["A"] : ["B", "C"]`, []string{"row"}, "site")
 	if err != nil {

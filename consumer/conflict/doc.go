@@ -20,21 +20,30 @@
 //   - Column groups resolve independently: a group the change did not touch
 //     keeps its local values, so non-overlapping updates from two sites both
 //     survive without a conflict.
-//   - latest and earliest compare the remote source commit time with the
-//     commit time of whoever last wrote the group's local values, or, for a
-//     group with a timestamp_column, that column's value in the remote
-//     after-image with its value in the local row. The commit time is
-//     kept in tributary_row_meta (table, key, group, site, commit_ts and an
-//     md5 of the group's values), written in the same transaction whenever
-//     the consumer writes a row: while the hash matches the row, the
-//     consumer's write is the last one; otherwise a local application
-//     changed the group, at pg_xact_commit_timestamp(xmin) (this needs
-//     track_commit_timestamp = on, which Setup checks).
+//   - The decision for each touched group is one pure function (decide,
+//     decide.go) of the group's local values and who wrote them when, the
+//     remote change, the method, ownership and a declared action; the
+//     Session reads its inputs in one round trip and writes its result.
+//   - latest, earliest and site-priority compare the remote change with
+//     who wrote the group's local values and when: the group's own last
+//     change, kept in tributary_row_meta (table, key, group, site, commit
+//     time, and for a local write its transaction id). The trigger
+//     SetupSQL installs (tributary setup multisite) records each local
+//     write of each group; the consumer records its own writes in the same
+//     transaction. Without the trigger, the row's last commit time is used
+//     (pg_xact_commit_timestamp(xmin)) unless the consumer's write is the
+//     last one, and Setup warns. A group with a timestamp_column compares
+//     that column's values instead. With exact times, latest is a
+//     last-writer-wins register (docs/MULTISITE.md, "Convergence").
+//   - Setup warns, once per table, about every configuration that can leave
+//     sites different: routines that converge only under some workloads,
+//     and missing or outdated triggers.
 //   - Every conflict and ownership violation is a row of
 //     tributary_conflicts written in the same transaction, so it commits
-//     exactly when the resolution does. Notifiers (the <prefix>.conflicts
-//     topic, a webhook) and Config.OnRecord get it after the commit, at most
-//     once, without holding up the apply.
+//     exactly when the resolution does. RunOutbox publishes those rows to
+//     the conflicts topic (Avro, conflict.avsc) exactly once (outbox.go);
+//     Notifiers (a webhook) and Config.OnRecord get each record after the
+//     commit, at most once, without holding up the apply.
 //   - Method error and delete policy error stop the consumer with a
 //     permanent error (ErrUnresolved) that names the table, key, commit LSN
 //     and both versions, for a person; nothing is written. A row of

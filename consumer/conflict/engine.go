@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -44,8 +43,13 @@ type Config struct {
 	RemoteSite string
 	// Consumer is the consumer's name, recorded with each conflict.
 	Consumer string
-	// Notifiers receive every record after its transaction commits.
+	// Notifiers receive every record after its transaction commits, at
+	// most once (a webhook).
 	Notifiers []Notifier
+	// Outbox, when set, publishes every record of tributary_conflicts that
+	// this consumer writes to a conflicts topic, exactly once; RunOutbox
+	// runs it.
+	Outbox *OutboxConfig
 	// OnRecord, when set, is called once per record after its transaction
 	// commits (or, for method error, before the consumer stops), from the
 	// apply goroutine; metrics count here. It must not block.
@@ -65,10 +69,15 @@ type Engine struct {
 	conflicts string // quoted schema.tributary_conflicts
 	actions   string // quoted schema.tributary_conflict_actions
 	disp      *dispatcher
+	outbox    *outbox // nil without Config.Outbox
+
+	// commitTS: track_commit_timestamp is on at the target (Setup), so
+	// the commit times of local writes can be read.
+	commitTS bool
 
 	mu     sync.Mutex
-	tables map[int]*tableRT // by value schema ID
-	idents map[string]bool  // tables whose replica identity was checked
+	tables map[int]*tableRT      // by value schema ID
+	infos  map[string]*tableInfo // what inspect found, by schema.table
 
 	records atomic.Int64
 	skipped atomic.Int64
@@ -111,10 +120,18 @@ func New(cfg Config) (*Engine, error) {
 	}
 	log := cfg.Logger.With("component", "conflict", "site", cfg.Site, "remote_site", cfg.RemoteSite)
 	q := schemas.QuoteIdent(f.Schema) + "."
-	return &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
+	e := &Engine{cfg: cfg, file: f, log: log, meta: q + schemas.QuoteIdent("tributary_row_meta"),
 		conflicts: q + schemas.QuoteIdent("tributary_conflicts"), actions: q + schemas.QuoteIdent("tributary_conflict_actions"),
 		disp:   newDispatcher(log, cfg.Notifiers),
-		tables: map[int]*tableRT{}, idents: map[string]bool{}}, nil
+		tables: map[int]*tableRT{}, infos: map[string]*tableInfo{}}
+	if cfg.Outbox != nil {
+		var err error
+		if e.outbox, err = newOutbox(e, *cfg.Outbox); err != nil {
+			e.disp.close(context.Background())
+			return nil, fmt.Errorf("conflict engine: %w", err)
+		}
+	}
+	return e, nil
 }
 
 // compiled expressions of one table config.
@@ -148,63 +165,32 @@ func compileTable(tc *TableConfig) (*tableExprs, error) {
 	return out, nil
 }
 
-// Setup creates tributary_conflicts and tributary_row_meta when missing and
-// checks that track_commit_timestamp is on when a method compares commit
-// times. Call it once, on any target connection, before the first Apply.
+// Setup creates tributary_conflicts, tributary_row_meta and
+// tributary_conflict_actions when missing (and brings older versions of
+// them up to date), checks that track_commit_timestamp is on when a method
+// compares commit times, and warns, once, about every table configuration
+// that can leave sites different (configWarnings, and inspect for each
+// listed table). Call it once, on any target connection, before the first
+// Apply.
 func (e *Engine) Setup(ctx context.Context, c *pgx.Conn) error {
-	ddl := fmt.Sprintf(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0));
-CREATE SCHEMA IF NOT EXISTS %s;
-CREATE TABLE IF NOT EXISTS %s (
-	id               bigserial PRIMARY KEY,
-	detected_at      timestamptz NOT NULL DEFAULT now(),
-	site             text NOT NULL,
-	remote_site      text NOT NULL,
-	consumer         text NOT NULL,
-	table_name       text NOT NULL,
-	key              jsonb NOT NULL,
-	kind             text NOT NULL,
-	column_group     text NOT NULL,
-	method           text NOT NULL,
-	outcome          text NOT NULL,
-	local_row        jsonb,
-	remote_before    jsonb,
-	remote_after     jsonb,
-	resolved         jsonb,
-	commit_lsn       pg_lsn,
-	xid              bigint,
-	remote_commit_ts timestamptz,
-	local_site       text,
-	local_commit_ts  timestamptz,
-	detail           text
-);
-CREATE TABLE IF NOT EXISTS %s (
-	table_name text NOT NULL,
-	key        text NOT NULL,
-	grp        text NOT NULL,
-	site       text NOT NULL,
-	commit_ts  timestamptz,
-	hash       text NOT NULL,
-	PRIMARY KEY (table_name, key, grp)
-);
-CREATE TABLE IF NOT EXISTS %s (
-	table_name text NOT NULL,
-	key        jsonb NOT NULL,
-	commit_lsn pg_lsn NOT NULL,
-	action     text NOT NULL CHECK (action IN ('keep-local', 'apply-remote')),
-	created_at timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (table_name, key, commit_lsn)
-)`, schemas.QuoteIdent(e.file.Schema), e.conflicts, e.meta, e.actions)
-	if _, err := c.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
+	if _, err := c.Exec(ctx, tablesSQL(e.file.Schema), pgx.QueryExecModeSimpleProtocol); err != nil {
 		return fmt.Errorf("create %s, %s and %s: %w", e.conflicts, e.meta, e.actions, err)
 	}
-	if e.needsTime() {
-		var on string
-		if err := c.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&on); err != nil {
-			return fmt.Errorf("SHOW track_commit_timestamp: %w", err)
-		}
-		if on != "on" {
-			return consumer.Permanent(errors.New("the conflict methods latest and earliest need the commit time of " +
-				"local changes: set track_commit_timestamp = on in the target's postgresql.conf and restart it"))
+	var on string
+	if err := c.QueryRow(ctx, "SHOW track_commit_timestamp").Scan(&on); err != nil {
+		return fmt.Errorf("SHOW track_commit_timestamp: %w", err)
+	}
+	e.commitTS = on == "on"
+	if e.needsTime() && !e.commitTS {
+		return consumer.Permanent(errors.New("the conflict methods latest and earliest need the commit time of " +
+			"local changes: set track_commit_timestamp = on in the target's postgresql.conf and restart it"))
+	}
+	for _, w := range e.configWarnings() {
+		e.log.Warn(w.msg, w.attrs...)
+	}
+	for name := range e.file.Tables {
+		if err := e.inspect(ctx, c, name, nil); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -324,11 +310,17 @@ type tableRT struct {
 	owner    *program
 	colOwner map[int]string
 	needTime bool
+	// needAction: a group's method or the delete policy is error, so the
+	// declared action for a change is read with the local row.
+	needAction bool
 
-	selectSQL string
-	canonSQL  string
-	insertSQL string
-	deleteSQL string
+	selectSQL  string // the local row, locked, its fallback time and group hashes
+	canonSQL   string // the images as the target types print them, and the row metadata key
+	metaSQL    string // the row's metadata
+	actionSQL  string // the declared action for a change
+	insertSQL  string
+	deleteSQL  string
+	metaKeyArg int // the first key parameter of canonSQL
 }
 
 func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
@@ -391,8 +383,10 @@ func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
 	if len(def.cols) > 0 {
 		rt.groups = append(rt.groups, def)
 	}
+	rt.needAction = tc.Delete == DeleteError
 	for _, g := range rt.groups {
 		rt.needTime = rt.needTime || g.method.usesTime() && g.tsCol < 0
+		rt.needAction = rt.needAction || g.method == MethodError
 		if g.tsCol >= 0 && !isTimestamp(rt.cols[g.tsCol].sqlType) {
 			return nil, fmt.Errorf("conflict config: table %s: group %s: timestamp_column %q is %s, want timestamp or timestamptz",
 				rt.name, g.name, rt.cols[g.tsCol].name, rt.cols[g.tsCol].sqlType)
@@ -425,10 +419,11 @@ func (e *Engine) table(t *consumer.Table) (*tableRT, error) {
 
 func (rt *tableRT) buildSQL(e *Engine) {
 	q := rt.t.QualifiedName()
-	sel := make([]string, 0, len(rt.cols)+len(rt.groups)+1)
-	canon := make([]string, 0, 2*len(rt.cols))
-	ins := make([]string, 0, len(rt.cols))
-	vals := make([]string, 0, len(rt.cols))
+	n := len(rt.cols)
+	sel := make([]string, 0, n+len(rt.groups)+1)
+	canon := make([]string, 0, 2*n+1)
+	ins := make([]string, 0, n)
+	vals := make([]string, 0, n)
 	for i, c := range rt.cols {
 		qc := schemas.QuoteIdent(c.name)
 		sel = append(sel, qc+"::text")
@@ -437,8 +432,12 @@ func (rt *tableRT) buildSQL(e *Engine) {
 		vals = append(vals, "$"+strconv.Itoa(i+1)+"::text::"+c.sqlType)
 	}
 	for i, c := range rt.cols {
-		canon = append(canon, "$"+strconv.Itoa(len(rt.cols)+i+1)+"::text::"+c.sqlType+"::text")
+		canon = append(canon, "$"+strconv.Itoa(n+i+1)+"::text::"+c.sqlType+"::text")
 	}
+	rt.metaKeyArg = 2*n + 1
+	canon = append(canon, rt.metaKeyExpr(2*n)+"::text")
+	// The row's last commit time, for the fallback attribution of a table
+	// without the group-times trigger (see change.attr).
 	if rt.needTime {
 		sel = append(sel, "pg_xact_commit_timestamp(xmin)")
 	} else {
@@ -447,9 +446,46 @@ func (rt *tableRT) buildSQL(e *Engine) {
 	sel = append(sel, rt.hashExprs()...)
 	rt.selectSQL = "SELECT " + strings.Join(sel, ", ") + " FROM " + q + " WHERE " + rt.keyWhere(0) + " FOR UPDATE"
 	rt.canonSQL = "SELECT " + strings.Join(canon, ", ")
+	// A local write's time is its transaction's commit time, read from the
+	// xid the trigger recorded (pg_xact_status is NULL for an xid too old
+	// to know; the time is then unknown).
+	ts := "commit_ts"
+	if e.commitTS {
+		ts = "coalesce(commit_ts, CASE WHEN xid IS NOT NULL AND pg_xact_status(xid) = 'committed' " +
+			"THEN pg_xact_commit_timestamp(xid::xid) END)"
+	}
+	rt.metaSQL = "SELECT grp, site, " + ts + ", hash FROM " + e.meta + " WHERE table_name = $1 AND key = " +
+		rt.metaKeyExpr(1) + "::text"
+	rt.actionSQL = "SELECT action FROM " + e.actions + " WHERE table_name = $1 AND key = " + rt.actionKeyExpr(1) +
+		" AND commit_lsn = $" + strconv.Itoa(len(rt.t.Key)+2) + "::text::pg_lsn"
 	rt.insertSQL = "INSERT INTO " + q + " (" + strings.Join(ins, ", ") + ") VALUES (" + strings.Join(vals, ", ") +
 		") RETURNING " + strings.Join(rt.hashExprs(), ", ")
 	rt.deleteSQL = "DELETE FROM " + q + " WHERE " + rt.keyWhere(0)
+}
+
+// metaKeyExpr is the row metadata key of the key parameters $offset+1...:
+// the jsonb object of the key columns as typed values, which the
+// group-times trigger computes the same way (jsonb_object_agg over
+// to_jsonb(NEW)); compared as its text.
+func (rt *tableRT) metaKeyExpr(offset int) string {
+	parts := make([]string, 0, 2*len(rt.t.Key))
+	for j, k := range rt.t.Key {
+		c := rt.cols[k]
+		parts = append(parts, quoteLiteral(c.name), "$"+strconv.Itoa(offset+j+1)+"::text::"+c.sqlType)
+	}
+	return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
+}
+
+// actionKeyExpr is a declared action's key, the jsonb object of the key
+// columns' canonical texts (as tributary_conflicts.key and Record.Key), of
+// the key parameters $offset+1...
+func (rt *tableRT) actionKeyExpr(offset int) string {
+	parts := make([]string, 0, 2*len(rt.t.Key))
+	for j, k := range rt.t.Key {
+		c := rt.cols[k]
+		parts = append(parts, quoteLiteral(c.name), "$"+strconv.Itoa(offset+j+1)+"::text::"+c.sqlType+"::text")
+	}
+	return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
 }
 
 // hashExprs are md5(ROW(group columns)::text) per group, in group order.
@@ -496,6 +532,9 @@ func (s *Session) Committed() {
 			"method", r.Method, "outcome", r.Outcome, "commit_lsn", r.CommitLSN)
 	}
 	s.e.disp.send(s.recs)
+	if len(s.recs) > 0 && s.e.outbox != nil {
+		s.e.outbox.poke()
+	}
 	s.recs = nil
 }
 
@@ -504,15 +543,10 @@ func keyText(k Row) string {
 	return string(b)
 }
 
-// attribution is who last wrote a group's current local values, and when.
-type attribution struct {
-	site string
-	ts   *time.Time
-}
-
 // change is one event being applied, with canonical texts.
 type change struct {
 	rt          *tableRT
+	info        *tableInfo
 	ev          *consumer.Event
 	site        string // remote site
 	ts          time.Time
@@ -525,7 +559,7 @@ type change struct {
 	keyParams   []any
 	metaKey     string
 	unchangedOK map[int]bool // after values unknown (unchanged TOAST)
-	act         *Method      // the declared action, once read (Session.declared)
+	act         Method       // the declared action for this change, "" when none
 	fromOwner   bool         // the change's site owns the row (primary or owner)
 }
 
@@ -546,6 +580,9 @@ func (ch *change) ownerDecides(gi int) bool {
 	return true
 }
 
+// metaRow is a row of tributary_row_meta: who wrote a group's values and
+// when (for a local write, its transaction's commit time), and, for rows the
+// consumer wrote, an md5 of the values.
 type metaRow struct {
 	site string
 	ts   *time.Time
@@ -571,7 +608,12 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 		}
 		return nil
 	}
-	s.e.checkIdentity(ctx, tx, rt)
+	if err := s.e.inspect(ctx, tx.Conn(), rt.name, rt); err != nil {
+		return ev.Wrap(err)
+	}
+	if s.e.outbox != nil {
+		s.e.outbox.notePID(tx.Conn().PgConn().PID())
+	}
 	ch, err := s.e.load(ctx, tx, rt, ev)
 	if err != nil {
 		return err
@@ -603,29 +645,10 @@ func (s *Session) Apply(ctx context.Context, tx pgx.Tx, ev *consumer.Event) erro
 	return ev.Wrap(consumer.Permanent(fmt.Errorf("unknown op %q", ev.Op)))
 }
 
-// checkIdentity warns once per table when its replica identity at this site
-// is not FULL: this site's own producer then sends no before-images, and
-// the other sites cannot detect update conflicts on its changes.
-func (e *Engine) checkIdentity(ctx context.Context, tx pgx.Tx, rt *tableRT) {
-	e.mu.Lock()
-	done := e.idents[rt.name]
-	e.idents[rt.name] = true
-	e.mu.Unlock()
-	if done {
-		return
-	}
-	var ident string
-	err := tx.QueryRow(ctx, "SELECT relreplident::text FROM pg_class WHERE oid = $1::regclass", rt.t.QualifiedName()).Scan(&ident)
-	if err == nil && ident != "f" {
-		e.log.Warn("table is not REPLICA IDENTITY FULL at this site: other sites cannot detect conflicts on its changes; "+
-			"run ALTER TABLE ... REPLICA IDENTITY FULL at every site", "table", rt.name, "replica_identity", ident)
-	}
-}
-
-// load reads the canonical texts of the change's images, the local row (locked)
-// and its row metadata, in one round trip.
+// load reads the canonical texts of the change's images, the local row
+// (locked), its row metadata and the declared action, in one round trip.
 func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.Event) (*change, error) {
-	ch := &change{rt: rt, ev: ev, site: e.SiteOf(ev.Txn), unchangedOK: map[int]bool{}}
+	ch := &change{rt: rt, info: e.infoOf(rt.name), ev: ev, site: e.SiteOf(ev.Txn), unchangedOK: map[int]bool{}}
 	if ev.Txn != nil {
 		ch.ts = ev.Txn.CommitTime.Truncate(time.Microsecond)
 	}
@@ -634,7 +657,16 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 			"at the source (ALTER TABLE %s REPLICA IDENTITY FULL)", opWord(ev.Op), rt.t.QualifiedName())))
 	}
 	n := len(rt.cols)
-	params := make([]any, 2*n)
+	keyRow := ev.Before
+	if keyRow == nil {
+		keyRow = ev.After
+	}
+	kp, err := pgtarget.Values(ev, keyRow, rt.t.Key)
+	if err != nil {
+		return nil, err
+	}
+	ch.keyParams = kp
+	params := make([]any, 2*n, 2*n+len(kp))
 	for _, img := range []struct {
 		row []any
 		off int
@@ -653,32 +685,27 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 			params[img.off+i] = v
 		}
 	}
+	params = append(params, kp...)
 	for _, i := range ev.Unchanged {
 		ch.unchangedOK[i] = true
 	}
-	keyRow := ev.Before
-	if keyRow == nil {
-		keyRow = ev.After
-	}
-	kp, err := pgtarget.Values(ev, keyRow, rt.t.Key)
-	if err != nil {
-		return nil, err
-	}
-	ch.keyParams = kp
-	mk, _ := json.Marshal(kp)
-	ch.metaKey = string(mk)
 
 	var b pgx.Batch
 	b.Queue(rt.canonSQL, params...)
 	b.Queue(rt.selectSQL, kp...)
-	b.Queue("SELECT grp, site, commit_ts, hash FROM "+e.meta+" WHERE table_name = $1 AND key = $2", rt.name, ch.metaKey)
+	b.Queue(rt.metaSQL, append([]any{rt.name}, kp...)...)
+	readAction := rt.needAction && ev.Txn != nil
+	if readAction {
+		b.Queue(rt.actionSQL, append(append([]any{rt.name}, kp...), ev.Txn.CommitLSN.String())...)
+	}
 	br := tx.SendBatch(ctx, &b)
 	defer br.Close()
 	canon := make([]*string, 2*n)
-	dst := make([]any, 2*n)
+	dst := make([]any, 0, 2*n+1)
 	for i := range canon {
-		dst[i] = &canon[i]
+		dst = append(dst, &canon[i])
 	}
+	dst = append(dst, &ch.metaKey)
 	if err := br.QueryRow().Scan(dst...); err != nil {
 		return nil, ev.Wrap(fmt.Errorf("read the change's values as the target types: %w", err))
 	}
@@ -728,6 +755,16 @@ func (e *Engine) load(ctx context.Context, tx pgx.Tx, rt *tableRT, ev *consumer.
 	if err := rows.Err(); err != nil {
 		return nil, ev.Wrap(err)
 	}
+	if readAction {
+		var act string
+		switch err := br.QueryRow().Scan(&act); {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return nil, ev.Wrap(fmt.Errorf("read %s: %w", e.actions, err))
+		default:
+			ch.act = Method(act)
+		}
+	}
 	if err := br.Close(); err != nil {
 		return nil, ev.Wrap(err)
 	}
@@ -744,12 +781,26 @@ func opWord(op schemas.Op) string {
 	return "insert"
 }
 
-// attr is who last wrote group gi's current local values: the row
-// metadata when its hash still matches the values (the consumer wrote them),
-// else the local site at the row's last commit time.
+// attr is who last wrote group gi's current local values, and when.
+//
+// With the group-times trigger (tributary setup multisite), the row
+// metadata says it: the trigger records each local write of a group (its
+// transaction, whose commit time is read back), the consumer each of its
+// own writes; a group without metadata has not been written since the
+// trigger was installed, and its time is unknown. Without the trigger, the
+// metadata is used while its hash matches the values (the consumer's write
+// is the last one), else the group counts as written here at the row's last
+// commit time, which moves with a write of any column of the row.
 func (ch *change) attr(gi int, local string) attribution {
 	g := ch.rt.groups[gi].name
-	if m, ok := ch.meta[g]; ok && ch.localHash != nil && m.hash == ch.localHash[gi] {
+	m, ok := ch.meta[g]
+	if ch.info.groupTimes {
+		if ok {
+			return attribution{site: m.site, ts: m.ts}
+		}
+		return attribution{site: local}
+	}
+	if ok && ch.localHash != nil && m.hash == ch.localHash[gi] {
 		return attribution{site: m.site, ts: m.ts}
 	}
 	return attribution{site: local, ts: ch.localTS}
@@ -815,22 +866,6 @@ func siteNames(v any) ([]string, error) {
 	return nil, fmt.Errorf("want a site name or a list of names, got %v", v)
 }
 
-func eqText(a, b *string) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return *a == *b
-}
-
-func (ch *change) groupEq(gi int, x, y []*string) bool {
-	for _, i := range ch.rt.groups[gi].cols {
-		if !eqText(x[i], y[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // rowMap renders a row by column name; nil for a nil row.
 func (rt *tableRT) rowMap(vals []*string) Row {
 	if vals == nil {
@@ -880,13 +915,17 @@ func (s *Session) update(ctx context.Context, tx pgx.Tx, ch *change) error {
 	if ch.local == nil {
 		switch ch.rt.cfg.Delete {
 		case DeleteError:
-			switch act, err := s.declared(ctx, tx, ch); {
-			case err != nil:
-				return err
-			case act == MethodKeepLocal:
+			switch ch.act {
+			case MethodKeepLocal:
+				if err := s.useAction(ctx, tx, ch); err != nil {
+					return err
+				}
 				return s.record(ctx, tx, ch, KindUpdateMissing, "", Method(DeleteError), OutcomeSkipped, nil, declaredDetail)
-			case act == "":
+			case "":
 				return s.stop(ch, KindUpdateMissing, "", Method(DeleteError), "update of a row that is missing at this site")
+			}
+			if err := s.useAction(ctx, tx, ch); err != nil {
+				return err
 			}
 			if err := s.insertRow(ctx, tx, ch); err != nil {
 				return err
@@ -906,7 +945,7 @@ func (s *Session) update(ctx context.Context, tx pgx.Tx, ch *change) error {
 	}
 	var touched []int
 	for gi := range ch.rt.groups {
-		if !ch.groupEq(gi, ch.before, ch.after) {
+		if !groupEq(&ch.rt.groups[gi], ch.before, ch.after) {
 			touched = append(touched, gi)
 		}
 	}
@@ -919,19 +958,20 @@ func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
 	}
 	same := true
 	for gi := range ch.rt.groups {
-		same = same && ch.groupEq(gi, ch.before, ch.local)
+		same = same && groupEq(&ch.rt.groups[gi], ch.before, ch.local)
 	}
 	policy, detail := Method(ch.rt.cfg.Delete), ""
 	if !same {
 		switch ch.rt.cfg.Delete {
 		case DeleteError:
-			switch act, err := s.declared(ctx, tx, ch); {
-			case err != nil:
-				return err
-			case act == MethodKeepLocal:
-				return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeLocal, ch.local, declaredDetail)
-			case act == "":
+			if ch.act == "" {
 				return s.stop(ch, KindDeleteDiffers, "", policy, "delete of a row that was changed at this site")
+			}
+			if err := s.useAction(ctx, tx, ch); err != nil {
+				return err
+			}
+			if ch.act == MethodKeepLocal {
+				return s.record(ctx, tx, ch, KindDeleteDiffers, "", policy, OutcomeLocal, ch.local, declaredDetail)
 			}
 			detail = declaredDetail
 		case UpdateWins:
@@ -950,41 +990,9 @@ func (s *Session) delete(ctx context.Context, tx pgx.Tx, ch *change) error {
 	return nil
 }
 
-// set is how one column is written: SQL and its parameters, appended.
-type set struct {
-	col  int
-	expr string // with %s for each parameter number, in order
-	args []any
-}
-
-// pending is a group's resolution.
-type pending struct {
-	gi       int
-	conflict bool
-	method   Method
-	outcome  Outcome
-	attr     attribution
-	local    attribution
-	detail   string
-}
-
-// rank is a site's place in Priority; unranked sites come after.
-func (e *Engine) better(a, b string) bool {
-	ra, rb := slices.Index(e.file.Priority, a), slices.Index(e.file.Priority, b)
-	if ra < 0 {
-		ra = len(e.file.Priority)
-	}
-	if rb < 0 {
-		rb = len(e.file.Priority)
-	}
-	if ra != rb {
-		return ra < rb
-	}
-	return a < b
-}
-
-// resolve decides each group in gis, writes the result and records the
-// conflicts. kind is the conflict kind should a group differ.
+// resolve decides each group in gis (decide), then writes the resolved
+// values and the row metadata, and records the conflicts, in tx. kind is
+// KindInsertExists or KindUpdateDiffers.
 func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind, gis []int) error {
 	rt := ch.rt
 	attrs := make([]attribution, len(rt.groups))
@@ -992,154 +1000,59 @@ func (s *Session) resolve(ctx context.Context, tx pgx.Tx, ch *change, kind Kind,
 		attrs[gi] = ch.attr(gi, s.e.cfg.Site)
 	}
 	remote := attribution{site: ch.site, ts: &ch.ts}
-	var sets []set
-	var res []pending
-	for _, gi := range gis {
-		g := rt.groups[gi]
-		switch {
-		case g.method != MethodAdditive && (g.method != MethodCustom || kind != KindUpdateDiffers) &&
-			ch.groupEq(gi, ch.local, ch.after):
-			// Already the same: nothing to do, no conflict. Not for additive,
-			// nor for a custom update, whose expression may merge: equal sums
-			// of different increments must both count.
-			continue
-		case kind == KindUpdateDiffers && ch.groupEq(gi, ch.local, ch.before):
-			// No conflict: the remote site changed what this site has.
-			sets = append(sets, ch.remoteSets(gi)...)
-			attrs[gi] = remote
-			continue
-		}
-		local, remoteTS := attrs[gi], &ch.ts
-		if g.tsCol >= 0 {
-			var err error
-			if local.ts, err = ch.columnTime(g, ch.local); err != nil {
-				return err
-			}
-			if remoteTS, err = ch.columnTime(g, ch.after); err != nil {
-				return err
-			}
-		}
-		method := g.method
-		if ch.ownerDecides(gi) {
-			method = MethodOwnership
-		}
-		p := pending{gi: gi, conflict: true, method: method, local: local}
-		if g.tsCol >= 0 {
-			p.detail = "times are the values of timestamp_column " + rt.cols[g.tsCol].name
-		}
-		remoteWins := false
-		switch method {
-		case MethodOwnership:
-			// The row's (or the group's columns') owner made the change:
-			// the local change it conflicts with was not the site's to make.
-			remoteWins = true
-		case MethodLatest, MethodEarliest:
-			switch {
-			case local.ts == nil && remoteTS == nil:
-				remoteWins = s.e.better(ch.site, local.site)
-			case local.ts == nil || remoteTS == nil:
-				remoteWins = (local.ts == nil) == (g.method == MethodLatest)
-			case remoteTS.Equal(*local.ts):
-				remoteWins = s.e.better(ch.site, local.site)
-			case g.method == MethodLatest:
-				remoteWins = remoteTS.After(*local.ts)
-			default:
-				remoteWins = remoteTS.Before(*local.ts)
-			}
-		case MethodSitePriority:
-			remoteWins = ch.site == local.site || s.e.better(ch.site, local.site)
-		case MethodApplyRemote:
-			remoteWins = true
-		case MethodKeepLocal:
-		case MethodError:
-			act, err := s.declared(ctx, tx, ch)
-			if err != nil {
-				return err
-			}
-			if act == "" {
-				return s.stop(ch, kind, g.name, g.method, "column group "+g.name+" conflicts and its method is error")
-			}
-			remoteWins, p.detail = act == MethodApplyRemote, declaredDetail
-		case MethodAdditive, MethodMinimum, MethodMaximum:
-			for _, i := range g.cols {
-				if ch.unchangedOK[i] {
-					continue
-				}
-				sets = append(sets, mergeSet(rt, g.method, i, ch.before, ch.after, kind))
-			}
-			p.outcome = OutcomeMerged
-			p.attr = later(local, remote)
-		case MethodCustom:
-			ss, err := ch.custom(gi)
-			if err != nil {
-				return ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: custom resolution: %w", g.name, err)))
-			}
-			sets = append(sets, ss...)
-			p.outcome = OutcomeMerged
-			p.attr = later(local, remote)
-		}
-		if p.outcome == "" {
-			if remoteWins {
-				sets = append(sets, ch.remoteSets(gi)...)
-				p.outcome, p.attr = OutcomeRemote, remote
-			} else {
-				p.outcome, p.attr = OutcomeLocal, local
-			}
-		}
-		attrs[gi] = p.attr
-		res = append(res, p)
+	type decided struct {
+		gi int
+		v  verdict
 	}
-	resolved := ch.local
+	var sets []colSet
+	var res []decided
+	metaDirty, useAction := false, false
+	for _, gi := range gis {
+		g := &rt.groups[gi]
+		v := decide(input{kind: kind, group: g, cols: rt.cols, local: ch.local, before: ch.before, after: ch.after,
+			unknown: ch.unchangedOK, localAt: attrs[gi], remoteAt: remote, exact: ch.info.groupTimes, owner: ch.ownerDecides(gi), action: ch.act,
+			priority: s.e.file.Priority})
+		switch {
+		case v.err != nil:
+			return ch.ev.Wrap(consumer.Permanent(v.err))
+		case v.stop:
+			return s.stop(ch, kind, g.name, g.method, "column group "+g.name+" conflicts and its method is error")
+		}
+		sets = append(sets, v.sets...)
+		if v.attrChanged {
+			attrs[gi], metaDirty = v.attr, true
+		}
+		useAction = useAction || v.usedAction
+		if v.conflict {
+			res = append(res, decided{gi, v})
+		}
+	}
+	if useAction {
+		if err := s.useAction(ctx, tx, ch); err != nil {
+			return err
+		}
+	}
+	resolved, hashes := ch.local, ch.localHash
 	if len(sets) > 0 {
 		var err error
-		var hashes []string
 		if resolved, hashes, err = s.e.writeSets(ctx, tx, ch, sets); err != nil {
 			return err
+		}
+	}
+	if metaDirty {
+		if hashes == nil { // a table whose hashes were not read (no row): cannot happen with a local row
+			hashes = make([]string, len(rt.groups))
 		}
 		if err := s.e.writeMeta(ctx, tx, ch, attrs, hashes); err != nil {
 			return err
 		}
 	}
-	for _, p := range res {
-		if err := s.recordAttr(ctx, tx, ch, kind, rt.groups[p.gi].name, p.method, p.outcome, resolved, p.detail, p.local); err != nil {
+	for _, d := range res {
+		if err := s.recordAttr(ctx, tx, ch, kind, rt.groups[d.gi].name, d.v.method, d.v.outcome, resolved, d.v.detail, d.v.local); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// columnTime is the value of group g's timestamp_column in row (nil for
-// NULL).
-func (ch *change) columnTime(g group, row []*string) (*time.Time, error) {
-	v := row[g.tsCol]
-	if v == nil {
-		return nil, nil
-	}
-	t, err := parseTimestamp(*v)
-	if err != nil {
-		return nil, ch.ev.Wrap(consumer.Permanent(fmt.Errorf("group %s: timestamp_column %s: %w", g.name, ch.rt.cols[g.tsCol].name, err)))
-	}
-	return &t, nil
-}
-
-func later(a, b attribution) attribution {
-	if a.ts == nil || b.ts != nil && b.ts.After(*a.ts) {
-		return b
-	}
-	return a
-}
-
-// remoteSets writes the remote after-values of group gi (columns with
-// unchanged TOAST values are left alone).
-func (ch *change) remoteSets(gi int) []set {
-	var out []set
-	for _, i := range ch.rt.groups[gi].cols {
-		if ch.unchangedOK[i] {
-			continue
-		}
-		out = append(out, set{col: i, expr: "%s::text::" + ch.rt.cols[i].sqlType, args: []any{textArg(ch.after[i])}})
-	}
-	return out
 }
 
 func textArg(s *string) any {
@@ -1149,71 +1062,42 @@ func textArg(s *string) any {
 	return *s
 }
 
-func mergeSet(rt *tableRT, m Method, i int, before, after []*string, kind Kind) set {
-	c := rt.cols[i]
+// sqlSet is how a decision's column write is made: the SQL of the new value,
+// with %s for each of args in order.
+func (ch *change) sqlSet(cs colSet) (expr string, args []any) {
+	c := ch.rt.cols[cs.col]
 	qc, t := schemas.QuoteIdent(c.name), c.sqlType
-	switch m {
-	case MethodAdditive:
-		if kind == KindInsertExists || before == nil {
-			return set{col: i, expr: "coalesce(" + qc + ", 0) + coalesce(%s::text::" + t + ", 0)", args: []any{textArg(after[i])}}
+	after := textArg(ch.after[cs.col])
+	switch cs.op {
+	case colAdd:
+		if ch.before == nil {
+			return "coalesce(" + qc + ", 0) + coalesce(%s::text::" + t + ", 0)", []any{after}
 		}
-		return set{col: i, expr: "coalesce(" + qc + ", 0) + (coalesce(%s::text::" + t + ", 0) - coalesce(%s::text::" + t + ", 0))",
-			args: []any{textArg(after[i]), textArg(before[i])}}
-	case MethodMinimum:
-		return set{col: i, expr: "LEAST(" + qc + ", %s::text::" + t + ")", args: []any{textArg(after[i])}}
+		return "coalesce(" + qc + ", 0) + (coalesce(%s::text::" + t + ", 0) - coalesce(%s::text::" + t + ", 0))",
+			[]any{after, textArg(ch.before[cs.col])}
+	case colLeast:
+		return "LEAST(" + qc + ", %s::text::" + t + ")", []any{after}
+	case colGreatest:
+		return "GREATEST(" + qc + ", %s::text::" + t + ")", []any{after}
+	case colValue:
+		return "%s::text::" + t, []any{textArg(cs.value)}
 	}
-	return set{col: i, expr: "GREATEST(" + qc + ", %s::text::" + t + ")", args: []any{textArg(after[i])}}
-}
-
-// custom evaluates a custom group's expression.
-func (ch *change) custom(gi int) ([]set, error) {
-	rt, g := ch.rt, ch.rt.groups[gi]
-	v, err := g.expr.eval(map[string]any{"local": celRow(rt.cols, ch.local), "remote_before": celRow(rt.cols, ch.before),
-		"remote_after": celRow(rt.cols, ch.after)})
-	if err != nil {
-		return nil, err
-	}
-	mp, ok := v.(traits.Mapper)
-	if !ok {
-		return nil, fmt.Errorf("want a map of column name to value, got %s", v.Type())
-	}
-	inGroup := map[string]int{}
-	for _, i := range g.cols {
-		inGroup[rt.cols[i].name] = i
-	}
-	var out []set
-	for it := mp.Iterator(); it.HasNext() == types.True; {
-		k := it.Next()
-		name, ok := k.(types.String)
-		if !ok {
-			return nil, fmt.Errorf("map key %v is not a column name", k)
-		}
-		i, ok := inGroup[string(name)]
-		if !ok {
-			return nil, fmt.Errorf("column %q is not in the group (%v)", name, slices.Sorted(maps.Keys(inGroup)))
-		}
-		val, err := textOf(mp.Get(k))
-		if err != nil {
-			return nil, fmt.Errorf("column %q: %w", name, err)
-		}
-		out = append(out, set{col: i, expr: "%s::text::" + rt.cols[i].sqlType, args: []any{textArg(val)}})
-	}
-	slices.SortFunc(out, func(a, b set) int { return a.col - b.col })
-	return out, nil
+	return "%s::text::" + t, []any{after}
 }
 
 // writeSets updates the local row and returns its new values and group hashes.
-func (e *Engine) writeSets(ctx context.Context, tx pgx.Tx, ch *change, sets []set) ([]*string, []string, error) {
+func (e *Engine) writeSets(ctx context.Context, tx pgx.Tx, ch *change, sets []colSet) ([]*string, []string, error) {
 	rt := ch.rt
 	var parts []string
 	var args []any
-	for _, s := range sets {
-		nums := make([]any, len(s.args))
-		for j, a := range s.args {
-			args = append(args, a)
+	for _, cs := range sets {
+		expr, a := ch.sqlSet(cs)
+		nums := make([]any, len(a))
+		for j, x := range a {
+			args = append(args, x)
 			nums[j] = "$" + strconv.Itoa(len(args))
 		}
-		parts = append(parts, schemas.QuoteIdent(rt.cols[s.col].name)+" = "+fmt.Sprintf(s.expr, nums...))
+		parts = append(parts, schemas.QuoteIdent(rt.cols[cs.col].name)+" = "+fmt.Sprintf(expr, nums...))
 	}
 	ret := make([]string, 0, len(rt.cols)+len(rt.groups))
 	for _, c := range rt.cols {
@@ -1238,7 +1122,9 @@ func (e *Engine) writeSets(ctx context.Context, tx pgx.Tx, ch *change, sets []se
 	return vals, hashes, nil
 }
 
-// writeMeta records who wrote each group's values (see Engine).
+// writeMeta records who wrote each group's values (see change.attr); a
+// local write's transaction id, once its time is known here, is replaced by
+// the time.
 func (e *Engine) writeMeta(ctx context.Context, tx pgx.Tx, ch *change, attrs []attribution, hashes []string) error {
 	n := len(ch.rt.groups)
 	grps, sites, tss := make([]string, n), make([]string, n), make([]*time.Time, n)
@@ -1247,7 +1133,8 @@ func (e *Engine) writeMeta(ctx context.Context, tx pgx.Tx, ch *change, attrs []a
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO `+e.meta+` AS m (table_name, key, grp, site, commit_ts, hash)
 SELECT $1, $2, u.g, u.s, u.t, u.h FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[]) AS u(g, s, t, h)
-ON CONFLICT (table_name, key, grp) DO UPDATE SET site = EXCLUDED.site, commit_ts = EXCLUDED.commit_ts, hash = EXCLUDED.hash`,
+ON CONFLICT (table_name, key, grp) DO UPDATE SET site = EXCLUDED.site, commit_ts = EXCLUDED.commit_ts, hash = EXCLUDED.hash,
+	xid = NULL`,
 		ch.rt.name, ch.metaKey, grps, sites, tss, hashes)
 	if err != nil {
 		return ch.ev.Wrap(fmt.Errorf("write %s: %w", e.meta, err))
@@ -1303,14 +1190,14 @@ func (s *Session) recordAttr(ctx context.Context, tx pgx.Tx, ch *change, kind Ki
 	if r.CommitLSN != "" {
 		lsn = r.CommitLSN
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+s.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
+	err := tx.QueryRow(ctx, `INSERT INTO `+s.e.conflicts+` (detected_at, site, remote_site, consumer, table_name, key, kind,
 	column_group, method, outcome, local_row, remote_before, remote_after, resolved, commit_lsn, xid, remote_commit_ts, detail,
 	local_site, local_commit_ts)
 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, $12::text::jsonb, $13::text::jsonb,
-	$14::text::jsonb, $15::text::pg_lsn, $16, $17, $18, nullif($19, ''), $20)`,
+	$14::text::jsonb, $15::text::pg_lsn, $16, $17, $18, nullif($19, ''), $20) RETURNING id`,
 		r.DetectedAt, r.Site, r.RemoteSite, r.Consumer, r.Table, string(key), string(r.Kind), r.Group, string(r.Method),
 		string(r.Outcome), js(r.Local), js(r.RemoteBefore), js(r.RemoteAfter), js(r.Resolved), lsn, int64(r.Xid),
-		r.CommitTime, r.Detail, r.LocalSite, lts)
+		r.CommitTime, r.Detail, r.LocalSite, lts).Scan(&r.ID)
 	if err != nil {
 		return ch.ev.Wrap(fmt.Errorf("record conflict in %s: %w", s.e.conflicts, err))
 	}
@@ -1321,29 +1208,16 @@ VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11::text::jsonb, 
 // declaredDetail is the detail of a conflict resolved by a declared action.
 const declaredDetail = "resolved by the action declared in tributary_conflict_actions"
 
-// declared takes the action a person declared for the change's conflict
-// (see stop): keep-local, apply-remote, or "" when none is declared. The
-// action row is deleted in tx, so it is used once, when tx commits.
-func (s *Session) declared(ctx context.Context, tx pgx.Tx, ch *change) (Method, error) {
-	if ch.act != nil {
-		return *ch.act, nil
+// useAction deletes the declared action that decided ch's conflict, so
+// that it is used once, when tx commits.
+func (s *Session) useAction(ctx context.Context, tx pgx.Tx, ch *change) error {
+	args := append(append([]any{ch.rt.name}, ch.keyParams...), ch.ev.Txn.CommitLSN.String())
+	q := "DELETE FROM " + s.e.actions + " WHERE table_name = $1 AND key = " + ch.rt.actionKeyExpr(1) +
+		" AND commit_lsn = $" + strconv.Itoa(len(ch.keyParams)+2) + "::text::pg_lsn"
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return ch.ev.Wrap(fmt.Errorf("use the declared action in %s: %w", s.e.actions, err))
 	}
-	if ch.ev.Txn == nil {
-		return "", nil
-	}
-	key, _ := json.Marshal(s.newRecord(ch, "", "", "", "", nil, "").Key)
-	var act string
-	err := tx.QueryRow(ctx, "DELETE FROM "+s.e.actions+" WHERE table_name = $1 AND key = $2::text::jsonb AND commit_lsn = $3::text::pg_lsn RETURNING action",
-		ch.rt.name, string(key), ch.ev.Txn.CommitLSN.String()).Scan(&act)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return "", nil
-	case err != nil:
-		return "", ch.ev.Wrap(fmt.Errorf("read %s: %w", s.e.actions, err))
-	}
-	m := Method(act)
-	ch.act = &m
-	return m, nil
+	return nil
 }
 
 // stop notifies at once (the transaction will roll back) and returns the
@@ -1353,6 +1227,9 @@ func (s *Session) stop(ch *change, kind Kind, grp string, m Method, what string)
 	r := s.newRecord(ch, kind, grp, m, OutcomeStopped, nil, what)
 	if s.e.cfg.OnRecord != nil {
 		s.e.cfg.OnRecord(r)
+	}
+	if s.e.outbox != nil {
+		s.e.outbox.recordStop(r)
 	}
 	s.e.disp.send([]Record{r})
 	js := func(row Row) string {

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Kind is what was detected.
@@ -46,8 +44,11 @@ const (
 type Row map[string]*string
 
 // Record is one detected conflict or ownership violation, as written to
-// tributary_conflicts, the <prefix>.conflicts topic and the webhook (JSON).
+// tributary_conflicts, the conflicts topic (Avro, conflict.avsc) and the
+// webhook (JSON).
 type Record struct {
+	// ID is the row's id in tributary_conflicts at the detecting site.
+	ID           int64     `json:"id"`
 	DetectedAt   time.Time `json:"detected_at"`
 	Site         string    `json:"site"`        // where it was detected
 	RemoteSite   string    `json:"remote_site"` // where the change was made
@@ -76,30 +77,11 @@ type Record struct {
 // has committed (and records of method error before the consumer stops).
 // Notify is called from one goroutine at a time and may block; it should
 // give up at ctx's end. Delivery is at most once: a record is not resent
-// when Notify fails or the process dies.
+// when Notify fails or the process dies. (The conflicts topic is not a
+// Notifier: Config.Outbox publishes it from tributary_conflicts, exactly
+// once.)
 type Notifier interface {
 	Notify(ctx context.Context, recs []Record) error
-}
-
-// KafkaNotifier produces each record as JSON to Topic (<prefix>.conflicts),
-// keyed by table and key, so that the records of one row stay in order.
-type KafkaNotifier struct {
-	Client *kgo.Client
-	Topic  string
-}
-
-// Notify produces recs and waits for the broker's acknowledgement.
-func (k *KafkaNotifier) Notify(ctx context.Context, recs []Record) error {
-	rs := make([]*kgo.Record, 0, len(recs))
-	for _, r := range recs {
-		v, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		key, _ := json.Marshal([]any{r.Table, r.Key})
-		rs = append(rs, &kgo.Record{Topic: k.Topic, Key: key, Value: v})
-	}
-	return k.Client.ProduceSync(ctx, rs...).FirstErr()
 }
 
 // WebhookNotifier POSTs each batch of records as a JSON array to URL.

@@ -108,13 +108,14 @@ func newTransformedSource(s *pgSnapshot, src *TableDef, in *consumer.Table, tr T
 // decodes for it: the producer's conversion to the column's Avro form
 // (schemas.Codec.Decode), then through Avro binary and back, as goavro
 // hands it to the consumer (time.Time for timestamps, *big.Rat for
-// decimals, ...).
+// decimals, ...), and a text-branch value as the consumer turns it back
+// (schemas.Codec.ReaderValue).
 func nativeDecoder(c consumer.Column) (func([]byte) (any, error), error) {
 	codec, err := schemas.MapType(c.Type, c.Typmod, schemas.UnsupportedFail)
 	if err != nil {
 		return nil, err
 	}
-	js, err := json.Marshal(codec.Avro)
+	js, err := json.Marshal(schemas.AvroNamedTypesOnce(codec.Field()))
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +128,7 @@ func nativeDecoder(c consumer.Column) (func([]byte) (any, error), error) {
 		if err != nil {
 			return nil, err
 		}
-		bin, err := ac.BinaryFromNative(nil, v)
+		bin, err := ac.BinaryFromNative(nil, goavro.Union(codec.Branch(v), v))
 		if err != nil {
 			return nil, fmt.Errorf("encode %q as Avro: %w", text, err)
 		}
@@ -135,7 +136,7 @@ func nativeDecoder(c consumer.Column) (func([]byte) (any, error), error) {
 		if err != nil {
 			return nil, fmt.Errorf("decode %q from Avro: %w", text, err)
 		}
-		return v, nil
+		return codec.ReaderValue(schemas.UnwrapUnion(v)), nil
 	}, nil
 }
 

@@ -88,7 +88,7 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 		return ""
 	})
 	var k []float64
-	for _, f := range frames() {
+	for _, f := range frames.Stop() {
 		if !f.commit.Before(r.loadStart) {
 			k = append(k, f.lat)
 		}
@@ -103,11 +103,23 @@ type frameSeen struct {
 	lat    float64 // ms from the source commit to readable in Kafka
 }
 
+// frameWatch is a running watchFrames reader.
+type frameWatch struct {
+	n    atomic.Int64 // frames noted so far
+	stop func() []frameSeen
+}
+
+// Seen reports how many frames the watcher has noted so far.
+func (w *frameWatch) Seen() int { return int(w.n.Load()) }
+
+// Stop ends the watch and returns what it saw.
+func (w *frameWatch) Stop() []frameSeen { return w.stop() }
+
 // watchFrames follows the transactions topic read_committed from its end
-// (txlog's Follow) and notes, for each frame, the time from its source
-// commit (the frame's CommitTime) to the moment this reader decoded it. stop
-// returns what it saw.
-func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []frameSeen, err error) {
+// (txlog's Follow) and notes, for each data frame, the time from its source
+// commit (the frame's CommitTime) to the moment this reader decoded it.
+// Snapshot chunks and heartbeats (no events) are not noted.
+func (b *Bench) watchFrames(ctx context.Context, topic string) (*frameWatch, error) {
 	fr, done, err := b.kafka.Frames(topic, kgo.FetchMaxWait(50*time.Millisecond))
 	if err != nil {
 		return nil, err
@@ -119,12 +131,14 @@ func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []fr
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	out := make(chan []frameSeen)
+	w := &frameWatch{}
 	go func() {
 		defer done()
 		var seen []frameSeen
 		err := fr.Follow(wctx, bounds.End, func(_ int64, f schemas.Frame) error {
-			if f.Snapshot == nil && f.Events > 0 { // not a chunk, nor a heartbeat
+			if f.Snapshot == nil && f.Events > 0 {
 				seen = append(seen, frameSeen{commit: f.CommitTime, lat: float64(time.Since(f.CommitTime).Microseconds()) / 1000})
+				w.n.Add(1)
 			}
 			return nil
 		})
@@ -133,7 +147,8 @@ func (b *Bench) watchFrames(ctx context.Context, topic string) (stop func() []fr
 		}
 		out <- seen
 	}()
-	return func() []frameSeen { cancel(); return <-out }, nil
+	w.stop = func() []frameSeen { cancel(); return <-out }
+	return w, nil
 }
 
 func (b *Bench) latencyNative(ctx context.Context, rep int, tag string, txps, rows int) *Result {

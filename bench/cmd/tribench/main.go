@@ -46,6 +46,11 @@ type Result struct {
 	KP50, KP99, KMax float64
 	LagMB            float64 // tps: slot lag behind the WAL insert position when pgbench ended, MB
 	Run              string  // the run (Bench.runID) that measured it
+	// Parts is the CPU seconds of each component of an end-to-end run
+	// (producer, its walsender, broker, consumer, its target backend; native:
+	// walsender and apply worker); PartsRSS the peak RSS in MB of some.
+	Parts    map[string]float64 `json:",omitempty"`
+	PartsRSS map[string]float64 `json:",omitempty"`
 
 	loadStart time.Time // latency: when the paced load began
 }
@@ -104,6 +109,7 @@ type Bench struct {
 	ended    time.Time
 	runID    string
 	load0    string
+	commitOf map[string]string // a backlog's end LSN -> its last transaction's commit LSN
 }
 
 func main() {
@@ -167,7 +173,7 @@ func main() {
 	}
 	b := &Bench{cfg: c, root: root, cache: filepath.Join(root, ".cache", "bench"),
 		bin: c.Bin, pgbin: envOr("PG_BINDIR", "/usr/lib/postgresql/15/bin"),
-		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000), took: map[string]time.Duration{}}
+		runID: fmt.Sprintf("b%d", time.Now().Unix()%100000), took: map[string]time.Duration{}, commitOf: map[string]string{}}
 	if c.Deadline != "" {
 		if _, err := time.Parse("15:04", c.Deadline); err != nil {
 			fatal(fmt.Errorf("--deadline %q: want HH:MM (UTC)", c.Deadline))

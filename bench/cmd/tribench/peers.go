@@ -144,17 +144,10 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	return r
 }
 
-// consumer runs `tributary consumer --until-caught-up` into the PostgreSQL
-// target and checks the target.
-func (b *Bench) consumer(ctx context.Context, rep int, wl, prefix, name string, rows int64, check, want string) *Result {
-	return b.consumerSink(ctx, rep, wl, peerConsumer, prefix, name, rows, []string{"--target", b.tgt.DSN, "--create-tables"},
-		b.targetCheck(ctx, check, want))
-}
-
-// targetCheck is a consumerSink check: check on the target must return want.
-func (b *Bench) targetCheck(ctx context.Context, check, want string) func(*Proc) (string, error) {
+// check is a consumerSink check: check on target p must return want.
+func (b *Bench) check(ctx context.Context, p *PG, check, want string) func(*Proc) (string, error) {
 	return func(*Proc) (string, error) {
-		got, err := b.tgt.QueryVal(ctx, check)
+		got, err := p.QueryVal(ctx, check)
 		if err != nil {
 			return "", err
 		}
@@ -173,6 +166,7 @@ func (b *Bench) consumerSink(ctx context.Context, rep int, wl, peer, prefix, nam
 	args := append([]string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", name}, extra...)
 	args = append(args, "--until-caught-up", "--log-format", "json")
+	args = append(args, b.consumerExtra(fmt.Sprintf("%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), strings.TrimSuffix(chartName(peer), ".svg"), rep))...)
 	r.Cmd = shellQuote(args)
 	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), name, rep)), nil, args...)
 	if err != nil {
@@ -188,20 +182,6 @@ func (b *Bench) consumerSink(ctx context.Context, rep int, wl, peer, prefix, nam
 	if r.Note, err = verify(p); err != nil {
 		return r.fail("%v", err)
 	}
-	return r
-}
-
-func combine(rep int, wl string, p, c *Result) *Result {
-	r := newResult(rep, wl, peerE2E, p.Rows)
-	r.Load0, r.Load1 = p.Load0, c.Load1
-	r.Cmd = "the producer and consumer commands above, one after the other"
-	if p.Err != "" || c.Err != "" {
-		return r.fail("producer: %s; consumer: %s", p.Err, c.Err)
-	}
-	r.Secs = p.Secs + c.Secs
-	r.CPU = p.CPU + c.CPU
-	r.RSSMB = max(p.RSSMB, c.RSSMB)
-	r.SrvCPU = p.SrvCPU
 	return r
 }
 
@@ -223,7 +203,7 @@ func (b *Bench) native(ctx context.Context, rep int, wl, sub, slot, end string, 
 	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
 	q := fmt.Sprintf(`SELECT coalesce((SELECT remote_lsn >= '%s'::pg_lsn FROM pg_replication_origin_status
 		WHERE external_id = 'pg_' || (SELECT oid FROM pg_subscription WHERE subname = '%s')), false)::text`, end, sub)
-	err := pollUntil(b.cfg.Timeout, 200*time.Millisecond, func() (bool, error) {
+	err := pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
 		apply.sample()
 		ws.sample()
 		v, err := b.nat.QueryVal(ctx, q)
@@ -233,6 +213,7 @@ func (b *Bench) native(ctx context.Context, rep int, wl, sub, slot, end string, 
 	r.CPU = apply.value() // the apply worker is the "client" here
 	r.RSSMB = procHWM(apply.pid)
 	r.SrvCPU = ws.value()
+	r.Parts = map[string]float64{partNativeWS: ws.value(), partApply: apply.value()}
 	r.Load1 = loadavg()
 	if err != nil {
 		return r.fail("%v", err)

@@ -112,6 +112,7 @@ type Kafka struct {
 	Brokers string
 	Kind    string // "Apache Kafka 3.9.1 (deploy/local/kafka.sh)" or "embedded kfake"
 	stop    func()
+	pid     func() int // the broker's process, for its CPU; nil when unknown
 }
 
 func startKafka(ctx context.Context, root, bin, cache string) (*Kafka, error) {
@@ -129,7 +130,7 @@ func startKafka(ctx context.Context, root, bin, cache string) (*Kafka, error) {
 	v, _ := os.ReadFile(filepath.Join(dir, "lib/.version"))
 	return &Kafka{Brokers: strings.TrimSpace(lastLine(out)),
 		Kind: "Apache Kafka " + strings.TrimSpace(string(v)) + " (KRaft, one node, deploy/local/kafka.sh, -Xmx512m)",
-		stop: func() { _, _ = run(context.Background(), root, nil, script, "stop", dir) }}, nil
+		stop: func() { _, _ = run(context.Background(), root, nil, script, "stop", dir) }, pid: kafkaPID(dir)}, nil
 }
 
 func startEmbeddedKafka(root, bin, cache string, why error) (*Kafka, error) {
@@ -142,7 +143,7 @@ func startEmbeddedKafka(root, bin, cache string, why error) (*Kafka, error) {
 	}
 	time.Sleep(2 * time.Second)
 	return &Kafka{Brokers: fmt.Sprintf("127.0.0.1:%d", port),
-		Kind: fmt.Sprintf("embedded kfake (real Kafka failed: %s)", oneLine(why.Error())), stop: p.Stop}, nil
+		Kind: fmt.Sprintf("embedded kfake (real Kafka failed: %s)", oneLine(why.Error())), stop: p.Stop, pid: p.Pid}, nil
 }
 
 func (k *Kafka) Client(opts ...kgo.Opt) (*kgo.Client, error) {

@@ -61,7 +61,7 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 	recv, trib, dbz, sub := "recv_"+sp.name, "trib_"+sp.name, "dbz_"+sp.name, "nsub_"+sp.name
 	pub := "pub_" + sp.name
 	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS `+sub)
-	if err := b.dropSlots(ctx, recv, trib, dbz, sub); err != nil {
+	if err := b.dropSlots(ctx, recv, trib, dbz, sub, "e2e_"+sp.name); err != nil {
 		return err
 	}
 	if err := s.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pub); err != nil {
@@ -90,6 +90,11 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 		_ = b.dropSlots(context.Background(), recv, trib, dbz)
 	}()
 	consumer := "c_" + prefix
+	e2eSlot := "e2e_" + sp.name
+	if err := s.Exec(ctx, fmt.Sprintf(`SELECT pg_create_logical_replication_slot('%s', 'pgoutput')`, e2eSlot)); err != nil {
+		return err
+	}
+	defer func() { _ = b.dropSlots(context.Background(), e2eSlot) }()
 	for i, ph := range sp.phases {
 		if sp.dbz && i > 0 {
 			// The previous phase dropped Debezium's slot; a new one
@@ -110,8 +115,7 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 			return err
 		}
 		b.add(b.recvlogical(ctx, rep, ph.wl, recv, pub, end, rows))
-		pr := b.producer(ctx, rep, ph.wl, prefix, trib, pub, end, rows)
-		b.add(pr)
+		b.add(b.producer(ctx, rep, ph.wl, prefix, trib, pub, end, rows))
 		if sp.dbz {
 			// Each phase writes its own topics: Debezium's would exist already.
 			b.add(b.debezium(ctx, rep, ph.wl, fmt.Sprintf("%s_%d", prefix, i), dbz, pub, sp.tables, rows))
@@ -119,9 +123,7 @@ func (b *Bench) compareStreams(ctx context.Context, rep int, prefix string, sp s
 		} else {
 			b.add(newResult(rep, ph.wl, peerDbz, rows).fail("not run for this workload: %s", sp.dbzWhy))
 		}
-		c := b.consumer(ctx, rep, ph.wl, prefix, consumer, rows, ph.check, want)
-		b.add(c)
-		b.add(combine(rep, ph.wl, pr, c))
+		b.add(b.e2e(ctx, rep, ph.wl, prefix+"_e2e", e2eSlot, pub, end, rows, consumer, ph.check, want))
 		b.add(b.native(ctx, rep, ph.wl, sub, sub, end, rows, ph.check, want))
 	}
 	return nil
@@ -282,15 +284,17 @@ func (b *Bench) toastSpec() streamSpec {
 // ---------------------------------------------------------------- sinks
 
 // repHistory applies the INSERT backlog's topics, which the plain PostgreSQL
-// sink also applies in this repetition, with the history sink into its own schema.
+// sink also applies in this repetition, with the history sink into its own
+// schema of the solo database.
 func (b *Bench) repHistory(ctx context.Context, rep int, prefix string, rows int64) {
-	if err := b.tgt.Exec(ctx, `DROP SCHEMA IF EXISTS hist CASCADE`, `CREATE SCHEMA hist`); err != nil {
+	solo := b.solo()
+	if err := solo.Exec(ctx, `DROP SCHEMA IF EXISTS hist CASCADE`, `CREATE SCHEMA hist`); err != nil {
 		b.add(newResult(rep, wSinks, peerHistory, rows).fail("%v", err))
 		return
 	}
 	b.add(b.consumerSink(ctx, rep, wSinks, peerHistory, prefix, "h_"+prefix, rows,
-		[]string{"--sink", "history", "--target", b.tgt.DSN, "--history-schema", "hist"},
-		b.targetCheck(ctx, `SELECT count(*)::text FROM hist.bench_history`, strconv.FormatInt(rows, 10))))
+		[]string{"--sink", "history", "--target", solo.DSN, "--history-schema", "hist"},
+		b.check(ctx, solo, `SELECT count(*)::text FROM hist.bench_history`, strconv.FormatInt(rows, 10))))
 }
 
 // duckBacklog is the DuckDB sink's backlog, written to Kafka once per run.

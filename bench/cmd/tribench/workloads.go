@@ -25,8 +25,7 @@ const (
 	peerRecv     = "pg_recvlogical (decode ceiling)"
 	peerProducer = "tributary producer"
 	peerDbz      = "Debezium Server"
-	peerConsumer = "tributary consumer"
-	peerE2E      = "tributary end-to-end (producer + consumer)"
+	peerE2E      = "tributary end-to-end (producer + consumer, running together)"
 	peerNative   = "native logical replication"
 )
 
@@ -211,12 +210,16 @@ func latWorkload(txps, rows int) string {
 }
 
 // repStreams: slots for every peer first, then a backlog of N single-row
-// INSERT transactions, each peer drains it; then N single-row UPDATEs.
+// INSERT transactions that each peer drains: pg_recvlogical and the producer
+// alone (drain), the producer and a consumer running together (end to end),
+// a consumer alone on the drain's topics with the plain and the history sink
+// (sinks), Debezium Server, and native logical replication. Then N
+// single-row UPDATEs, the same way without Debezium and the sinks.
 func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	s, t, n := b.src, b.tgt, b.nat
 	// Clean the previous repetition.
 	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
-	if err := b.dropSlots(ctx, "recv_slot", "trib_slot", "dbz_slot", "nsub_slot"); err != nil {
+	if err := b.dropSlots(ctx, "recv_slot", "trib_slot", "e2e_slot", "dbz_slot", "nsub_slot"); err != nil {
 		return err
 	}
 	if err := s.Exec(ctx,
@@ -228,11 +231,13 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 		`CREATE PUBLICATION pub_bench FOR TABLE bench`,
 		`SELECT pg_create_logical_replication_slot('recv_slot', 'pgoutput')`,
 		`SELECT pg_create_logical_replication_slot('trib_slot', 'pgoutput')`,
+		`SELECT pg_create_logical_replication_slot('e2e_slot', 'pgoutput')`,
 		`SELECT pg_create_logical_replication_slot('dbz_slot', 'pgoutput')`,
 	); err != nil {
 		return err
 	}
-	if err := t.Exec(ctx, `DROP TABLE IF EXISTS bench, big`, `CREATE TABLE bench `+tableDDL, `CREATE TABLE big `+tableDDL); err != nil {
+	if err := t.Exec(ctx, `DROP TABLE IF EXISTS bench, big`, `CREATE TABLE bench `+tableDDL, `CREATE TABLE big `+tableDDL,
+		`DROP DATABASE IF EXISTS solo WITH (FORCE)`, `CREATE DATABASE solo`); err != nil {
 		return err
 	}
 	if err := n.Exec(ctx, `DROP TABLE IF EXISTS bench`, `CREATE TABLE bench `+tableDDL,
@@ -252,29 +257,27 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	if wantDrain {
 		b.add(b.recvlogical(ctx, rep, wDrain, "recv_slot", "pub_all", end, int64(N)))
 	}
-	pr := b.producer(ctx, rep, wDrain, prefix, "trib_slot", "pub_all", end, int64(N))
-	b.add(pr)
-	if wantE2E || wantSinks {
-		pe := *pr
-		pe.Workload = wE2EInsert
-		b.add(&pe)
-		// The sinks comparison alternates which sink reads the topics first.
-		histFirst := wantSinks && rep%2 == 0
-		if histFirst {
-			b.repHistory(ctx, rep, prefix, int64(N))
+	if wantDrain || wantSinks {
+		// The drain's topics are what the sinks comparison applies.
+		b.add(b.producer(ctx, rep, wDrain, prefix, "trib_slot", "pub_all", end, int64(N)))
+	}
+	countCheck := `SELECT count(*)::text FROM bench`
+	if wantE2E {
+		b.add(b.e2e(ctx, rep, wE2EInsert, prefix+"_e2e", "e2e_slot", "pub_all", end, int64(N), consumer, countCheck, strconv.Itoa(N)))
+	}
+	if wantSinks {
+		// A consumer alone on the drain's topics, into its own database:
+		// the plain sink, and the history sink; which goes first alternates.
+		plain := func() {
+			b.add(b.consumerSink(ctx, rep, wSinks, peerPGSink, prefix, "s_"+prefix, int64(N),
+				[]string{"--target", b.solo().DSN, "--create-tables"}, b.check(ctx, b.solo(), countCheck, strconv.Itoa(N))))
 		}
-		c := b.consumer(ctx, rep, wE2EInsert, prefix, consumer, int64(N),
-			fmt.Sprintf(`SELECT count(*)::text FROM bench`), strconv.Itoa(N))
-		b.add(c)
-		b.add(combine(rep, wE2EInsert, pr, c))
-		if wantSinks {
-			ps := *c
-			ps.Workload, ps.Peer = wSinks, peerPGSink
-			ps.Note = "the e2e-insert consumer run (same topics, same repetition); " + ps.Note
-			b.add(&ps)
-			if !histFirst {
-				b.repHistory(ctx, rep, prefix, int64(N))
-			}
+		if rep%2 == 0 {
+			b.repHistory(ctx, rep, prefix, int64(N))
+			plain()
+		} else {
+			plain()
+			b.repHistory(ctx, rep, prefix, int64(N))
 		}
 	}
 	if wantDrain {
@@ -282,7 +285,7 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	}
 	_ = b.dropSlots(ctx, "dbz_slot")
 	if wantE2E {
-		b.add(b.native(ctx, rep, wE2EInsert, "nsub", "nsub_slot", end, int64(N), `SELECT count(*)::text FROM bench`, strconv.Itoa(N)))
+		b.add(b.native(ctx, rep, wE2EInsert, "nsub", "nsub_slot", end, int64(N), countCheck, strconv.Itoa(N)))
 	}
 	if !wantE2E {
 		_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
@@ -295,15 +298,21 @@ func (b *Bench) repStreams(ctx context.Context, rep int, prefix string) error {
 	}
 	logf("backlog built in %.1fs (%.0f tx/s), end LSN %s", secs, float64(N)/secs, end)
 	b.add(b.recvlogical(ctx, rep, wE2EUpdate, "recv_slot", "pub_all", end, int64(N)))
-	pu := b.producer(ctx, rep, wE2EUpdate, prefix, "trib_slot", "pub_all", end, int64(N))
-	b.add(pu)
+	b.add(b.producer(ctx, rep, wE2EUpdate, prefix, "trib_slot", "pub_all", end, int64(N)))
 	check := `SELECT count(*)::text FROM bench WHERE k = (id % 1000)::int + 1`
-	cu := b.consumer(ctx, rep, wE2EUpdate, prefix, consumer, int64(N), check, strconv.Itoa(N))
-	b.add(cu)
-	b.add(combine(rep, wE2EUpdate, pu, cu))
+	b.add(b.e2e(ctx, rep, wE2EUpdate, prefix+"_e2e", "e2e_slot", "pub_all", end, int64(N), consumer, check, strconv.Itoa(N)))
 	b.add(b.native(ctx, rep, wE2EUpdate, "nsub", "nsub_slot", end, int64(N), check, strconv.Itoa(N)))
 	_ = n.Exec(ctx, `DROP SUBSCRIPTION IF EXISTS nsub`)
 	return nil
+}
+
+// solo is the target cluster's database "solo", where consumers measured
+// alone (the sinks comparison) write.
+func (b *Bench) solo() *PG {
+	p := *b.tgt
+	p.Name = "target database solo"
+	p.DSN = strings.Replace(b.tgt.DSN, "/postgres?", "/solo?", 1)
+	return &p
 }
 
 // dropSlots drops the named slots, waiting up to 30 s for a stopped
@@ -355,7 +364,9 @@ func (b *Bench) backlog(ctx context.Context, kind string, n int) (string, float6
 // lastTxEnd runs sql as one transaction and returns its commit's end LSN, as
 // pgoutput reports it (the LSN that pg_recvlogical --endpos, the producer's
 // frame EndLSN and the subscriber's origin progress use). A marker slot created
-// just before the transaction decodes only that transaction.
+// just before the transaction decodes only that transaction. Its commit LSN
+// (the start of the commit record, which a consumer's checkpoint records)
+// is kept in b.commitOf[end].
 func (b *Bench) lastTxEnd(ctx context.Context, c *pgx.Conn, pub, sql string) (string, error) {
 	// The SQL decoding functions read only flushed WAL: commit this one synchronously.
 	if _, err := c.Exec(ctx, `SET synchronous_commit = on`); err != nil {
@@ -368,11 +379,14 @@ func (b *Bench) lastTxEnd(ctx context.Context, c *pgx.Conn, pub, sql string) (st
 	if _, err := c.Exec(ctx, sql); err != nil {
 		return "", fmt.Errorf("last transaction: %w", err)
 	}
-	var end string
-	err := c.QueryRow(ctx, fmt.Sprintf(`SELECT max(lsn)::text FROM pg_logical_slot_get_binary_changes('bench_marker', NULL, NULL,
-		'proto_version', '1', 'publication_names', '%s')`, pub)).Scan(&end)
+	// pgoutput's Commit message: 'C', flags (1 byte), commit LSN (8), end LSN (8), time (8).
+	var end, commit string
+	err := c.QueryRow(ctx, fmt.Sprintf(`SELECT max(lsn)::text,
+		max(CASE WHEN get_byte(data, 0) = 67 THEN '0/0'::pg_lsn + ('x' || encode(substr(data, 3, 8), 'hex'))::bit(64)::bigint END)::text
+		FROM pg_logical_slot_get_binary_changes('bench_marker', NULL, NULL, 'proto_version', '1', 'publication_names', '%s')`, pub)).Scan(&end, &commit)
 	if err != nil {
 		return "", fmt.Errorf("marker slot changes: %w", err)
 	}
+	b.commitOf[end] = commit
 	return end, nil
 }

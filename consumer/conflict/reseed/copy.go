@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -19,6 +20,7 @@ type pubTable struct {
 	schema, name string
 	cols         []string // nil: every column
 	filter       string   // "" : every row
+	query        string   // the donor's SELECT of cols, when set
 }
 
 func (t pubTable) qualified() string {
@@ -118,6 +120,9 @@ func (r *run) copyTable(ctx context.Context, stx, ttx pgx.Tx, t pubTable) (int64
 	if t.filter != "" {
 		sel += " WHERE " + t.filter
 	}
+	if t.query != "" {
+		sel = t.query
+	}
 	start := time.Now()
 	pr, pw := io.Pipe()
 	cr := &countingReader{r: pr, out: r.cfg.Progress, table: t.String(), next: time.Now().Add(2 * time.Second)}
@@ -166,7 +171,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // does. A donor without the table has nothing to copy; a target without it
 // gets a warning (pg_dump --schema-only of the donor creates it).
 func (r *run) copyRowMeta(ctx context.Context, stx, ttx pgx.Tx) error {
-	t := pubTable{schema: r.cfg.MetaSchema, name: "tributary_row_meta"}
+	t := pubTable{schema: r.cfg.MetaSchema, name: "tributary_row_meta", cols: conflict.RowMetaCopyColumns,
+		query: conflict.RowMetaCopyQuery(r.cfg.MetaSchema)}
 	var atDonor, atTarget bool
 	if err := stx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.qualified()).Scan(&atDonor); err != nil {
 		return fmt.Errorf("look for %s on the donor: %w", t, err)

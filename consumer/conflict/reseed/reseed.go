@@ -20,6 +20,11 @@
 //     read in the same snapshot, that is what the donor had applied from
 //     each third site (see thirdSite).
 //
+// The donor's tributary_row_meta is copied too, each group's commit time
+// in place of the donor's local transaction id (conflict.RowMetaCopyQuery),
+// and every instance of Config.Origin at the target (origin#1, ...: the
+// per-key consumers') is moved with the copy, refusing while one is in use.
+//
 // Before the snapshot it waits until the donor's consumers of the target's
 // own stream (Config.SitePrefix) have applied everything of it in Kafka, so
 // that the copy holds every change the target published. It refuses, with a
@@ -344,6 +349,9 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	if err := r.checkNoConsumer(ctx, tgt); err != nil {
 		return res, err
 	}
+	if err := r.advanceInstances(ctx, ttx, own.CommitLSN); err != nil {
+		return res, err
+	}
 	if err := ttx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit the reseed at the target: %w", err)
 	}
@@ -352,6 +360,34 @@ func (r *run) run(ctx context.Context) (Result, error) {
 	r.log.Info("reseed committed", "tables", res.Tables, "rows", res.Rows, "consumer", r.cfg.Consumer,
 		"donor_commit_lsn", own.CommitLSN.String(), "consistent_point", cp.String(), "third_site_consumers", len(third))
 	return res, nil
+}
+
+// advanceInstances moves every instance of the copy's origin at the target
+// (per-key consumers apply under origin#1, origin#2, ...; see
+// conflict.OriginInstance) to where the copy leaves the donor's stream, as
+// the copy's commit moves the origin itself, so that
+// pg_replication_origin_status tells the truth for all of them. An
+// instance in use refuses the reseed: a consumer runs.
+func (r *run) advanceInstances(ctx context.Context, ttx pgx.Tx, lsn pglogrepl.LSN) error {
+	origin := r.cfg.Origin
+	rows, err := ttx.Query(ctx, `SELECT roname FROM pg_replication_origin WHERE starts_with(roname, $1)`, origin+"#")
+	if err != nil {
+		return fmt.Errorf("instances of origin %s: %w", origin, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("instances of origin %s: %w", origin, err)
+	}
+	for _, n := range names {
+		if _, err := ttx.Exec(ctx, `SELECT pg_replication_origin_advance($1, $2::text::pg_lsn)`, n, lsn.String()); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "55006" {
+				return refuse("%v: stop the consumers of the target before reseeding it", err)
+			}
+			return fmt.Errorf("advance origin %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // checkNoConsumer refuses while a consumer is connected to the target.

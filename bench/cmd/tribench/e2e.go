@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CPU components of an end-to-end run, in report order. Result.Parts maps
+// them to CPU seconds (and Result.PartsRSS to peak RSS in MB).
+const (
+	partProducer  = "producer"
+	partProdWS    = "producer's walsender"
+	partBroker    = "Kafka broker"
+	partConsumer  = "consumer"
+	partBackend   = "consumer's target backend"
+	partNativeWS  = "native walsender"
+	partApply     = "native apply worker"
+	e2eAppName    = "tribench_e2e"
+	e2ePollPeriod = 100 * time.Millisecond
+)
+
+var partOrder = []string{partProducer, partProdWS, partBroker, partConsumer, partBackend, partNativeWS, partApply}
+
+// pidSet samples the CPU of a changing set of server processes (the target
+// backends of the consumer's pool): the last reading of every pid seen.
+type pidSet struct {
+	last map[int]float64
+	find func() []int
+}
+
+func (s *pidSet) sample() {
+	if s.last == nil {
+		s.last = map[int]float64{}
+	}
+	for _, pid := range s.find() {
+		if c := procCPU(pid); c >= 0 {
+			s.last[pid] = c
+		}
+	}
+	for pid := range s.last {
+		if c := procCPU(pid); c >= 0 {
+			s.last[pid] = c
+		}
+	}
+}
+
+func (s *pidSet) value() float64 {
+	if len(s.last) == 0 {
+		return -1
+	}
+	var sum float64
+	for _, c := range s.last {
+		sum += c
+	}
+	return sum
+}
+
+// withParam adds key=value to a URL-form DSN.
+func withParam(dsn, key, value string) string {
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + key + "=" + value
+}
+
+// e2e runs the producer (on slot, publication pub, into prefix's topics)
+// and a consumer (name, into the target) at the same time, as they are
+// deployed, until the consumer's checkpoint in the target holds the
+// backlog's last transaction (the one whose commit ends at end); then it
+// stops both and checks the target. Time runs from the start of both
+// processes. The CPU of every component is read when the target is done:
+// the producer, its walsender, the broker (its CPU during the run), the
+// consumer and its target backend(s).
+func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end string, rows int64, name, check, want string) *Result {
+	r := newResult(rep, wl, peerE2E, rows)
+	commit := b.commitOf[end]
+	if commit == "" {
+		return r.fail("no commit LSN recorded for the backlog ending at %s", end)
+	}
+	pargs := b.producerArgs(prefix, slot, pub, "never")
+	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
+		"--name", name, "--target", withParam(b.tgt.DSN, "application_name", e2eAppName), "--create-tables", "--log-format", "json"}
+	tag := fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep)
+	cargs = append(cargs, b.consumerExtra("e2e-"+tag)...)
+	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
+	broker0 := b.kafka.CPU()
+	t0 := time.Now()
+	cp, err := startProc("consumer", b.root, b.logPath("e2e-consumer-"+tag), nil, cargs...)
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	defer cp.Stop()
+	pp, err := startProc("producer", b.root, b.logPath("e2e-producer-"+tag), nil, pargs...)
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	defer pp.Stop()
+	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
+	be := &pidSet{find: func() []int { return b.backends(ctx, e2eAppName) }}
+	q := `SELECT coalesce((SELECT max(commit_lsn) >= $1::pg_lsn FROM public.tributary_checkpoint WHERE consumer = $2), false)::text`
+	err = pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
+		if pp.Exited() {
+			return false, fmt.Errorf("producer exited: %v\n%s", pp.err, pp.Tail(15))
+		}
+		if cp.Exited() {
+			return false, fmt.Errorf("consumer exited: %v\n%s", cp.err, cp.Tail(15))
+		}
+		ws.sample()
+		be.sample()
+		v, err := b.tgt.QueryVal(ctx, q, commit, name)
+		if err != nil && strings.Contains(err.Error(), "does not exist") {
+			return false, nil // the consumer has not created its checkpoint table yet
+		}
+		return v == "true", err
+	})
+	r.Secs = time.Since(t0).Seconds()
+	ws.sample()
+	be.sample()
+	r.Parts = map[string]float64{
+		partProducer: treeCPU(pp.Pid()),
+		partProdWS:   ws.value(),
+		partConsumer: treeCPU(cp.Pid()),
+		partBackend:  be.value(),
+	}
+	if broker0 >= 0 {
+		if c := b.kafka.CPU(); c >= 0 {
+			r.Parts[partBroker] = c - broker0
+		}
+	}
+	r.PartsRSS = map[string]float64{partProducer: procHWM(pp.Pid()), partConsumer: procHWM(cp.Pid())}
+	r.CPU = r.Parts[partProducer] + r.Parts[partConsumer]
+	r.SrvCPU = ws.value()
+	r.RSSMB = max(r.PartsRSS[partProducer], r.PartsRSS[partConsumer])
+	r.Load1 = loadavg()
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	got, err := b.tgt.QueryVal(ctx, check)
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	if got != want {
+		return r.fail("target check %q: got %s, want %s", check, got, want)
+	}
+	r.Note = "producer and consumer running together; target verified: " + check + " = " + want
+	return r
+}
+
+// consumerExtra are extra consumer flags from TRIBENCH_CONSUMER_FLAGS, for
+// experiments and profiles (recorded in the result's command line); {tag}
+// in them becomes the workload, peer and repetition, e.g.
+// TRIBENCH_CONSUMER_FLAGS='--cpu-profile /tmp/prof/{tag}.pprof'.
+func (b *Bench) consumerExtra(tag string) []string {
+	f := strings.Fields(os.Getenv("TRIBENCH_CONSUMER_FLAGS"))
+	for i := range f {
+		f[i] = strings.ReplaceAll(f[i], "{tag}", tag)
+	}
+	return f
+}
+
+// backends are the pids of the target's backends whose application_name is app.
+func (b *Bench) backends(ctx context.Context, app string) []int {
+	c, err := b.tgt.Conn(ctx)
+	if err != nil {
+		return nil
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var pid int32
+		if rows.Scan(&pid) == nil {
+			out = append(out, int(pid))
+		}
+	}
+	return out
+}
+
+// CPU is the broker's CPU seconds so far (utime+stime of its process), -1
+// when unknown.
+func (k *Kafka) CPU() float64 {
+	if k.pid == nil {
+		return -1
+	}
+	pid := k.pid()
+	if pid <= 0 {
+		return -1
+	}
+	return procCPU(pid)
+}
+
+// kafkaPID reads the pid file that deploy/local/kafka.sh writes.
+func kafkaPID(dir string) func() int {
+	return func() int {
+		data, err := os.ReadFile(filepath.Join(dir, "run", "kafka.pid"))
+		if err != nil {
+			return 0
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid
+	}
+}
