@@ -24,15 +24,7 @@ import (
 // transactions past the saved checkpoint are handed over again, and an
 // application that skips commit LSNs it has handled sees each exactly once.
 func TestHandlerSinkWholeTransactions(t *testing.T) {
-	e := newEnv(t)
-	e.pg.Exec(t,
-		`CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)`,
-		`CREATE TABLE ledger (id bigserial PRIMARY KEY, txn int NOT NULL, acct int NOT NULL, amount bigint NOT NULL)`,
-		`INSERT INTO acct SELECT g, 1000 FROM generate_series(1, 50) g`,
-		`CREATE PUBLICATION pub FOR TABLE acct, ledger`)
-	cfg := e.producerConfig(t)
-	cfg.Partitions = 3
-	e.runProducer(t, cfg)
+	e := newLedgerEnv(t, 0)
 
 	// Transaction k moves money between accounts with 1 + k%4 transfers:
 	// two acct updates and two ledger rows each. Transaction 40 is big.
@@ -163,4 +155,24 @@ func TestHandlerSinkWholeTransactions(t *testing.T) {
 	}
 	t.Logf("%d transactions (%s); first consumer stopped in call %d with %d unsaved; %d calls in all",
 		txns, schemas.TransactionsTopic(e.prefix), firstRun, redelivered, len(seen))
+}
+
+// newLedgerEnv starts a producer, on 3 partitions per table, for a source
+// with 50 accounts (acct) and a ledger of transfers, the workload of the
+// whole-transaction reader tests. heartbeat is the producer's heartbeat
+// interval (0 for the tests' default, negative for none).
+func newLedgerEnv(t *testing.T, heartbeat time.Duration) *env {
+	e := newEnv(t)
+	e.pg.Exec(t,
+		`CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)`,
+		`CREATE TABLE ledger (id bigserial PRIMARY KEY, txn int NOT NULL, acct int NOT NULL, amount bigint NOT NULL)`,
+		`INSERT INTO acct SELECT g, 1000 FROM generate_series(1, 50) g`,
+		`CREATE PUBLICATION pub FOR TABLE acct, ledger`)
+	cfg := e.producerConfig(t)
+	cfg.Partitions = 3
+	if heartbeat != 0 {
+		cfg.HeartbeatInterval = heartbeat
+	}
+	e.runProducer(t, cfg)
+	return e
 }

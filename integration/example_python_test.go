@@ -29,16 +29,7 @@ func TestPythonExampleWholeTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("install confluent-kafka-python: %v", err)
 	}
-	e := newEnv(t)
-	e.pg.Exec(t,
-		`CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL)`,
-		`CREATE TABLE ledger (id bigserial PRIMARY KEY, txn int NOT NULL, acct int NOT NULL, amount bigint NOT NULL)`,
-		`INSERT INTO acct SELECT g, 1000 FROM generate_series(1, 50) g`,
-		`CREATE PUBLICATION pub FOR TABLE acct, ledger`)
-	cfg := e.producerConfig(t)
-	cfg.Partitions = 3
-	cfg.HeartbeatInterval = -1 // the second run ends when the topic is idle
-	e.runProducer(t, cfg)
+	e := newLedgerEnv(t, -1) // no heartbeats: the second run ends when the topic is idle
 
 	// Transaction k makes 1 + k%4 transfers (1,000 for k = 30): two acct
 	// updates and two ledger rows each.
