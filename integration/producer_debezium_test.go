@@ -369,3 +369,32 @@ func readCommitted(ctx context.Context, t *testing.T, e *env, topic string) []*k
 	})
 	return out
 }
+
+// TestProducerDebeziumSkipTruncate: with --envelope-skip-truncate a TRUNCATE
+// writes nothing, as Debezium's default skipped.operations=t, and the
+// transactions around it are framed as usual.
+func TestProducerDebeziumSkipTruncate(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE other (k int PRIMARY KEY, v text)`, `CREATE PUBLICATION pub FOR TABLE other`)
+	cfg := e.producerConfig(t)
+	cfg.Envelope, cfg.EnvelopeSkipTruncate, cfg.HeartbeatInterval = schemas.EnvelopeDebezium, true, -1
+	e.runProducer(t, cfg)
+	e.pg.Exec(t, `INSERT INTO other VALUES (1, 'one')`)
+	e.pg.Exec(t, `TRUNCATE other`)
+	e.pg.Exec(t, `INSERT INTO other VALUES (2, 'two')`)
+	e.waitFrameCount(t, 2)
+	time.Sleep(time.Second) // a frame for the truncate would be there by now
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if n := len(readCommitted(ctx, t, e, schemas.TransactionsTopic(e.prefix))); n != 2 {
+		t.Fatalf("%d frames, want 2 (the truncate writes none)", n)
+	}
+	var ops []string
+	for _, r := range readCommitted(ctx, t, e, schemas.TopicName(e.prefix, "public", "other")) {
+		v, _ := dbzDecode(t, e, r.Value)
+		ops = append(ops, v["op"].(string))
+	}
+	if fmt.Sprint(ops) != "[c c]" {
+		t.Fatalf("ops %v, want [c c]", ops)
+	}
+}
