@@ -402,7 +402,8 @@ func TestProducerDebeziumSkipTruncate(t *testing.T) {
 // TestProducerDebeziumOnlineSnapshot: rows read by an online snapshot
 // (`tributary snapshot start`) are Debezium's incremental snapshot reads:
 // source.snapshot "incremental", the watermark transaction's txId, no lsn,
-// no transaction block; `tributary consumer` replays them.
+// no transaction block; `tributary consumer` replays them, and a delete's
+// tombstone, in both apply modes.
 func TestProducerDebeziumOnlineSnapshot(t *testing.T) {
 	e := newEnv(t)
 	target := harness.StartPostgres(t)
@@ -412,9 +413,9 @@ func TestProducerDebeziumOnlineSnapshot(t *testing.T) {
 	target.Exec(t, table, rows) // the stream starts without a snapshot: the target starts equal
 	e.pg.Exec(t, `UPDATE other SET v = 'before the snapshot' WHERE k = 2`)
 	cfg := e.producerConfig(t)
-	cfg.Envelope, cfg.HeartbeatInterval = schemas.EnvelopeDebezium, -1
+	cfg.Envelope, cfg.Tombstones, cfg.HeartbeatInterval = schemas.EnvelopeDebezium, true, -1
 	e.runProducer(t, cfg)
-	e.pg.Exec(t, `UPDATE other SET v = 'changed' WHERE k = 1`)
+	e.pg.Exec(t, `UPDATE other SET v = 'changed' WHERE k = 1`, `DELETE FROM other WHERE k = 3`)
 	req := harness.StartTributary(t, nil, "snapshot", "start", "--source", e.pg.DSN, "--slot", "slot", "--tables", "other")
 	<-waitExit(req)
 	if _, err := req.Exited(); err != nil {
@@ -426,16 +427,19 @@ func TestProducerDebeziumOnlineSnapshot(t *testing.T) {
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		reads = reads[:0]
 		for _, r := range readCommitted(ctx, t, e, schemas.TopicName(e.prefix, "public", "other")) {
+			if r.Value == nil {
+				continue // the delete's tombstone
+			}
 			if v, _ := dbzDecode(t, e, r.Value); v["op"] == "r" {
 				reads = append(reads, v)
 			}
 		}
-		if len(reads) >= 5 || time.Now().After(deadline) {
+		if len(reads) >= 4 || time.Now().After(deadline) {
 			break
 		}
 	}
-	if len(reads) != 5 {
-		t.Fatalf("%d snapshot reads, want 5", len(reads))
+	if len(reads) != 4 {
+		t.Fatalf("%d snapshot reads, want 4", len(reads))
 	}
 	for _, v := range reads {
 		src := v["source"].(map[string]any)
@@ -446,17 +450,25 @@ func TestProducerDebeziumOnlineSnapshot(t *testing.T) {
 			t.Fatalf("online snapshot read: %v", v)
 		}
 	}
-	cons := harness.StartTributary(t, nil, "consumer", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL,
-		"--prefix", e.prefix, "--name", "replica", "--target", target.DSN, "--until-caught-up")
-	select {
-	case <-waitExit(cons):
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("consumer --until-caught-up did not finish:\n%s", lastLines(cons.Output(), 15))
-	}
-	if _, err := cons.Exited(); err != nil {
-		t.Fatalf("consumer: %v\n%s", err, lastLines(cons.Output(), 20))
-	}
-	if src, dst := tableDump(t, e.pg, "other"), tableDump(t, target, "other"); fmt.Sprint(src) != fmt.Sprint(dst) {
-		t.Fatalf("other differs:\nsource %v\ntarget %v", src, dst)
+	// Both apply modes replay it, the tombstone after the delete skipped.
+	perKey := harness.StartPostgres(t)
+	perKey.Exec(t, table, rows)
+	for _, c := range []struct {
+		pg   *harness.Postgres
+		mode string
+	}{{target, "transactional"}, {perKey, "per-key"}} {
+		cons := harness.StartTributary(t, nil, "consumer", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL,
+			"--prefix", e.prefix, "--name", "replica", "--target", c.pg.DSN, "--mode", c.mode, "--until-caught-up")
+		select {
+		case <-waitExit(cons):
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("consumer --mode %s --until-caught-up did not finish:\n%s", c.mode, lastLines(cons.Output(), 15))
+		}
+		if _, err := cons.Exited(); err != nil {
+			t.Fatalf("consumer --mode %s: %v\n%s", c.mode, err, lastLines(cons.Output(), 20))
+		}
+		if src, dst := tableDump(t, e.pg, "other"), tableDump(t, c.pg, "other"); fmt.Sprint(src) != fmt.Sprint(dst) {
+			t.Fatalf("other differs (--mode %s):\nsource %v\ntarget %v", c.mode, src, dst)
+		}
 	}
 }
