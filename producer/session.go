@@ -1135,6 +1135,9 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 // exceeded: the text sizes bound the binary ones of most types.
 func valueSizeHint(rs *relState, rows ...*pglogrepl.TupleData) int {
 	n := 96 + len(rs.srcHead)
+	if rs.dbzHead != nil {
+		n += 160 + len(rs.srcHead) // the Debezium source block and timestamps
+	}
 	for _, t := range rows {
 		if t == nil {
 			continue
