@@ -31,13 +31,14 @@ type decoder struct {
 	reg    *schemas.Registry
 	tables map[int]*Table
 	envs   map[int]*schemas.DecoderEnvelope // nil value: decode with goavro
+	dbz    map[int]bool                     // the schema is the Debezium envelope (decoded with goavro)
 	frames *txlog.FrameDecoder
 	env    schemas.DecodedEnvelope // reused between events
 }
 
 func newDecoder(reg *schemas.Registry) *decoder {
 	return &decoder{reg: reg, tables: map[int]*Table{}, envs: map[int]*schemas.DecoderEnvelope{},
-		frames: txlog.NewFrameDecoder(reg)}
+		dbz: map[int]bool{}, frames: txlog.NewFrameDecoder(reg)}
 }
 
 // schema splits a wire-format value and fetches its writer schema. An
@@ -132,11 +133,14 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 	}
 	ed, ok := d.envs[id]
 	if !ok {
-		if ed, err = schemas.DecoderCompileEnvelope(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
-			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+		if d.dbz[id] = schemas.IsDebeziumEnvelope(raw); !d.dbz[id] {
+			if ed, err = schemas.DecoderCompileEnvelope(raw); err != nil && !errors.Is(err, schemas.ErrDecoderUnsupported) {
+				return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
+			}
 		}
 		d.envs[id] = ed
 	}
+	dbz := d.dbz[id]
 	e := &d.env
 	t := d.tables[id]
 	if ed != nil {
@@ -151,7 +155,12 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 		if err != nil {
 			return nil, Permanent(fmt.Errorf("schema id %d: cannot decode Avro: %w", id, err))
 		}
-		if err := envelopeFromNative(v, e); err != nil {
+		if dbz {
+			err = envelopeFromDebezium(v, e, r)
+		} else {
+			err = envelopeFromNative(v, e)
+		}
+		if err != nil {
 			return nil, Permanent(fmt.Errorf("schema id %d: %w", id, err))
 		}
 	}
@@ -179,6 +188,15 @@ func (d *decoder) envelope(ctx context.Context, r *kgo.Record) (*Table, error) {
 		}
 		if e.After, err = t.row(e.After); err != nil {
 			return nil, Permanent(fmt.Errorf("after: %w", err))
+		}
+	}
+	if dbz && e.After != nil {
+		// Unchanged TOAST columns hold the placeholder (or null): null, as
+		// in Tributary's envelope; the event lists them as unchanged.
+		for _, name := range e.UnchangedToast {
+			if i := t.column(name); i >= 0 {
+				e.After[i] = nil
+			}
 		}
 	}
 	t.readerValues(e.Before)
@@ -236,6 +254,64 @@ func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
 	for _, n := range ut {
 		name, _ := n.(string)
 		e.UnchangedToast = append(e.UnchangedToast, name)
+	}
+	return nil
+}
+
+// envelopeFromDebezium fills e from goavro's form of a Debezium envelope
+// (schemas.EnvelopeDebezium) and the headers of its record r: the commit
+// LSN, which the envelope does not carry, and the unchanged TOAST columns.
+func envelopeFromDebezium(v any, e *schemas.DecodedEnvelope, r *kgo.Record) error {
+	env, ok := v.(map[string]any)
+	if !ok {
+		return errors.New("value is not an envelope record")
+	}
+	e.Op, _ = env["op"].(string)
+	e.Before, e.After, e.UnchangedToast = nil, nil, e.UnchangedToast[:0]
+	if b := schemas.UnwrapUnion(env["before"]); b != nil {
+		e.Before = []any{b}
+	}
+	if a := schemas.UnwrapUnion(env["after"]); a != nil {
+		e.After = []any{a}
+	}
+	src, ok := env["source"].(map[string]any)
+	if !ok {
+		return errors.New("Debezium envelope without a source record")
+	}
+	e.Source = schemas.Source{}
+	e.Source.Version, _ = src["version"].(string)
+	e.Source.Prefix, _ = src["name"].(string)
+	e.Source.DB, _ = src["db"].(string)
+	e.Source.Schema, _ = src["schema"].(string)
+	e.Source.Table, _ = src["table"].(string)
+	if n, ok := schemas.UnwrapUnion(src["txId"]).(int64); ok {
+		e.Source.Xid = uint32(n)
+	}
+	if n, ok := schemas.UnwrapUnion(src["lsn"]).(int64); ok && e.Op != string(schemas.OpRead) {
+		e.Source.LSN = pglogrepl.LSN(n) // a snapshot read's is the snapshot's, not a change's
+	}
+	if us, ok := schemas.UnwrapUnion(src["ts_us"]).(int64); ok {
+		e.Source.CommitTime = time.UnixMicro(us).UTC()
+	} else if ms, ok := src["ts_ms"].(int64); ok {
+		e.Source.CommitTime = time.UnixMilli(ms).UTC()
+	}
+	if snap, ok := schemas.UnwrapUnion(src["snapshot"]).(string); ok {
+		e.Source.Snapshot = snap != "" && snap != schemas.DebeziumSnapshotFalse
+	}
+	if o, ok := schemas.UnwrapUnion(src["origin"]).(string); ok {
+		e.Source.Origin = o
+	}
+	lsn, ok := headerLSN(r)
+	if !ok {
+		return fmt.Errorf("Debezium envelope without a valid %s header", schemas.HeaderCommitLSN)
+	}
+	e.Source.CommitLSN = lsn
+	for _, h := range r.Headers {
+		if h.Key == schemas.HeaderUnchangedToast {
+			if err := json.Unmarshal(h.Value, &e.UnchangedToast); err != nil {
+				return fmt.Errorf("header %s: %w", schemas.HeaderUnchangedToast, err)
+			}
+		}
 	}
 	return nil
 }

@@ -253,6 +253,9 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 				rec := p.pop()
 				n++
 				b.cp.Next[w.s] = p.appendedTaken()
+				if rec.Value == nil {
+					continue // a tombstone after a delete (--tombstones)
+				}
 				ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 				ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
 				if err := w.dec.event(ctx, rec, ev); err != nil {

@@ -552,6 +552,9 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 		if rec.Topic != r.c.msgTopic && r.c.filter != nil && !r.c.filter[rec.Topic] {
 			continue
 		}
+		if rec.Value == nil && rec.Topic != r.c.msgTopic {
+			continue // a tombstone after a delete (--tombstones): counted, not an event
+		}
 		ev := &Event{Txn: g.cur.txn, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 		ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
 		if rec.Topic == r.c.msgTopic {

@@ -89,6 +89,24 @@ type Config struct {
 	// ("tributary_<slot>").
 	StandbyName string
 
+	// Envelope is the shape of data records' values: schemas.EnvelopeTributary
+	// (the default) or schemas.EnvelopeDebezium (docs/CONSUMING.md,
+	// "Debezium envelope"). The commit frames are the same with both.
+	Envelope schemas.Envelope
+	// Tombstones writes, after each delete, a record with the delete's key
+	// and a null value (Debezium's tombstones.on.delete), counted in the
+	// frame. Debezium envelope only.
+	Tombstones bool
+	// ToastPlaceholder is what an unchanged TOASTed value of a text-like,
+	// bytea or text-array column holds in a Debezium envelope's after image
+	// (Debezium's unavailable.value.placeholder, whose default
+	// "__debezium_unavailable_value" applies when empty).
+	ToastPlaceholder string
+	// EnvelopeSkipTruncate leaves truncates out of the Debezium envelope's
+	// records, as Debezium does by default (skipped.operations=t): a reader
+	// never learns of them.
+	EnvelopeSkipTruncate bool
+
 	Log      *slog.Logger
 	Observer Observer // metrics and health; NopObserver when nil
 }
@@ -125,6 +143,24 @@ func (c *Config) validate() error {
 	case SnapshotInitial, SnapshotNever, SnapshotOnly:
 	default:
 		errs = append(errs, fmt.Sprintf("Snapshot (--snapshot) %q: want initial, never or only", c.Snapshot))
+	}
+	if env, err := schemas.ParseEnvelope(string(c.Envelope)); err != nil {
+		errs = append(errs, "Envelope (--envelope): "+err.Error())
+	} else {
+		c.Envelope = env
+	}
+	if c.Envelope != schemas.EnvelopeDebezium {
+		if c.Tombstones {
+			errs = append(errs, "Tombstones (--tombstones): only with the debezium envelope")
+		}
+		if c.ToastPlaceholder != "" {
+			errs = append(errs, "ToastPlaceholder (--toast-placeholder): only with the debezium envelope")
+		}
+		if c.EnvelopeSkipTruncate {
+			errs = append(errs, "EnvelopeSkipTruncate (--envelope-skip-truncate): only with the debezium envelope")
+		}
+	} else if c.ToastPlaceholder == "" {
+		c.ToastPlaceholder = schemas.DebeziumToastPlaceholder
 	}
 	if len(errs) > 0 {
 		return errors.New("producer config: " + strings.Join(errs, "; "))

@@ -67,6 +67,7 @@ type session struct {
 	pos         slotPosition  // the flush position: what is durable in Kafka (position.go)
 	confirmedAt time.Time     // when the flush position sent last moved
 	serverWAL   pglogrepl.LSN // pg_current_wal_lsn() at the last periodic status
+	lastEnd     pglogrepl.LSN // end LSN of the last commit the stream decoded (the Debezium envelope's sequence[0])
 
 	// The commit of the previous group, in flight while the stream goes on,
 	// and the records that wait for it to end (overlap.go).
@@ -94,7 +95,8 @@ type progress struct {
 type relState struct {
 	ts      *schemas.TableSchema
 	enc     *schemas.Encoder
-	srcHead []byte // the table's encoded source head (schemas.EncoderSourceHead)
+	srcHead []byte                      // the table's encoded source head (schemas.EncoderSourceHead)
+	dbzHead *schemas.DebeziumSourceHead // the same for the Debezium envelope; nil for Tributary's
 	keyID   int
 	valueID int
 	topic   topicInfo
@@ -114,7 +116,8 @@ type txState struct {
 	commitLSN  pglogrepl.LSN
 	commitTime time.Time
 	origin     string
-	skip       bool // already in Kafka, or from an origin not forwarded
+	originLSN  pglogrepl.LSN // the commit's LSN on its origin
+	skip       bool          // already in Kafka, or from an origin not forwarded
 	pos        int64
 	counts     map[tpKey]int64
 
@@ -130,6 +133,13 @@ type txState struct {
 	forceFrame bool
 	// online are the tables under an online snapshot it changed.
 	online []string
+
+	// The Debezium envelope's sequence[0] (the previous transaction's end)
+	// and transaction block orders: change events so far, in all and per
+	// table.
+	prevEnd  pglogrepl.LSN
+	dbzTotal int64
+	dbzColl  map[string]int64
 }
 
 // noteOnline records that the transaction changed table, which is under
@@ -148,7 +158,7 @@ func (tx *txState) noteOnline(table string) {
 // goroutine.
 func (tx *txState) encoded() *schemas.EncoderTx {
 	if tx.enc == nil {
-		tx.enc = schemas.NewEncoderTx(tx.commitLSN, tx.xid, tx.commitTime, tx.origin)
+		tx.enc = schemas.NewEncoderTx(tx.commitLSN, tx.xid, tx.commitTime, tx.origin).WithOriginLSN(tx.originLSN)
 		tx.commitHdr = lsnHeader(uint64(tx.commitLSN))
 		tx.xidHdr = strconv.AppendUint(nil, uint64(tx.xid), 10)
 	}
@@ -778,13 +788,19 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		s.tx = &txState{xid: m.Xid, commitLSN: m.FinalLSN, commitTime: m.CommitTime, counts: map[tpKey]int64{}}
+		s.tx.prevEnd = s.lastEnd
+		if s.tx.prevEnd == 0 {
+			// The first transaction since the session started: the
+			// slot's confirmed position ends the last one in Kafka.
+			s.tx.prevEnd = s.pos.sent
+		}
 		s.tx.skip = m.FinalLSN <= s.resumeAfter
 		if !s.tx.skip {
 			s.pos.begin(m.FinalLSN)
 		}
 	case *pglogrepl.OriginMessage:
 		if s.tx != nil {
-			s.tx.origin = m.Name
+			s.tx.origin, s.tx.originLSN = m.Name, m.CommitLSN
 			s.tx.enc = nil
 			if !s.forwardOrigin(m.Name) {
 				s.tx.skip = true
@@ -849,13 +865,17 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if st := s.state.table(rs.name); st != nil && st.OID == m.RelationID {
 		rs.pending = st.Snapshot != nil && st.Snapshot.Kind == txlog.SnapshotOnline && st.Snapshot.Status.Active()
 	}
-	ts, err := schemas.BuildTableSchema(s.cfg.Prefix, t, s.cfg.UnsupportedTypes)
+	ts, err := schemas.BuildTableSchemaEnvelope(s.cfg.Prefix, t, s.cfg.UnsupportedTypes, s.cfg.Envelope)
 	if err != nil {
 		return retry.Terminal(err)
 	}
 	rs.ts = ts
 	rs.enc = schemas.NewEncoder(ts)
 	rs.srcHead = schemas.EncoderSourceHead(s.cfg.Version, s.cfg.Prefix, s.dbName, t.Schema, t.Name)
+	if ts.Envelope == schemas.EnvelopeDebezium {
+		rs.enc = rs.enc.WithToastPlaceholder(s.cfg.ToastPlaceholder)
+		rs.dbzHead = schemas.NewDebeziumSourceHead(s.cfg.Version, s.cfg.Prefix, s.dbName, t.Schema, t.Name)
+	}
 	if rs.topic, err = s.w.ensureTopic(ctx, ts.Topic, 0, s.topicConfig(true)...); err != nil {
 		return err
 	}
@@ -990,7 +1010,41 @@ func (s *session) emitChange(ctx context.Context, rs *relState, lsn pglogrepl.LS
 	if rs.pending {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderSnapshot, Value: pendingHeader})
 	}
-	return s.produce(ctx, r)
+	partition := r.Partition
+	if err := s.produce(ctx, r); err != nil {
+		return err
+	}
+	if op != schemas.OpDelete || !s.cfg.Tombstones {
+		return nil
+	}
+	// The tombstone: the delete's key, a null value, the next position,
+	// counted in the frame like any record of the transaction.
+	return s.produce(ctx, &kgo.Record{Topic: rs.ts.Topic, Partition: partition, Key: key, Headers: orderHeaders(s.tx, s.tx.pos)})
+}
+
+// debeziumEvent is the Debezium envelope's part of a change of rs in tx;
+// nil for the Tributary envelope. A change from the stream (not a snapshot
+// read) takes the next transaction block orders, which only the session's
+// goroutine does: snapshot workers encode reads only.
+func debeziumEvent(rs *relState, tx *txState, op schemas.Op) *schemas.DebeziumEvent {
+	if rs.dbzHead == nil {
+		return nil
+	}
+	d := &schemas.DebeziumEvent{Head: rs.dbzHead, Snapshot: schemas.DebeziumSnapshotFalse, LastCommit: tx.prevEnd, Now: time.Now()}
+	switch {
+	case op == schemas.OpRead && tx.xid == 0:
+		d.Snapshot = schemas.DebeziumSnapshotTrue // the initial snapshot
+	case op == schemas.OpRead:
+		d.Snapshot = schemas.DebeziumSnapshotIncremental // an online chunk, inside a watermark transaction
+	default:
+		if tx.dbzColl == nil {
+			tx.dbzColl = map[string]int64{}
+		}
+		tx.dbzTotal++
+		tx.dbzColl[rs.name]++
+		d.TotalOrder, d.CollectionOrder = tx.dbzTotal, tx.dbzColl[rs.name]
+	}
+	return d
 }
 
 // encodeKey encodes the key columns of row image t as the Kafka key, in the
@@ -1009,12 +1063,24 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 		return nil, errors.New("keyless change")
 	}
 	ev := schemas.EncoderEvent{Op: op, Before: before, After: after, SourceHead: rs.srcHead, LSN: lsn,
-		Tx: tx.encoded(), Snapshot: op == schemas.OpRead, Position: pos}
-	val, err := rs.enc.AppendValue(schemas.AppendHeader(make([]byte, 0, valueSizeHint(rs, before, after)), rs.valueID), &ev)
+		Tx: tx.encoded(), Snapshot: op == schemas.OpRead, Position: pos, Debezium: debeziumEvent(rs, tx, op)}
+	buf := schemas.AppendHeader(make([]byte, 0, valueSizeHint(rs, before, after)), rs.valueID)
+	var val []byte
+	var err error
+	if ev.Debezium != nil {
+		val, err = rs.enc.AppendDebeziumValue(buf, &ev)
+	} else {
+		val, err = rs.enc.AppendValue(buf, &ev)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode value: %w", err)
 	}
 	r := &kgo.Record{Topic: ts.Topic, Key: key, Value: val, Headers: orderHeaders(tx, pos)}
+	if ev.Debezium != nil {
+		if h := rs.enc.UnchangedToastHeader(after); h != nil {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderUnchangedToast, Value: h})
+		}
+	}
 	r.Partition = int32(part.Partition(r, int(rs.topic.n)))
 	return r, nil
 }
@@ -1023,6 +1089,9 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 // exceeded: the text sizes bound the binary ones of most types.
 func valueSizeHint(rs *relState, rows ...*pglogrepl.TupleData) int {
 	n := 96 + len(rs.srcHead)
+	if rs.dbzHead != nil {
+		n += 160 + len(rs.srcHead) // the Debezium source block and timestamps
+	}
 	for _, t := range rows {
 		if t == nil {
 			continue
@@ -1083,6 +1152,9 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 		options = append(options, "cascade")
 	}
 	opts := []byte(strings.Join(options, ","))
+	if s.cfg.Envelope == schemas.EnvelopeDebezium && s.cfg.EnvelopeSkipTruncate {
+		return nil // as Debezium's skipped.operations=t: not written at all
+	}
 	for _, id := range m.RelationIDs {
 		rs, ok := s.relations[id]
 		if !ok {
@@ -1100,9 +1172,18 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			s.online.dropTable(rs.name)
 			s.log.Info("online snapshot done: the table was truncated", "table", rs.name, "snapshot", t.Snapshot.ID)
 		}
+		// One Debezium truncate event per table: its copies on every
+		// partition share the transaction block's orders.
+		dbz := debeziumEvent(rs, s.tx, schemas.OpTruncate)
 		for p := int32(0); p < rs.topic.n; p++ {
-			ev := schemas.EncoderEvent{Op: schemas.OpTruncate, SourceHead: rs.srcHead, LSN: lsn, Tx: s.tx.encoded(), Position: s.tx.pos}
-			val, err := rs.enc.AppendValue(schemas.AppendHeader(nil, rs.valueID), &ev)
+			ev := schemas.EncoderEvent{Op: schemas.OpTruncate, SourceHead: rs.srcHead, LSN: lsn, Tx: s.tx.encoded(), Position: s.tx.pos, Debezium: dbz}
+			var val []byte
+			var err error
+			if dbz != nil {
+				val, err = rs.enc.AppendDebeziumValue(schemas.AppendHeader(nil, rs.valueID), &ev)
+			} else {
+				val, err = rs.enc.AppendValue(schemas.AppendHeader(nil, rs.valueID), &ev)
+			}
 			if err != nil {
 				return s.eventError(rs, lsn, "(truncate)", err)
 			}
@@ -1193,6 +1274,7 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 	if s.tx == nil {
 		return retry.Terminal(fmt.Errorf("commit at %s without begin", m.CommitLSN))
 	}
+	s.lastEnd = m.TransactionEndLSN
 	if len(s.tx.online) > 0 && s.online != nil {
 		s.online.noteTxn(s.tx.xid, s.tx.online)
 	}

@@ -29,6 +29,11 @@ type Encoder struct {
 	ts   *TableSchema
 	cols []encodeAppendFunc // the typed branch of each column
 	text []bool             // the column's union has the text branch
+
+	// Debezium envelope only (WithToastPlaceholder): the unchanged TOAST
+	// placeholder and its form per column.
+	placeholder []byte
+	toast       []debeziumToast
 }
 
 // NewEncoder compiles the encoder of ts: one append function per column,
@@ -69,16 +74,29 @@ type EncoderTx struct {
 	sourceMid  []byte // commit_lsn, xid, commit_ts
 	sourceTail []byte // origin
 	id         []byte // tx.id
+
+	// The transaction itself, for the Debezium envelope.
+	xid        uint32
+	commitLSN  pglogrepl.LSN
+	commitTime time.Time
+	originLSN  pglogrepl.LSN
 }
 
 // NewEncoderTx encodes the per-transaction parts of source and tx.
 func NewEncoderTx(commitLSN pglogrepl.LSN, xid uint32, commitTime time.Time, origin string) *EncoderTx {
-	t := &EncoderTx{}
+	t := &EncoderTx{xid: xid, commitLSN: commitLSN, commitTime: commitTime}
 	t.sourceMid = encodeLong(t.sourceMid, int64(commitLSN))
 	t.sourceMid = encodeLong(t.sourceMid, int64(xid))
 	t.sourceMid = encodeLong(t.sourceMid, encodeTimeMicros(commitTime))
 	t.sourceTail = encodeNullableString(nil, origin)
 	t.id = encodeString(nil, TxID(xid, commitLSN))
+	return t
+}
+
+// WithOriginLSN sets the transaction's commit LSN on its origin (the
+// Debezium envelope's source.origin_lsn; 0 for none) and returns t.
+func (t *EncoderTx) WithOriginLSN(lsn pglogrepl.LSN) *EncoderTx {
+	t.originLSN = lsn
 	return t
 }
 
@@ -103,6 +121,8 @@ type EncoderEvent struct {
 	Tx         *EncoderTx
 	Snapshot   bool
 	Position   int64
+	// Debezium is set for AppendDebeziumValue.
+	Debezium *DebeziumEvent
 }
 
 // AppendValue appends the Avro binary of ev's envelope (without the wire
@@ -111,10 +131,10 @@ type EncoderEvent struct {
 func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
 	dst = encodeString(dst, string(ev.Op))
 	var err error
-	if dst, err = e.appendRowUnion(dst, ev.Before); err != nil {
+	if dst, err = e.appendRowUnion(dst, ev.Before, false); err != nil {
 		return dst, err
 	}
-	if dst, err = e.appendRowUnion(dst, ev.After); err != nil {
+	if dst, err = e.appendRowUnion(dst, ev.After, false); err != nil {
 		return dst, err
 	}
 	dst = append(dst, ev.SourceHead...)
@@ -144,8 +164,10 @@ func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
 	return append(dst, 0), nil
 }
 
-// appendRowUnion appends the ["null", Row] union of one row image.
-func (e *Encoder) appendRowUnion(dst []byte, t *pglogrepl.TupleData) ([]byte, error) {
+// appendRowUnion appends the ["null", Row] union of one row image; with
+// placeholders, unchanged TOAST values are written as the Debezium
+// envelope's placeholder, else as null.
+func (e *Encoder) appendRowUnion(dst []byte, t *pglogrepl.TupleData, placeholders bool) ([]byte, error) {
 	if t == nil {
 		return append(dst, 0), nil
 	}
@@ -155,8 +177,14 @@ func (e *Encoder) appendRowUnion(dst []byte, t *pglogrepl.TupleData) ([]byte, er
 	dst = append(dst, 2)
 	for i, c := range t.Columns {
 		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:
+		case pglogrepl.TupleDataTypeNull:
 			dst = append(dst, 0)
+		case pglogrepl.TupleDataTypeToast:
+			if placeholders {
+				dst = e.appendToastPlaceholder(dst, i)
+			} else {
+				dst = append(dst, 0)
+			}
 		case pglogrepl.TupleDataTypeText:
 			var err error
 			if dst, err = e.appendField(dst, i, c.Data, 1); err != nil {

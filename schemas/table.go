@@ -58,6 +58,9 @@ type TableSchema struct {
 	ValueSchema string
 	KeyCodec    *goavro.Codec
 	ValueCodec  *goavro.Codec
+	// Envelope is the shape of ValueSchema (and the name of KeySchema's
+	// record): EnvelopeTributary or EnvelopeDebezium.
+	Envelope Envelope
 }
 
 // Attribute names that carry PostgreSQL facts in Avro field definitions.
@@ -71,7 +74,20 @@ const (
 // A table with no key column fails with ErrNoReplicationKey, and the error
 // names the fix. A column type without a mapping fails under UnsupportedFail.
 func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableSchema, error) {
-	ts := &TableSchema{Table: t, Topic: TopicName(prefix, t.Schema, t.Name)}
+	return BuildTableSchemaEnvelope(prefix, t, policy, EnvelopeTributary)
+}
+
+// BuildTableSchemaEnvelope is BuildTableSchema for the value envelope env:
+// the columns, their codecs and the key's fields are the same for every
+// envelope; EnvelopeDebezium shapes the value as Debezium's PostgreSQL
+// connector does (debezium.go) and names the key record as it does.
+func BuildTableSchemaEnvelope(prefix string, t Table, policy UnsupportedPolicy, env Envelope) (*TableSchema, error) {
+	switch env {
+	case EnvelopeTributary, EnvelopeDebezium:
+	default:
+		return nil, fmt.Errorf("unknown envelope %q", env)
+	}
+	ts := &TableSchema{Table: t, Topic: TopicName(prefix, t.Schema, t.Name), Envelope: env}
 	names := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		names[i] = c.Name
@@ -113,11 +129,16 @@ func BuildTableSchema(prefix string, t Table, policy UnsupportedPolicy) (*TableS
 			"(or REPLICA IDENTITY FULL, which keys by every column)", ErrNoReplicationKey, t, t.QualifiedName())
 	}
 
-	row := map[string]any{"type": "record", "name": "Row", "namespace": ns, "fields": rowFields}
-	key := AvroNamedTypesOnce(map[string]any{"type": "record", "name": "Key", "namespace": ns, "fields": keyFields})
-	env := deepCopy(fixedRecords["Envelope"]).(map[string]any)
-	env["namespace"] = ns
-	value := AvroNamedTypesOnce(inlineNamed(env, map[string]any{"Row": row}, map[string]bool{}))
+	var key, value any
+	if env == EnvelopeDebezium {
+		key, value = debeziumSchemas(ts, prefix, rowFields, keyFields)
+	} else {
+		row := map[string]any{"type": "record", "name": "Row", "namespace": ns, "fields": rowFields}
+		key = AvroNamedTypesOnce(map[string]any{"type": "record", "name": "Key", "namespace": ns, "fields": keyFields})
+		envelope := deepCopy(fixedRecords["Envelope"]).(map[string]any)
+		envelope["namespace"] = ns
+		value = AvroNamedTypesOnce(inlineNamed(envelope, map[string]any{"Row": row}, map[string]bool{}))
+	}
 
 	ts.KeySchema = mustJSON(key)
 	ts.ValueSchema = mustJSON(value)

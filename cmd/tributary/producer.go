@@ -56,6 +56,12 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	standby := fs.String("standby-name", "", "replication `application_name`, the name synchronous_standby_names lists (default tributary_<slot>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
+	envelope := fs.String("envelope", "tributary", "`shape` of the data records' values: tributary, or debezium (Debezium's PostgreSQL connector envelope;\n"+
+		"docs/CONSUMING.md, Debezium envelope); the commit frames are the same with both")
+	tombstones := fs.Bool("tombstones", false, "after each delete, a record with its key and a null value, counted in the frame (debezium envelope only)")
+	toastPlaceholder := fs.String("toast-placeholder", "", "`value` an unchanged TOASTed text-like, bytea or text[] column holds in a debezium envelope\n"+
+		"(default __debezium_unavailable_value, as Debezium's unavailable.value.placeholder); other types hold null")
+	skipTruncate := fs.Bool("envelope-skip-truncate", false, "write no records for TRUNCATE, as Debezium's default skipped.operations=t (debezium envelope only)")
 	cpuProfile := declareProfile(fs)
 	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
@@ -95,6 +101,10 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		}
 		tc[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
+	env, err := schemas.ParseEnvelope(*envelope)
+	if err != nil {
+		return usageError{err}
+	}
 	opts, reg, err := k.clients(log)
 	if err != nil {
 		return err
@@ -111,6 +121,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
 		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
+		Envelope: env, Tombstones: *tombstones, ToastPlaceholder: *toastPlaceholder, EnvelopeSkipTruncate: *skipTruncate,
 		Log: log,
 	})
 	if err != nil {
