@@ -27,11 +27,12 @@ test-integration: build
 
 test: test-unit test-integration
 
-# Tests whose subject is a sink, a transform, verify, the deployment files or
-# multi-site behaviour beyond the issue's regression tests run on the embedded
-# broker only, so that .ci/run stays under its time limit (README, "Test lanes").
+# Tests whose subject is not the broker (schema changes at the target, source and
+# target restarts, consumer kills and error policies, sinks, transforms, verify, the
+# deployment files, multi-site behaviour beyond the regression tests) run on the
+# embedded broker only, so that .ci/run stays under its time limit (README, "Test lanes").
 # KAFKA_LANE_SKIP= runs everything on the real broker too.
-KAFKA_LANE_SKIP ?= ^(TestMultisiteSurviveSiteDown|TestMultisiteConvergeHub|TestMultisiteReseedLostSite|TestMultisiteCascadeWorkflowOwnership|TestMultisiteRoutinesConverge|TestMultisiteOwnershipAndDeletePolicies|TestMultisiteNoLoopColumnGroupsWebhook|TestVerify.*|TestDuckDB.*|TestTransform.*|TestHistorySink.*|TestOpsStaticBuild|TestOpsLeastPrivilegeRolesHostileNames|TestOpsPostgresVerifyFull|TestMonitoringUsesExposedMetrics)$$
+KAFKA_LANE_SKIP ?= ^(TestSchemaChangesInWALOrder|TestProducerRidesOutSourceRestarts|TestConsumerTargetCrashAsyncCommit|TestEndToEndKillNineConsumer|TestConsumerCheckViolationResume|TestConsumerDeadLetter|TestMultisiteSurviveSiteDown|TestMultisiteConvergeMesh|TestMultisiteConvergeHub|TestMultisiteReseedLostSite|TestMultisiteCascadeWorkflowOwnership|TestMultisiteRoutinesConverge|TestMultisiteOwnershipAndDeletePolicies|TestMultisiteNoLoopColumnGroupsWebhook|TestVerify.*|TestDuckDB.*|TestTransform.*|TestHistorySink.*|TestOpsStaticBuild|TestOpsLeastPrivilegeRolesHostileNames|TestOpsPostgresVerifyFull|TestMonitoringUsesExposedMetrics)$$
 
 # The same integration suite against a real Apache Kafka started from Maven Central jars,
 # less $(KAFKA_LANE_SKIP).
