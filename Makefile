@@ -22,8 +22,12 @@ test-unit:
 
 # The integration suite needs the PostgreSQL 15 server binaries; it fails (never skips)
 # when they are missing. The broker is the in-process kfake unless TRIBUTARY_TEST_BROKERS is set.
+# Packages run two at a time (the short chaos suite beside the integration suite):
+# every test starts its own broker, registry and PostgreSQL clusters on free ports.
+# make test-kafka runs them one at a time, because the chaos suite restarts the
+# one real broker that the lane shares.
 test-integration: build
-	$(GO) test -count=1 -timeout 30m -p 1 ./integration/...
+	$(GO) test -count=1 -timeout 30m -p 2 ./integration/...
 
 test: test-unit test-integration
 
