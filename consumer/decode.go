@@ -216,14 +216,10 @@ func (t *Table) readerValues(row []any) {
 	}
 }
 
-// envelopeFromNative fills e from goavro's form of an envelope, leaving
-// Before and After as the goavro row maps (one-element slices) for
-// Table.row to order.
-func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
-	env, ok := v.(map[string]any)
-	if !ok {
-		return errors.New("value is not an envelope record")
-	}
+// envelopeRows fills e's op and row images from goavro's form of either
+// envelope, leaving Before and After as the goavro row maps (one-element
+// slices) for Table.row to order, and empties its unchanged TOAST list.
+func envelopeRows(env map[string]any, e *schemas.DecodedEnvelope) {
 	e.Op, _ = env["op"].(string)
 	e.Before, e.After, e.UnchangedToast = nil, nil, e.UnchangedToast[:0]
 	if b := schemas.UnwrapUnion(env["before"]); b != nil {
@@ -232,6 +228,17 @@ func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
 	if a := schemas.UnwrapUnion(env["after"]); a != nil {
 		e.After = []any{a}
 	}
+}
+
+// envelopeFromNative fills e from goavro's form of an envelope, leaving
+// Before and After as the goavro row maps (one-element slices) for
+// Table.row to order.
+func envelopeFromNative(v any, e *schemas.DecodedEnvelope) error {
+	env, ok := v.(map[string]any)
+	if !ok {
+		return errors.New("value is not an envelope record")
+	}
+	envelopeRows(env, e)
 	src, _ := env["source"].(map[string]any)
 	e.Source = schemas.Source{}
 	e.Source.Schema, _ = src["schema"].(string)
@@ -266,14 +273,7 @@ func envelopeFromDebezium(v any, e *schemas.DecodedEnvelope, r *kgo.Record) erro
 	if !ok {
 		return errors.New("value is not an envelope record")
 	}
-	e.Op, _ = env["op"].(string)
-	e.Before, e.After, e.UnchangedToast = nil, nil, e.UnchangedToast[:0]
-	if b := schemas.UnwrapUnion(env["before"]); b != nil {
-		e.Before = []any{b}
-	}
-	if a := schemas.UnwrapUnion(env["after"]); a != nil {
-		e.After = []any{a}
-	}
+	envelopeRows(env, e)
 	src, ok := env["source"].(map[string]any)
 	if !ok {
 		return errors.New("Debezium envelope without a source record")

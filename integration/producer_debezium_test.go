@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/integration/harness"
@@ -100,7 +98,7 @@ func TestProducerDebeziumEnvelope(t *testing.T) {
 	// envelopes), and every record of the data topics.
 	dec := txlog.NewFrameDecoder(e.reg)
 	var frames []schemas.Frame
-	for _, r := range readCommitted(ctx, t, e, schemas.TransactionsTopic(e.prefix)) {
+	for _, r := range harness.ReadTopic(ctx, t, e.kafka, schemas.TransactionsTopic(e.prefix)) {
 		f, err := dec.Decode(ctx, r)
 		if err != nil {
 			t.Fatal(err)
@@ -116,7 +114,7 @@ func TestProducerDebeziumEnvelope(t *testing.T) {
 	}
 	parts := map[tp][]*kgo.Record{}
 	for _, tbl := range []string{"items", "other"} {
-		for _, r := range readCommitted(ctx, t, e, schemas.TopicName(e.prefix, "public", tbl)) {
+		for _, r := range harness.ReadTopic(ctx, t, e.kafka, schemas.TopicName(e.prefix, "public", tbl)) {
 			parts[tp{r.Topic, r.Partition}] = append(parts[tp{r.Topic, r.Partition}], r)
 		}
 	}
@@ -329,47 +327,6 @@ func TestProducerDebeziumEnvelope(t *testing.T) {
 	}
 }
 
-// readCommitted reads every committed record of topic, up to its end
-// offsets as they are when it starts.
-func readCommitted(ctx context.Context, t *testing.T, e *env, topic string) []*kgo.Record {
-	t.Helper()
-	ends, err := e.kafka.Admin(t).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	cl := e.kafka.Client(t, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var out []*kgo.Record
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: %v", topic, ctx.Err())
-		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s[%d]: %v", tp, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset >= end-1 {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Partition != out[j].Partition {
-			return out[i].Partition < out[j].Partition
-		}
-		return out[i].Offset < out[j].Offset
-	})
-	return out
-}
-
 // TestProducerDebeziumSkipTruncate: with --envelope-skip-truncate a TRUNCATE
 // writes nothing, as Debezium's default skipped.operations=t, and the
 // transactions around it are framed as usual.
@@ -386,11 +343,11 @@ func TestProducerDebeziumSkipTruncate(t *testing.T) {
 	time.Sleep(time.Second) // a frame for the truncate would be there by now
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if n := len(readCommitted(ctx, t, e, schemas.TransactionsTopic(e.prefix))); n != 2 {
+	if n := len(harness.ReadTopic(ctx, t, e.kafka, schemas.TransactionsTopic(e.prefix))); n != 2 {
 		t.Fatalf("%d frames, want 2 (the truncate writes none)", n)
 	}
 	var ops []string
-	for _, r := range readCommitted(ctx, t, e, schemas.TopicName(e.prefix, "public", "other")) {
+	for _, r := range harness.ReadTopic(ctx, t, e.kafka, schemas.TopicName(e.prefix, "public", "other")) {
 		v, _ := dbzDecode(t, e, r.Value)
 		ops = append(ops, v["op"].(string))
 	}
@@ -426,7 +383,7 @@ func TestProducerDebeziumOnlineSnapshot(t *testing.T) {
 	var reads []map[string]any
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		reads = reads[:0]
-		for _, r := range readCommitted(ctx, t, e, schemas.TopicName(e.prefix, "public", "other")) {
+		for _, r := range harness.ReadTopic(ctx, t, e.kafka, schemas.TopicName(e.prefix, "public", "other")) {
 			if r.Value == nil {
 				continue // the delete's tombstone
 			}

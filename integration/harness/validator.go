@@ -71,7 +71,7 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 		}
 	}
 	for tp := range topics {
-		for _, r := range readTopic(ctx, t, k, tp) {
+		for _, r := range ReadTopic(ctx, t, k, tp) {
 			key := tp + "/" + strconv.Itoa(int(r.Partition))
 			byTP[key] = append(byTP[key], r)
 		}
@@ -199,13 +199,13 @@ func (l *Log) Events() []Event {
 	return out
 }
 
-// readTopic reads the committed records of every partition of a data topic,
+// ReadTopic reads the committed records of every partition of a data topic,
 // up to each partition's high watermark as it was when the read started: a
 // transaction still open there, or whose commit marker has not reached the
 // partition yet, is waited for, so that its records are not missed when
 // their frame is already committed. (The frames themselves are read with
 // txlog, up to the transactions topic's last stable offset.)
-func readTopic(ctx context.Context, t testing.TB, k *Kafka, topic string) []*kgo.Record {
+func ReadTopic(ctx context.Context, t testing.TB, k *Kafka, topic string) []*kgo.Record {
 	t.Helper()
 	adm := k.Admin(t)
 	ends, err := adm.ListEndOffsets(ctx, topic)
