@@ -68,6 +68,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -153,6 +154,15 @@ type Sink struct {
 	ensured map[int]bool      // value schema IDs whose target table was checked
 	sql     map[string]string // statement cache
 	origins []originSlot      // instances of cfg.Origin, by index
+
+	setApplied, setFellBack atomic.Int64 // flushes applied set-based, and rolled back to event order
+}
+
+// SetBasedStats returns how many flushes the sink applied set-based, and
+// how many it tried set-based and then applied in event order because a
+// statement failed or matched fewer rows than it should (see setapply.go).
+func (s *Sink) SetBasedStats() (applied, fellBack int64) {
+	return s.setApplied.Load(), s.setFellBack.Load()
 }
 
 // originSlot is one instance of the sink's replication origin.
