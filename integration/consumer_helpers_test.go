@@ -226,6 +226,7 @@ type consumerEnv struct {
 	prefix string
 	prod   *fakeProducer
 	log    *slog.Logger
+	sink   *postgres.Sink // the sink of the last consumer built
 }
 
 func newConsumerEnv(t *testing.T) *consumerEnv {
@@ -257,6 +258,7 @@ func (e *consumerEnv) consumer(name string, mod func(*consumer.Config, *postgres
 		e.t.Fatal(err)
 	}
 	cc.Sink = sink
+	e.sink = sink
 	c, err := consumer.New(cc)
 	if err != nil {
 		e.t.Fatal(err)

@@ -62,7 +62,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	toastPlaceholder := fs.String("toast-placeholder", "", "`value` an unchanged TOASTed text-like, bytea or text[] column holds in a debezium envelope\n"+
 		"(default __debezium_unavailable_value, as Debezium's unavailable.value.placeholder); other types hold null")
 	skipTruncate := fs.Bool("envelope-skip-truncate", false, "write no records for TRUNCATE, as Debezium's default skipped.operations=t (debezium envelope only)")
-	cpuProfile := declareProfile(fs)
+	rt := declareRuntime(fs, "80MB")
 	fs.Require("source")
 	if err := parse(fs, args, e); err != nil {
 		return err
@@ -71,7 +71,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	stopProfile, err := startCPUProfile(*cpuProfile, log)
+	stopProfile, err := rt.start(log)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ func (w *writer) message(ctx context.Context, ev *consumer.Event) error {
 		if err := w.flush(ctx); err != nil {
 			return err
 		}
+		w.infos = nil // the target's tables change
 		return w.applyDDL(ctx, ev)
 	case schemas.SequencesPrefix:
 		return w.applySequences(ctx, ev)

@@ -19,6 +19,15 @@
 //     inserts into one table use COPY. Values travel as PostgreSQL text
 //     literals (schemas.Codec.Encode), which the target parses with the
 //     column's own input function.
+//   - Set-based apply: a flush whose changes allow it (keyed tables without
+//     replay triggers, no key changes, no snapshot reads, truncates or
+//     pending changes, OnConflictError) applies each table's updates as one
+//     UPDATE ... FROM unnest(...) per set of changed columns and its deletes
+//     as one DELETE ... USING unnest(...), in waves that keep each key's
+//     changes in order, inside a savepoint. Any error or unmatched row
+//     rolls the savepoint back and applies the same changes in event
+//     order, so a failure is reported exactly as event order reports it
+//     (setapply.go). Sink.SetBasedStats counts both outcomes.
 //   - Snapshot reads (op r) are upserts: a run of them is copied inside a
 //     savepoint and, when a row exists, applied again as UPDATE-or-INSERT
 //     statements (no unique constraint needed at the target). Changes
@@ -68,6 +77,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -153,6 +163,15 @@ type Sink struct {
 	ensured map[int]bool      // value schema IDs whose target table was checked
 	sql     map[string]string // statement cache
 	origins []originSlot      // instances of cfg.Origin, by index
+
+	setApplied, setFellBack atomic.Int64 // flushes applied set-based, and rolled back to event order
+}
+
+// SetBasedStats returns how many flushes the sink applied set-based, and
+// how many it tried set-based and then applied in event order because a
+// statement failed or matched fewer rows than it should (see setapply.go).
+func (s *Sink) SetBasedStats() (applied, fellBack int64) {
+	return s.setApplied.Load(), s.setFellBack.Load()
 }
 
 // originSlot is one instance of the sink's replication origin.

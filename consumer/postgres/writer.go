@@ -37,6 +37,9 @@ type writer struct {
 	cs *conflict.Session
 	// plans caches per-table statement parts for this Apply.
 	plans map[*consumer.Table]*tablePlan
+	// infos caches what the set-based flush knows of each target table;
+	// a schema change at the target clears it.
+	infos map[*consumer.Table]*tableInfo
 }
 
 func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
@@ -61,6 +64,7 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 		if err := w.ensureTable(ctx, ev.Table); err != nil {
 			return ev.Wrap(err)
 		}
+		w.infos = nil
 		w.newIDs[ev.Table.SchemaID] = true
 	}
 	if w.cs != nil && w.s.cfg.Conflicts.Handles(ev.Table) {
@@ -111,10 +115,20 @@ func (w *writer) ensureTable(ctx context.Context, t *consumer.Table) error {
 	return nil
 }
 
-// flush sends the pending events in order.
+// flush sends the pending events: set-based when they allow it (see
+// flushSet), else in event order.
 func (w *writer) flush(ctx context.Context) error {
 	evs := w.pending
 	w.pending = w.pending[:0]
+	if done, err := w.flushSet(ctx, evs); done || err != nil {
+		clear(evs)
+		return err
+	}
+	return w.flushOrdered(ctx, evs)
+}
+
+// flushOrdered sends evs in event order.
+func (w *writer) flushOrdered(ctx context.Context, evs []*consumer.Event) error {
 	upsert := w.s.cfg.OnConflict == OnConflictUpsert
 	for i := 0; i < len(evs); {
 		if j := w.copyRun(evs, i, upsert); j > i {
