@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/tributary-cdc/tributary/schemas/internal/avrobin"
 	"github.com/tributary-cdc/tributary/schemas/internal/pgtext"
 )
 
@@ -381,7 +382,7 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 		c := typeWithText(typeDateCodec())
 		c.reader = func(text []byte) (any, bool) {
 			d, ok := pgtext.ParseDate(text)
-			return decEpochDate.AddDate(0, 0, int(d)), ok
+			return avrobin.DateFromDays(int(d)), ok
 		}
 		return c, nil
 	case pgtype.TimeOID:
@@ -402,7 +403,7 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 		c := typeWithText(typeTimestampCodec(true))
 		c.reader = func(text []byte) (any, bool) {
 			us, err := pgtext.ParseTimestamp(text, true)
-			return decTimeMicrosValue(us), err == nil
+			return avrobin.TimeFromMicros(us), err == nil
 		}
 		return c, nil
 	case pgtype.IntervalOID:
@@ -463,7 +464,7 @@ func typeBoolCodec() Codec {
 		},
 		appendText: func(dst, text []byte) ([]byte, error) {
 			b, err := parse(text)
-			return encodeBool(dst, b), err
+			return avrobin.AppendBool(dst, b), err
 		},
 		Encode: func(native any) (string, error) {
 			b, ok := native.(bool)
@@ -521,7 +522,7 @@ func typeIntAppender(typ string, lo, hi int64) encodeAppendFunc {
 		if !ok {
 			return dst, typeBadText(typ, text, pgtext.ErrSyntax)
 		}
-		return encodeLong(dst, n), nil
+		return avrobin.AppendLong(dst, n), nil
 	}
 }
 
@@ -570,7 +571,7 @@ func typeLongCodec(typ string, lo, hi, safe int64) Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, n), nil
+			return avrobin.AppendLong(dst, n), nil
 		},
 	}
 }
@@ -820,7 +821,7 @@ func typeStringCodec(name string, avro any, valid func([]byte) bool) Codec {
 			if err := check(text); err != nil {
 				return dst, err
 			}
-			return encodeBytes(dst, text), nil
+			return avrobin.AppendBytes(dst, text), nil
 		},
 		Encode: func(native any) (string, error) {
 			s, ok := native.(string)
@@ -905,7 +906,7 @@ func typeDateCodec() Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, int64(d)), nil
+			return avrobin.AppendLong(dst, int64(d)), nil
 		},
 		Encode: func(native any) (string, error) {
 			var days int64
@@ -958,7 +959,7 @@ func typeTimeCodec() Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, us), nil
+			return avrobin.AppendLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64
@@ -1026,7 +1027,7 @@ func typeTimestampCodec(withTZ bool) Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, us), nil
+			return avrobin.AppendLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64
@@ -1258,7 +1259,7 @@ func typeGoavroNative(avro any, v any) any {
 	switch TypeUnionBranch(avro) {
 	case "int.date":
 		if d, ok := v.(int32); ok {
-			return decEpochDate.AddDate(0, 0, int(d))
+			return avrobin.DateFromDays(int(d))
 		}
 	case "long.time-micros":
 		if us, ok := v.(int64); ok {
@@ -1266,7 +1267,7 @@ func typeGoavroNative(avro any, v any) any {
 		}
 	case "long.timestamp-micros":
 		if us, ok := v.(int64); ok {
-			return decTimeMicrosValue(us)
+			return avrobin.TimeFromMicros(us)
 		}
 	}
 	return v
