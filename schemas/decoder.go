@@ -226,6 +226,8 @@ func rowNode(n *avrobin.Node) *avrobin.Node {
 	return rec
 }
 
+// rowSetter decodes a before or after field into the envelope's row image,
+// one unwrapped value a column.
 func rowSetter(f avrobin.Field, before bool) avrobin.Setter[DecodedEnvelope] {
 	return func(b []byte, e *DecodedEnvelope) ([]byte, error) {
 		rec := f.Node
@@ -274,6 +276,7 @@ func columnNative(n *avrobin.Node, b []byte) (any, []byte, error) {
 	return n.Branches[i].Native(b)
 }
 
+// sourceSetter picks the setter of a field of the envelope's source record.
 func sourceSetter(f avrobin.Field) avrobin.Setter[Source] {
 	switch f.Name {
 	case "version":
