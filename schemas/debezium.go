@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/tributary-cdc/tributary/schemas/internal/avrobin"
 )
 
 // Envelope is the shape of a data record's value.
@@ -187,9 +189,9 @@ type DebeziumSourceHead struct {
 // NewDebeziumSourceHead encodes the per-table parts of the source block.
 func NewDebeziumSourceHead(version, prefix, db, schema, table string) *DebeziumSourceHead {
 	h := &DebeziumSourceHead{}
-	h.head = encodeString(encodeString(encodeString(nil, version), DebeziumConnector), prefix)
-	h.db = encodeString(nil, db)
-	h.schemaTable = encodeString(encodeString(nil, schema), table)
+	h.head = avrobin.AppendString(avrobin.AppendString(avrobin.AppendString(nil, version), DebeziumConnector), prefix)
+	h.db = avrobin.AppendString(nil, db)
+	h.schemaTable = avrobin.AppendString(avrobin.AppendString(nil, schema), table)
 	return h
 }
 
@@ -306,8 +308,8 @@ func (e *Encoder) AppendDebeziumValue(dst []byte, ev *EncoderEvent) ([]byte, err
 	tx := ev.Tx
 	// source
 	dst = append(dst, d.Head.head...)
-	dst = encodeLong(dst, tx.commitTime.UnixMilli())
-	dst = encodeString(append(dst, 0), d.Snapshot) // [string, null]: branch 0
+	dst = avrobin.AppendLong(dst, tx.commitTime.UnixMilli())
+	dst = avrobin.AppendString(append(dst, 0), d.Snapshot) // [string, null]: branch 0
 	dst = append(dst, d.Head.db...)
 	lsn := ev.LSN
 	if lsn == 0 && d.Snapshot == DebeziumSnapshotTrue {
@@ -327,40 +329,40 @@ func (e *Encoder) AppendDebeziumValue(dst []byte, ev *EncoderEvent) ([]byte, err
 		seq = append(seq, "null"...)
 	}
 	seq = append(seq, ']')
-	dst = encodeBytes(append(dst, 2), seq)
-	dst = encodeLong(append(dst, 2), encodeTimeMicros(tx.commitTime))
-	dst = encodeLong(append(dst, 2), tx.commitTime.UnixNano())
+	dst = avrobin.AppendBytes(append(dst, 2), seq)
+	dst = avrobin.AppendLong(append(dst, 2), avrobin.MicrosFromTime(tx.commitTime))
+	dst = avrobin.AppendLong(append(dst, 2), tx.commitTime.UnixNano())
 	dst = append(dst, d.Head.schemaTable...)
 	if tx.xid != 0 {
-		dst = encodeLong(append(dst, 2), int64(tx.xid))
+		dst = avrobin.AppendLong(append(dst, 2), int64(tx.xid))
 	} else {
 		dst = append(dst, 0)
 	}
 	if lsn != 0 {
-		dst = encodeLong(append(dst, 2), int64(lsn))
+		dst = avrobin.AppendLong(append(dst, 2), int64(lsn))
 	} else {
 		dst = append(dst, 0)
 	}
 	dst = append(dst, 0) // xmin
 	dst = append(dst, tx.sourceTail...)
 	if tx.originLSN != 0 {
-		dst = encodeLong(append(dst, 2), int64(tx.originLSN))
+		dst = avrobin.AppendLong(append(dst, 2), int64(tx.originLSN))
 	} else {
 		dst = append(dst, 0)
 	}
 	// transaction
 	if d.TotalOrder > 0 {
 		dst = append(dst, 2)
-		dst = encodeString(dst, strconv.FormatUint(uint64(tx.xid), 10)+":"+strconv.FormatUint(uint64(ev.LSN), 10))
-		dst = encodeLong(dst, d.TotalOrder)
-		dst = encodeLong(dst, d.CollectionOrder)
+		dst = avrobin.AppendString(dst, strconv.FormatUint(uint64(tx.xid), 10)+":"+strconv.FormatUint(uint64(ev.LSN), 10))
+		dst = avrobin.AppendLong(dst, d.TotalOrder)
+		dst = avrobin.AppendLong(dst, d.CollectionOrder)
 	} else {
 		dst = append(dst, 0)
 	}
-	dst = encodeString(dst, string(ev.Op))
-	dst = encodeLong(append(dst, 2), d.Now.UnixMilli())
-	dst = encodeLong(append(dst, 2), encodeTimeMicros(d.Now))
-	dst = encodeLong(append(dst, 2), d.Now.UnixNano())
+	dst = avrobin.AppendString(dst, string(ev.Op))
+	dst = avrobin.AppendLong(append(dst, 2), d.Now.UnixMilli())
+	dst = avrobin.AppendLong(append(dst, 2), avrobin.MicrosFromTime(d.Now))
+	dst = avrobin.AppendLong(append(dst, 2), d.Now.UnixNano())
 	return dst, nil
 }
 
@@ -372,10 +374,10 @@ func (e *Encoder) appendToastPlaceholder(dst []byte, i int) []byte {
 	}
 	switch e.toast[i] {
 	case toastString, toastBytes:
-		return encodeBytes(append(dst, 2), e.placeholder)
+		return avrobin.AppendBytes(append(dst, 2), e.placeholder)
 	case toastStringArray:
 		dst = append(dst, 2, 2, 2) // typed branch; a block of one item; item's string branch
-		return append(encodeBytes(dst, e.placeholder), 0)
+		return append(avrobin.AppendBytes(dst, e.placeholder), 0)
 	}
 	return append(dst, 0)
 }

@@ -20,5 +20,16 @@
 //     change is null in the row and named in the envelope's unchanged_toast list.
 //   - Encoder, the producer's hot path, writes keys, envelopes and frames
 //     straight from PostgreSQL's text, byte for byte what goavro writes for
-//     the same schemas; goavro remains the decoder.
+//     the same schemas; DecoderEnvelope and DecoderFrame, the consumer's,
+//     read them into the same values goavro would, and goavro decodes
+//     whatever the compiled decoder does not support.
+//
+// The package is the contract; two internal packages do the work below it
+// and know nothing of the contract:
+//   - internal/pgtext parses and prints the PostgreSQL text formats that
+//     SessionParams fixes (dates, times, timestamps, intervals, numerics,
+//     bytea, uuids, arrays);
+//   - internal/avrobin reads and writes Avro binary as goavro does (the
+//     primitive encodings, a decoder compiled from a writer schema, and
+//     field setters that decode a record straight into a struct).
 package schemas

@@ -1,14 +1,14 @@
 package schemas
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/big"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/tributary-cdc/tributary/schemas/internal/avrobin"
 )
 
 // This file is the producer's hot path: Avro binary written straight from
@@ -85,11 +85,11 @@ type EncoderTx struct {
 // NewEncoderTx encodes the per-transaction parts of source and tx.
 func NewEncoderTx(commitLSN pglogrepl.LSN, xid uint32, commitTime time.Time, origin string) *EncoderTx {
 	t := &EncoderTx{xid: xid, commitLSN: commitLSN, commitTime: commitTime}
-	t.sourceMid = encodeLong(t.sourceMid, int64(commitLSN))
-	t.sourceMid = encodeLong(t.sourceMid, int64(xid))
-	t.sourceMid = encodeLong(t.sourceMid, encodeTimeMicros(commitTime))
-	t.sourceTail = encodeNullableString(nil, origin)
-	t.id = encodeString(nil, TxID(xid, commitLSN))
+	t.sourceMid = avrobin.AppendLong(t.sourceMid, int64(commitLSN))
+	t.sourceMid = avrobin.AppendLong(t.sourceMid, int64(xid))
+	t.sourceMid = avrobin.AppendLong(t.sourceMid, avrobin.MicrosFromTime(commitTime))
+	t.sourceTail = avrobin.AppendNullableString(nil, origin)
+	t.id = avrobin.AppendString(nil, TxID(xid, commitLSN))
 	return t
 }
 
@@ -103,11 +103,11 @@ func (t *EncoderTx) WithOriginLSN(lsn pglogrepl.LSN) *EncoderTx {
 // EncoderSourceHead encodes the per-table start of the envelope's source
 // record: version, prefix, db, schema and table.
 func EncoderSourceHead(version, prefix, db, schema, table string) []byte {
-	b := encodeString(nil, version)
-	b = encodeString(b, prefix)
-	b = encodeString(b, db)
-	b = encodeString(b, schema)
-	return encodeString(b, table)
+	b := avrobin.AppendString(nil, version)
+	b = avrobin.AppendString(b, prefix)
+	b = avrobin.AppendString(b, db)
+	b = avrobin.AppendString(b, schema)
+	return avrobin.AppendString(b, table)
 }
 
 // EncoderEvent is one change to encode: the row images as pgoutput tuples
@@ -129,7 +129,7 @@ type EncoderEvent struct {
 // format header) to dst. Unchanged TOAST columns of After are null and listed
 // in unchanged_toast. An error names the column, its SQL type and value.
 func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
-	dst = encodeString(dst, string(ev.Op))
+	dst = avrobin.AppendString(dst, string(ev.Op))
 	var err error
 	if dst, err = e.appendRowUnion(dst, ev.Before, false); err != nil {
 		return dst, err
@@ -138,12 +138,12 @@ func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
 		return dst, err
 	}
 	dst = append(dst, ev.SourceHead...)
-	dst = encodeLong(dst, int64(ev.LSN))
+	dst = avrobin.AppendLong(dst, int64(ev.LSN))
 	dst = append(dst, ev.Tx.sourceMid...)
-	dst = encodeBool(dst, ev.Snapshot)
+	dst = avrobin.AppendBool(dst, ev.Snapshot)
 	dst = append(dst, ev.Tx.sourceTail...)
 	dst = append(dst, ev.Tx.id...)
-	dst = encodeLong(dst, ev.Position)
+	dst = avrobin.AppendLong(dst, ev.Position)
 	// unchanged_toast: one block of the TOAST column names, then the end.
 	toast := 0
 	if ev.After != nil {
@@ -154,10 +154,10 @@ func (e *Encoder) AppendValue(dst []byte, ev *EncoderEvent) ([]byte, error) {
 		}
 	}
 	if toast > 0 {
-		dst = encodeLong(dst, int64(toast))
+		dst = avrobin.AppendLong(dst, int64(toast))
 		for i, c := range ev.After.Columns {
 			if c.DataType == pglogrepl.TupleDataTypeToast {
-				dst = encodeString(dst, e.ts.Table.Columns[i].Name)
+				dst = avrobin.AppendString(dst, e.ts.Table.Columns[i].Name)
 			}
 		}
 	}
@@ -237,7 +237,7 @@ func (e *Encoder) AppendKey(dst []byte, t *pglogrepl.TupleData) ([]byte, error) 
 func (e *Encoder) appendField(dst []byte, i int, text []byte, typed int) ([]byte, error) {
 	mark := len(dst)
 	if typed >= 0 {
-		dst = encodeLong(dst, int64(typed))
+		dst = avrobin.AppendLong(dst, int64(typed))
 	}
 	out, err := e.cols[i](dst, text)
 	if err == nil {
@@ -249,7 +249,7 @@ func (e *Encoder) appendField(dst []byte, i int, text []byte, typed int) ([]byte
 	if terr := typeTextCheck(text); terr != nil {
 		return dst[:mark], e.columnError(i, text, fmt.Errorf("%w (and %w)", err, terr))
 	}
-	return encodeBytes(encodeLong(dst[:mark], int64(typed+1)), text), nil
+	return avrobin.AppendBytes(avrobin.AppendLong(dst[:mark], int64(typed+1)), text), nil
 }
 
 // KeyText renders the key columns of t as "(col=text, ...)" for error
@@ -300,41 +300,41 @@ func encodeClip(b []byte) string {
 // EncoderAppendFrame appends the Avro binary of commit frame f (without the
 // wire format header): what goavro writes for FrameSchema and f.Native().
 func EncoderAppendFrame(dst []byte, f *Frame) []byte {
-	dst = encodeLong(dst, int64(f.Xid))
-	dst = encodeLong(dst, int64(f.CommitLSN))
-	dst = encodeLong(dst, int64(f.EndLSN))
-	dst = encodeLong(dst, encodeTimeMicros(f.CommitTime))
-	dst = encodeNullableString(dst, f.Origin)
+	dst = avrobin.AppendLong(dst, int64(f.Xid))
+	dst = avrobin.AppendLong(dst, int64(f.CommitLSN))
+	dst = avrobin.AppendLong(dst, int64(f.EndLSN))
+	dst = avrobin.AppendLong(dst, avrobin.MicrosFromTime(f.CommitTime))
+	dst = avrobin.AppendNullableString(dst, f.Origin)
 	if s := f.Snapshot; s == nil {
 		dst = append(dst, 0)
 	} else {
 		dst = append(dst, 2)
-		dst = encodeString(dst, s.Slot)
-		dst = encodeString(dst, s.Schema)
-		dst = encodeString(dst, s.Table)
-		dst = encodeLong(dst, s.Chunk)
-		dst = encodeBool(dst, s.Last)
+		dst = avrobin.AppendString(dst, s.Slot)
+		dst = avrobin.AppendString(dst, s.Schema)
+		dst = avrobin.AppendString(dst, s.Table)
+		dst = avrobin.AppendLong(dst, s.Chunk)
+		dst = avrobin.AppendBool(dst, s.Last)
 		if s.LastKey == nil {
 			dst = append(dst, 0)
 		} else {
 			dst = append(dst, 2)
 			if len(s.LastKey) > 0 {
-				dst = encodeLong(dst, int64(len(s.LastKey)))
+				dst = avrobin.AppendLong(dst, int64(len(s.LastKey)))
 				for _, k := range s.LastKey {
-					dst = encodeString(dst, k)
+					dst = avrobin.AppendString(dst, k)
 				}
 			}
 			dst = append(dst, 0)
 		}
-		dst = encodeString(dst, s.ID)
+		dst = avrobin.AppendString(dst, s.ID)
 	}
-	dst = encodeLong(dst, f.Events)
+	dst = avrobin.AppendLong(dst, f.Events)
 	if len(f.Partitions) > 0 {
-		dst = encodeLong(dst, int64(len(f.Partitions)))
+		dst = avrobin.AppendLong(dst, int64(len(f.Partitions)))
 		for _, p := range f.Partitions {
-			dst = encodeString(dst, p.Topic)
-			dst = encodeLong(dst, int64(p.Partition))
-			dst = encodeLong(dst, p.Count)
+			dst = avrobin.AppendString(dst, p.Topic)
+			dst = avrobin.AppendLong(dst, int64(p.Partition))
+			dst = avrobin.AppendLong(dst, p.Count)
 		}
 	}
 	dst = append(dst, 0)
@@ -342,99 +342,17 @@ func EncoderAppendFrame(dst []byte, f *Frame) []byte {
 		dst = append(dst, 0)
 	} else {
 		dst = append(dst, 2)
-		dst = encodeString(dst, r.Slot)
-		dst = encodeString(dst, r.ID)
+		dst = avrobin.AppendString(dst, r.Slot)
+		dst = avrobin.AppendString(dst, r.ID)
 		if len(r.Tables) > 0 {
-			dst = encodeLong(dst, int64(len(r.Tables)))
+			dst = avrobin.AppendLong(dst, int64(len(r.Tables)))
 			for _, t := range r.Tables {
-				dst = encodeString(dst, t)
+				dst = avrobin.AppendString(dst, t)
 			}
 		}
 		dst = append(dst, 0)
 	}
 	return dst
-}
-
-// encodeTimeMicros is goavro's timestamp-micros form of a time.Time,
-// wrapping arithmetic included.
-func encodeTimeMicros(t time.Time) int64 { return t.Unix()*1e6 + int64(t.Nanosecond()/1e3) }
-
-// encodeLong appends an Avro int or long: a zigzag varint.
-func encodeLong(dst []byte, v int64) []byte {
-	return binary.AppendUvarint(dst, uint64(v<<1)^uint64(v>>63))
-}
-
-func encodeBool(dst []byte, v bool) []byte {
-	if v {
-		return append(dst, 1)
-	}
-	return append(dst, 0)
-}
-
-func encodeString(dst []byte, s string) []byte {
-	return append(encodeLong(dst, int64(len(s))), s...)
-}
-
-func encodeBytes(dst, b []byte) []byte {
-	return append(encodeLong(dst, int64(len(b))), b...)
-}
-
-// encodeNullableString is the ["null", "string"] union, with "" as null.
-func encodeNullableString(dst []byte, s string) []byte {
-	if s == "" {
-		return append(dst, 0)
-	}
-	return encodeString(append(dst, 2), s)
-}
-
-func encodeFloat(dst []byte, f float32) []byte {
-	return binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
-}
-
-func encodeDouble(dst []byte, f float64) []byte {
-	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
-}
-
-// encodeDecimalInt appends the bytes/decimal of unscaled value n: its
-// minimal big-endian two's complement, as goavro's toSignedBytes writes it.
-func encodeDecimalInt(dst []byte, n int64) []byte {
-	var buf [8]byte
-	binary.BigEndian.PutUint64(buf[:], uint64(n))
-	i := 0
-	if n >= 0 {
-		for i < 7 && buf[i] == 0 && buf[i+1]&0x80 == 0 {
-			i++
-		}
-	} else {
-		for i < 7 && buf[i] == 0xff && buf[i+1]&0x80 != 0 {
-			i++
-		}
-	}
-	return encodeBytes(dst, buf[i:])
-}
-
-var encodeBigOne = big.NewInt(1)
-
-// encodeDecimalBig appends the bytes/decimal of unscaled value n as
-// goavro's toSignedBytes writes it.
-func encodeDecimalBig(dst []byte, n *big.Int) []byte {
-	switch n.Sign() {
-	case 0:
-		return encodeBytes(dst, []byte{0})
-	case 1:
-		b := n.Bytes()
-		if b[0]&0x80 != 0 {
-			dst = encodeLong(dst, int64(len(b)+1))
-			return append(append(dst, 0), b...)
-		}
-		return encodeBytes(dst, b)
-	}
-	length := uint(n.BitLen()/8+1) * 8
-	b := new(big.Int).Add(n, new(big.Int).Lsh(encodeBigOne, length)).Bytes()
-	if len(b) >= 2 && b[0] == 0xff && b[1]&0x80 != 0 {
-		b = b[1:]
-	}
-	return encodeBytes(dst, b)
 }
 
 // encodeNative appends the Avro binary of native value v (what a Codec's
@@ -444,24 +362,24 @@ func encodeDecimalBig(dst []byte, n *big.Int) []byte {
 func encodeNative(dst []byte, avro any, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case bool:
-		return encodeBool(dst, x), nil
+		return avrobin.AppendBool(dst, x), nil
 	case int32:
-		return encodeLong(dst, int64(x)), nil
+		return avrobin.AppendLong(dst, int64(x)), nil
 	case int64:
-		return encodeLong(dst, x), nil
+		return avrobin.AppendLong(dst, x), nil
 	case float32:
-		return encodeFloat(dst, x), nil
+		return avrobin.AppendFloat(dst, x), nil
 	case float64:
-		return encodeDouble(dst, x), nil
+		return avrobin.AppendDouble(dst, x), nil
 	case string:
-		return encodeString(dst, x), nil
+		return avrobin.AppendString(dst, x), nil
 	case []byte:
-		return encodeBytes(dst, x), nil
+		return avrobin.AppendBytes(dst, x), nil
 	case *big.Rat:
 		m, _ := avro.(map[string]any)
 		scale, _ := m["scale"].(int)
 		n := new(big.Int).Mul(x.Num(), new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
-		return encodeDecimalBig(dst, n.Div(n, x.Denom())), nil
+		return avrobin.AppendDecimalBig(dst, n.Div(n, x.Denom())), nil
 	case map[string]any: // tributary.Interval
 		mo, ok1 := x["months"].(int32)
 		d, ok2 := x["days"].(int32)
@@ -469,7 +387,7 @@ func encodeNative(dst []byte, avro any, v any) ([]byte, error) {
 		if !ok1 || !ok2 || !ok3 {
 			return dst, fmt.Errorf("encode: malformed interval %v", x)
 		}
-		return encodeLong(encodeLong(encodeLong(dst, int64(mo)), int64(d)), us), nil
+		return avrobin.AppendLong(avrobin.AppendLong(avrobin.AppendLong(dst, int64(mo)), int64(d)), us), nil
 	case []any:
 		m, _ := avro.(map[string]any)
 		items, _ := m["items"].([]any)
@@ -477,7 +395,7 @@ func encodeNative(dst []byte, avro any, v any) ([]byte, error) {
 			return dst, fmt.Errorf("encode: array value for schema %v", avro)
 		}
 		if len(x) > 0 {
-			dst = encodeLong(dst, int64(len(x)))
+			dst = avrobin.AppendLong(dst, int64(len(x)))
 		}
 		for _, e := range x {
 			if e == nil {

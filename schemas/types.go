@@ -12,6 +12,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tributary-cdc/tributary/schemas/internal/avrobin"
+	"github.com/tributary-cdc/tributary/schemas/internal/pgtext"
 )
 
 // TypeKind classifies a PostgreSQL type as pg_type.typtype / typcategory say.
@@ -347,7 +350,7 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 	case pgtype.Int8OID:
 		c := typeWithText(typeLongCodec("int8", math.MinInt64, math.MaxInt64, TypeSafeLong))
 		c.reader = func(text []byte) (any, bool) {
-			n, ok := pgtParseInt(text, math.MinInt64, math.MaxInt64)
+			n, ok := pgtext.ParseInt(text, math.MinInt64, math.MaxInt64)
 			return n, ok
 		}
 		return c, nil
@@ -372,41 +375,41 @@ func typeMap(t PGType, typmod int32, depth int) (Codec, error) {
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		return typeStringCodec(t.Name, map[string]any{"type": "string", "tributary.json": true}, nil), nil
 	case pgtype.UUIDOID:
-		return typeStringCodec("uuid", map[string]any{"type": "string", "logicalType": "uuid"}, pgtValidUUID), nil
+		return typeStringCodec("uuid", map[string]any{"type": "string", "logicalType": "uuid"}, pgtext.ValidUUID), nil
 	case pgtype.ByteaOID:
 		return typeByteaCodec(), nil
 	case pgtype.DateOID:
 		c := typeWithText(typeDateCodec())
 		c.reader = func(text []byte) (any, bool) {
-			d, ok := pgtParseDate(text)
-			return decEpochDate.AddDate(0, 0, int(d)), ok
+			d, ok := pgtext.ParseDate(text)
+			return avrobin.DateFromDays(int(d)), ok
 		}
 		return c, nil
 	case pgtype.TimeOID:
 		c := typeWithText(typeTimeCodec())
 		c.reader = func(text []byte) (any, bool) {
-			us, ok := pgtParseTime(text)
+			us, ok := pgtext.ParseTime(text)
 			return time.Duration(us) * time.Microsecond, ok
 		}
 		return c, nil
 	case pgtype.TimestampOID:
 		c := typeWithText(typeTimestampCodec(false))
 		c.reader = func(text []byte) (any, bool) {
-			us, err := pgtParseTimestamp(text, false)
+			us, err := pgtext.ParseTimestamp(text, false)
 			return us, err == nil
 		}
 		return c, nil
 	case pgtype.TimestamptzOID:
 		c := typeWithText(typeTimestampCodec(true))
 		c.reader = func(text []byte) (any, bool) {
-			us, err := pgtParseTimestamp(text, true)
-			return decTimeMicrosValue(us), err == nil
+			us, err := pgtext.ParseTimestamp(text, true)
+			return avrobin.TimeFromMicros(us), err == nil
 		}
 		return c, nil
 	case pgtype.IntervalOID:
 		c := typeWithText(typeIntervalCodec())
 		c.reader = func(text []byte) (any, bool) {
-			v, ok := pgtParseInterval(text)
+			v, ok := pgtext.ParseInterval(text)
 			return map[string]any{"months": v.Months, "days": v.Days, "micros": v.Micros}, ok
 		}
 		return c, nil
@@ -448,7 +451,7 @@ func typeBoolCodec() Codec {
 		case "f", "false":
 			return false, nil
 		}
-		return false, typeBadText("bool", text, errPGTSyntax)
+		return false, typeBadText("bool", text, pgtext.ErrSyntax)
 	}
 	return Codec{
 		Avro: "boolean",
@@ -461,7 +464,7 @@ func typeBoolCodec() Codec {
 		},
 		appendText: func(dst, text []byte) ([]byte, error) {
 			b, err := parse(text)
-			return encodeBool(dst, b), err
+			return avrobin.AppendBool(dst, b), err
 		},
 		Encode: func(native any) (string, error) {
 			b, ok := native.(bool)
@@ -515,11 +518,11 @@ func typeIntEncoder(typ string, lo, hi int64) func(any) (string, error) {
 // typeIntAppender appends an int or long parsed from text within [lo, hi].
 func typeIntAppender(typ string, lo, hi int64) encodeAppendFunc {
 	return func(dst, text []byte) ([]byte, error) {
-		n, ok := pgtParseInt(text, lo, hi)
+		n, ok := pgtext.ParseInt(text, lo, hi)
 		if !ok {
-			return dst, typeBadText(typ, text, errPGTSyntax)
+			return dst, typeBadText(typ, text, pgtext.ErrSyntax)
 		}
-		return encodeLong(dst, n), nil
+		return avrobin.AppendLong(dst, n), nil
 	}
 }
 
@@ -528,9 +531,9 @@ func typeIntCodec(typ string, lo, hi int64) Codec {
 	return Codec{
 		Avro: "int",
 		Decode: func(text []byte) (any, error) {
-			n, ok := pgtParseInt(text, lo, hi)
+			n, ok := pgtext.ParseInt(text, lo, hi)
 			if !ok {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+				return nil, typeBadText(typ, text, pgtext.ErrSyntax)
 			}
 			return int32(n), nil
 		},
@@ -544,9 +547,9 @@ func typeIntCodec(typ string, lo, hi int64) Codec {
 // for the typed branch.
 func typeLongCodec(typ string, lo, hi, safe int64) Codec {
 	parse := func(text []byte) (int64, error) {
-		n, ok := pgtParseInt(text, lo, hi)
+		n, ok := pgtext.ParseInt(text, lo, hi)
 		if !ok {
-			return 0, typeBadText(typ, text, errPGTSyntax)
+			return 0, typeBadText(typ, text, pgtext.ErrSyntax)
 		}
 		if n > safe || n < -safe {
 			return 0, typeBadText(typ, text, typeErrUnsafeLong)
@@ -568,7 +571,7 @@ func typeLongCodec(typ string, lo, hi, safe int64) Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, n), nil
+			return avrobin.AppendLong(dst, n), nil
 		},
 	}
 }
@@ -590,11 +593,11 @@ func typeFloatCodec(bits int) Codec {
 			// strconv also accepts "inf", "0x1p3" and "1_0"; PostgreSQL
 			// prints none of those, and only Infinity/NaN are spelled out.
 			if len(text) == 0 || !typeFloatChars(text) {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+				return nil, typeBadText(typ, text, pgtext.ErrSyntax)
 			}
 			f, err := strconv.ParseFloat(string(text), bits)
 			if err != nil {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+				return nil, typeBadText(typ, text, pgtext.ErrSyntax)
 			}
 			if bits == 32 {
 				return float32(f), nil
@@ -670,8 +673,8 @@ func typeNumericTextCodec() Codec {
 	return Codec{
 		Avro: map[string]any{"type": "string", "tributary.numeric": true},
 		Decode: func(text []byte) (any, error) {
-			if !pgtValidNumeric(string(text)) {
-				return nil, typeBadText("numeric", text, errPGTSyntax)
+			if !pgtext.ValidNumeric(string(text)) {
+				return nil, typeBadText("numeric", text, pgtext.ErrSyntax)
 			}
 			return string(text), nil
 		},
@@ -680,8 +683,8 @@ func typeNumericTextCodec() Codec {
 			if !ok {
 				return "", typeBadNative("numeric", native)
 			}
-			if !pgtValidNumeric(s) {
-				return "", typeBadText("numeric", []byte(s), errPGTSyntax)
+			if !pgtext.ValidNumeric(s) {
+				return "", typeBadText("numeric", []byte(s), pgtext.ErrSyntax)
 			}
 			return s, nil
 		},
@@ -717,9 +720,9 @@ func typeDecimalCodec(typmod int32) (Codec, error) {
 			case "NaN", "Infinity", "-Infinity":
 				return nil, fmt.Errorf("%s: %w: %s cannot be an Avro decimal", typ, ErrUnrepresentable, text)
 			}
-			neg, ip, fp, ok := pgtSplitNumeric(text)
+			neg, ip, fp, ok := pgtext.SplitNumeric(text)
 			if !ok {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+				return nil, typeBadText(typ, text, pgtext.ErrSyntax)
 			}
 			if len(fp) > as {
 				return nil, typeBadText(typ, text, errors.New("more fraction digits than the scale"))
@@ -761,7 +764,7 @@ func typeDecimalCodec(typmod int32) (Codec, error) {
 			}
 			num, ok := new(big.Int).SetString(string(digits), 10)
 			if !ok {
-				return nil, typeBadText(typ, text, errPGTSyntax)
+				return nil, typeBadText(typ, text, pgtext.ErrSyntax)
 			}
 			return r.SetFrac(num, denom), nil
 		},
@@ -796,7 +799,7 @@ func typeTextCodec(name string, fallback bool) Codec {
 func typeStringCodec(name string, avro any, valid func([]byte) bool) Codec {
 	check := func(text []byte) error {
 		if valid != nil && !valid(text) {
-			return typeBadText(name, text, errPGTSyntax)
+			return typeBadText(name, text, pgtext.ErrSyntax)
 		}
 		if !utf8.Valid(text) {
 			return typeBadText(name, text, fmt.Errorf("%w: not UTF-8", ErrUnrepresentable))
@@ -818,7 +821,7 @@ func typeStringCodec(name string, avro any, valid func([]byte) bool) Codec {
 			if err := check(text); err != nil {
 				return dst, err
 			}
-			return encodeBytes(dst, text), nil
+			return avrobin.AppendBytes(dst, text), nil
 		},
 		Encode: func(native any) (string, error) {
 			s, ok := native.(string)
@@ -829,7 +832,7 @@ func typeStringCodec(name string, avro any, valid func([]byte) bool) Codec {
 				return "", typeBadText(name, []byte(s), fmt.Errorf("%w: contains NUL", ErrUnrepresentable))
 			}
 			if valid != nil && !valid([]byte(s)) {
-				return "", typeBadText(name, []byte(s), errPGTSyntax)
+				return "", typeBadText(name, []byte(s), pgtext.ErrSyntax)
 			}
 			return s, nil
 		},
@@ -841,9 +844,9 @@ func typeByteaCodec() Codec {
 	return Codec{
 		Avro: "bytes",
 		Decode: func(text []byte) (any, error) {
-			b, ok := pgtParseByteaHex(text)
+			b, ok := pgtext.ParseByteaHex(text)
 			if !ok {
-				return nil, typeBadText("bytea", text, errPGTSyntax)
+				return nil, typeBadText("bytea", text, pgtext.ErrSyntax)
 			}
 			return b, nil
 		},
@@ -857,7 +860,7 @@ func typeByteaCodec() Codec {
 			default:
 				return "", typeBadNative("bytea", native)
 			}
-			return string(pgtAppendByteaHex(make([]byte, 0, 2+2*len(b)), b)), nil
+			return string(pgtext.AppendByteaHex(make([]byte, 0, 2+2*len(b)), b)), nil
 		},
 	}
 }
@@ -880,9 +883,9 @@ const (
 // before the text branch.
 func typeDateCodec() Codec {
 	parse := func(text []byte) (int32, error) {
-		d, ok := pgtParseDate(text)
+		d, ok := pgtext.ParseDate(text)
 		if !ok {
-			return 0, typeBadText("date", text, errPGTSyntax)
+			return 0, typeBadText("date", text, pgtext.ErrSyntax)
 		}
 		if d < typeMinSafeDate || d > typeMaxSafeDate {
 			return 0, typeBadText("date", text, fmt.Errorf("%w: outside the years 1 to 9999", ErrUnrepresentable))
@@ -903,13 +906,13 @@ func typeDateCodec() Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, int64(d)), nil
+			return avrobin.AppendLong(dst, int64(d)), nil
 		},
 		Encode: func(native any) (string, error) {
 			var days int64
 			switch v := native.(type) {
 			case time.Time:
-				days = pgtFloorDiv(v.Unix(), 86400)
+				days = pgtext.FloorDiv(v.Unix(), 86400)
 			default:
 				n, ok := typeNativeInt(native)
 				if !ok {
@@ -918,7 +921,7 @@ func typeDateCodec() Codec {
 				days = n
 			}
 			var buf [24]byte
-			out, ok := pgtAppendDate(buf[:0], days)
+			out, ok := pgtext.AppendDate(buf[:0], days)
 			if !ok {
 				return "", fmt.Errorf("date: %w: %d days since 1970-01-01 is out of range", ErrUnrepresentable, days)
 			}
@@ -933,11 +936,11 @@ func typeDateCodec() Codec {
 // still takes 86400000000 µs as 24:00:00, as contract v1 wrote it.
 func typeTimeCodec() Codec {
 	parse := func(text []byte) (int64, error) {
-		us, ok := pgtParseTime(text)
+		us, ok := pgtext.ParseTime(text)
 		if !ok {
-			return 0, typeBadText("time", text, errPGTSyntax)
+			return 0, typeBadText("time", text, pgtext.ErrSyntax)
 		}
-		if us >= pgtUsecPerDay {
+		if us >= pgtext.UsecPerDay {
 			return 0, typeBadText("time", text, fmt.Errorf("%w: 24:00:00 is not a time of day for stock readers", ErrUnrepresentable))
 		}
 		return us, nil
@@ -956,7 +959,7 @@ func typeTimeCodec() Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, us), nil
+			return avrobin.AppendLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64
@@ -974,7 +977,7 @@ func typeTimeCodec() Codec {
 				us = n
 			}
 			var buf [24]byte
-			out, ok := pgtAppendTime(buf[:0], us)
+			out, ok := pgtext.AppendTime(buf[:0], us)
 			if !ok {
 				return "", fmt.Errorf("time: %w: %d microseconds is out of range", ErrUnrepresentable, us)
 			}
@@ -997,7 +1000,11 @@ func typeTimestampCodec(withTZ bool) Codec {
 		typ, lt = "timestamptz", "timestamp-micros"
 	}
 	parse := func(text []byte) (int64, error) {
-		us, err := pgtParseTimestamp(text, withTZ)
+		us, err := pgtext.ParseTimestamp(text, withTZ)
+		if errors.Is(err, pgtext.ErrTimestampRange) {
+			// A valid PostgreSQL timestamp that int64 microseconds cannot hold.
+			err = fmt.Errorf("%w: %w", ErrUnrepresentable, err)
+		}
 		if err != nil {
 			return 0, typeBadText(typ, text, err)
 		}
@@ -1020,7 +1027,7 @@ func typeTimestampCodec(withTZ bool) Codec {
 			if err != nil {
 				return dst, err
 			}
-			return encodeLong(dst, us), nil
+			return avrobin.AppendLong(dst, us), nil
 		},
 		Encode: func(native any) (string, error) {
 			var us int64
@@ -1040,7 +1047,7 @@ func typeTimestampCodec(withTZ bool) Codec {
 				us = n
 			}
 			var buf [40]byte
-			out, ok := pgtAppendTimestamp(buf[:0], us, withTZ)
+			out, ok := pgtext.AppendTimestamp(buf[:0], us, withTZ)
 			if !ok {
 				return "", fmt.Errorf("%s: %w: %d microseconds since 1970 is out of range", typ, ErrUnrepresentable, us)
 			}
@@ -1070,9 +1077,9 @@ func typeIntervalCodec() Codec {
 			},
 		},
 		Decode: func(text []byte) (any, error) {
-			v, ok := pgtParseInterval(text)
+			v, ok := pgtext.ParseInterval(text)
 			if !ok {
-				return nil, typeBadText("interval", text, errPGTSyntax)
+				return nil, typeBadText("interval", text, pgtext.ErrSyntax)
 			}
 			if v.Micros > TypeSafeLong || v.Micros < -TypeSafeLong {
 				return nil, typeBadText("interval", text, typeErrUnsafeLong)
@@ -1091,7 +1098,7 @@ func typeIntervalCodec() Codec {
 				return "", fmt.Errorf("interval: cannot encode %v", native)
 			}
 			var buf [64]byte
-			return string(pgtAppendInterval(buf[:0], pgtInterval{int32(mo), int32(d), us})), nil
+			return string(pgtext.AppendInterval(buf[:0], pgtext.Interval{Months: int32(mo), Days: int32(d), Micros: us})), nil
 		},
 	}
 }
@@ -1145,7 +1152,7 @@ func typeArrayCodec(name string, ec Codec) Codec {
 			}
 			out := make([]any, 0, n+1)
 			var scratchArr [64]byte
-			_, err := pgtParseArray(text, delim, scratchArr[:0], func(elem []byte, null bool) error {
+			_, err := pgtext.ParseArray(text, delim, scratchArr[:0], func(elem []byte, null bool) error {
 				if null {
 					out = append(out, nil)
 					return nil
@@ -1158,10 +1165,10 @@ func typeArrayCodec(name string, ec Codec) Codec {
 				return nil
 			})
 			if err != nil {
-				if errors.Is(err, pgtErrArrayShape) {
+				if errors.Is(err, pgtext.ErrArrayShape) {
 					return nil, typeBadText(name, text, fmt.Errorf("%w: %w", ErrUnrepresentable, err))
 				}
-				if errors.Is(err, errPGTSyntax) {
+				if errors.Is(err, pgtext.ErrSyntax) {
 					return nil, typeBadText(name, text, err)
 				}
 				return nil, fmt.Errorf("%s element: %w", name, err)
@@ -1192,7 +1199,7 @@ func typeArrayCodec(name string, ec Codec) Codec {
 				if err != nil {
 					return "", fmt.Errorf("%s element %d: %w", name, i, err)
 				}
-				buf = pgtAppendArrayElem(buf, s, delim)
+				buf = pgtext.AppendArrayElem(buf, s, delim)
 			}
 			buf = append(buf, '}')
 			return string(buf), nil
@@ -1209,7 +1216,7 @@ func typeArrayReader(ec Codec) func(text []byte) (any, bool) {
 	return func(text []byte) (any, bool) {
 		var out []any
 		var scratch [64]byte
-		_, err := pgtParseArray(text, ',', scratch[:0], func(elem []byte, null bool) error {
+		_, err := pgtext.ParseArray(text, ',', scratch[:0], func(elem []byte, null bool) error {
 			if null {
 				out = append(out, nil)
 				return nil
@@ -1218,7 +1225,7 @@ func typeArrayReader(ec Codec) func(text []byte) (any, bool) {
 			if ec.reader != nil {
 				n, ok := ec.reader(elem)
 				if !ok {
-					return errPGTSyntax
+					return pgtext.ErrSyntax
 				}
 				v = n
 			} else {
@@ -1252,7 +1259,7 @@ func typeGoavroNative(avro any, v any) any {
 	switch TypeUnionBranch(avro) {
 	case "int.date":
 		if d, ok := v.(int32); ok {
-			return decEpochDate.AddDate(0, 0, int(d))
+			return avrobin.DateFromDays(int(d))
 		}
 	case "long.time-micros":
 		if us, ok := v.(int64); ok {
@@ -1260,7 +1267,7 @@ func typeGoavroNative(avro any, v any) any {
 		}
 	case "long.timestamp-micros":
 		if us, ok := v.(int64); ok {
-			return decTimeMicrosValue(us)
+			return avrobin.TimeFromMicros(us)
 		}
 	}
 	return v

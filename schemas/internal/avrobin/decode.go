@@ -1,4 +1,4 @@
-package schemas
+package avrobin
 
 import (
 	"encoding/binary"
@@ -12,97 +12,84 @@ import (
 	"time"
 )
 
-// DecoderSchema is an Avro binary decoder compiled once from one writer
-// schema. Its Native returns exactly the values goavro's NativeFromBinary
-// returns for the same schema and bytes (records as map[string]any, non-null
-// union values as a one-entry map keyed by goavro's branch name, logical
-// types as time.Time, time.Duration and *big.Rat), so that anything written
-// against goavro's forms keeps working; DecodeEnvelope and DecodeFrame read
-// the two records the consumer reads on its hot path without building maps.
-//
-// A DecoderSchema is immutable and safe for concurrent use. Decoded []byte
-// values alias the input, as goavro's do.
-type DecoderSchema struct {
-	root *decNode
-}
+// Kind is what a compiled Node decodes: an Avro type, or one of the logical
+// types goavro implements.
+type Kind uint8
 
-type decKind uint8
-
+// The kinds of Node. The logical kinds decode to goavro's native forms.
 const (
-	decNull decKind = iota
-	decBool
-	decInt
-	decLong
-	decFloat
-	decDouble
-	decBytes
-	decString
-	decRecord
-	decEnum
-	decFixed
-	decArray
-	decMap
-	decUnion
-	decDate        // int.date: time.Time at UTC midnight
-	decTimeMillis  // int.time-millis: time.Duration
-	decTimeMicros  // long.time-micros: time.Duration
-	decTsMillis    // long.timestamp-millis: time.Time UTC
-	decTsMicros    // long.timestamp-micros: time.Time UTC
-	decDecimal     // bytes.decimal: *big.Rat
-	decFixedDecima // fixed.decimal: *big.Rat
+	KindNull Kind = iota
+	KindBoolean
+	KindInt
+	KindLong
+	KindFloat
+	KindDouble
+	KindBytes
+	KindString
+	KindRecord
+	KindEnum
+	KindFixed
+	KindArray
+	KindMap
+	KindUnion
+	KindDate            // int.date: time.Time at UTC midnight
+	KindTimeMillis      // int.time-millis: time.Duration
+	KindTimeMicros      // long.time-micros: time.Duration
+	KindTimestampMillis // long.timestamp-millis: time.Time UTC
+	KindTimestampMicros // long.timestamp-micros: time.Time UTC
+	KindDecimal         // bytes.decimal: *big.Rat
 )
 
-// decNode is one compiled schema node. Named types are shared nodes, so a
-// recursive schema is a cyclic graph.
-type decNode struct {
-	kind     decKind
-	name     string // goavro's union branch name of this type
-	fields   []decField
-	elem     *decNode   // array items, map values
-	branches []*decNode // union members
-	symbols  []string   // enum
-	size     int        // fixed
-	scale    int        // decimal
+// Node is one compiled schema node. Named types are shared nodes, so a
+// recursive schema is a cyclic graph. A Node is immutable once Compile has
+// returned it and safe for concurrent use.
+type Node struct {
+	Kind     Kind
+	Name     string   // goavro's union branch name of this type
+	Fields   []Field  // record fields, in order
+	Elem     *Node    // array items, map values
+	Branches []*Node  // union members
+	symbols  []string // enum
+	size     int      // fixed
+	scale    int      // decimal
 }
 
-type decField struct {
-	name string
-	node *decNode
+// Field is one field of a record Node.
+type Field struct {
+	Name string
+	Node *Node
 }
 
-// ErrDecoderUnsupported is wrapped by DecoderCompile's error for a schema
+// ErrUnsupported is wrapped by Compile's error for a schema
 // construct the compiled decoder does not implement; callers then decode
 // with goavro.
-var ErrDecoderUnsupported = errors.New("schema not supported by the compiled decoder")
+var ErrUnsupported = errors.New("schema not supported by the compiled decoder")
 
-// DecoderCompile compiles the Avro JSON schema text of a writer schema.
-func DecoderCompile(schema string) (*DecoderSchema, error) {
+// Compile compiles the Avro JSON schema text of a writer schema into the
+// Node of its root.
+func Compile(schema string) (*Node, error) {
 	var s any
 	if err := json.Unmarshal([]byte(schema), &s); err != nil {
 		return nil, fmt.Errorf("schema is not JSON: %w", err)
 	}
-	c := &decCompiler{named: map[string]*decNode{}}
-	root, err := c.node(s, "")
-	if err != nil {
-		return nil, err
-	}
-	return &DecoderSchema{root: root}, nil
+	c := &compiler{named: map[string]*Node{}}
+	return c.node(s, "")
 }
 
-type decCompiler struct {
-	named map[string]*decNode
+type compiler struct {
+	named map[string]*Node
 }
 
-var decPrimitives = map[string]decKind{
-	"null": decNull, "boolean": decBool, "int": decInt, "long": decLong, "float": decFloat,
-	"double": decDouble, "bytes": decBytes, "string": decString,
+var primitives = map[string]Kind{
+	"null": KindNull, "boolean": KindBoolean, "int": KindInt, "long": KindLong, "float": KindFloat,
+	"double": KindDouble, "bytes": KindBytes, "string": KindString,
 }
 
-func (c *decCompiler) node(s any, ns string) (*decNode, error) {
+func (c *compiler) node(s any, ns string) (*Node, error) {
 	switch v := s.(type) {
 	case string:
-		if k, ok := decPrimitives[v]; ok {
-			return &decNode{kind: k, name: v}, nil
+		if k, ok := primitives[v]; ok {
+			return &Node{Kind: k, Name: v}, nil
 		}
 		if n, ok := c.named[v]; ok {
 			return n, nil
@@ -117,13 +104,13 @@ func (c *decCompiler) node(s any, ns string) (*decNode, error) {
 		if len(v) == 0 {
 			return nil, errors.New("empty union")
 		}
-		u := &decNode{kind: decUnion}
+		u := &Node{Kind: KindUnion}
 		for _, b := range v {
 			n, err := c.node(b, ns)
 			if err != nil {
 				return nil, err
 			}
-			u.branches = append(u.branches, n)
+			u.Branches = append(u.Branches, n)
 		}
 		return u, nil
 	case map[string]any:
@@ -132,7 +119,7 @@ func (c *decCompiler) node(s any, ns string) (*decNode, error) {
 	return nil, fmt.Errorf("schema node is %T", s)
 }
 
-func (c *decCompiler) complex(m map[string]any, ns string) (*decNode, error) {
+func (c *compiler) complex(m map[string]any, ns string) (*Node, error) {
 	typ, ok := m["type"].(string)
 	if !ok {
 		// {"type": {...}} or {"type": [...]}: the inner schema.
@@ -141,20 +128,20 @@ func (c *decCompiler) complex(m map[string]any, ns string) (*decNode, error) {
 	lt, _ := m["logicalType"].(string)
 	switch typ + "." + lt {
 	case "int.date":
-		return &decNode{kind: decDate, name: "int.date"}, nil
+		return &Node{Kind: KindDate, Name: "int.date"}, nil
 	case "int.time-millis":
-		return &decNode{kind: decTimeMillis, name: "int.time-millis"}, nil
+		return &Node{Kind: KindTimeMillis, Name: "int.time-millis"}, nil
 	case "long.time-micros":
-		return &decNode{kind: decTimeMicros, name: "long.time-micros"}, nil
+		return &Node{Kind: KindTimeMicros, Name: "long.time-micros"}, nil
 	case "long.timestamp-millis":
-		return &decNode{kind: decTsMillis, name: "long.timestamp-millis"}, nil
+		return &Node{Kind: KindTimestampMillis, Name: "long.timestamp-millis"}, nil
 	case "long.timestamp-micros":
-		return &decNode{kind: decTsMicros, name: "long.timestamp-micros"}, nil
+		return &Node{Kind: KindTimestampMicros, Name: "long.timestamp-micros"}, nil
 	case "bytes.decimal":
 		scale, _ := m["scale"].(float64)
-		return &decNode{kind: decDecimal, name: "bytes.decimal", scale: int(scale)}, nil
+		return &Node{Kind: KindDecimal, Name: "bytes.decimal", scale: int(scale)}, nil
 	case "fixed.decimal", "string.validated-string":
-		return nil, fmt.Errorf("%w: %s with logicalType %s", ErrDecoderUnsupported, typ, lt)
+		return nil, fmt.Errorf("%w: %s with logicalType %s", ErrUnsupported, typ, lt)
 	}
 	switch typ {
 	case "record", "error", "enum", "fixed":
@@ -173,22 +160,22 @@ func (c *decCompiler) complex(m map[string]any, ns string) (*decNode, error) {
 		} else {
 			ns = name[:strings.LastIndexByte(name, '.')]
 		}
-		n := &decNode{name: full}
+		n := &Node{Name: full}
 		c.named[full] = n
 		switch typ {
 		case "enum":
-			n.kind = decEnum
+			n.Kind = KindEnum
 			syms, _ := m["symbols"].([]any)
 			for _, s := range syms {
 				str, _ := s.(string)
 				n.symbols = append(n.symbols, str)
 			}
 		case "fixed":
-			n.kind = decFixed
+			n.Kind = KindFixed
 			size, _ := m["size"].(float64)
 			n.size = int(size)
 		default:
-			n.kind = decRecord
+			n.Kind = KindRecord
 			fields, _ := m["fields"].([]any)
 			for _, f := range fields {
 				fm, ok := f.(map[string]any)
@@ -200,7 +187,7 @@ func (c *decCompiler) complex(m map[string]any, ns string) (*decNode, error) {
 				if err != nil {
 					return nil, fmt.Errorf("record %s field %q: %w", full, fname, err)
 				}
-				n.fields = append(n.fields, decField{name: fname, node: fn})
+				n.Fields = append(n.Fields, Field{Name: fname, Node: fn})
 			}
 		}
 		return n, nil
@@ -213,27 +200,26 @@ func (c *decCompiler) complex(m map[string]any, ns string) (*decNode, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", typ, key, err)
 		}
-		k := decArray
+		k := KindArray
 		if typ == "map" {
-			k = decMap
+			k = KindMap
 		}
-		return &decNode{kind: k, name: typ, elem: e}, nil
+		return &Node{Kind: k, Name: typ, Elem: e}, nil
 	}
 	// A primitive spelled as {"type": "long"}, or a logical type goavro
 	// does not implement (uuid, local-timestamp-micros): the plain type.
 	return c.node(typ, ns)
 }
 
-// Native decodes one value of the schema from b, returning it in goavro's
-// native form and the bytes after it.
-func (d *DecoderSchema) Native(b []byte) (any, []byte, error) {
-	return d.root.native(b)
-}
+var epochDate = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
 
-var decEpochDate = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+// DateFromDays is the time.Time at UTC midnight of days since 1970-01-01,
+// goavro's native form of an int.date.
+func DateFromDays(days int) time.Time { return epochDate.AddDate(0, 0, days) }
 
-// decLong reads a zig-zag varint exactly as goavro does.
-func decReadLong(b []byte) (int64, []byte, error) {
+// ReadLong reads an Avro int or long, a zig-zag varint, exactly as goavro
+// does, and returns it and the bytes after it.
+func ReadLong(b []byte) (int64, []byte, error) {
 	var value uint64
 	var shift uint
 	for i := 0; i < len(b); i++ {
@@ -247,7 +233,8 @@ func decReadLong(b []byte) (int64, []byte, error) {
 	return 0, nil, fmt.Errorf("cannot decode binary long: %w", io.ErrShortBuffer)
 }
 
-func decReadInt(b []byte) (int32, []byte, error) {
+// ReadInt reads an Avro int as goavro does.
+func ReadInt(b []byte) (int32, []byte, error) {
 	var value int
 	var shift uint
 	for i := 0; i < len(b); i++ {
@@ -261,8 +248,9 @@ func decReadInt(b []byte) (int32, []byte, error) {
 	return 0, nil, fmt.Errorf("cannot decode binary int: %w", io.ErrShortBuffer)
 }
 
-func decReadBytes(b []byte) ([]byte, []byte, error) {
-	n, b, err := decReadLong(b)
+// ReadBytes reads Avro bytes; the result aliases b.
+func ReadBytes(b []byte) ([]byte, []byte, error) {
+	n, b, err := ReadLong(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot decode binary bytes: %w", err)
 	}
@@ -275,15 +263,17 @@ func decReadBytes(b []byte) ([]byte, []byte, error) {
 	return b[:n], b[n:], nil
 }
 
-func decReadString(b []byte) (string, []byte, error) {
-	s, b, err := decReadBytes(b)
+// ReadString reads an Avro string.
+func ReadString(b []byte) (string, []byte, error) {
+	s, b, err := ReadBytes(b)
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot decode binary string: %w", err)
 	}
 	return string(s), b, nil
 }
 
-func decReadBool(b []byte) (bool, []byte, error) {
+// ReadBool reads an Avro boolean: byte 0 or 1, anything else is an error.
+func ReadBool(b []byte) (bool, []byte, error) {
 	if len(b) < 1 {
 		return false, nil, fmt.Errorf("cannot decode binary boolean: %w", io.ErrShortBuffer)
 	}
@@ -296,10 +286,10 @@ func decReadBool(b []byte) (bool, []byte, error) {
 	return false, nil, fmt.Errorf("cannot decode binary boolean: expected byte 0 or 1; received byte %d", b[0])
 }
 
-// decBlockCount reads an array or map block count, skipping the block size
+// ReadBlockCount reads an array or map block count, skipping the block size
 // that follows a negative count.
-func decBlockCount(b []byte) (int64, []byte, error) {
-	n, b, err := decReadLong(b)
+func ReadBlockCount(b []byte) (int64, []byte, error) {
+	n, b, err := ReadLong(b)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -308,7 +298,7 @@ func decBlockCount(b []byte) (int64, []byte, error) {
 			return 0, nil, fmt.Errorf("block count: %d", n)
 		}
 		n = -n
-		if _, b, err = decReadLong(b); err != nil {
+		if _, b, err = ReadLong(b); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -318,12 +308,16 @@ func decBlockCount(b []byte) (int64, []byte, error) {
 	return n, b, nil
 }
 
-func decTimeMicrosValue(us int64) time.Time {
+// TimeFromMicros is goavro's native form of a timestamp-micros: a UTC
+// time.Time.
+func TimeFromMicros(us int64) time.Time {
 	s := us / 1e6
 	return time.Unix(s, (us-s*1e6)*1e3).UTC()
 }
 
-func decDecimalValue(bs []byte, scale int) *big.Rat {
+// decimalFromBytes is goavro's native form of a bytes.decimal: the
+// big-endian two's complement unscaled value over 10^scale.
+func decimalFromBytes(bs []byte, scale int) *big.Rat {
 	num := new(big.Int).SetBytes(bs)
 	if len(bs) > 0 && bs[0]&0x80 != 0 {
 		num.Sub(num, new(big.Int).Lsh(big.NewInt(1), uint(len(bs))*8))
@@ -332,113 +326,115 @@ func decDecimalValue(bs []byte, scale int) *big.Rat {
 	return new(big.Rat).SetFrac(num, denom)
 }
 
-func (n *decNode) native(b []byte) (any, []byte, error) {
-	switch n.kind {
-	case decNull:
+// Native decodes one value of n from b, returning it in goavro's native form
+// and the bytes after it.
+func (n *Node) Native(b []byte) (any, []byte, error) {
+	switch n.Kind {
+	case KindNull:
 		return nil, b, nil
-	case decBool:
-		return decReadBool(b)
-	case decInt:
-		return decReadInt(b)
-	case decLong:
-		return decReadLong(b)
-	case decFloat:
+	case KindBoolean:
+		return ReadBool(b)
+	case KindInt:
+		return ReadInt(b)
+	case KindLong:
+		return ReadLong(b)
+	case KindFloat:
 		if len(b) < 4 {
 			return nil, nil, fmt.Errorf("cannot decode binary float: %w", io.ErrShortBuffer)
 		}
 		return math.Float32frombits(binary.LittleEndian.Uint32(b)), b[4:], nil
-	case decDouble:
+	case KindDouble:
 		if len(b) < 8 {
 			return nil, nil, fmt.Errorf("cannot decode binary double: %w", io.ErrShortBuffer)
 		}
 		return math.Float64frombits(binary.LittleEndian.Uint64(b)), b[8:], nil
-	case decBytes:
-		return decReadBytes(b)
-	case decString:
-		return decReadString(b)
-	case decDate:
-		i, b, err := decReadInt(b)
+	case KindBytes:
+		return ReadBytes(b)
+	case KindString:
+		return ReadString(b)
+	case KindDate:
+		i, b, err := ReadInt(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		return decEpochDate.AddDate(0, 0, int(i)).UTC(), b, nil
-	case decTimeMillis:
-		i, b, err := decReadInt(b)
+		return DateFromDays(int(i)).UTC(), b, nil
+	case KindTimeMillis:
+		i, b, err := ReadInt(b)
 		if err != nil {
 			return nil, nil, err
 		}
 		return time.Duration(i) * time.Millisecond, b, nil
-	case decTimeMicros:
-		i, b, err := decReadLong(b)
+	case KindTimeMicros:
+		i, b, err := ReadLong(b)
 		if err != nil {
 			return nil, nil, err
 		}
 		return time.Duration(i) * time.Microsecond, b, nil
-	case decTsMillis:
-		ms, b, err := decReadLong(b)
+	case KindTimestampMillis:
+		ms, b, err := ReadLong(b)
 		if err != nil {
 			return nil, nil, err
 		}
 		s := ms / 1e3
 		return time.Unix(s, (ms-s*1e3)*1e6).UTC(), b, nil
-	case decTsMicros:
-		us, b, err := decReadLong(b)
+	case KindTimestampMicros:
+		us, b, err := ReadLong(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		return decTimeMicrosValue(us), b, nil
-	case decDecimal:
-		bs, b, err := decReadBytes(b)
+		return TimeFromMicros(us), b, nil
+	case KindDecimal:
+		bs, b, err := ReadBytes(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		return decDecimalValue(bs, n.scale), b, nil
-	case decEnum:
-		i, b, err := decReadLong(b)
+		return decimalFromBytes(bs, n.scale), b, nil
+	case KindEnum:
+		i, b, err := ReadLong(b)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cannot decode binary enum %s: %w", n.name, err)
+			return nil, nil, fmt.Errorf("cannot decode binary enum %s: %w", n.Name, err)
 		}
 		if i < 0 || i >= int64(len(n.symbols)) {
-			return nil, nil, fmt.Errorf("cannot decode binary enum %s: index %d out of range", n.name, i)
+			return nil, nil, fmt.Errorf("cannot decode binary enum %s: index %d out of range", n.Name, i)
 		}
 		return n.symbols[i], b, nil
-	case decFixed:
+	case KindFixed:
 		if len(b) < n.size {
-			return nil, nil, fmt.Errorf("cannot decode binary fixed %s: %w", n.name, io.ErrShortBuffer)
+			return nil, nil, fmt.Errorf("cannot decode binary fixed %s: %w", n.Name, io.ErrShortBuffer)
 		}
 		return b[:n.size], b[n.size:], nil
-	case decRecord:
-		m := make(map[string]any, len(n.fields))
-		for _, f := range n.fields {
-			v, rest, err := f.node.native(b)
+	case KindRecord:
+		m := make(map[string]any, len(n.Fields))
+		for _, f := range n.Fields {
+			v, rest, err := f.Node.Native(b)
 			if err != nil {
-				return nil, nil, fmt.Errorf("cannot decode binary record %q field %q: %w", n.name, f.name, err)
+				return nil, nil, fmt.Errorf("cannot decode binary record %q field %q: %w", n.Name, f.Name, err)
 			}
-			m[f.name] = v
+			m[f.Name] = v
 			b = rest
 		}
 		return m, b, nil
-	case decUnion:
-		i, b, err := decReadLong(b)
+	case KindUnion:
+		i, b, err := ReadLong(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		if i < 0 || i >= int64(len(n.branches)) {
-			return nil, nil, fmt.Errorf("cannot decode binary union: index ought to be between 0 and %d; read index: %d", len(n.branches)-1, i)
+		if i < 0 || i >= int64(len(n.Branches)) {
+			return nil, nil, fmt.Errorf("cannot decode binary union: index ought to be between 0 and %d; read index: %d", len(n.Branches)-1, i)
 		}
-		br := n.branches[i]
-		v, b, err := br.native(b)
+		br := n.Branches[i]
+		v, b, err := br.Native(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cannot decode binary union item %d: %w", i+1, err)
 		}
 		if v == nil {
 			return nil, b, nil
 		}
-		return map[string]any{br.name: v}, b, nil
-	case decArray:
+		return map[string]any{br.Name: v}, b, nil
+	case KindArray:
 		var out []any
 		for {
-			cnt, rest, err := decBlockCount(b)
+			cnt, rest, err := ReadBlockCount(b)
 			if err != nil {
 				return nil, nil, fmt.Errorf("cannot decode binary array: %w", err)
 			}
@@ -450,7 +446,7 @@ func (n *decNode) native(b []byte) (any, []byte, error) {
 				out = make([]any, 0, min(cnt, int64(len(b))+1))
 			}
 			for j := int64(0); j < cnt; j++ {
-				v, rest, err := n.elem.native(b)
+				v, rest, err := n.Elem.Native(b)
 				if err != nil {
 					return nil, nil, fmt.Errorf("cannot decode binary array item %d: %w", len(out)+1, err)
 				}
@@ -462,10 +458,10 @@ func (n *decNode) native(b []byte) (any, []byte, error) {
 			out = []any{}
 		}
 		return out, b, nil
-	case decMap:
+	case KindMap:
 		out := map[string]any{}
 		for {
-			cnt, rest, err := decBlockCount(b)
+			cnt, rest, err := ReadBlockCount(b)
 			if err != nil {
 				return nil, nil, fmt.Errorf("cannot decode binary map: %w", err)
 			}
@@ -474,11 +470,11 @@ func (n *decNode) native(b []byte) (any, []byte, error) {
 				break
 			}
 			for j := int64(0); j < cnt; j++ {
-				k, rest, err := decReadString(b)
+				k, rest, err := ReadString(b)
 				if err != nil {
 					return nil, nil, fmt.Errorf("cannot decode binary map key: %w", err)
 				}
-				v, rest, err := n.elem.native(rest)
+				v, rest, err := n.Elem.Native(rest)
 				if err != nil {
 					return nil, nil, fmt.Errorf("cannot decode binary map value for key %q: %w", k, err)
 				}
@@ -488,5 +484,5 @@ func (n *decNode) native(b []byte) (any, []byte, error) {
 		}
 		return out, b, nil
 	}
-	return nil, nil, fmt.Errorf("%w: node kind %d", ErrDecoderUnsupported, n.kind)
+	return nil, nil, fmt.Errorf("%w: node kind %d", ErrUnsupported, n.Kind)
 }

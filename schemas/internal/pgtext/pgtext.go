@@ -1,18 +1,26 @@
-package schemas
-
-// Parsers and printers for the PostgreSQL text formats that pgoutput and
-// COPY TO send under the producer's session settings (DateStyle=ISO, MDY;
-// IntervalStyle=iso_8601; TimeZone=UTC; extra_float_digits=3;
-// bytea_output=hex). Every parser here reads outside bytes: it never panics,
-// never retains its input, and rejects anything PostgreSQL would not print, so
-// that a value that parses also prints back to an equivalent literal.
+// Package pgtext parses and prints the PostgreSQL text formats that pgoutput
+// and COPY TO send under the producer's session settings (schemas.SessionParams:
+// DateStyle=ISO, MDY; IntervalStyle=iso_8601; TimeZone=UTC;
+// extra_float_digits=3; bytea_output=hex): integers, numerics, dates, times,
+// timestamps, intervals, bytea, uuids and one-dimensional arrays.
 //
-// All helpers are unexported and prefixed "pgt" so that they cannot clash with
-// the other files of the package.
+// Promises:
+//   - Every parser reads outside bytes: it never panics, never retains its
+//     input, and rejects anything PostgreSQL would not print, so that a value
+//     that parses also prints back to an equivalent literal.
+//   - Printers write byte for byte what PostgreSQL's output functions write
+//     under those settings.
+//   - Malformed text fails with an error wrapping ErrSyntax (or a false ok);
+//     well-formed values that the Go form cannot hold fail with
+//     ErrTimestampRange or ErrArrayShape, so that callers can tell the two
+//     apart.
+//
+// It knows nothing of Avro or of the event contract: package schemas maps
+// the parsed values to Avro and decides what is representable.
+package pgtext
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -20,36 +28,36 @@ import (
 
 // Microsecond arithmetic constants.
 const (
-	pgtUsecPerSec  = int64(1_000_000)
-	pgtUsecPerMin  = 60 * pgtUsecPerSec
-	pgtUsecPerHour = 60 * pgtUsecPerMin
-	pgtUsecPerDay  = 24 * pgtUsecPerHour
+	UsecPerSec  = int64(1_000_000)
+	UsecPerMin  = 60 * UsecPerSec
+	UsecPerHour = 60 * UsecPerMin
+	UsecPerDay  = 24 * UsecPerHour
 )
 
 // Range limits of PostgreSQL's date and timestamp types, relative to
 // 1970-01-01 (PostgreSQL counts from 2000-01-01 internally).
 const (
-	// pgtMinDateDays is 4714-11-24 BC, Julian day 0.
-	pgtMinDateDays = int64(-2440588)
-	// pgtEndDateDays is 5874898-01-01, the first day past the date range.
-	pgtEndDateDays = int64(2147483494 - 2440588)
-	// pgtMinTimestampUsec is 4714-11-24 00:00:00 BC.
-	pgtMinTimestampUsec = pgtMinDateDays * pgtUsecPerDay
+	// minDateDays is 4714-11-24 BC, Julian day 0.
+	minDateDays = int64(-2440588)
+	// endDateDays is 5874898-01-01, the first day past the date range.
+	endDateDays = int64(2147483494 - 2440588)
+	// minTimestampUsec is 4714-11-24 00:00:00 BC.
+	minTimestampUsec = minDateDays * UsecPerDay
 )
 
-// errPGTSyntax is the cause of every parse failure of malformed text. It is
-// unexported: callers see it wrapped with the type and the offending value.
-var errPGTSyntax = errors.New("invalid text")
+// ErrSyntax is the cause of every parse failure of malformed text. Package
+// schemas wraps it with the type and the offending value.
+var ErrSyntax = errors.New("invalid text")
 
-// pgtIsSpace reports whether c is whitespace as PostgreSQL's scanner_isspace
+// isSpace reports whether c is whitespace as PostgreSQL's scanner_isspace
 // defines it (array_in and array_out use it).
-func pgtIsSpace(c byte) bool {
+func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
 
-// pgtParseInt parses an optionally '-'-signed decimal integer that must fit in
+// ParseInt parses an optionally '-'-signed decimal integer that must fit in
 // [lo, hi]. It does not allocate.
-func pgtParseInt(b []byte, lo, hi int64) (int64, bool) {
+func ParseInt(b []byte, lo, hi int64) (int64, bool) {
 	if len(b) == 0 {
 		return 0, false
 	}
@@ -89,9 +97,9 @@ func pgtParseInt(b []byte, lo, hi int64) (int64, bool) {
 	return n, true
 }
 
-// pgtDigits parses a run of 1..maxLen ASCII digits at b[i:] and returns the
+// digits parses a run of 1..maxLen ASCII digits at b[i:] and returns the
 // value and the index after it.
-func pgtDigits(b []byte, i, minLen, maxLen int) (int64, int, bool) {
+func digits(b []byte, i, minLen, maxLen int) (int64, int, bool) {
 	start := i
 	var n int64
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < maxLen {
@@ -104,8 +112,8 @@ func pgtDigits(b []byte, i, minLen, maxLen int) (int64, int, bool) {
 	return n, i, true
 }
 
-// pgtFraction parses ".d{1,6}" at b[i:] if present and returns microseconds.
-func pgtFraction(b []byte, i int) (int64, int, bool) {
+// fraction parses ".d{1,6}" at b[i:] if present and returns microseconds.
+func fraction(b []byte, i int) (int64, int, bool) {
 	if i >= len(b) || b[i] != '.' {
 		return 0, i, true
 	}
@@ -128,8 +136,8 @@ func pgtFraction(b []byte, i int) (int64, int, bool) {
 	return n, i, true
 }
 
-// pgtFloorDiv divides rounding toward negative infinity.
-func pgtFloorDiv(a, b int64) int64 {
+// FloorDiv divides rounding toward negative infinity.
+func FloorDiv(a, b int64) int64 {
 	q := a / b
 	if (a%b != 0) && ((a < 0) != (b < 0)) {
 		q--
@@ -137,13 +145,13 @@ func pgtFloorDiv(a, b int64) int64 {
 	return q
 }
 
-// pgtDaysFromCivil returns days since 1970-01-01 of the proleptic Gregorian
+// DaysFromCivil returns days since 1970-01-01 of the proleptic Gregorian
 // date y-m-d, with astronomical year numbering (1 BC is year 0).
-func pgtDaysFromCivil(y int64, m, d int) int64 {
+func DaysFromCivil(y int64, m, d int) int64 {
 	if m <= 2 {
 		y--
 	}
-	era := pgtFloorDiv(y, 400)
+	era := FloorDiv(y, 400)
 	yoe := y - era*400
 	mp := int64((m + 9) % 12)
 	doy := (153*mp+2)/5 + int64(d) - 1
@@ -151,10 +159,10 @@ func pgtDaysFromCivil(y int64, m, d int) int64 {
 	return era*146097 + doe - 719468
 }
 
-// pgtCivilFromDays is the inverse of pgtDaysFromCivil.
-func pgtCivilFromDays(z int64) (y int64, m, d int) {
+// CivilFromDays is the inverse of DaysFromCivil.
+func CivilFromDays(z int64) (y int64, m, d int) {
 	z += 719468
-	era := pgtFloorDiv(z, 146097)
+	era := FloorDiv(z, 146097)
 	doe := z - era*146097
 	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
 	y = yoe + era*400
@@ -172,7 +180,7 @@ func pgtCivilFromDays(z int64) (y int64, m, d int) {
 	return y, m, d
 }
 
-func pgtDaysInMonth(y int64, m int) int {
+func daysInMonth(y int64, m int) int {
 	switch m {
 	case 2:
 		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
@@ -185,27 +193,27 @@ func pgtDaysInMonth(y int64, m int) int {
 	return 31
 }
 
-// pgtParseDatePart parses "YYYY-MM-DD" (four or more year digits) at the
+// parseDatePart parses "YYYY-MM-DD" (four or more year digits) at the
 // start of b and returns the astronomical-less display year (>= 1), month,
 // day and the index after it.
-func pgtParseDatePart(b []byte) (y int64, m, d int, i int, ok bool) {
-	y, i, ok = pgtDigits(b, 0, 4, 7)
+func parseDatePart(b []byte) (y int64, m, d int, i int, ok bool) {
+	y, i, ok = digits(b, 0, 4, 7)
 	if !ok || y < 1 || i >= len(b) || b[i] != '-' {
 		return 0, 0, 0, i, false
 	}
-	mm, i, ok := pgtDigits(b, i+1, 2, 2)
+	mm, i, ok := digits(b, i+1, 2, 2)
 	if !ok || mm < 1 || mm > 12 || i >= len(b) || b[i] != '-' {
 		return 0, 0, 0, i, false
 	}
-	dd, i, ok := pgtDigits(b, i+1, 2, 2)
+	dd, i, ok := digits(b, i+1, 2, 2)
 	if !ok || dd < 1 {
 		return 0, 0, 0, i, false
 	}
 	return y, int(mm), int(dd), i, true
 }
 
-// pgtHasBC consumes an optional " BC" suffix at b[i:], which must end b.
-func pgtHasBC(b []byte, i int) (bc bool, ok bool) {
+// hasBC consumes an optional " BC" suffix at b[i:], which must end b.
+func hasBC(b []byte, i int) (bc bool, ok bool) {
 	switch len(b) - i {
 	case 0:
 		return false, true
@@ -215,45 +223,45 @@ func pgtHasBC(b []byte, i int) (bc bool, ok bool) {
 	return false, false
 }
 
-// pgtCivilDays validates a display date and converts it to days since 1970.
-func pgtCivilDays(y int64, m, d int, bc bool) (int64, bool) {
+// civilDays validates a display date and converts it to days since 1970.
+func civilDays(y int64, m, d int, bc bool) (int64, bool) {
 	if bc {
 		y = 1 - y
 	}
-	if d > pgtDaysInMonth(y, m) {
+	if d > daysInMonth(y, m) {
 		return 0, false
 	}
-	return pgtDaysFromCivil(y, m, d), true
+	return DaysFromCivil(y, m, d), true
 }
 
-// pgtParseDate parses date_out's ISO output: "YYYY-MM-DD", "YYYY-MM-DD BC",
+// ParseDate parses date_out's ISO output: "YYYY-MM-DD", "YYYY-MM-DD BC",
 // "infinity" or "-infinity". Infinities are math.MaxInt32 and math.MinInt32.
-func pgtParseDate(b []byte) (int32, bool) {
+func ParseDate(b []byte) (int32, bool) {
 	switch string(b) {
 	case "infinity":
 		return math.MaxInt32, true
 	case "-infinity":
 		return math.MinInt32, true
 	}
-	y, m, d, i, ok := pgtParseDatePart(b)
+	y, m, d, i, ok := parseDatePart(b)
 	if !ok {
 		return 0, false
 	}
-	bc, ok := pgtHasBC(b, i)
+	bc, ok := hasBC(b, i)
 	if !ok {
 		return 0, false
 	}
-	days, ok := pgtCivilDays(y, m, d, bc)
-	if !ok || days < pgtMinDateDays || days >= pgtEndDateDays {
+	days, ok := civilDays(y, m, d, bc)
+	if !ok || days < minDateDays || days >= endDateDays {
 		return 0, false
 	}
 	return int32(days), true
 }
 
-// pgtAppendYMD appends "YYYY-MM-DD" for days since 1970 and reports whether
+// appendYMD appends "YYYY-MM-DD" for days since 1970 and reports whether
 // the year is BC (the caller appends " BC" where PostgreSQL puts it).
-func pgtAppendYMD(dst []byte, days int64) ([]byte, bool) {
-	y, m, d := pgtCivilFromDays(days)
+func appendYMD(dst []byte, days int64) ([]byte, bool) {
+	y, m, d := CivilFromDays(days)
 	bc := y <= 0
 	if bc {
 		y = 1 - y
@@ -266,76 +274,76 @@ func pgtAppendYMD(dst []byte, days int64) ([]byte, bool) {
 	return dst, bc
 }
 
-// pgtAppendDate appends date_out's ISO form of days since 1970.
-func pgtAppendDate(dst []byte, days int64) ([]byte, bool) {
+// AppendDate appends date_out's ISO form of days since 1970.
+func AppendDate(dst []byte, days int64) ([]byte, bool) {
 	switch days {
 	case math.MaxInt32:
 		return append(dst, "infinity"...), true
 	case math.MinInt32:
 		return append(dst, "-infinity"...), true
 	}
-	if days < pgtMinDateDays || days >= pgtEndDateDays {
+	if days < minDateDays || days >= endDateDays {
 		return dst, false
 	}
-	dst, bc := pgtAppendYMD(dst, days)
+	dst, bc := appendYMD(dst, days)
 	if bc {
 		dst = append(dst, " BC"...)
 	}
 	return dst, true
 }
 
-// pgtParseClock parses "HH:MM:SS[.ffffff]" at b[i:] and returns microseconds
+// parseClock parses "HH:MM:SS[.ffffff]" at b[i:] and returns microseconds
 // since midnight; maxHour is 23, or 24 for the time type (24:00:00 only).
-func pgtParseClock(b []byte, i int, maxHour int64) (int64, int, bool) {
-	h, i, ok := pgtDigits(b, i, 2, 2)
+func parseClock(b []byte, i int, maxHour int64) (int64, int, bool) {
+	h, i, ok := digits(b, i, 2, 2)
 	if !ok || h > maxHour || i >= len(b) || b[i] != ':' {
 		return 0, i, false
 	}
-	mi, i, ok := pgtDigits(b, i+1, 2, 2)
+	mi, i, ok := digits(b, i+1, 2, 2)
 	if !ok || mi > 59 || i >= len(b) || b[i] != ':' {
 		return 0, i, false
 	}
-	s, i, ok := pgtDigits(b, i+1, 2, 2)
+	s, i, ok := digits(b, i+1, 2, 2)
 	if !ok || s > 59 {
 		return 0, i, false
 	}
-	f, i, ok := pgtFraction(b, i)
+	f, i, ok := fraction(b, i)
 	if !ok {
 		return 0, i, false
 	}
-	us := h*pgtUsecPerHour + mi*pgtUsecPerMin + s*pgtUsecPerSec + f
-	if us > pgtUsecPerDay {
+	us := h*UsecPerHour + mi*UsecPerMin + s*UsecPerSec + f
+	if us > UsecPerDay {
 		return 0, i, false
 	}
 	return us, i, true
 }
 
-// pgtParseTime parses time_out's output "HH:MM:SS[.ffffff]", 00:00:00 to
+// ParseTime parses time_out's output "HH:MM:SS[.ffffff]", 00:00:00 to
 // 24:00:00, into microseconds since midnight.
-func pgtParseTime(b []byte) (int64, bool) {
-	us, i, ok := pgtParseClock(b, 0, 24)
+func ParseTime(b []byte) (int64, bool) {
+	us, i, ok := parseClock(b, 0, 24)
 	if !ok || i != len(b) {
 		return 0, false
 	}
 	return us, true
 }
 
-// pgtAppendClock appends "HH:MM:SS[.f]" for microseconds since midnight, with
+// appendClock appends "HH:MM:SS[.f]" for microseconds since midnight, with
 // trailing zeros of the fraction trimmed as PostgreSQL does.
-func pgtAppendClock(dst []byte, us int64) []byte {
-	h := us / pgtUsecPerHour
-	us -= h * pgtUsecPerHour
-	mi := us / pgtUsecPerMin
-	us -= mi * pgtUsecPerMin
-	s := us / pgtUsecPerSec
-	f := us - s*pgtUsecPerSec
+func appendClock(dst []byte, us int64) []byte {
+	h := us / UsecPerHour
+	us -= h * UsecPerHour
+	mi := us / UsecPerMin
+	us -= mi * UsecPerMin
+	s := us / UsecPerSec
+	f := us - s*UsecPerSec
 	dst = append(dst, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+s/10), byte('0'+s%10))
-	return pgtAppendFraction(dst, f)
+	return appendFraction(dst, f)
 }
 
-// pgtAppendFraction appends ".ffffff" with trailing zeros trimmed, or nothing
+// appendFraction appends ".ffffff" with trailing zeros trimmed, or nothing
 // for zero. f is in [0, 1e6).
-func pgtAppendFraction(dst []byte, f int64) []byte {
+func appendFraction(dst []byte, f int64) []byte {
 	if f == 0 {
 		return dst
 	}
@@ -352,118 +360,119 @@ func pgtAppendFraction(dst []byte, f int64) []byte {
 	return append(dst, buf[:n]...)
 }
 
-// pgtAppendTime appends time_out's output for microseconds since midnight.
-func pgtAppendTime(dst []byte, us int64) ([]byte, bool) {
-	if us < 0 || us > pgtUsecPerDay {
+// AppendTime appends time_out's output for microseconds since midnight.
+func AppendTime(dst []byte, us int64) ([]byte, bool) {
+	if us < 0 || us > UsecPerDay {
 		return dst, false
 	}
-	return pgtAppendClock(dst, us), true
+	return appendClock(dst, us), true
 }
 
-// pgtErrTimestampRange is the cause for a valid PostgreSQL timestamp after
+// ErrTimestampRange is the cause for a valid PostgreSQL timestamp after
 // 294247-01-10 04:00:54.775806 UTC, which int64 microseconds since 1970
-// cannot hold (PostgreSQL counts from 2000 and reaches 294276).
-var pgtErrTimestampRange = fmt.Errorf("%w: timestamp beyond int64 microseconds since 1970", ErrUnrepresentable)
+// cannot hold (PostgreSQL counts from 2000 and reaches 294276). Package
+// schemas reports it as unrepresentable, not as malformed.
+var ErrTimestampRange = errors.New("timestamp beyond int64 microseconds since 1970")
 
-// pgtParseTimestamp parses timestamp_out's (withTZ false) or
+// ParseTimestamp parses timestamp_out's (withTZ false) or
 // timestamptz_out's (withTZ true) ISO output into microseconds since
 // 1970-01-01 00:00:00 UTC (for timestamp, of the wall clock). Forms:
 // "YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]", "infinity",
 // "-infinity". The infinities are math.MaxInt64 and math.MinInt64; a finite
 // value beyond int64 microseconds since 1970 (after 294247-01-10) or equal to
 // one of those two sentinels is rejected.
-func pgtParseTimestamp(b []byte, withTZ bool) (int64, error) {
+func ParseTimestamp(b []byte, withTZ bool) (int64, error) {
 	switch string(b) {
 	case "infinity":
 		return math.MaxInt64, nil
 	case "-infinity":
 		return math.MinInt64, nil
 	}
-	y, m, d, i, ok := pgtParseDatePart(b)
+	y, m, d, i, ok := parseDatePart(b)
 	if !ok || i >= len(b) || b[i] != ' ' {
-		return 0, errPGTSyntax
+		return 0, ErrSyntax
 	}
-	tod, i, ok := pgtParseClock(b, i+1, 23)
+	tod, i, ok := parseClock(b, i+1, 23)
 	if !ok {
-		return 0, errPGTSyntax
+		return 0, ErrSyntax
 	}
 	var off int64
 	if withTZ {
 		if i >= len(b) || (b[i] != '+' && b[i] != '-') {
-			return 0, errPGTSyntax
+			return 0, ErrSyntax
 		}
 		sign := int64(1)
 		if b[i] == '-' {
 			sign = -1
 		}
-		oh, j, ok := pgtDigits(b, i+1, 2, 2)
+		oh, j, ok := digits(b, i+1, 2, 2)
 		if !ok || oh > 15 {
-			return 0, errPGTSyntax
+			return 0, ErrSyntax
 		}
 		off = oh * 3600
 		i = j
 		if i < len(b) && b[i] == ':' {
-			om, j, ok := pgtDigits(b, i+1, 2, 2)
+			om, j, ok := digits(b, i+1, 2, 2)
 			if !ok || om > 59 {
-				return 0, errPGTSyntax
+				return 0, ErrSyntax
 			}
 			off += om * 60
 			i = j
 			if i < len(b) && b[i] == ':' {
-				os, j, ok := pgtDigits(b, i+1, 2, 2)
+				os, j, ok := digits(b, i+1, 2, 2)
 				if !ok || os > 59 {
-					return 0, errPGTSyntax
+					return 0, ErrSyntax
 				}
 				off += os
 				i = j
 			}
 		}
-		off *= sign * pgtUsecPerSec
+		off *= sign * UsecPerSec
 	}
-	bc, ok := pgtHasBC(b, i)
+	bc, ok := hasBC(b, i)
 	if !ok {
-		return 0, errPGTSyntax
+		return 0, ErrSyntax
 	}
-	days, ok := pgtCivilDays(y, m, d, bc)
-	if !ok || days < pgtMinDateDays {
-		return 0, errPGTSyntax
+	days, ok := civilDays(y, m, d, bc)
+	if !ok || days < minDateDays {
+		return 0, ErrSyntax
 	}
-	// days*pgtUsecPerDay + tod - off without overflow.
-	if days > math.MaxInt64/pgtUsecPerDay {
-		return 0, pgtErrTimestampRange
+	// days*UsecPerDay + tod - off without overflow.
+	if days > math.MaxInt64/UsecPerDay {
+		return 0, ErrTimestampRange
 	}
-	us := days * pgtUsecPerDay
+	us := days * UsecPerDay
 	delta := tod - off
 	if delta > 0 && us > math.MaxInt64-delta {
-		return 0, pgtErrTimestampRange
+		return 0, ErrTimestampRange
 	}
 	us += delta
 	if us == math.MaxInt64 {
-		return 0, pgtErrTimestampRange
+		return 0, ErrTimestampRange
 	}
-	if us < pgtMinTimestampUsec {
-		return 0, errPGTSyntax
+	if us < minTimestampUsec {
+		return 0, ErrSyntax
 	}
 	return us, nil
 }
 
-// pgtAppendTimestamp appends the ISO output of microseconds since 1970 in UTC;
+// AppendTimestamp appends the ISO output of microseconds since 1970 in UTC;
 // withTZ appends the "+00" offset that timestamptz_out prints under
 // TimeZone=UTC.
-func pgtAppendTimestamp(dst []byte, us int64, withTZ bool) ([]byte, bool) {
+func AppendTimestamp(dst []byte, us int64, withTZ bool) ([]byte, bool) {
 	switch us {
 	case math.MaxInt64:
 		return append(dst, "infinity"...), true
 	case math.MinInt64:
 		return append(dst, "-infinity"...), true
 	}
-	if us < pgtMinTimestampUsec {
+	if us < minTimestampUsec {
 		return dst, false
 	}
-	days := pgtFloorDiv(us, pgtUsecPerDay)
-	dst, bc := pgtAppendYMD(dst, days)
+	days := FloorDiv(us, UsecPerDay)
+	dst, bc := appendYMD(dst, days)
 	dst = append(dst, ' ')
-	dst = pgtAppendClock(dst, us-days*pgtUsecPerDay)
+	dst = appendClock(dst, us-days*UsecPerDay)
 	if withTZ {
 		dst = append(dst, "+00"...)
 	}
@@ -473,9 +482,9 @@ func pgtAppendTimestamp(dst []byte, us int64, withTZ bool) ([]byte, bool) {
 	return dst, true
 }
 
-// pgtInterval is PostgreSQL's interval: months, days and microseconds, each
+// Interval is PostgreSQL's interval: months, days and microseconds, each
 // signed and independent.
-type pgtInterval struct {
+type Interval struct {
 	Months int32
 	Days   int32
 	Micros int64
@@ -484,23 +493,23 @@ type pgtInterval struct {
 // Infinite intervals exist from PostgreSQL 17 on; they are stored with every
 // field at its extreme.
 var (
-	pgtIntervalInf    = pgtInterval{math.MaxInt32, math.MaxInt32, math.MaxInt64}
-	pgtIntervalNegInf = pgtInterval{math.MinInt32, math.MinInt32, math.MinInt64}
+	IntervalInf    = Interval{math.MaxInt32, math.MaxInt32, math.MaxInt64}
+	IntervalNegInf = Interval{math.MinInt32, math.MinInt32, math.MinInt64}
 )
 
-// pgtParseInterval parses interval_out's IntervalStyle=iso_8601 output, e.g.
+// ParseInterval parses interval_out's IntervalStyle=iso_8601 output, e.g.
 // "P1Y2M3DT4H5M6.5S", "P-1Y-2M3DT-4H-5M-6S", "PT-0.5S", "PT0S", and
 // PostgreSQL 17's "infinity" and "-infinity". Units appear in that order, at
 // most once each; only seconds have a fraction (up to six digits).
-func pgtParseInterval(b []byte) (pgtInterval, bool) {
+func ParseInterval(b []byte) (Interval, bool) {
 	switch string(b) {
 	case "infinity":
-		return pgtIntervalInf, true
+		return IntervalInf, true
 	case "-infinity":
-		return pgtIntervalNegInf, true
+		return IntervalNegInf, true
 	}
 	if len(b) < 3 || b[0] != 'P' {
-		return pgtInterval{}, false
+		return Interval{}, false
 	}
 	var years, months, days, hours, mins int64
 	var secUS int64
@@ -512,7 +521,7 @@ func pgtParseInterval(b []byte) (pgtInterval, bool) {
 	for i < len(b) {
 		if b[i] == 'T' {
 			if inTime || i+1 >= len(b) {
-				return pgtInterval{}, false
+				return Interval{}, false
 			}
 			inTime = true
 			stage = 4
@@ -529,23 +538,23 @@ func pgtParseInterval(b []byte) (pgtInterval, bool) {
 			i++
 		}
 		if i == start {
-			return pgtInterval{}, false
+			return Interval{}, false
 		}
-		n, ok := pgtParseInt(b[start:i], 0, math.MaxInt64)
+		n, ok := ParseInt(b[start:i], 0, math.MaxInt64)
 		if !ok {
-			return pgtInterval{}, false
+			return Interval{}, false
 		}
 		var frac int64
 		hasFrac := false
 		if i < len(b) && b[i] == '.' {
-			frac, i, ok = pgtFraction(b, i)
+			frac, i, ok = fraction(b, i)
 			if !ok {
-				return pgtInterval{}, false
+				return Interval{}, false
 			}
 			hasFrac = true
 		}
 		if i >= len(b) {
-			return pgtInterval{}, false
+			return Interval{}, false
 		}
 		unit := b[i]
 		i++
@@ -564,10 +573,10 @@ func pgtParseInterval(b []byte) (pgtInterval, bool) {
 		case inTime && unit == 'S':
 			slot = 6
 		default:
-			return pgtInterval{}, false
+			return Interval{}, false
 		}
 		if slot < stage || (hasFrac && slot != 6) {
-			return pgtInterval{}, false
+			return Interval{}, false
 		}
 		stage = slot + 1
 		any = true
@@ -587,42 +596,42 @@ func pgtParseInterval(b []byte) (pgtInterval, bool) {
 		case 5:
 			mins = n
 		case 6:
-			if n > math.MaxInt64/pgtUsecPerSec || n < math.MinInt64/pgtUsecPerSec {
-				return pgtInterval{}, false
+			if n > math.MaxInt64/UsecPerSec || n < math.MinInt64/UsecPerSec {
+				return Interval{}, false
 			}
-			secUS = n*pgtUsecPerSec + frac
+			secUS = n*UsecPerSec + frac
 		}
 	}
 	if !any {
-		return pgtInterval{}, false
+		return Interval{}, false
 	}
 	// months = years*12 + months must fit int32.
 	if years > math.MaxInt32/12+1 || years < math.MinInt32/12-1 {
-		return pgtInterval{}, false
+		return Interval{}, false
 	}
 	tm := years*12 + months
 	if tm > math.MaxInt32 || tm < math.MinInt32 || days > math.MaxInt32 || days < math.MinInt32 {
-		return pgtInterval{}, false
+		return Interval{}, false
 	}
-	us, ok := pgtMulAdd(hours, pgtUsecPerHour, 0)
+	us, ok := mulAdd(hours, UsecPerHour, 0)
 	if !ok {
-		return pgtInterval{}, false
+		return Interval{}, false
 	}
-	if us, ok = pgtMulAdd(mins, pgtUsecPerMin, us); !ok {
-		return pgtInterval{}, false
+	if us, ok = mulAdd(mins, UsecPerMin, us); !ok {
+		return Interval{}, false
 	}
-	if us, ok = pgtMulAdd(secUS, 1, us); !ok {
-		return pgtInterval{}, false
+	if us, ok = mulAdd(secUS, 1, us); !ok {
+		return Interval{}, false
 	}
-	v := pgtInterval{Months: int32(tm), Days: int32(days), Micros: us}
-	if v == pgtIntervalInf || v == pgtIntervalNegInf {
-		return pgtInterval{}, false
+	v := Interval{Months: int32(tm), Days: int32(days), Micros: us}
+	if v == IntervalInf || v == IntervalNegInf {
+		return Interval{}, false
 	}
 	return v, true
 }
 
-// pgtMulAdd returns a*m + c, reporting overflow.
-func pgtMulAdd(a, m, c int64) (int64, bool) {
+// mulAdd returns a*m + c, reporting overflow.
+func mulAdd(a, m, c int64) (int64, bool) {
 	if a != 0 {
 		if a > math.MaxInt64/m || a < math.MinInt64/m {
 			return 0, false
@@ -636,25 +645,25 @@ func pgtMulAdd(a, m, c int64) (int64, bool) {
 	return s, true
 }
 
-// pgtAppendInterval appends interval_out's iso_8601 output, byte for byte as
+// AppendInterval appends interval_out's iso_8601 output, byte for byte as
 // PostgreSQL's EncodeInterval prints it.
-func pgtAppendInterval(dst []byte, v pgtInterval) []byte {
+func AppendInterval(dst []byte, v Interval) []byte {
 	switch v {
-	case pgtIntervalInf:
+	case IntervalInf:
 		return append(dst, "infinity"...)
-	case pgtIntervalNegInf:
+	case IntervalNegInf:
 		return append(dst, "-infinity"...)
 	}
 	year := int64(v.Months / 12)
 	mon := int64(v.Months % 12)
 	mday := int64(v.Days)
 	t := v.Micros
-	hour := t / pgtUsecPerHour
-	t -= hour * pgtUsecPerHour
-	min := t / pgtUsecPerMin
-	t -= min * pgtUsecPerMin
-	sec := t / pgtUsecPerSec
-	fsec := t - sec*pgtUsecPerSec
+	hour := t / UsecPerHour
+	t -= hour * UsecPerHour
+	min := t / UsecPerMin
+	t -= min * UsecPerMin
+	sec := t / UsecPerSec
+	fsec := t - sec*UsecPerSec
 	if year == 0 && mon == 0 && mday == 0 && hour == 0 && min == 0 && sec == 0 && fsec == 0 {
 		return append(dst, "PT0S"...)
 	}
@@ -684,15 +693,15 @@ func pgtAppendInterval(dst []byte, v pgtInterval) []byte {
 			fsec = -fsec
 		}
 		dst = strconv.AppendInt(dst, sec, 10)
-		dst = pgtAppendFraction(dst, fsec)
+		dst = appendFraction(dst, fsec)
 		dst = append(dst, 'S')
 	}
 	return dst
 }
 
-// pgtValidNumeric reports whether b is numeric_out's output: "NaN",
+// ValidNumeric reports whether b is numeric_out's output: "NaN",
 // "Infinity", "-Infinity", or -?digits(.digits)?.
-func pgtValidNumeric(b string) bool {
+func ValidNumeric(b string) bool {
 	switch b {
 	case "NaN", "Infinity", "-Infinity":
 		return true
@@ -721,9 +730,9 @@ func pgtValidNumeric(b string) bool {
 	return i == len(b)
 }
 
-// pgtSplitNumeric splits numeric_out's finite output into sign, integer
+// SplitNumeric splits numeric_out's finite output into sign, integer
 // digits and fraction digits (subslices of b, not copies).
-func pgtSplitNumeric(b []byte) (neg bool, intPart, fracPart []byte, ok bool) {
+func SplitNumeric(b []byte) (neg bool, intPart, fracPart []byte, ok bool) {
 	i := 0
 	if len(b) > 0 && b[0] == '-' {
 		neg = true
@@ -754,9 +763,9 @@ func pgtSplitNumeric(b []byte) (neg bool, intPart, fracPart []byte, ok bool) {
 	return neg, intPart, fracPart, true
 }
 
-const pgtHex = "0123456789abcdef"
+const hexDigits = "0123456789abcdef"
 
-func pgtUnhex(c byte) (byte, bool) {
+func unhex(c byte) (byte, bool) {
 	switch {
 	case c >= '0' && c <= '9':
 		return c - '0', true
@@ -768,15 +777,15 @@ func pgtUnhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// pgtParseByteaHex decodes byteaout's hex output "\x0a1b..." into a new slice.
-func pgtParseByteaHex(b []byte) ([]byte, bool) {
+// ParseByteaHex decodes byteaout's hex output "\x0a1b..." into a new slice.
+func ParseByteaHex(b []byte) ([]byte, bool) {
 	if len(b) < 2 || b[0] != '\\' || b[1] != 'x' || len(b)%2 != 0 {
 		return nil, false
 	}
 	out := make([]byte, (len(b)-2)/2)
 	for i := range out {
-		hi, ok1 := pgtUnhex(b[2+2*i])
-		lo, ok2 := pgtUnhex(b[3+2*i])
+		hi, ok1 := unhex(b[2+2*i])
+		lo, ok2 := unhex(b[3+2*i])
 		if !ok1 || !ok2 {
 			return nil, false
 		}
@@ -785,18 +794,18 @@ func pgtParseByteaHex(b []byte) ([]byte, bool) {
 	return out, true
 }
 
-// pgtAppendByteaHex appends the hex form of p.
-func pgtAppendByteaHex(dst, p []byte) []byte {
+// AppendByteaHex appends the hex form of p.
+func AppendByteaHex(dst, p []byte) []byte {
 	dst = append(dst, '\\', 'x')
 	for _, c := range p {
-		dst = append(dst, pgtHex[c>>4], pgtHex[c&15])
+		dst = append(dst, hexDigits[c>>4], hexDigits[c&15])
 	}
 	return dst
 }
 
-// pgtValidUUID reports whether b is uuid_out's output: 36 characters,
+// ValidUUID reports whether b is uuid_out's output: 36 characters,
 // lowercase hex in groups 8-4-4-4-12.
-func pgtValidUUID(b []byte) bool {
+func ValidUUID(b []byte) bool {
 	if len(b) != 36 {
 		return false
 	}
@@ -815,55 +824,55 @@ func pgtValidUUID(b []byte) bool {
 	return true
 }
 
-// pgtErrArrayShape is the cause for array text that is well-formed but has a
+// ErrArrayShape is the cause for array text that is well-formed but has a
 // shape one Avro array cannot carry.
-var pgtErrArrayShape = errors.New("not a one-dimensional array with lower bound 1")
+var ErrArrayShape = errors.New("not a one-dimensional array with lower bound 1")
 
-// pgtParseArray parses array_out's output of a one-dimensional array with
+// ParseArray parses array_out's output of a one-dimensional array with
 // element delimiter delim, e.g. `{a,"b c",NULL,"x\"y"}` or `{}`. For each
 // element in order it calls fn with the de-escaped element text (valid only
 // during the call; the buffer is reused) and whether it is an unquoted NULL.
 // It also accepts what array_in accepts for such arrays: whitespace around
 // elements and backslash escapes in unquoted elements. A dimension decoration
 // ("[0:2]={...}") or a nested array returns an error wrapping
-// pgtErrArrayShape; other malformed input wraps errPGTSyntax.
-func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, null bool) error) ([]byte, error) {
+// ErrArrayShape; other malformed input wraps ErrSyntax.
+func ParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, null bool) error) ([]byte, error) {
 	i := 0
-	for i < len(b) && pgtIsSpace(b[i]) {
+	for i < len(b) && isSpace(b[i]) {
 		i++
 	}
 	if i < len(b) && b[i] == '[' {
-		return scratch, pgtErrArrayShape
+		return scratch, ErrArrayShape
 	}
 	if i >= len(b) || b[i] != '{' {
-		return scratch, errPGTSyntax
+		return scratch, ErrSyntax
 	}
 	i++
-	for i < len(b) && pgtIsSpace(b[i]) {
+	for i < len(b) && isSpace(b[i]) {
 		i++
 	}
 	if i < len(b) && b[i] == '}' {
 		i++
-		for i < len(b) && pgtIsSpace(b[i]) {
+		for i < len(b) && isSpace(b[i]) {
 			i++
 		}
 		if i != len(b) {
-			return scratch, errPGTSyntax
+			return scratch, ErrSyntax
 		}
 		return scratch, nil
 	}
 	for {
-		for i < len(b) && pgtIsSpace(b[i]) {
+		for i < len(b) && isSpace(b[i]) {
 			i++
 		}
 		if i >= len(b) {
-			return scratch, errPGTSyntax
+			return scratch, ErrSyntax
 		}
 		scratch = scratch[:0]
 		null := false
 		switch b[i] {
 		case '{':
-			return scratch, pgtErrArrayShape
+			return scratch, ErrArrayShape
 		case '"':
 			i++
 			closed := false
@@ -871,7 +880,7 @@ func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, nu
 				c := b[i]
 				if c == '\\' {
 					if i+1 >= len(b) {
-						return scratch, errPGTSyntax
+						return scratch, ErrSyntax
 					}
 					scratch = append(scratch, b[i+1])
 					i += 2
@@ -886,9 +895,9 @@ func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, nu
 				i++
 			}
 			if !closed {
-				return scratch, errPGTSyntax
+				return scratch, ErrSyntax
 			}
-			for i < len(b) && pgtIsSpace(b[i]) {
+			for i < len(b) && isSpace(b[i]) {
 				i++
 			}
 		default:
@@ -902,11 +911,11 @@ func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, nu
 					break
 				}
 				if c == '{' || c == '"' {
-					return scratch, errPGTSyntax
+					return scratch, ErrSyntax
 				}
 				if c == '\\' {
 					if i+1 >= len(b) {
-						return scratch, errPGTSyntax
+						return scratch, ErrSyntax
 					}
 					scratch = append(scratch, b[i+1])
 					keep = len(scratch)
@@ -915,14 +924,14 @@ func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, nu
 					continue
 				}
 				scratch = append(scratch, c)
-				if !pgtIsSpace(c) {
+				if !isSpace(c) {
 					keep = len(scratch)
 				}
 				i++
 			}
 			scratch = scratch[:keep]
 			if len(scratch) == 0 {
-				return scratch, errPGTSyntax
+				return scratch, ErrSyntax
 			}
 			null = !escaped && len(scratch) == 4 && strings.EqualFold(string(scratch), "NULL")
 		}
@@ -930,35 +939,35 @@ func pgtParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, nu
 			return scratch, err
 		}
 		if i >= len(b) {
-			return scratch, errPGTSyntax
+			return scratch, ErrSyntax
 		}
 		if b[i] == delim {
 			i++
 			continue
 		}
 		if b[i] != '}' {
-			return scratch, errPGTSyntax
+			return scratch, ErrSyntax
 		}
 		i++
-		for i < len(b) && pgtIsSpace(b[i]) {
+		for i < len(b) && isSpace(b[i]) {
 			i++
 		}
 		if i != len(b) {
-			return scratch, errPGTSyntax
+			return scratch, ErrSyntax
 		}
 		return scratch, nil
 	}
 }
 
-// pgtAppendArrayElem appends one element of an array literal, quoted and
+// AppendArrayElem appends one element of an array literal, quoted and
 // escaped as array_out does: quoting when the element is empty, equals NULL
 // in any case, or contains a delimiter, brace, quote, backslash or whitespace.
-func pgtAppendArrayElem(dst []byte, elem string, delim byte) []byte {
+func AppendArrayElem(dst []byte, elem string, delim byte) []byte {
 	quote := len(elem) == 0 || (len(elem) == 4 && strings.EqualFold(elem, "NULL"))
 	if !quote {
 		for i := 0; i < len(elem); i++ {
 			c := elem[i]
-			if c == '"' || c == '\\' || c == '{' || c == '}' || c == delim || pgtIsSpace(c) {
+			if c == '"' || c == '\\' || c == '{' || c == '}' || c == delim || isSpace(c) {
 				quote = true
 				break
 			}
