@@ -396,7 +396,7 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 		}
 	}()
 	for _, ev := range evs {
-		for i, c := range t.Columns {
+		for i := range t.Columns {
 			if i > 0 {
 				buf.WriteByte('\t')
 			}
@@ -405,9 +405,9 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 				buf.WriteString(`\N`)
 				continue
 			}
-			s, err := c.Encode(v)
+			s, err := pgtarget.Encode(ev, i, v)
 			if err != nil {
-				return ev.Wrap(consumer.Permanent(fmt.Errorf("column %q (%s): %w", c.Name, c.SQLType, err)))
+				return err
 			}
 			copyEscape(buf, s)
 		}
