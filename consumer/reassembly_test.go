@@ -53,8 +53,9 @@ type fakeKafka struct {
 	frameErr map[int64]error
 	rng      *rand.Rand
 	maxBatch int
-	refetch  bool // sometimes fetch a record again
-	backOff  bool // locate returns offsets before the records of the commit LSN
+	refetch  bool             // sometimes fetch a record again
+	backOff  bool             // locate returns offsets before the records of the commit LSN
+	located  map[Stream]int64 // what locate returns, when set
 
 	next   map[Stream]int64 // fetch position of each partition consumed
 	start  map[Stream]int64
@@ -187,6 +188,9 @@ func (f *fakeKafka) committedEnd(_ context.Context, s Stream) (int64, bool) {
 // locate finds the first record of commit LSN lsn or later; with backOff,
 // an offset before it, as txlog.PositionFor may.
 func (f *fakeKafka) locate(_ context.Context, s Stream, lsn pglogrepl.LSN, _ time.Time) (int64, error) {
+	if off, ok := f.located[s]; ok {
+		return off, nil
+	}
 	log := f.logs[s]
 	i := slices.IndexFunc(log, func(r *kgo.Record) bool {
 		l, ok := headerLSN(r)
@@ -520,4 +524,261 @@ func TestReassemblyReportsMissingAndStrayRecords(t *testing.T) {
 			t.Fatalf("%s: %v (%T), want an error naming offset %d", what, err, err, wantOffset)
 		}
 	}
+}
+
+// TestReassemblerBuffering: what one fetched record does to its partition's
+// read state.
+func TestReassemblerBuffering(t *testing.T) {
+	s := dataStream("p.public.a", 0)
+	type want struct {
+		appended, seen int64
+		pending        int
+		paused         bool
+	}
+	for _, tc := range []struct {
+		name      string
+		start     int64 // the partition's first offset to read
+		skipBelow uint64
+		limit     int
+		recs      []*kgo.Record
+		take      int // records taken after the fetch
+		want      want
+	}{
+		{name: "records buffer in offset order", start: 0, limit: 10,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1)},
+			want: want{appended: 2, seen: 2, pending: 2}},
+		{name: "a transaction marker moves seen only", start: 0, limit: 10,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), markerRecord(s, 1)},
+			want: want{appended: 1, seen: 2, pending: 1}},
+		{name: "a record fetched again is dropped", start: 0, limit: 10,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1), dataRecord(s, 0, 100, 0)},
+			want: want{appended: 2, seen: 2, pending: 2}},
+		{name: "a record below the start is dropped", start: 5, limit: 10,
+			recs: []*kgo.Record{dataRecord(s, 3, 100, 0)},
+			want: want{appended: 5, seen: 5}},
+		{name: "records below skipBelow at the head are dropped", start: 0, skipBelow: 200, limit: 10,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), markerRecord(s, 1), dataRecord(s, 2, 200, 0), dataRecord(s, 3, 100, 9)},
+			want: want{appended: 4, seen: 4, pending: 2}},
+		{name: "a full read-ahead pauses", start: 0, limit: 2,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1), dataRecord(s, 2, 100, 2)},
+			want: want{appended: 3, seen: 3, pending: 3, paused: true}},
+		{name: "taking above half the limit stays paused", start: 0, limit: 4,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1), dataRecord(s, 2, 100, 2),
+				dataRecord(s, 3, 100, 3), dataRecord(s, 4, 100, 4)},
+			take: 2, want: want{appended: 5, seen: 5, pending: 3, paused: true}},
+		{name: "taking down to half the limit resumes", start: 0, limit: 4,
+			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1), dataRecord(s, 2, 100, 2),
+				dataRecord(s, 3, 100, 3), dataRecord(s, 4, 100, 4)},
+			take: 3, want: want{appended: 5, seen: 5, pending: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeKafka(map[Stream][]*kgo.Record{}, nil)
+			r := f.reassembler(Checkpoint{}, tc.limit)
+			p := &part{s: s, appended: tc.start, seen: tc.start, skipBelow: tc.skipBelow}
+			r.parts[s] = p
+			f.consume(s, tc.start)
+			for _, rec := range tc.recs {
+				r.add(rec)
+			}
+			for range tc.take {
+				r.take(p)
+			}
+			got := want{p.appended, p.seen, p.pending(), p.paused}
+			if got != tc.want || f.paused[s] != tc.want.paused || len(f.bad) > 0 {
+				t.Fatalf("got %+v (fetches paused %v, %v), want %+v", got, f.paused[s], f.bad, tc.want)
+			}
+		})
+	}
+	// A record of a partition no frame listed yet is not buffered.
+	f := newFakeKafka(map[Stream][]*kgo.Record{}, nil)
+	r := f.reassembler(Checkpoint{}, 4)
+	r.add(dataRecord(s, 0, 100, 0))
+	if len(r.parts) != 0 {
+		t.Fatalf("a record of an unlisted partition made %v", r.parts)
+	}
+}
+
+// TestReassemblerFrameErrors: each way a frame and its records disagree, with
+// the error it is reported with.
+func TestReassemblerFrameErrors(t *testing.T) {
+	ctx := context.Background()
+	a, b := dataStream("p.public.a", 0), dataStream("p.public.b", 1)
+	count := func(s Stream, n int64) schemas.PartitionCount {
+		return schemas.PartitionCount{Topic: s.Topic, Partition: s.Partition, Count: n}
+	}
+	noHeader := func(key string, r *kgo.Record) *kgo.Record {
+		r.Headers = slices.DeleteFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == key })
+		return r
+	}
+	for _, tc := range []struct {
+		name     string
+		parts    []schemas.PartitionCount
+		a, b     []*kgo.Record // the partitions' logs
+		frameErr error
+		want     string // the error; "" for none
+		records  int    // read before it
+	}{
+		{name: "whole", parts: []schemas.PartitionCount{count(a, 2), count(b, 1)},
+			a: []*kgo.Record{dataRecord(a, 0, 100, 0), dataRecord(a, 1, 100, 2)}, b: []*kgo.Record{dataRecord(b, 0, 100, 1)},
+			records: 3},
+		{name: "heartbeat", records: 0},
+		{name: "undecodable", frameErr: Permanent(errors.New("bad bytes")),
+			want: "frame at topic p.transactions partition 0 offset 0: cannot decode frame: bad bytes"},
+		{name: "bad count", parts: []schemas.PartitionCount{count(a, -1)},
+			want: "frame at topic p.transactions partition 0 offset 0 commit_lsn 0/64 xid 7: frame and records disagree: bad count -1 for p.public.a partition 0"},
+		{name: "listed twice", parts: []schemas.PartitionCount{count(a, 1), count(a, 1)}, a: []*kgo.Record{dataRecord(a, 0, 100, 0)},
+			want: "frame at topic p.transactions partition 0 offset 0 commit_lsn 0/64 xid 7: frame and records disagree: p.public.a partition 0 listed twice"},
+		{name: "other commit LSN", parts: []schemas.PartitionCount{count(a, 3)},
+			a:       []*kgo.Record{dataRecord(a, 0, 100, 0), dataRecord(a, 1, 200, 0)},
+			records: 1,
+			want:    "topic p.public.a partition 0 offset 1 commit_lsn 0/64 xid 7: frame and records disagree: record has commit LSN 0/C8, but the frame at p.transactions offset 0 expects 2 more record(s) of commit LSN 0/64 here"},
+		{name: "no commit LSN", parts: []schemas.PartitionCount{count(a, 1)},
+			a:    []*kgo.Record{noHeader(schemas.HeaderCommitLSN, dataRecord(a, 0, 100, 0))},
+			want: "topic p.public.a partition 0 offset 0 commit_lsn 0/64 xid 7: frame and records disagree: record has no valid tributary.commit_lsn header"},
+		{name: "no position", parts: []schemas.PartitionCount{count(a, 1)},
+			a:    []*kgo.Record{noHeader(schemas.HeaderPosition, dataRecord(a, 0, 100, 0))},
+			want: "topic p.public.a partition 0 offset 0 commit_lsn 0/64 xid 7: frame and records disagree: record has no valid tributary.position header"},
+		{name: "position backwards", parts: []schemas.PartitionCount{count(a, 2)},
+			a:       []*kgo.Record{dataRecord(a, 0, 100, 5), dataRecord(a, 1, 100, 4)},
+			records: 1,
+			want:    "topic p.public.a partition 0 offset 1 commit_lsn 0/64 xid 7: frame and records disagree: position 4 after position 5 in the same partition"},
+		{name: "fewer records than counted", parts: []schemas.PartitionCount{count(a, 1), count(b, 2)},
+			a: []*kgo.Record{dataRecord(a, 0, 100, 0)}, b: []*kgo.Record{dataRecord(b, 0, 100, 1), markerRecord(b, 1)},
+			records: 2,
+			want:    "frame at topic p.transactions partition 0 offset 0 commit_lsn 0/64 xid 7: frame and records disagree: the frame counts 1 more record(s) in p.public.b partition 1, but the partition is read to its committed end (offset 2)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := schemas.Frame{Xid: 7, CommitLSN: 100, EndLSN: 110, Partitions: tc.parts}
+			if tc.parts == nil {
+				fr = schemas.Frame{CommitLSN: 100}
+			}
+			f := newFakeKafka(map[Stream][]*kgo.Record{a: tc.a, b: tc.b,
+				testTxStream: {{Topic: testTxTopic, Offset: 0}}}, map[int64]schemas.Frame{0: fr})
+			if tc.frameErr != nil {
+				f.frameErr[0] = tc.frameErr
+			}
+			r := f.reassembler(Checkpoint{Next: map[Stream]int64{a: 0, b: 0}}, 10)
+			fc, recs, err := readFrame(ctx, r)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tc.want || len(recs) != tc.records {
+				t.Fatalf("read %d records, then %q; want %d, then %q", len(recs), got, tc.records, tc.want)
+			}
+			if err != nil && (!isStructural(err) || (tc.frameErr == nil) != errors.Is(err, ErrMismatch)) {
+				t.Fatalf("%v: not a structural error", err)
+			}
+			if err == nil {
+				// The records in position order, across partitions.
+				for i := 1; i < len(recs); i++ {
+					p0, _ := headerInt(recs[i-1], schemas.HeaderPosition)
+					p1, _ := headerInt(recs[i], schemas.HeaderPosition)
+					if p1 < p0 {
+						t.Fatalf("records out of position order: %s", recordList(recs))
+					}
+				}
+				if fc.txn.Xid != fr.Xid || fc.txn.CommitLSN != fr.CommitLSN || fc.txn.Offset != 0 {
+					t.Fatalf("txn %+v", fc.txn)
+				}
+			}
+		})
+	}
+	// A transient decoding error is returned as it is, for a retry.
+	f := newFakeKafka(map[Stream][]*kgo.Record{testTxStream: {{Topic: testTxTopic}}}, nil)
+	transient := errors.New("registry unreachable")
+	f.frameErr[0] = transient
+	if _, _, err := readFrame(ctx, f.reassembler(Checkpoint{}, 10)); err != transient {
+		t.Fatalf("transient decoding error: %v", err)
+	}
+}
+
+// TestReassemblerPositionsAndCheckpoints: where data partitions start, how
+// the end and the lag are judged, and the checkpoint after a frame.
+func TestReassemblerPositionsAndCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	a, b := dataStream("p.public.a", 0), dataStream("p.public.b", 0)
+	logs := map[Stream][]*kgo.Record{
+		// a holds a record of an earlier frame this consumer never applies.
+		a:            {dataRecord(a, 0, 50, 0), dataRecord(a, 1, 100, 0), markerRecord(a, 2), dataRecord(a, 3, 200, 0)},
+		b:            {dataRecord(b, 0, 100, 1), dataRecord(b, 1, 200, 1), markerRecord(b, 2)},
+		testTxStream: {{Topic: testTxTopic, Offset: 0}, {Topic: testTxTopic, Offset: 1}, markerRecord(testTxStream, 2)},
+	}
+	frames := map[int64]schemas.Frame{
+		0: {Xid: 1, CommitLSN: 100, Events: 2, Partitions: []schemas.PartitionCount{{Topic: a.Topic, Count: 1}, {Topic: b.Topic, Count: 1}}},
+		1: {Xid: 2, CommitLSN: 200, Events: 2, Partitions: []schemas.PartitionCount{{Topic: a.Topic, Count: 1}, {Topic: b.Topic, Count: 1}}},
+	}
+	// a's checkpoint is unknown (-1, as a bootstrap leaves it): it is
+	// located by commit LSN, at offset 0, and the record of LSN 50 there is
+	// dropped; b resumes at its checkpoint.
+	f := newFakeKafka(logs, frames)
+	f.located = map[Stream]int64{a: 0}
+	r := f.reassembler(Checkpoint{Next: map[Stream]int64{a: -1, b: 0}}, 10)
+	r.lso = 3
+	if got := r.behind(); got != 0 {
+		t.Fatalf("behind %d without a transactions checkpoint", got)
+	}
+	r.cp.Next[testTxStream] = 0
+	if got := r.behind(); got != 3 {
+		t.Fatalf("behind %d, want 3", got)
+	}
+	fc, recs, err := readFrame(ctx, r)
+	if err != nil || len(recs) != 2 || recs[0] != logs[a][1] || recs[1] != logs[b][0] {
+		t.Fatalf("first frame: %s, %v", recordList(recs), err)
+	}
+	if f.start[a] != 0 || f.start[b] != 0 {
+		t.Fatalf("partitions started at %d and %d", f.start[a], f.start[b])
+	}
+	var cp Checkpoint
+	cp.Next = map[Stream]int64{}
+	fc.checkpoint(&cp)
+	// Everything is fetched (the fake delivers all at once): the entries
+	// point at the next frame's records.
+	want := map[Stream]int64{testTxStream: 1, a: 3, b: 1}
+	if !mapsEqual(cp.Next, want) || cp.CommitLSN != 100 {
+		t.Fatalf("checkpoint after the first frame %v %s, want %v 0/64", cp.Next, cp.CommitLSN, want)
+	}
+	r.cp.merge(cp)
+	if got := r.behind(); got != 2 {
+		t.Fatalf("behind %d, want 2", got)
+	}
+	fc, _, err = readFrame(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.checkpoint(&cp)
+	// Past the transaction markers when nothing is buffered.
+	want = map[Stream]int64{testTxStream: 3, a: 4, b: 3}
+	if !mapsEqual(cp.Next, want) {
+		t.Fatalf("checkpoint after the last frame %v, want %v", cp.Next, want)
+	}
+	r.cp.merge(cp)
+	if got := r.behind(); got != 0 {
+		t.Fatalf("behind %d after the last frame", got)
+	}
+	// A checkpoint made before the trailing marker was read is not behind.
+	r.cp.Next[testTxStream] = 2
+	if got := r.behind(); got != 0 {
+		t.Fatalf("behind %d: only a marker is left", got)
+	}
+	if _, _, err := readFrame(ctx, r); !errors.Is(err, io.EOF) {
+		t.Fatalf("at the end: %v, want io.EOF", err)
+	}
+	// An end of 0 (no transactions topic) is the end at once.
+	f = newFakeKafka(map[Stream][]*kgo.Record{}, nil)
+	if r := f.reassembler(Checkpoint{}, 10); r.end != 0 || !errors.Is(r.waitFrame(ctx), io.EOF) || f.polls != 0 {
+		t.Fatalf("no transactions topic: end %d, %d polls", r.end, f.polls)
+	}
+}
+
+func mapsEqual(a, b map[Stream]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
 }
