@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,48 +16,15 @@ import (
 	"github.com/tributary-cdc/tributary/txlog"
 )
 
-// part is the read state of one partition in a session.
-type part struct {
-	s        Stream
-	buf      []*kgo.Record // records not yet taken, from head
-	head     int
-	appended int64 // offset after the last record buffered; -1 before any
-	seen     int64 // offset after the last record or marker received; -1 before any
-	paused   bool
-	// skipBelow, when set, drops records at the partition's head whose
-	// commit LSN is below it: they belong to frames before the one the
-	// partition was positioned for (see reader.partition).
-	skipBelow uint64
-}
-
-func (p *part) pending() int { return len(p.buf) - p.head }
-
-func (p *part) peek() *kgo.Record { return p.buf[p.head] }
-
-func (p *part) pop() *kgo.Record {
-	r := p.buf[p.head]
-	p.buf[p.head] = nil
-	p.head++
-	if p.head > 1024 && p.head*2 > len(p.buf) {
-		n := copy(p.buf, p.buf[p.head:])
-		clear(p.buf[n:])
-		p.buf, p.head = p.buf[:n], 0
-	}
-	return r
-}
-
-// reader reads the transactions topic and the data partitions its frames
-// list, with a bounded read-ahead per partition.
+// reader is a transactional session's reading side: the reassembly core
+// (reassembler) over the session's Kafka client (kafkaFetcher), with the
+// decoder of events and what the session's first batch must carry.
 type reader struct {
-	c     *Consumer
-	cl    *kgo.Client
-	adm   *kadm.Client
-	dec   *decoder
-	cp    Checkpoint // committed checkpoint, updated after every Apply
-	tx    *part
-	parts map[Stream]*part
-	end   int64 // transactions-topic end to stop at; -1 for never
-	lso   int64 // the transactions topic's last stable offset, as last fetched
+	*reassembler
+	c   *Consumer
+	cl  *kgo.Client
+	adm *kadm.Client
+	dec *decoder
 	// reset holds checkpoint entries that the next Apply must write
 	// (entries a bootstrap marked unknown), and boot the truncates that
 	// start its batch (bootTruncates).
@@ -87,11 +55,10 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 		next = -1
 	}
 	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.txTopic: {0: off}})
-	r := &reader{c: c, cl: cl, adm: adm, dec: newDecoder(c.cfg.Registry), cp: cp,
-		tx: &part{s: txs, appended: next, seen: next}, parts: map[Stream]*part{}, end: -1}
-	if cp.Next == nil {
-		r.cp.Next = map[Stream]int64{}
-	}
+	dec := newDecoder(c.cfg.Registry)
+	src := &kafkaFetcher{cl: cl, adm: adm, kafka: c.cfg.Kafka, txTopic: c.txTopic}
+	r := &reader{reassembler: newReassembler(src, dec, c.txTopic, c.cfg.PartitionBuffer, cp, next),
+		c: c, cl: cl, adm: adm, dec: dec}
 	for s, n := range cp.Next {
 		if o, ok := old.Next[s]; !ok || o != n {
 			if r.reset == nil {
@@ -127,13 +94,20 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 	return r, nil
 }
 
-// poll waits up to wait for records and buffers them.
-func (r *reader) poll(ctx context.Context, wait time.Duration) error {
+// kafkaFetcher is the fetcher of a session's reassembler: its Kafka client.
+type kafkaFetcher struct {
+	cl      *kgo.Client
+	adm     *kadm.Client
+	kafka   []kgo.Opt // Config.Kafka, for txlog's own clients
+	txTopic string
+}
+
+func (f *kafkaFetcher) poll(ctx context.Context, wait time.Duration, add func(*kgo.Record)) (int64, error) {
 	pctx, cancel := context.WithTimeout(ctx, wait)
-	fs := r.cl.PollRecords(pctx, 8192)
+	fs := f.cl.PollRecords(pctx, 8192)
 	cancel()
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	var ferr error
 	fs.EachError(func(t string, p int32, err error) {
@@ -145,259 +119,59 @@ func (r *reader) poll(ctx context.Context, wait time.Duration) error {
 		}
 	})
 	if ferr != nil {
-		return ferr
+		return 0, ferr
 	}
+	var lso int64
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
-		if p.Topic == r.c.txTopic && p.LastStableOffset > r.lso {
-			r.lso = p.LastStableOffset
+		if p.Topic == f.txTopic && p.LastStableOffset > lso {
+			lso = p.LastStableOffset
 		}
 	})
-	limit := r.c.cfg.PartitionBuffer
-	fs.EachRecord(func(rec *kgo.Record) {
-		p := r.tx
-		if rec.Topic != r.c.txTopic {
-			p = r.parts[Stream{Kind: StreamData, Topic: rec.Topic, Partition: rec.Partition}]
-			if p == nil {
-				return
-			}
-		}
-		if rec.Offset+1 > p.seen {
-			p.seen = rec.Offset + 1
-		}
-		if rec.Attrs.IsControl() || rec.Offset < p.appended {
-			return
-		}
-		if p.skipBelow > 0 {
-			if lsn, ok := txlog.HeaderLSN(rec); ok && lsn < p.skipBelow {
-				p.appended = rec.Offset + 1
-				return
-			}
-			p.skipBelow = 0
-		}
-		p.appended = rec.Offset + 1
-		p.buf = append(p.buf, rec)
-		if !p.paused && p.pending() >= limit {
-			p.paused = true
-			r.cl.PauseFetchPartitions(map[string][]int32{p.s.Topic: {p.s.Partition}})
-		}
-	})
-	return nil
+	fs.EachRecord(add)
+	return lso, nil
 }
 
-// behind is how many offsets of the transactions topic are committed but not
-// applied; a trailing transaction marker already read does not count.
-func (r *reader) behind() int64 {
-	next, ok := r.cp.Next[r.tx.s]
-	if !ok || r.lso <= next || r.tx.pending() == 0 && r.tx.seen >= r.lso {
-		return 0
-	}
-	return r.lso - next
+func (f *kafkaFetcher) consume(s Stream, at int64) {
+	f.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{s.Topic: {s.Partition: kgo.NewOffset().At(at)}})
 }
 
-// take pops the head record of p, resuming p's fetches when it has drained.
-func (r *reader) take(p *part) *kgo.Record {
-	rec := p.pop()
-	if p.paused && p.pending() <= r.c.cfg.PartitionBuffer/2 {
-		p.paused = false
-		r.cl.ResumeFetchPartitions(map[string][]int32{p.s.Topic: {p.s.Partition}})
-	}
-	return rec
+func (f *kafkaFetcher) pause(s Stream) {
+	f.cl.PauseFetchPartitions(map[string][]int32{s.Topic: {s.Partition}})
 }
 
-// waitFrame blocks until a frame is buffered; it returns io.EOF when the
-// reader is caught up to its end offset.
-func (r *reader) waitFrame(ctx context.Context) error {
-	for r.tx.pending() == 0 {
-		if r.end >= 0 && r.tx.seen >= r.end || r.end == 0 {
-			return io.EOF
-		}
-		if err := r.poll(ctx, time.Second); err != nil {
-			return err
-		}
-	}
-	return nil
+func (f *kafkaFetcher) resume(s Stream) {
+	f.cl.ResumeFetchPartitions(map[string][]int32{s.Topic: {s.Partition}})
 }
 
-// partition returns the read state of a data partition, starting to fetch it
-// at its checkpointed offset the first time. A partition without one is
-// first listed by frame fc: it is read from where its records of fc's
-// commit LSN begin (txlog.PositionFor), the records before (of frames this
-// consumer never applies) dropped at its head; a frame whose records
-// retention deleted is a clear stop.
-func (r *reader) partition(ctx context.Context, topic string, partition int32, fc *frameCursor) (*part, error) {
-	s := Stream{Kind: StreamData, Topic: topic, Partition: partition}
-	if p := r.parts[s]; p != nil {
-		return p, nil
-	}
-	next, ok := r.cp.Next[s]
-	p := &part{s: s, appended: next, seen: next}
-	if !ok || next < 0 {
-		b, err := txlog.PartitionBounds(ctx, r.adm, topic, partition)
-		if err != nil {
-			return nil, err
-		}
-		if next, err = txlog.PositionFor(ctx, r.c.cfg.Kafka, r.adm, topic, partition, b, uint64(fc.frame.CommitLSN), fc.at, txlog.HeaderLSN); err != nil {
-			return nil, err
-		}
-		p.appended, p.seen, p.skipBelow = next, next, uint64(fc.frame.CommitLSN)
-		if next == b.Start && b.Start > 0 {
-			// The partition's first record may already be past fc's.
-			first, err := txlog.ReadFirst(ctx, r.c.cfg.Kafka, topic, partition, b)
-			if err != nil {
-				return nil, err
-			}
-			if lsn, ok := txlog.HeaderLSN(first); first != nil && ok && lsn > uint64(fc.frame.CommitLSN) {
-				return nil, Permanent(&BehindRetentionError{Topic: topic, Partition: partition, Checkpoint: -1, LogStart: b.Start})
-			}
-		}
-	}
-	r.parts[s] = p
-	r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(p.appended)}})
-	return p, nil
-}
-
-// headOf blocks until p has a buffered record. While it waits it checks that
-// the record can still arrive: a committed frame's records are committed with
-// it, so a partition read to its committed end lacks records the frame counts.
-func (r *reader) headOf(ctx context.Context, p *part, fc *frameCursor, want int64) (*kgo.Record, error) {
-	check := time.Now().Add(3 * time.Second)
-	for p.pending() == 0 {
-		if time.Now().After(check) {
-			check = time.Now().Add(3 * time.Second)
-			ends, err := r.adm.ListCommittedOffsets(ctx, p.s.Topic)
-			if err == nil {
-				if lo, ok := ends.Lookup(p.s.Topic, p.s.Partition); ok && lo.Err == nil && p.seen >= 0 && p.seen >= lo.Offset {
-					return nil, structural(fc.errorf("%w: the frame counts %d more record(s) in %s partition %d, "+
-						"but the partition is read to its committed end (offset %d)", ErrMismatch, want, p.s.Topic, p.s.Partition, lo.Offset))
-				}
-			}
-		}
-		if err := r.poll(ctx, 500*time.Millisecond); err != nil {
-			return nil, err
-		}
-	}
-	return p.peek(), nil
-}
-
-// frameCursor walks the records of one frame in position order.
-type frameCursor struct {
-	r      *reader
-	offset int64
-	at     time.Time // the frame record's timestamp
-	frame  schemas.Frame
-	txn    *Txn
-	parts  []*cursorPart
-}
-
-type cursorPart struct {
-	p         *part
-	remaining int64
-	lastPos   int64
-}
-
-func (fc *frameCursor) errorf(format string, args ...any) error {
-	return &FrameError{Topic: fc.r.c.txTopic, Offset: fc.offset, CommitLSN: fc.frame.CommitLSN, Xid: fc.frame.Xid,
-		Err: fmt.Errorf(format, args...)}
-}
-
-// openFrame pops the next buffered frame and starts fetching its partitions.
-func (r *reader) openFrame(ctx context.Context) (*frameCursor, error) {
-	rec := r.take(r.tx)
-	fc := &frameCursor{r: r, offset: rec.Offset, at: rec.Timestamp}
-	f, err := r.dec.frame(ctx, rec)
+func (f *kafkaFetcher) committedEnd(ctx context.Context, s Stream) (int64, bool) {
+	ends, err := f.adm.ListCommittedOffsets(ctx, s.Topic)
 	if err != nil {
-		if IsPermanent(err) {
-			return nil, structural(fc.errorf("cannot decode frame: %w", err))
-		}
-		return nil, err
+		return 0, false
 	}
-	fc.frame = f
-	fc.txn = &Txn{Xid: f.Xid, CommitLSN: f.CommitLSN, CommitTime: f.CommitTime, Origin: f.Origin,
-		Snapshot: f.Snapshot != nil, Initial: f.Snapshot != nil && f.EndLSN == f.CommitLSN, Offset: rec.Offset}
-	seen := map[Stream]bool{}
-	for _, pc := range f.Partitions {
-		if pc.Count < 0 || pc.Partition < 0 {
-			return nil, structural(fc.errorf("%w: bad count %d for %s partition %d", ErrMismatch, pc.Count, pc.Topic, pc.Partition))
-		}
-		p, err := r.partition(ctx, pc.Topic, pc.Partition, fc)
+	lo, ok := ends.Lookup(s.Topic, s.Partition)
+	return lo.Offset, ok && lo.Err == nil
+}
+
+func (f *kafkaFetcher) locate(ctx context.Context, s Stream, lsn pglogrepl.LSN, at time.Time) (int64, error) {
+	b, err := txlog.PartitionBounds(ctx, f.adm, s.Topic, s.Partition)
+	if err != nil {
+		return 0, err
+	}
+	next, err := txlog.PositionFor(ctx, f.kafka, f.adm, s.Topic, s.Partition, b, uint64(lsn), at, txlog.HeaderLSN)
+	if err != nil {
+		return 0, err
+	}
+	if next == b.Start && b.Start > 0 {
+		// The partition's first record may already be past lsn's.
+		first, err := txlog.ReadFirst(ctx, f.kafka, s.Topic, s.Partition, b)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		if seen[p.s] {
-			return nil, structural(fc.errorf("%w: %s partition %d listed twice", ErrMismatch, pc.Topic, pc.Partition))
-		}
-		seen[p.s] = true
-		if pc.Count > 0 {
-			fc.parts = append(fc.parts, &cursorPart{p: p, remaining: pc.Count, lastPos: -1})
+		if flsn, ok := txlog.HeaderLSN(first); first != nil && ok && flsn > uint64(lsn) {
+			return 0, Permanent(&BehindRetentionError{Topic: s.Topic, Partition: s.Partition, Checkpoint: -1, LogStart: b.Start})
 		}
 	}
-	return fc, nil
-}
-
-// next returns the frame's next record in position order, checked against
-// the frame, or nil when the frame is complete.
-func (fc *frameCursor) next(ctx context.Context) (*kgo.Record, error) {
-	var best *cursorPart
-	var bestPos int64
-	for _, cp := range fc.parts {
-		if cp.remaining == 0 {
-			continue
-		}
-		rec, err := fc.r.headOf(ctx, cp.p, fc, cp.remaining)
-		if err != nil {
-			return nil, err
-		}
-		bad := func(format string, args ...any) error {
-			return structural(&EventError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
-				CommitLSN: fc.frame.CommitLSN, Xid: fc.frame.Xid, FrameOffset: fc.offset,
-				Err: fmt.Errorf("%w: "+format, append([]any{ErrMismatch}, args...)...)})
-		}
-		lsn, ok := headerLSN(rec)
-		if !ok {
-			return nil, bad("record has no valid %s header", schemas.HeaderCommitLSN)
-		}
-		if lsn != fc.frame.CommitLSN {
-			return nil, bad("record has commit LSN %s, but the frame at %s offset %d expects %d more record(s) of commit LSN %s here",
-				lsn, fc.r.c.txTopic, fc.offset, cp.remaining, fc.frame.CommitLSN)
-		}
-		pos, ok := headerInt(rec, schemas.HeaderPosition)
-		if !ok {
-			return nil, bad("record has no valid %s header", schemas.HeaderPosition)
-		}
-		if pos < cp.lastPos {
-			return nil, bad("position %d after position %d in the same partition", pos, cp.lastPos)
-		}
-		if best == nil || pos < bestPos {
-			best, bestPos = cp, pos
-		}
-	}
-	if best == nil {
-		return nil, nil
-	}
-	rec := fc.r.take(best.p)
-	best.remaining--
-	best.lastPos = bestPos
-	return rec, nil
-}
-
-// frameDone records that fc was read whole into the batch checkpoint.
-func (fc *frameCursor) checkpoint(cp *Checkpoint) {
-	cp.Next[fc.r.tx.s] = max(fc.offset+1, fc.r.tx.appendedTaken())
-	for _, p := range fc.parts {
-		cp.Next[p.p.s] = p.p.appendedTaken()
-	}
-	cp.CommitLSN, cp.CommitTime = fc.frame.CommitLSN, fc.frame.CommitTime
-}
-
-// appendedTaken is the offset after the last record taken from p, and past
-// the transaction markers received after it when nothing is buffered: a
-// checkpoint that points past the markers is not taken for one behind
-// retention when only markers were deleted.
-func (p *part) appendedTaken() int64 {
-	if p.pending() > 0 {
-		return p.peek().Offset
-	}
-	return max(p.appended, p.seen)
+	return next, nil
 }
 
 // txSession runs one transactional session: from the sink's checkpoint until
@@ -511,8 +285,7 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 					// Wait up to GroupLinger for more whole transactions,
 					// unless the reader is at the end it catches up to.
 					left := cfg.GroupLinger - time.Since(g.started)
-					atEnd := r.end >= 0 && r.tx.seen >= r.end
-					if left > 0 && !atEnd {
+					if left > 0 && !r.atEnd() {
 						if err := r.poll(ctx, left); err != nil {
 							return nil, err
 						}
