@@ -140,8 +140,8 @@ func (c *Consumer) bootstrap(ctx context.Context, adm *kadm.Client, old Checkpoi
 	}
 	var missing []string
 	for _, t := range c.cfg.Tables {
-		if _, ok := found.Tables[qualifyTable(t)]; !ok {
-			missing = append(missing, qualifyTable(t))
+		if _, ok := found.Tables[txlog.QualifyTable(t)]; !ok {
+			missing = append(missing, txlog.QualifyTable(t))
 		}
 	}
 	if len(missing) > 0 {
@@ -210,13 +210,4 @@ func (r *reader) bootTruncates(ctx context.Context, found *txlog.FoundSnapshot) 
 		}
 	}
 	return out, nil
-}
-
-// qualifyTable puts a table name without a schema in public.
-func qualifyTable(t string) string {
-	t = strings.TrimSpace(t)
-	if !strings.Contains(t, ".") {
-		return "public." + t
-	}
-	return t
 }

@@ -312,6 +312,24 @@ func (b *Batch) Next(ctx context.Context) (*Event, error) {
 	return ev, nil
 }
 
+// Each calls fn with each event of b, in order, until Next returns io.EOF,
+// and returns nil then; it stops at the first error of Next or fn and
+// returns it.
+func (b *Batch) Each(ctx context.Context, fn func(*Event) error) error {
+	for {
+		ev, err := b.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
 // Checkpoint returns the checkpoint to write with the batch: only the
 // entries that changed. It is valid once Next has returned io.EOF.
 func (b *Batch) Checkpoint() Checkpoint { return b.cp }

@@ -53,7 +53,7 @@ func SendSignal(ctx context.Context, conn *pgx.Conn, sig Signal) (pglogrepl.LSN,
 		return 0, errors.New("signal: slot and id are required")
 	}
 	for i, t := range sig.Tables {
-		sig.Tables[i] = qualify(t)
+		sig.Tables[i] = txlog.QualifyTable(t)
 	}
 	b, err := json.Marshal(sig)
 	if err != nil {
@@ -64,15 +64,6 @@ func SendSignal(ctx context.Context, conn *pgx.Conn, sig Signal) (pglogrepl.LSN,
 		return 0, fmt.Errorf("signal %s: %w", sig.Action, err)
 	}
 	return lsn, nil
-}
-
-// qualify puts a table name without a schema in public.
-func qualify(t string) string {
-	t = strings.TrimSpace(t)
-	if !strings.Contains(t, ".") {
-		return "public." + t
-	}
-	return t
 }
 
 // signal acts on a signal message of the current source transaction.
@@ -87,7 +78,7 @@ func (s *session) signal(ctx context.Context, m *pglogrepl.LogicalDecodingMessag
 	}
 	wanted := map[string]bool{}
 	for _, t := range sig.Tables {
-		wanted[qualify(t)] = true
+		wanted[txlog.QualifyTable(t)] = true
 	}
 	s.tx.forceFrame = true
 	log := s.log.With("signal", sig.Action, "id", sig.ID, "lsn", m.LSN)

@@ -289,9 +289,20 @@ func readStates(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic str
 type FoundSnapshot struct {
 	Slot       string
 	ID         string
-	RequestLSN pglogrepl.LSN // where its request frame is
-	Requested  time.Time     // the request's commit time at the source
-	Tables     map[string]SnapshotStatus
+	RequestLSN pglogrepl.LSN             // where its request frame is
+	Requested  time.Time                 // the request's commit time at the source
+	Tables     map[string]SnapshotStatus // by QualifyTable's "schema.table"
+}
+
+// QualifyTable is how a table name of a snapshot signal or of a consumer's
+// --tables is matched with the state's tables: trimmed, and in public
+// when it has no schema.
+func QualifyTable(t string) string {
+	t = strings.TrimSpace(t)
+	if !strings.Contains(t, ".") {
+		return "public." + t
+	}
+	return t
 }
 
 // FindSnapshot finds the requested online snapshot id in topic's states;

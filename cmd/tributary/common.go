@@ -79,6 +79,53 @@ func parse(fs *flagconf.Set, args []string, e env) error {
 	return usageError{err}
 }
 
+// logger is the command's logger, as --log-format and --log-level say.
+func (k *kafkaFlags) logger(e env) (*slog.Logger, error) {
+	return newLogger(e.stderr, *k.logFormat, *k.logLevel)
+}
+
+// parse parses fs (parse) and returns the command's logger (logger).
+func (k *kafkaFlags) parse(fs *flagconf.Set, args []string, e env) (*slog.Logger, error) {
+	if err := parse(fs, args, e); err != nil {
+		return nil, err
+	}
+	return k.logger(e)
+}
+
+// parseRuntime is parse, then the runtime settings of rt (declareRuntime):
+// the memory budget and the CPU profile; stop writes the profile out.
+func (k *kafkaFlags) parseRuntime(fs *flagconf.Set, args []string, e env, rt runtimeFlags) (log *slog.Logger, stop func(), err error) {
+	log, err = k.parse(fs, args, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop, err = rt.start(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, stop, nil
+}
+
+// dispatch runs the subcommand of a command with subcommands (setup, slot,
+// snapshot): cmds[args[0]], with the arguments after it. With no arguments
+// it prints usage to stderr and exits 2, with -h, --help or help it prints
+// usage to stdout; an unknown subcommand is a usage error that lists want.
+func dispatch(args []string, e env, usage, want string, cmds map[string]func(args []string) error) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(e.stdout, usage)
+		return nil
+	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(args[1:])
+	}
+	return usageError{fmt.Errorf("unknown subcommand %q: want %s", args[0], want)}
+}
+
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -192,6 +239,21 @@ func (k *kafkaFlags) checkBrokers(ctx context.Context, opts []kgo.Opt) error {
 		return fmt.Errorf("cannot reach Kafka at %s: %v", strings.Join(brokers, ","), err)
 	}
 	return nil
+}
+
+// connect makes the Kafka and registry clients (clients) and serves
+// /metrics, /healthz and /readyz on metricsAddr (startHealth): the start of
+// the producer and the consumer once their settings are checked.
+func (k *kafkaFlags) connect(metricsAddr string, log *slog.Logger) ([]kgo.Opt, *schemas.Registry, *health, error) {
+	opts, reg, err := k.clients(log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h, err := startHealth(metricsAddr, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return opts, reg, h, nil
 }
 
 // clients builds the Kafka client options and the registry client.

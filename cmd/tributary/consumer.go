@@ -65,14 +65,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	groupTxns := fs.Int("group-max-txns", 0, "source `transactions` grouped into one target transaction at most, while more are already read (default 1000)")
 	groupEvents := fs.Int("group-max-events", 0, "`events` in one target transaction before the group closes at the next source commit (default 20000; duckdb: its --flush-rows)")
 	fs.Require("name")
-	if err := parse(fs, args, e); err != nil {
-		return err
-	}
-	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
-	if err != nil {
-		return err
-	}
-	stopProfile, err := rt.start(log)
+	log, stopProfile, err := k.parseRuntime(fs, args, e, rt)
 	if err != nil {
 		return err
 	}
@@ -95,11 +88,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	opts, reg, err := k.clients(log)
-	if err != nil {
-		return err
-	}
-	h, err := startHealth(*metricsAddr, log)
+	opts, reg, h, err := k.connect(*metricsAddr, log)
 	if err != nil {
 		return err
 	}

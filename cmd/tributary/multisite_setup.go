@@ -45,13 +45,11 @@ func setupMultisite(ctx context.Context, args []string, e env) error {
 	if f.Defaults != nil && *publication == "" {
 		return usageError{errors.New("the file has defaults: name the --publication whose tables they cover")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	conn, err := connectDB(ctx, *target, "target")
+	ctx, conn, done, err := dial(ctx, time.Minute, *target, "target")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer done()
 	tables, err := conflict.SetupTables(ctx, conn, f, *publication)
 	if err != nil {
 		return err

@@ -64,14 +64,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	skipTruncate := fs.Bool("envelope-skip-truncate", false, "write no records for TRUNCATE, as Debezium's default skipped.operations=t (debezium envelope only)")
 	rt := declareRuntime(fs, "80MB")
 	fs.Require("source")
-	if err := parse(fs, args, e); err != nil {
-		return err
-	}
-	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
-	if err != nil {
-		return err
-	}
-	stopProfile, err := rt.start(log)
+	log, stopProfile, err := k.parseRuntime(fs, args, e, rt)
 	if err != nil {
 		return err
 	}
@@ -105,11 +98,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	opts, reg, err := k.clients(log)
-	if err != nil {
-		return err
-	}
-	h, err := startHealth(*metricsAddr, log)
+	opts, reg, h, err := k.connect(*metricsAddr, log)
 	if err != nil {
 		return err
 	}

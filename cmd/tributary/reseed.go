@@ -62,10 +62,7 @@ func runReseed(ctx context.Context, args []string, e env) error {
 	waitOwn := fs.Bool("wait-own-stream", true, "first wait until the donor's consumers of the target's own stream (--site-prefix) "+
 		"have applied all of it that is in Kafka, so that the copy holds every change the target published")
 	fs.Require("donor", "target", "publication", "consumer", "site-prefix")
-	if err := parse(fs, args, e); err != nil {
-		return err
-	}
-	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	log, err := k.parse(fs, args, e)
 	if err != nil {
 		return err
 	}

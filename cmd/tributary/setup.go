@@ -33,24 +33,12 @@ Run 'tributary setup <subcommand> --help' for flags and examples.
 `
 
 func runSetup(ctx context.Context, args []string, e env) error {
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, setupUsage)
-		return exitCode(2)
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(e.stdout, setupUsage)
-		return nil
-	case "roles":
-		return setupRoles(ctx, args[1:], e)
-	case "synchronous":
-		return setupSynchronous(args[1:], e)
-	case "ddl":
-		return setupDDL(ctx, args[1:], e)
-	case "multisite":
-		return setupMultisite(ctx, args[1:], e)
-	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want roles, synchronous, ddl or multisite", args[0])}
+	return dispatch(args, e, setupUsage, "roles, synchronous, ddl or multisite", map[string]func([]string) error{
+		"roles":       func(args []string) error { return setupRoles(ctx, args, e) },
+		"synchronous": func(args []string) error { return setupSynchronous(args, e) },
+		"ddl":         func(args []string) error { return setupDDL(ctx, args, e) },
+		"multisite":   func(args []string) error { return setupMultisite(ctx, args, e) },
+	})
 }
 
 // setupDDL prints or installs DDL capture (producer/ddl.go).
@@ -81,13 +69,11 @@ func setupDDL(ctx context.Context, args []string, e env) error {
 	if *source == "" {
 		return usageError{errors.New("--apply needs --source")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	conn, err := connectDB(ctx, *source, "source")
+	ctx, conn, done, err := dial(ctx, time.Minute, *source, "source")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer done()
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("install DDL capture: %w", err)
 	}

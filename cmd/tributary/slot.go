@@ -39,20 +39,10 @@ Run 'tributary slot <subcommand> --help' for flags and examples.
 
 // slotMain is runSlot with its terminal given, for tests.
 func slotMain(ctx context.Context, args []string, e env, term terminal) error {
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, slotUsage)
-		return exitCode(2)
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(e.stdout, slotUsage)
-		return nil
-	case "list":
-		return slotList(ctx, args[1:], e)
-	case "drop":
-		return slotDrop(ctx, args[1:], e, term)
-	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want list or drop", args[0])}
+	return dispatch(args, e, slotUsage, "list or drop", map[string]func([]string) error{
+		"list": func(args []string) error { return slotList(ctx, args, e) },
+		"drop": func(args []string) error { return slotDrop(ctx, args, e, term) },
+	})
 }
 
 func slotList(ctx context.Context, args []string, e env) error {
@@ -67,13 +57,11 @@ func slotList(ctx context.Context, args []string, e env) error {
 	if err := parse(fs, args, e); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := connectDB(ctx, *source, "source")
+	ctx, conn, done, err := dial(ctx, 30*time.Second, *source, "source")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer done()
 	slots, err := gatherSlots(ctx, conn, nil)
 	if err != nil {
 		return err
@@ -110,13 +98,11 @@ func slotDrop(ctx context.Context, args []string, e env, term terminal) error {
 	if err := parse(fs, args, e); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // a prompt may wait for the operator
-	defer cancel()
-	conn, err := connectDB(ctx, *source, "source")
+	ctx, conn, done, err := dial(ctx, 5*time.Minute, *source, "source") // a prompt may wait for the operator
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer done()
 	slots, err := gatherSlots(ctx, conn, []string{*slot})
 	if err != nil {
 		return err

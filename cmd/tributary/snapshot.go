@@ -41,26 +41,13 @@ Run 'tributary snapshot <subcommand> --help' for flags and examples.
 `
 
 func runSnapshot(ctx context.Context, args []string, e env) error {
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, snapshotUsage)
-		return exitCode(2)
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(e.stdout, snapshotUsage)
-		return nil
-	case "start":
-		return snapshotSignal(ctx, args[1:], e, producer.SignalSnapshot)
-	case "pause":
-		return snapshotSignal(ctx, args[1:], e, producer.SignalPause)
-	case "resume":
-		return snapshotSignal(ctx, args[1:], e, producer.SignalResume)
-	case "cancel":
-		return snapshotSignal(ctx, args[1:], e, producer.SignalCancel)
-	case "status":
-		return snapshotStatus(ctx, args[1:], e)
-	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want start, pause, resume, cancel or status", args[0])}
+	return dispatch(args, e, snapshotUsage, "start, pause, resume, cancel or status", map[string]func([]string) error{
+		"start":  func(args []string) error { return snapshotSignal(ctx, args, e, producer.SignalSnapshot) },
+		"pause":  func(args []string) error { return snapshotSignal(ctx, args, e, producer.SignalPause) },
+		"resume": func(args []string) error { return snapshotSignal(ctx, args, e, producer.SignalResume) },
+		"cancel": func(args []string) error { return snapshotSignal(ctx, args, e, producer.SignalCancel) },
+		"status": func(args []string) error { return snapshotStatus(ctx, args, e) },
+	})
 }
 
 func snapshotSignal(ctx context.Context, args []string, e env, action producer.SignalAction) error {
@@ -100,13 +87,11 @@ func snapshotSignal(ctx context.Context, args []string, e env, action producer.S
 			sig.ID = string(action) + "-" + time.Now().UTC().Format("20060102T150405.000Z")
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := connectDB(ctx, *source, "source")
+	ctx, conn, done, err := dial(ctx, 30*time.Second, *source, "source")
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer done()
 	lsn, err := producer.SendSignal(ctx, conn, sig)
 	if err != nil {
 		return err

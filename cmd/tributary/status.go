@@ -300,7 +300,7 @@ func runStatus(ctx context.Context, args []string, e env) error {
 	if len(*k.brokers) > 0 {
 		o.kafka = k
 	}
-	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	log, err := k.logger(e)
 	if err != nil {
 		return err
 	}
@@ -386,6 +386,22 @@ func connectDB(ctx context.Context, dsn, what string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect to %s %s: %v", what, redactDSN(dsn), err)
 	}
 	return conn, nil
+}
+
+// dial connects to dsn (connectDB) under a timeout of d from now, and
+// returns the context of the timeout; done closes the connection and ends
+// the timeout.
+func dial(ctx context.Context, d time.Duration, dsn, what string) (context.Context, *pgx.Conn, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	conn, err := connectDB(ctx, dsn, what)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, conn, func() {
+		conn.Close(context.Background())
+		cancel()
+	}, nil
 }
 
 func gatherSource(ctx context.Context, conn *pgx.Conn, o statusOptions) (*sourceStatus, error) {

@@ -55,10 +55,7 @@ func runVerify(ctx context.Context, args []string, e env) error {
 	maxKeys := fs.Int("max-keys", 100, "differing `keys` listed per table (the counts are always exact)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Require("source")
-	if err := parse(fs, args, e); err != nil {
-		return err
-	}
-	log, err := newLogger(e.stderr, *k.logFormat, *k.logLevel)
+	log, err := k.parse(fs, args, e)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -307,18 +306,14 @@ func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
 	w := &loader{s: s, ctx: ctx, stages: map[string]*stage{}}
 	defer w.closeAppenders()
 	sp := &w.span
-	for {
-		ev, err := b.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+	if err := b.Each(ctx, func(ev *consumer.Event) error {
 		sp.add(ev)
 		if err := w.add(ev); err != nil {
 			return sp.wrap(err)
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	cp := b.Checkpoint()
 	sp.setTopic(cp)

@@ -42,46 +42,16 @@ func q(s string) string { return schemas.QuoteIdent(s) }
 func newLayout(t *consumer.Table) *layout {
 	l := &layout{t: t, cur: q(t.Schema) + "." + q(t.Name), hist: q(t.Schema) + "." + q(t.Name+"_history"),
 		stage: "_trb_stage_" + strconv.Itoa(t.SchemaID), resolved: "_trb_resolved_" + strconv.Itoa(t.SchemaID)}
-	isKey := map[int]bool{}
-	for _, k := range t.Key {
-		isKey[k] = true
-	}
-	for i, c := range t.Columns {
+	for _, c := range t.Columns {
 		l.types = append(l.types, typeOf(c))
-		if !isKey[i] {
-			l.nonKey = append(l.nonKey, i)
-		}
 	}
+	l.nonKey = t.NonKey()
 	l.ddl = l.buildDDL()
 	l.resolve, l.typed = l.buildResolve()
 	return l
 }
 
 func (l *layout) col(i int) string { return q(l.t.Columns[i].Name) }
-
-func (l *layout) keyList(prefix string) string {
-	parts := make([]string, len(l.t.Key))
-	for i, k := range l.t.Key {
-		parts[i] = prefix + l.col(k)
-	}
-	return strings.Join(parts, ", ")
-}
-
-func (l *layout) keyJoin(a, b string) string {
-	parts := make([]string, len(l.t.Key))
-	for i, k := range l.t.Key {
-		parts[i] = a + "." + l.col(k) + " = " + b + "." + l.col(k)
-	}
-	return strings.Join(parts, " AND ")
-}
-
-func (l *layout) colList(prefix string) string {
-	parts := make([]string, len(l.t.Columns))
-	for i := range l.t.Columns {
-		parts[i] = prefix + l.col(i)
-	}
-	return strings.Join(parts, ", ")
-}
 
 func (l *layout) buildDDL() []string {
 	defs := make([]string, len(l.t.Columns))
@@ -106,7 +76,7 @@ func (l *layout) buildDDL() []string {
 	stmts = append(stmts, "CREATE TEMP TABLE IF NOT EXISTS "+q(l.stage)+" ("+strings.Join(stageDefs, ", ")+")",
 		"CREATE TEMP TABLE IF NOT EXISTS "+q(l.resolved)+" (_ord BIGINT, _op VARCHAR, _lsn UBIGINT, _pos BIGINT, _xid BIGINT, _ts TIMESTAMPTZ, "+
 			strings.Join(defs, ", ")+")")
-	keys := l.keyList("")
+	keys := l.t.KeyList("")
 	latest := "SELECT * EXCLUDE (_trb_rn) FROM (SELECT *, row_number() OVER (PARTITION BY " + keys +
 		" ORDER BY commit_lsn DESC, position DESC) AS _trb_rn FROM " + l.hist + " WHERE %s) WHERE _trb_rn = 1 AND op NOT IN ('d', 't')"
 	fn := func(suffix string) string { return q(l.t.Schema) + "." + q(l.t.Name+suffix) }
@@ -135,7 +105,7 @@ func (l *layout) buildResolve() (resolve, plain string) {
 	for i := range l.t.Columns {
 		typed[i] = l.types[i].conv("c"+strconv.Itoa(i)) + " AS " + l.col(i)
 	}
-	into := "INSERT INTO " + q(l.resolved) + " (_ord, _op, _lsn, _pos, _xid, _ts, " + l.colList("") + ") "
+	into := "INSERT INTO " + q(l.resolved) + " (_ord, _op, _lsn, _pos, _xid, _ts, " + l.t.ColumnList("", "") + ") "
 	plain = into + "SELECT _ord, _op, _lsn, _pos, _xid, _ts, " + strings.Join(typed, ", ") + " FROM " + q(l.stage)
 	b.WriteString(into + "WITH s AS (SELECT _ord, _op, _lsn, _pos, _xid, _ts, _unch, ")
 	b.WriteString(strings.Join(typed, ", "))
@@ -144,7 +114,7 @@ func (l *layout) buildResolve() (resolve, plain string) {
 	for _, i := range l.nonKey {
 		isNon[i] = true
 	}
-	win := "OVER (PARTITION BY " + l.keyList("s.") + " ORDER BY s._ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+	win := "OVER (PARTITION BY " + l.t.KeyList("s.") + " ORDER BY s._ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
 	first := l.col(l.t.Key[0])
 	for i := range l.t.Columns {
 		c := l.col(i)
@@ -157,7 +127,7 @@ func (l *layout) buildResolve() (resolve, plain string) {
 			"} END IGNORE NULLS) " + win + ", CASE WHEN c." + first + " IS NOT NULL THEN {'v': c." + c + "} END, {'v': s." + c +
 			"}).v ELSE s." + c + " END AS " + c)
 	}
-	b.WriteString(" FROM s LEFT JOIN " + l.cur + " c ON " + l.keyJoin("s", "c"))
+	b.WriteString(" FROM s LEFT JOIN " + l.cur + " c ON " + l.t.KeyJoin("s", "c"))
 	return b.String(), plain
 }
 
@@ -166,7 +136,7 @@ func (l *layout) buildResolve() (resolve, plain string) {
 // preserves insertion order), so the history needs no sort to be appended in
 // source order.
 func (l *layout) mergeSQL(inOrder bool) []string {
-	cols := l.colList("")
+	cols := l.t.ColumnList("", "")
 	res := q(l.resolved)
 	order := " ORDER BY _ord"
 	if inOrder {
@@ -183,9 +153,9 @@ func (l *layout) mergeSQL(inOrder bool) []string {
 		"DELETE FROM " + res + " r WHERE r._op = 'r' AND EXISTS (SELECT 1 FROM " + l.cur + " c WHERE " + strings.Join(same, " AND ") + ")",
 		"INSERT INTO " + l.hist + " (" + cols + ", op, commit_lsn, commit_ts, xid, position) SELECT " + cols +
 			", _op, _lsn, _ts, _xid, _pos FROM " + res + order,
-		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM " + res + " r WHERE " + l.keyJoin("r", "c") + ")",
+		"DELETE FROM " + l.cur + " c WHERE EXISTS (SELECT 1 FROM " + res + " r WHERE " + l.t.KeyJoin("r", "c") + ")",
 		"INSERT INTO " + l.cur + " (" + cols + ") SELECT " + cols + " FROM (SELECT *, row_number() OVER (PARTITION BY " +
-			l.keyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM " + res + ") WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
+			l.t.KeyList("") + " ORDER BY _ord DESC) AS _trb_rn FROM " + res + ") WHERE _trb_rn = 1 AND _op NOT IN ('d', 't')",
 		"DELETE FROM " + q(l.stage),
 		"DELETE FROM " + res,
 	}
@@ -210,7 +180,7 @@ type loader struct {
 	forgotten []string        // source tables whose layouts a schema change made stale
 	touched   map[string]bool // current-state tables this transaction changed
 	rows      int
-	lastTrunc string
+	truncs    consumer.TruncateOnce
 	span      span // the micro-batch, for errors
 }
 
@@ -269,28 +239,14 @@ func (w *loader) add(ev *consumer.Event) error {
 	}
 	switch ev.Op {
 	case schemas.OpTruncate:
-		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
-		if k == w.lastTrunc {
+		if !w.truncs.First(ev) {
 			return nil
 		}
-		w.lastTrunc = k
 		if err := w.merge(st); err != nil {
 			return err
 		}
 		return w.truncate(l, ev)
-	case schemas.OpDelete:
-		w.lastTrunc = ""
-		return w.stageRow(st, ev, "d", ev.Before, true)
-	case schemas.OpUpdate:
-		w.lastTrunc = ""
-		if ev.Before != nil && keyChanged(ev) {
-			if err := w.stageRow(st, ev, "d", ev.Before, true); err != nil {
-				return err
-			}
-		}
-		return w.stageRow(st, ev, "u", ev.After, false)
 	case schemas.OpRead:
-		w.lastTrunc = ""
 		// A read is compared with its key's current state, so the rows
 		// staged before it are merged first; a chunk's reads are of
 		// distinct keys.
@@ -301,26 +257,9 @@ func (w *loader) add(ev *consumer.Event) error {
 				}
 			}
 		}
-		return w.stageRow(st, ev, "r", ev.After, false)
-	default:
-		w.lastTrunc = ""
-		return w.stageRow(st, ev, string(ev.Op), ev.After, false)
 	}
-}
-
-func keyChanged(ev *consumer.Event) bool {
-	for _, k := range ev.Table.Key {
-		a, b := ev.Before[k], ev.After[k]
-		if a == nil || b == nil {
-			continue
-		}
-		sa, err1 := ev.Table.Columns[k].Encode(a)
-		sb, err2 := ev.Table.Columns[k].Encode(b)
-		if err1 == nil && err2 == nil && sa != sb {
-			return true
-		}
-	}
-	return false
+	w.truncs.Reset()
+	return ev.Versions(func(op string, row []any, deleted bool) error { return w.stageRow(st, ev, op, row, deleted) })
 }
 
 func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, deleted bool) error {
@@ -334,18 +273,8 @@ func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, d
 	}
 	vals := st.vals
 	clear(vals)
-	var unch string
-	if deleted || len(ev.Unchanged) > 0 {
-		flags := []byte(strings.Repeat("0", len(l.t.Columns)))
-		if deleted {
-			for _, i := range l.nonKey {
-				flags[i] = '1'
-			}
-		}
-		for _, i := range ev.Unchanged {
-			flags[i] = '1'
-		}
-		unch = string(flags)
+	unch, ok := l.t.UnchangedFlags(ev.Unchanged, deleted)
+	if ok {
 		st.unch = true
 	}
 	vals[0], vals[1], vals[2], vals[3] = int64(st.rows), op, uint64(ev.Txn.CommitLSN), ev.Position
@@ -436,7 +365,7 @@ func (w *loader) truncate(l *layout, ev *consumer.Event) error {
 		w.touched = map[string]bool{}
 	}
 	w.touched[l.cur] = true
-	cols := l.colList("")
+	cols := l.t.ColumnList("", "")
 	res, err := w.s.conn.ExecContext(w.ctx, "INSERT INTO "+l.hist+" ("+cols+", op, commit_lsn, commit_ts, xid, position) SELECT "+
 		cols+", 't', ?, ?, ?, ? FROM "+l.cur, uint64(ev.Txn.CommitLSN), ev.Txn.CommitTime, int64(ev.Txn.Xid), ev.Position)
 	if err == nil {

@@ -61,7 +61,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -69,7 +68,7 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
 )
 
 // Config configures a Sink. Each field maps to one flag of `tributary
@@ -98,10 +97,9 @@ type Config struct {
 
 // Sink is the history sink. Create it with New.
 type Sink struct {
-	cfg  Config
-	log  *slog.Logger
-	pool *pgxpool.Pool
-	cpt  *pgtarget.Checkpoints
+	pgtarget.Target // pool and checkpoint rows: Checkpoint and Close
+	cfg             Config
+	log             *slog.Logger
 
 	mu     sync.Mutex
 	tables map[int]*layout // by value schema ID; checked in the target once committed
@@ -133,83 +131,47 @@ func New(cfg Config) (*Sink, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Sink{cfg: cfg, log: cfg.Logger.With("sink", "history"),
-		cpt: pgtarget.NewCheckpoints(cfg.CheckpointSchema, cfg.Consumer), tables: map[int]*layout{}}, nil
+		Target: pgtarget.NewTarget(cfg.CheckpointSchema, cfg.Consumer), tables: map[int]*layout{}}, nil
 }
 
 // Open connects, checks that the connection may suppress triggers, and
 // creates the checkpoint table when it is missing.
 func (s *Sink) Open(ctx context.Context) error {
-	pool, err := pgtarget.OpenPool(ctx, s.cfg.DSN, int(s.cfg.MaxConns), s.cpt.Create)
-	if err != nil {
-		return err
-	}
-	s.pool = pool
-	return nil
-}
-
-// Checkpoint reads the consumer's checkpoint rows.
-func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
-	return s.cpt.ReadFrom(ctx, s.pool)
+	return s.Connect(ctx, s.cfg.DSN, int(s.cfg.MaxConns), nil)
 }
 
 // Apply appends the history rows of b's events and writes b's checkpoint in
 // one target transaction.
-func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
-	pc, err := pgtarget.Acquire(ctx, s.pool)
-	if err != nil {
-		return err
-	}
-	defer func() { pgtarget.Release(pc, err) }()
-	conn := pc.Conn()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	w := newWriter(s, tx)
-	for {
-		ev, err := b.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
+func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) error {
+	return s.InTx(ctx, pgx.TxOptions{}, nil, func(tx pgx.Tx) error {
+		w := newWriter(s, tx)
+		if err := b.Each(ctx, func(ev *consumer.Event) error { return w.add(ctx, ev) }); err != nil {
 			return err
 		}
-		if err := w.add(ctx, ev); err != nil {
+		if err := w.flushAll(ctx); err != nil {
 			return err
 		}
-	}
-	if err := w.flushAll(ctx); err != nil {
-		return err
-	}
-	cp := b.Checkpoint()
-	if err := s.cpt.Write(ctx, tx, cp); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit (commit_lsn %s): %w", cp.CommitLSN, err)
-	}
-	s.cpt.Committed(cp)
-	if len(w.created) > 0 || len(w.forgotten) > 0 {
-		s.mu.Lock()
-		for id, l := range s.tables {
-			if slices.Contains(w.forgotten, l.t.String()) {
-				delete(s.tables, id)
+		cp := b.Checkpoint()
+		if err := s.Checkpoints().Write(ctx, tx, cp); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("commit (commit_lsn %s): %w", cp.CommitLSN, err)
+		}
+		s.Checkpoints().Committed(cp)
+		if len(w.created) > 0 || len(w.forgotten) > 0 {
+			s.mu.Lock()
+			for id, l := range s.tables {
+				if slices.Contains(w.forgotten, l.t.String()) {
+					delete(s.tables, id)
+				}
 			}
+			for id, l := range w.created {
+				s.tables[id] = l
+			}
+			s.mu.Unlock()
 		}
-		for id, l := range w.created {
-			s.tables[id] = l
-		}
-		s.mu.Unlock()
-	}
-	s.log.Debug("applied", "events", b.Events(), "rows", w.rows, "commit_lsn", cp.CommitLSN)
-	return nil
-}
-
-// Close closes the pool.
-func (s *Sink) Close(context.Context) error {
-	if s.pool != nil {
-		s.pool.Close()
-	}
-	return nil
+		s.log.Debug("applied", "events", b.Events(), "rows", w.rows, "commit_lsn", cp.CommitLSN)
+		return nil
+	})
 }

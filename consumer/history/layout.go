@@ -21,23 +21,22 @@ const maxIdent = 63
 // layout is the history table of one value schema: its names and the SQL
 // statements the writer sends. It is immutable.
 type layout struct {
-	t       *consumer.Table
-	schema  string
-	name    string // history table name, unquoted
-	qname   string // quoted schema.name
-	ddl     []string
-	insert  string // appends rows and closes the versions they replace; params ord, op, lsn, ts, xid, pos, unch, columns...
-	carry   string // insert that also carries unchanged values forward
-	trunc   string // records a truncate; params lsn, ts, xid, pos
-	nonKey  []int
-	keyCols []int
+	t      *consumer.Table
+	schema string
+	name   string // history table name, unquoted
+	qname  string // quoted schema.name
+	ddl    []string
+	insert string // appends rows and closes the versions they replace; params ord, op, lsn, ts, xid, pos, unch, columns...
+	carry  string // insert that also carries unchanged values forward
+	trunc  string // records a truncate; params lsn, ts, xid, pos
+	nonKey []int
 }
 
 func newLayout(t *consumer.Table, schema string) (*layout, error) {
 	if schema == "" {
 		schema = t.Schema
 	}
-	l := &layout{t: t, schema: schema, name: t.Name + "_history", keyCols: t.Key}
+	l := &layout{t: t, schema: schema, name: t.Name + "_history"}
 	for _, n := range []string{l.name, t.Name + "_as_of_lsn", t.Name + "_versions"} {
 		if len(n) > maxIdent {
 			return nil, fmt.Errorf("history table of %s: name %q is longer than %d bytes; rename the table or use another schema", t, n, maxIdent)
@@ -51,15 +50,7 @@ func newLayout(t *consumer.Table, schema string) (*layout, error) {
 			}
 		}
 	}
-	isKey := map[int]bool{}
-	for _, k := range t.Key {
-		isKey[k] = true
-	}
-	for i := range t.Columns {
-		if !isKey[i] {
-			l.nonKey = append(l.nonKey, i)
-		}
-	}
+	l.nonKey = t.NonKey()
 	l.qname = schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent(l.name)
 	l.ddl = l.buildDDL()
 	l.insert = l.buildInsert(false)
@@ -76,39 +67,6 @@ func q(s string) string { return schemas.QuoteIdent(s) }
 
 func (l *layout) col(i int) string { return q(l.t.Columns[i].Name) }
 
-func (l *layout) keyList(prefix string) string {
-	parts := make([]string, len(l.keyCols))
-	for i, k := range l.keyCols {
-		parts[i] = prefix + l.col(k)
-	}
-	return strings.Join(parts, ", ")
-}
-
-func (l *layout) keyJoin(a, b string) string {
-	parts := make([]string, len(l.keyCols))
-	for i, k := range l.keyCols {
-		parts[i] = a + "." + l.col(k) + " = " + b + "." + l.col(k)
-	}
-	return strings.Join(parts, " AND ")
-}
-
-// textCols is every column, with prefix, as text.
-func (l *layout) textCols(prefix string) string {
-	parts := make([]string, len(l.t.Columns))
-	for i := range l.t.Columns {
-		parts[i] = prefix + l.col(i) + "::text"
-	}
-	return strings.Join(parts, ", ")
-}
-
-func (l *layout) allCols(prefix string) string {
-	parts := make([]string, len(l.t.Columns))
-	for i := range l.t.Columns {
-		parts[i] = prefix + l.col(i)
-	}
-	return strings.Join(parts, ", ")
-}
-
 func (l *layout) buildDDL() []string {
 	h := fnv.New32a()
 	h.Write([]byte(l.schema + "." + l.name))
@@ -116,7 +74,7 @@ func (l *layout) buildDDL() []string {
 	stmts := pgtarget.EnsureColumns(l.t, l.schema, l.name,
 		"version bigint NOT NULL", "op text NOT NULL", "commit_lsn pg_lsn NOT NULL", "commit_ts timestamptz NOT NULL",
 		"xid bigint NOT NULL", "position bigint NOT NULL", "valid_from timestamptz NOT NULL", "valid_to timestamptz",
-		"UNIQUE ("+l.keyList("")+", commit_lsn, position)")
+		"UNIQUE ("+l.t.KeyList("")+", commit_lsn, position)")
 	// Room on each page for the update that closes a version, so that it is HOT.
 	stmts[1] += " WITH (fillfactor = 90)"
 	stmts = append(stmts, "CREATE INDEX IF NOT EXISTS "+brin+" ON "+l.qname+" USING brin (valid_from)")
@@ -128,13 +86,13 @@ func (l *layout) buildDDL() []string {
 		"COMMENT ON FUNCTION "+l.fn("_as_of")+"(timestamptz) IS "+
 			quoteLit("the rows of "+l.t.String()+" as they were at the given time, with their version columns (tributary)"),
 		"CREATE OR REPLACE FUNCTION "+l.fn("_as_of_lsn")+"(at pg_lsn) RETURNS SETOF "+hist+
-			" LANGUAGE sql STABLE AS $tributary$ SELECT * FROM (SELECT DISTINCT ON ("+l.keyList("")+") * FROM "+hist+
-			" WHERE commit_lsn <= $1 ORDER BY "+l.keyList("")+", commit_lsn DESC, position DESC) v WHERE op NOT IN ('d', 't') $tributary$",
+			" LANGUAGE sql STABLE AS $tributary$ SELECT * FROM (SELECT DISTINCT ON ("+l.t.KeyList("")+") * FROM "+hist+
+			" WHERE commit_lsn <= $1 ORDER BY "+l.t.KeyList("")+", commit_lsn DESC, position DESC) v WHERE op NOT IN ('d', 't') $tributary$",
 		"COMMENT ON FUNCTION "+l.fn("_as_of_lsn")+"(pg_lsn) IS "+
 			quoteLit("the rows of "+l.t.String()+" as they were after the source transaction that committed at the given LSN (tributary)"))
-	args := make([]string, len(l.keyCols))
-	where := make([]string, len(l.keyCols))
-	for i, k := range l.keyCols {
+	args := make([]string, len(l.t.Key))
+	where := make([]string, len(l.t.Key))
+	for i, k := range l.t.Key {
 		args[i] = l.t.Columns[k].SQLType
 		where[i] = l.col(k) + " = $" + strconv.Itoa(i+1)
 	}
@@ -188,14 +146,14 @@ func (l *layout) buildInsert(carry bool) string {
 	// only rows after that version's change (a replay is skipped).
 	b.WriteString("n AS (SELECT u.*, p.version AS _trb_pv, p.valid_from AS _trb_pfrom, p.commit_lsn AS _trb_plsn, " +
 		"p.position AS _trb_ppos, p.valid_to AS _trb_pto" + extra + " FROM u LEFT JOIN LATERAL (SELECT * FROM " + l.qname +
-		" h WHERE " + l.keyJoin("h", "u") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true" +
+		" h WHERE " + l.t.KeyJoin("h", "u") + " ORDER BY commit_lsn DESC, position DESC LIMIT 1) p ON true" +
 		" WHERE (p.commit_lsn IS NULL OR (u._trb_lsn, u._trb_pos) > (p.commit_lsn, p.position))" +
 		// A snapshot read of a row equal to its current version is no new
 		// version (the writer flushes before reads, so p is the key's
 		// latest version). Values compare as text: every type has one.
-		" AND NOT (u.op = 'r' AND p.op IS NOT NULL AND p.op NOT IN ('d', 't') AND ROW(" + l.textCols("p.") + ") IS NOT DISTINCT FROM ROW(" +
-		l.textCols("u.") + "))), ")
-	win := "(PARTITION BY " + l.keyList("") + " ORDER BY _trb_ord)"
+		" AND NOT (u.op = 'r' AND p.op IS NOT NULL AND p.op NOT IN ('d', 't') AND ROW(" + l.t.ColumnList("p.", "::text") + ") IS NOT DISTINCT FROM ROW(" +
+		l.t.ColumnList("u.", "::text") + "))), ")
+	win := "(PARTITION BY " + l.t.KeyList("") + " ORDER BY _trb_ord)"
 	// valid_from is the running maximum commit time (never before the
 	// previous version's); valid_to is the next row's valid_from, which is
 	// the same maximum taken one row further, so that one window pass
@@ -215,15 +173,15 @@ func (l *layout) buildInsert(carry bool) string {
 	if carry {
 		for _, i := range l.nonKey {
 			g := q("_trb_g" + strconv.Itoa(i))
-			b.WriteString(", first_value(" + l.col(i) + ") OVER (PARTITION BY " + l.keyList("") + ", " + g + " ORDER BY _trb_ord) AS " +
+			b.WriteString(", first_value(" + l.col(i) + ") OVER (PARTITION BY " + l.t.KeyList("") + ", " + g + " ORDER BY _trb_ord) AS " +
 				q("_trb_f"+strconv.Itoa(i)))
 		}
 	}
 	b.WriteString(" FROM w), ")
 	// Close the version the key's first new row replaces, when it is open.
-	b.WriteString("c AS (UPDATE " + l.qname + " h SET valid_to = x._trb_vfrom FROM x WHERE " + l.keyJoin("h", "x") +
+	b.WriteString("c AS (UPDATE " + l.qname + " h SET valid_to = x._trb_vfrom FROM x WHERE " + l.t.KeyJoin("h", "x") +
 		" AND x.version = x._trb_pv + 1 AND x._trb_pto IS NULL AND h.commit_lsn = x._trb_plsn AND h.position = x._trb_ppos) ")
-	b.WriteString("INSERT INTO " + l.qname + " (" + l.allCols("") + ", version, op, commit_lsn, commit_ts, xid, position, valid_from, valid_to) SELECT ")
+	b.WriteString("INSERT INTO " + l.qname + " (" + l.t.ColumnList("", "") + ", version, op, commit_lsn, commit_ts, xid, position, valid_from, valid_to) SELECT ")
 	sel := make([]string, n)
 	for i := range l.t.Columns {
 		sel[i] = l.col(i)
@@ -245,7 +203,7 @@ func (l *layout) buildInsert(carry bool) string {
 func (l *layout) buildTruncate() string {
 	return "WITH c AS (UPDATE " + l.qname + " SET valid_to = greatest($2::timestamptz, valid_from) WHERE valid_to IS NULL " +
 		"AND (commit_lsn, position) < ($1::text::pg_lsn, $4::int8) RETURNING *) " +
-		"INSERT INTO " + l.qname + " (" + l.allCols("") + ", version, op, commit_lsn, commit_ts, xid, position, valid_from, valid_to) " +
-		"SELECT " + l.allCols("") + ", version + 1, 't', $1::text::pg_lsn, $2::timestamptz, $3::int8, $4::int8, " +
+		"INSERT INTO " + l.qname + " (" + l.t.ColumnList("", "") + ", version, op, commit_lsn, commit_ts, xid, position, valid_from, valid_to) " +
+		"SELECT " + l.t.ColumnList("", "") + ", version + 1, 't', $1::text::pg_lsn, $2::timestamptz, $3::int8, $4::int8, " +
 		"greatest($2::timestamptz, valid_from), greatest($2::timestamptz, valid_from) FROM c"
 }

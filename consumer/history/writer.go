@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,9 +27,7 @@ type writer struct {
 	bufs    map[string]*chunk // by history table
 	created map[int]*layout   // layouts checked in this transaction
 	rows    int
-	// lastTrunc dedupes the truncate records that every partition of a
-	// table's topic carries for one TRUNCATE.
-	lastTrunc string
+	truncs  consumer.TruncateOnce
 	// forgotten are the source tables ("schema.table") whose layouts a
 	// schema change made stale.
 	forgotten []string
@@ -108,28 +105,14 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 	}
 	switch ev.Op {
 	case schemas.OpTruncate:
-		k := fmt.Sprintf("%p/%s", ev.Txn, ev.Table.Topic)
-		if k == w.lastTrunc {
+		if !w.truncs.First(ev) {
 			return nil
 		}
-		w.lastTrunc = k
 		if err := w.flush(ctx, c); err != nil {
 			return err
 		}
 		return w.truncate(ctx, l, ev)
-	case schemas.OpDelete:
-		w.lastTrunc = ""
-		return w.row(ctx, c, ev, "d", ev.Before, true)
-	case schemas.OpUpdate:
-		w.lastTrunc = ""
-		if ev.Before != nil && keyChanged(ev) {
-			if err := w.row(ctx, c, ev, "d", ev.Before, true); err != nil {
-				return err
-			}
-		}
-		return w.row(ctx, c, ev, "u", ev.After, false)
 	case schemas.OpRead:
-		w.lastTrunc = ""
 		// A read is compared with its key's latest recorded version, so
 		// the rows before it are recorded first; a chunk's reads are of
 		// distinct keys.
@@ -138,45 +121,17 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 				return err
 			}
 		}
-		return w.row(ctx, c, ev, "r", ev.After, false)
-	default: // c
-		w.lastTrunc = ""
-		return w.row(ctx, c, ev, string(ev.Op), ev.After, false)
 	}
-}
-
-// keyChanged reports whether an update's before image has another key.
-func keyChanged(ev *consumer.Event) bool {
-	for _, k := range ev.Table.Key {
-		a, b := ev.Before[k], ev.After[k]
-		if a == nil || b == nil {
-			continue // the before image lacks the key: it did not change
-		}
-		sa, err1 := ev.Table.Columns[k].Encode(a)
-		sb, err2 := ev.Table.Columns[k].Encode(b)
-		if err1 == nil && err2 == nil && sa != sb {
-			return true
-		}
-	}
-	return false
+	w.truncs.Reset()
+	return ev.Versions(func(op string, row []any, deleted bool) error { return w.row(ctx, c, ev, op, row, deleted) })
 }
 
 // row appends one history row built from row (column order). A delete
 // carries every non-key column forward; an update its unchanged TOAST ones.
 func (w *writer) row(ctx context.Context, c *chunk, ev *consumer.Event, op string, row []any, deleted bool) error {
 	l := c.l
-	var unch string
-	if deleted || len(ev.Unchanged) > 0 {
-		flags := []byte(strings.Repeat("0", len(l.t.Columns)))
-		if deleted {
-			for _, i := range l.nonKey {
-				flags[i] = '1'
-			}
-		}
-		for _, i := range ev.Unchanged {
-			flags[i] = '1'
-		}
-		unch = string(flags)
+	unch, ok := l.t.UnchangedFlags(ev.Unchanged, deleted)
+	if ok {
 		c.unchgd = true
 	}
 	for i := range l.t.Columns {

@@ -85,8 +85,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/conflict"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // OnConflict is what the sink does when a change does not fit the target.
@@ -154,10 +152,9 @@ type Config struct {
 
 // Sink is the PostgreSQL sink. Create it with New.
 type Sink struct {
-	cfg  Config
-	log  *slog.Logger
-	pool *pgxpool.Pool
-	cpt  *pgtarget.Checkpoints
+	pgtarget.Target // pool and checkpoint rows: Checkpoint and Close
+	cfg             Config
+	log             *slog.Logger
 
 	mu      sync.Mutex
 	ensured map[int]bool      // value schema IDs whose target table was checked
@@ -244,17 +241,14 @@ func New(cfg Config) (*Sink, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Sink{cfg: cfg, log: cfg.Logger.With("sink", "postgres"),
-		cpt:     pgtarget.NewCheckpoints(cfg.CheckpointSchema, cfg.Consumer),
+		Target:  pgtarget.NewTarget(cfg.CheckpointSchema, cfg.Consumer),
 		ensured: map[int]bool{}, sql: map[string]string{}}, nil
 }
 
 // Open connects, checks that the connection may suppress triggers, and
 // creates the checkpoint table when it is missing.
 func (s *Sink) Open(ctx context.Context) error {
-	pool, err := pgtarget.OpenPool(ctx, s.cfg.DSN, int(s.cfg.MaxConns), func(ctx context.Context, c *pgx.Conn) error {
-		if err := s.cpt.Create(ctx, c); err != nil {
-			return err
-		}
+	return s.Connect(ctx, s.cfg.DSN, int(s.cfg.MaxConns), func(ctx context.Context, c *pgx.Conn) error {
 		if s.cfg.Origin != "" {
 			if err := pgtarget.CreateOrigin(ctx, c, s.cfg.Origin); err != nil {
 				return err
@@ -265,97 +259,72 @@ func (s *Sink) Open(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.pool = pool
-	return nil
-}
-
-// Checkpoint reads the consumer's checkpoint rows.
-func (s *Sink) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
-	return s.cpt.ReadFrom(ctx, s.pool)
 }
 
 // Apply applies b in one target transaction with its checkpoint.
-func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) (err error) {
-	pc, err := pgtarget.Acquire(ctx, s.pool)
-	if err != nil {
-		return err
-	}
-	defer func() { pgtarget.Release(pc, err) }()
-	conn := pc.Conn()
+func (s *Sink) Apply(ctx context.Context, b *consumer.Batch) error {
+	var session func(*pgx.Conn) (func(), error)
 	if s.cfg.Origin != "" {
-		i, origin, created := s.takeOrigin()
-		if !created {
-			if err := pgtarget.CreateOrigin(ctx, conn, origin); err != nil {
-				s.giveOrigin(i, false)
-				return err
-			}
-		}
-		defer s.giveOrigin(i, true)
-		if err := pgtarget.OriginSessionSetup(ctx, conn, origin); err != nil {
-			return err
-		}
-		defer pgtarget.OriginSessionReset(context.WithoutCancel(ctx), conn, s.log)
+		session = func(conn *pgx.Conn) (func(), error) { return s.originSession(ctx, conn) }
 	}
 	var opts pgx.TxOptions
 	if sc := s.cfg.SynchronousCommit; sc != "" {
 		opts.BeginQuery = "BEGIN; SET LOCAL synchronous_commit TO " + sc
 	}
-	tx, err := conn.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	w := &writer{s: s, tx: tx, newIDs: map[int]bool{}}
-	if s.cfg.Conflicts != nil {
-		w.cs = s.cfg.Conflicts.Begin()
-	}
-	for {
-		ev, err := b.Next(ctx)
-		if errors.Is(err, errEOF) {
-			break
+	return s.InTx(ctx, opts, session, func(tx pgx.Tx) error {
+		w := &writer{s: s, tx: tx, newIDs: map[int]bool{}}
+		if s.cfg.Conflicts != nil {
+			w.cs = s.cfg.Conflicts.Begin()
 		}
-		if err != nil {
+		if err := b.Each(ctx, func(ev *consumer.Event) error { return w.add(ctx, ev) }); err != nil {
 			return err
 		}
-		if err := w.add(ctx, ev); err != nil {
+		if err := w.flush(ctx); err != nil {
 			return err
 		}
-	}
-	if err := w.flush(ctx); err != nil {
-		return err
-	}
-	if err := s.cpt.Write(ctx, tx, b.Checkpoint()); err != nil {
-		return err
-	}
-	if cp := b.Checkpoint(); s.cfg.Origin != "" && cp.CommitLSN != 0 {
-		if err := pgtarget.OriginXactSetup(ctx, tx, cp.CommitLSN, cp.CommitTime); err != nil {
+		if err := s.Checkpoints().Write(ctx, tx, b.Checkpoint()); err != nil {
 			return err
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if w.cs != nil {
-		w.cs.Committed()
-	}
-	s.cpt.Committed(b.Checkpoint())
-	if len(w.newIDs) > 0 {
-		s.mu.Lock()
-		for id := range w.newIDs {
-			s.ensured[id] = true
+		if cp := b.Checkpoint(); s.cfg.Origin != "" && cp.CommitLSN != 0 {
+			if err := pgtarget.OriginXactSetup(ctx, tx, cp.CommitLSN, cp.CommitTime); err != nil {
+				return err
+			}
 		}
-		s.mu.Unlock()
-	}
-	return nil
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		if w.cs != nil {
+			w.cs.Committed()
+		}
+		s.Checkpoints().Committed(b.Checkpoint())
+		if len(w.newIDs) > 0 {
+			s.mu.Lock()
+			for id := range w.newIDs {
+				s.ensured[id] = true
+			}
+			s.mu.Unlock()
+		}
+		return nil
+	})
 }
 
-// Close closes the pool.
-func (s *Sink) Close(context.Context) error {
-	if s.pool != nil {
-		s.pool.Close()
+// originSession takes an instance of the origin for conn (creating it at
+// the target when it is new) and sets up conn's replication origin session;
+// the returned function resets the session and frees the instance.
+func (s *Sink) originSession(ctx context.Context, conn *pgx.Conn) (func(), error) {
+	i, origin, created := s.takeOrigin()
+	if !created {
+		if err := pgtarget.CreateOrigin(ctx, conn, origin); err != nil {
+			s.giveOrigin(i, false)
+			return nil, err
+		}
 	}
-	return nil
+	if err := pgtarget.OriginSessionSetup(ctx, conn, origin); err != nil {
+		s.giveOrigin(i, true)
+		return nil, err
+	}
+	return func() {
+		pgtarget.OriginSessionReset(context.WithoutCancel(ctx), conn, s.log)
+		s.giveOrigin(i, true)
+	}, nil
 }

@@ -46,6 +46,84 @@ func Release(c *pgxpool.Conn, err error) {
 	c.Release()
 }
 
+// Target is what every PostgreSQL sink holds: its pool and its consumer's
+// checkpoint rows. A sink embeds it, for the Checkpoint and Close methods of
+// consumer.Sink, and opens it with Connect.
+type Target struct {
+	cpt  *Checkpoints
+	pool *pgxpool.Pool
+}
+
+// NewTarget returns the Target of consumer name, whose checkpoint rows are
+// in schema's tributary_checkpoint table; Connect opens it.
+func NewTarget(schema, name string) Target {
+	return Target{cpt: NewCheckpoints(schema, name)}
+}
+
+// Connect opens the pool (OpenPool) and, on one of its connections,
+// creates the checkpoint table when it is missing and then runs setup,
+// when not nil: the Sink Open method of every PostgreSQL sink.
+func (t *Target) Connect(ctx context.Context, dsn string, maxConns int, setup func(context.Context, *pgx.Conn) error) error {
+	pool, err := OpenPool(ctx, dsn, maxConns, func(ctx context.Context, c *pgx.Conn) error {
+		if err := t.cpt.Create(ctx, c); err != nil {
+			return err
+		}
+		if setup != nil {
+			return setup(ctx, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t.pool = pool
+	return nil
+}
+
+// Checkpoints is the consumer's checkpoint rows.
+func (t *Target) Checkpoints() *Checkpoints { return t.cpt }
+
+// Checkpoint reads the consumer's checkpoint rows.
+func (t *Target) Checkpoint(ctx context.Context) (consumer.Checkpoint, error) {
+	return t.cpt.ReadFrom(ctx, t.pool)
+}
+
+// InTx runs apply in a transaction, begun with opts, on a connection of
+// the pool, and rolls the transaction back unless apply committed it.
+// session, when not nil, runs on the connection before the transaction
+// begins; the function it returns runs once the transaction has ended. The
+// connection goes back to the pool as Release says, with the error InTx
+// returns.
+func (t *Target) InTx(ctx context.Context, opts pgx.TxOptions, session func(*pgx.Conn) (func(), error), apply func(pgx.Tx) error) (err error) {
+	pc, err := Acquire(ctx, t.pool)
+	if err != nil {
+		return err
+	}
+	defer func() { Release(pc, err) }()
+	conn := pc.Conn()
+	if session != nil {
+		end, err := session(conn)
+		if err != nil {
+			return err
+		}
+		defer end()
+	}
+	tx, err := conn.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	return apply(tx)
+}
+
+// Close closes the pool.
+func (t *Target) Close(context.Context) error {
+	if t.pool != nil {
+		t.pool.Close()
+	}
+	return nil
+}
+
 // ErrCheckpointMoved reports that another session of the same consumer
 // committed since this one read its checkpoint: a killed session's last
 // commit that finished late, or a second process with the same --name. The
