@@ -329,8 +329,13 @@ func (fc *frameCursor) next(ctx context.Context) (*kgo.Record, error) {
 		if !ok {
 			return nil, bad("record has no valid %s header", schemas.HeaderPosition)
 		}
+		// The producer gives every record of a transaction its own
+		// position, increasing within each partition.
 		if pos < cp.lastPos {
 			return nil, bad("position %d after position %d in the same partition", pos, cp.lastPos)
+		}
+		if pos == cp.lastPos {
+			return nil, bad("position %d repeated in the same partition", pos)
 		}
 		if best == nil || pos < bestPos {
 			best, bestPos = cp, pos

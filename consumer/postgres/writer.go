@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"strconv"
@@ -20,8 +19,6 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/schemas"
 )
-
-var errEOF = io.EOF
 
 // flushAt is how many events the writer holds before sending them.
 const flushAt = 2000
