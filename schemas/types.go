@@ -556,8 +556,14 @@ func typeLongCodec(typ string, lo, hi, safe int64) Codec {
 		}
 		return n, nil
 	}
+	return longCodec("long", parse, typeIntEncoder(typ, lo, hi))
+}
+
+// longCodec is a codec whose Avro value is an int or a long that parse
+// reads from PostgreSQL's text.
+func longCodec[T int32 | int64](avro any, parse func(text []byte) (T, error), encode func(native any) (string, error)) Codec {
 	return Codec{
-		Avro: "long",
+		Avro: avro,
 		Decode: func(text []byte) (any, error) {
 			n, err := parse(text)
 			if err != nil {
@@ -565,14 +571,14 @@ func typeLongCodec(typ string, lo, hi, safe int64) Codec {
 			}
 			return n, nil
 		},
-		Encode: typeIntEncoder(typ, lo, hi),
 		appendText: func(dst, text []byte) ([]byte, error) {
 			n, err := parse(text)
 			if err != nil {
 				return dst, err
 			}
-			return avrobin.AppendLong(dst, n), nil
+			return avrobin.AppendLong(dst, int64(n)), nil
 		},
+		Encode: encode,
 	}
 }
 
@@ -892,42 +898,25 @@ func typeDateCodec() Codec {
 		}
 		return d, nil
 	}
-	return Codec{
-		Avro: map[string]any{"type": "int", "logicalType": "date"},
-		Decode: func(text []byte) (any, error) {
-			d, err := parse(text)
-			if err != nil {
-				return nil, err
-			}
-			return d, nil
-		},
-		appendText: func(dst, text []byte) ([]byte, error) {
-			d, err := parse(text)
-			if err != nil {
-				return dst, err
-			}
-			return avrobin.AppendLong(dst, int64(d)), nil
-		},
-		Encode: func(native any) (string, error) {
-			var days int64
-			switch v := native.(type) {
-			case time.Time:
-				days = pgtext.FloorDiv(v.Unix(), 86400)
-			default:
-				n, ok := typeNativeInt(native)
-				if !ok {
-					return "", typeBadNative("date", native)
-				}
-				days = n
-			}
-			var buf [24]byte
-			out, ok := pgtext.AppendDate(buf[:0], days)
+	return longCodec(map[string]any{"type": "int", "logicalType": "date"}, parse, func(native any) (string, error) {
+		var days int64
+		switch v := native.(type) {
+		case time.Time:
+			days = pgtext.FloorDiv(v.Unix(), 86400)
+		default:
+			n, ok := typeNativeInt(native)
 			if !ok {
-				return "", fmt.Errorf("date: %w: %d days since 1970-01-01 is out of range", ErrUnrepresentable, days)
+				return "", typeBadNative("date", native)
 			}
-			return string(out), nil
-		},
-	}
+			days = n
+		}
+		var buf [24]byte
+		out, ok := pgtext.AppendDate(buf[:0], days)
+		if !ok {
+			return "", fmt.Errorf("date: %w: %d days since 1970-01-01 is out of range", ErrUnrepresentable, days)
+		}
+		return string(out), nil
+	})
 }
 
 // typeTimeCodec maps time to Avro long/time-micros (microseconds since
@@ -945,45 +934,28 @@ func typeTimeCodec() Codec {
 		}
 		return us, nil
 	}
-	return Codec{
-		Avro: map[string]any{"type": "long", "logicalType": "time-micros"},
-		Decode: func(text []byte) (any, error) {
-			us, err := parse(text)
-			if err != nil {
-				return nil, err
+	return longCodec(map[string]any{"type": "long", "logicalType": "time-micros"}, parse, func(native any) (string, error) {
+		var us int64
+		switch v := native.(type) {
+		case time.Duration:
+			if v%time.Microsecond != 0 {
+				return "", fmt.Errorf("time: %w: %v is not whole microseconds", ErrUnrepresentable, v)
 			}
-			return us, nil
-		},
-		appendText: func(dst, text []byte) ([]byte, error) {
-			us, err := parse(text)
-			if err != nil {
-				return dst, err
-			}
-			return avrobin.AppendLong(dst, us), nil
-		},
-		Encode: func(native any) (string, error) {
-			var us int64
-			switch v := native.(type) {
-			case time.Duration:
-				if v%time.Microsecond != 0 {
-					return "", fmt.Errorf("time: %w: %v is not whole microseconds", ErrUnrepresentable, v)
-				}
-				us = int64(v / time.Microsecond)
-			default:
-				n, ok := typeNativeInt(native)
-				if !ok {
-					return "", typeBadNative("time", native)
-				}
-				us = n
-			}
-			var buf [24]byte
-			out, ok := pgtext.AppendTime(buf[:0], us)
+			us = int64(v / time.Microsecond)
+		default:
+			n, ok := typeNativeInt(native)
 			if !ok {
-				return "", fmt.Errorf("time: %w: %d microseconds is out of range", ErrUnrepresentable, us)
+				return "", typeBadNative("time", native)
 			}
-			return string(out), nil
-		},
-	}
+			us = n
+		}
+		var buf [24]byte
+		out, ok := pgtext.AppendTime(buf[:0], us)
+		if !ok {
+			return "", fmt.Errorf("time: %w: %d microseconds is out of range", ErrUnrepresentable, us)
+		}
+		return string(out), nil
+	})
 }
 
 // typeTimestampCodec maps timestamptz to Avro long/timestamp-micros and
@@ -1013,47 +985,30 @@ func typeTimestampCodec(withTZ bool) Codec {
 		}
 		return us, nil
 	}
-	return Codec{
-		Avro: map[string]any{"type": "long", "logicalType": lt},
-		Decode: func(text []byte) (any, error) {
-			us, err := parse(text)
-			if err != nil {
-				return nil, err
+	return longCodec(map[string]any{"type": "long", "logicalType": lt}, parse, func(native any) (string, error) {
+		var us int64
+		switch v := native.(type) {
+		case time.Time:
+			// goavro's own inverse, wrapping arithmetic included: it
+			// maps math.MinInt64 and math.MaxInt64 back exactly.
+			us = v.Unix()*1e6 + int64(v.Nanosecond()/1e3)
+			if v.Nanosecond()%1e3 != 0 {
+				return "", fmt.Errorf("%s: %w: %v is not whole microseconds", typ, ErrUnrepresentable, v)
 			}
-			return us, nil
-		},
-		appendText: func(dst, text []byte) ([]byte, error) {
-			us, err := parse(text)
-			if err != nil {
-				return dst, err
-			}
-			return avrobin.AppendLong(dst, us), nil
-		},
-		Encode: func(native any) (string, error) {
-			var us int64
-			switch v := native.(type) {
-			case time.Time:
-				// goavro's own inverse, wrapping arithmetic included: it
-				// maps math.MinInt64 and math.MaxInt64 back exactly.
-				us = v.Unix()*1e6 + int64(v.Nanosecond()/1e3)
-				if v.Nanosecond()%1e3 != 0 {
-					return "", fmt.Errorf("%s: %w: %v is not whole microseconds", typ, ErrUnrepresentable, v)
-				}
-			default:
-				n, ok := typeNativeInt(native)
-				if !ok {
-					return "", typeBadNative(typ, native)
-				}
-				us = n
-			}
-			var buf [40]byte
-			out, ok := pgtext.AppendTimestamp(buf[:0], us, withTZ)
+		default:
+			n, ok := typeNativeInt(native)
 			if !ok {
-				return "", fmt.Errorf("%s: %w: %d microseconds since 1970 is out of range", typ, ErrUnrepresentable, us)
+				return "", typeBadNative(typ, native)
 			}
-			return string(out), nil
-		},
-	}
+			us = n
+		}
+		var buf [40]byte
+		out, ok := pgtext.AppendTimestamp(buf[:0], us, withTZ)
+		if !ok {
+			return "", fmt.Errorf("%s: %w: %d microseconds since 1970 is out of range", typ, ErrUnrepresentable, us)
+		}
+		return string(out), nil
+	})
 }
 
 // TypeIntervalRecordName is the full name of the Avro record interval maps to.
