@@ -61,7 +61,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	interval := fs.Duration("interval", 0, "run a catch-up every `interval` (scheduled propagation)")
 	checkpointSchema := fs.String("checkpoint-schema", "public", "`schema` of the tributary_checkpoint table in the target")
 	ms := declareMultisite(fs)
-	rt := declareRuntime(fs, "256MB")
+	rt := declareRuntime(fs, "0")
 	groupTxns := fs.Int("group-max-txns", 0, "source `transactions` grouped into one target transaction at most, while more are already read (default 1000)")
 	groupEvents := fs.Int("group-max-events", 0, "`events` in one target transaction before the group closes at the next source commit (default 20000; duckdb: its --flush-rows)")
 	fs.Require("name")

@@ -62,7 +62,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	toastPlaceholder := fs.String("toast-placeholder", "", "`value` an unchanged TOASTed text-like, bytea or text[] column holds in a debezium envelope\n"+
 		"(default __debezium_unavailable_value, as Debezium's unavailable.value.placeholder); other types hold null")
 	skipTruncate := fs.Bool("envelope-skip-truncate", false, "write no records for TRUNCATE, as Debezium's default skipped.operations=t (debezium envelope only)")
-	rt := declareRuntime(fs, "80MB")
+	rt := declareRuntime(fs, "0")
 	fs.Require("source")
 	log, stopProfile, err := k.parseRuntime(fs, args, e, rt)
 	if err != nil {
