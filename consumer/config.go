@@ -114,8 +114,12 @@ type Config struct {
 	// Sinks that load in micro-batches (duckdb --flush-interval) set it.
 	GroupLinger time.Duration
 	// PartitionBuffer is how many records each partition may read ahead
-	// before it is paused (default 4096).
-	PartitionBuffer int
+	// before it is paused (default 4096), and PartitionBufferBytes how many
+	// bytes of record keys and values (default 8 MiB): whichever is reached
+	// first pauses it, so that memory does not grow with row size. A
+	// partition resumes when it has drained to half of both.
+	PartitionBuffer      int
+	PartitionBufferBytes int
 	// RetryMaxElapsed is how long Run retries transient errors, counted
 	// since the last successful apply, before returning the last one
 	// (default 10 minutes).
@@ -155,8 +159,8 @@ func (c *Config) validate() error {
 	if c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("Interval %v: must not be negative", c.Interval))
 	}
-	if c.GroupMaxTxns < 0 || c.GroupMaxEvents < 0 || c.PartitionBuffer < 0 || c.RetryMaxElapsed < 0 {
-		errs = append(errs, errors.New("GroupMaxTxns, GroupMaxEvents, PartitionBuffer, RetryMaxElapsed: must not be negative"))
+	if c.GroupMaxTxns < 0 || c.GroupMaxEvents < 0 || c.PartitionBuffer < 0 || c.PartitionBufferBytes < 0 || c.RetryMaxElapsed < 0 {
+		errs = append(errs, errors.New("GroupMaxTxns, GroupMaxEvents, PartitionBuffer, PartitionBufferBytes, RetryMaxElapsed: must not be negative"))
 	}
 	for _, t := range c.Tables {
 		if strings.TrimSpace(t) == "" || strings.Count(t, ".") > 1 {
@@ -171,6 +175,9 @@ func (c *Config) validate() error {
 	}
 	if c.PartitionBuffer == 0 {
 		c.PartitionBuffer = 4096
+	}
+	if c.PartitionBufferBytes == 0 {
+		c.PartitionBufferBytes = 8 << 20
 	}
 	if c.RetryMaxElapsed == 0 {
 		c.RetryMaxElapsed = 10 * time.Minute

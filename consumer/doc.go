@@ -24,7 +24,9 @@
 //     transaction as the data. On start the consumer resumes from it.
 //   - Bounded memory (G6): records stream from Kafka into the sink; a source
 //     transaction is never held whole. Each partition's read-ahead buffer is
-//     bounded, and a partition whose buffer is full is paused.
+//     bounded in records and in bytes (Config.PartitionBuffer and
+//     PartitionBufferBytes), and a partition whose buffer is full is paused,
+//     so that memory grows with neither transaction size nor row size.
 //   - Bad input is never dropped silently (G7): a record that cannot be
 //     decoded, an unknown schema ID, a value that cannot be converted, a
 //     target constraint violation, and a frame whose counts or LSNs do not

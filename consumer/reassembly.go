@@ -55,7 +55,8 @@ type reassembler struct {
 	src     fetcher
 	frames  frameDecoder
 	txTopic string
-	limit   int              // read-ahead per partition (Config.PartitionBuffer)
+	limit   int              // read-ahead per partition, in records (Config.PartitionBuffer)
+	bytes   int              // and in bytes of keys and values (Config.PartitionBufferBytes); 0 for no bound
 	now     func() time.Time // time.Now, but for tests
 	cp      Checkpoint       // committed checkpoint, updated after every Apply
 	tx      *part
@@ -84,6 +85,7 @@ type part struct {
 	appended int64 // offset after the last record buffered; -1 before any
 	seen     int64 // offset after the last record or marker received; -1 before any
 	paused   bool
+	size     int // bytes of the keys and values in buf from head (reassembler.add and take)
 	// skipBelow, when set, drops records at the partition's head whose
 	// commit LSN is below it: they belong to frames before the one the
 	// partition was positioned for (see reassembler.partition).
@@ -155,11 +157,16 @@ func (r *reassembler) add(rec *kgo.Record) {
 	}
 	p.appended = rec.Offset + 1
 	p.buf = append(p.buf, rec)
-	if !p.paused && p.pending() >= r.limit {
+	p.size += recordSize(rec)
+	if !p.paused && (p.pending() >= r.limit || r.bytes > 0 && p.size >= r.bytes) {
 		p.paused = true
 		r.src.pause(p.s)
 	}
 }
+
+// recordSize is what a buffered record counts against the read-ahead in
+// bytes: its key and value.
+func recordSize(rec *kgo.Record) int { return len(rec.Key) + len(rec.Value) }
 
 // behind is how many offsets of the transactions topic are committed but not
 // applied; a trailing transaction marker already read does not count.
@@ -171,10 +178,12 @@ func (r *reassembler) behind() int64 {
 	return r.lso - next
 }
 
-// take pops the head record of p, resuming p's fetches when it has drained.
+// take pops the head record of p, resuming p's fetches when it has drained
+// to half its read-ahead, in records and in bytes.
 func (r *reassembler) take(p *part) *kgo.Record {
 	rec := p.pop()
-	if p.paused && p.pending() <= r.limit/2 {
+	p.size -= recordSize(rec)
+	if p.paused && p.pending() <= r.limit/2 && (r.bytes == 0 || p.size <= r.bytes/2) {
 		p.paused = false
 		r.src.resume(p.s)
 	}

@@ -36,6 +36,12 @@ func dataRecord(s Stream, off int64, lsn pglogrepl.LSN, pos int64) *kgo.Record {
 	}}
 }
 
+// sized gives r a value of n bytes.
+func sized(r *kgo.Record, n int) *kgo.Record {
+	r.Value = make([]byte, n)
+	return r
+}
+
 func markerRecord(s Stream, off int64) *kgo.Record {
 	return &kgo.Record{Topic: s.Topic, Partition: s.Partition, Offset: off,
 		Attrs: kgo.NewRecordAttrs(kgo.RecordAttrsOpts{Control: true, Transactional: true})}
@@ -246,7 +252,7 @@ func generate(rng *rand.Rand, n int, ss []Stream) (map[Stream][]*kgo.Record, map
 			counts := map[Stream]int64{}
 			for pos := range int64(1 + rng.IntN(12)) {
 				s := ss[rng.IntN(len(ss))]
-				t.recs = append(t.recs, appendTo(s, func(off int64) *kgo.Record { return dataRecord(s, off, lsn, pos) }))
+				t.recs = append(t.recs, appendTo(s, func(off int64) *kgo.Record { return sized(dataRecord(s, off, lsn, pos), rng.IntN(64)) }))
 				counts[s]++
 			}
 			if s := ss[rng.IntN(len(ss))]; rng.IntN(5) == 0 && counts[s] == 0 {
@@ -317,6 +323,10 @@ func TestReassemblyDeliversWholeTransactionsOnce(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 19))
 		logs, frames, txns := generate(rng, 1+rng.IntN(40), testStreams[:1+rng.IntN(len(testStreams))])
 		limit, maxBatch := 1+rng.IntN(8), 1+rng.IntN(20)
+		byteLimit := 0 // read-ahead in bytes: none, or a bound that a record or two reach
+		if rng.IntN(2) == 0 {
+			byteLimit = 1 + rng.IntN(128)
+		}
 		durable := Checkpoint{Next: map[Stream]int64{}}
 		from := 0
 		if rng.IntN(3) == 0 {
@@ -338,6 +348,7 @@ func TestReassemblyDeliversWholeTransactionsOnce(t *testing.T) {
 				cp.Next[s] = n
 			}
 			r := f.reassembler(cp, limit)
+			r.bytes = byteLimit
 			crashAfter := -1 // frames until a crash; -1 for none
 			if rng.IntN(2) == 0 {
 				crashAfter = rng.IntN(10)
@@ -540,6 +551,7 @@ func TestReassemblerBuffering(t *testing.T) {
 		start     int64 // the partition's first offset to read
 		skipBelow uint64
 		limit     int
+		bytes     int // read-ahead in bytes; 0 for no bound
 		recs      []*kgo.Record
 		take      int // records taken after the fetch
 		want      want
@@ -570,10 +582,29 @@ func TestReassemblerBuffering(t *testing.T) {
 			recs: []*kgo.Record{dataRecord(s, 0, 100, 0), dataRecord(s, 1, 100, 1), dataRecord(s, 2, 100, 2),
 				dataRecord(s, 3, 100, 3), dataRecord(s, 4, 100, 4)},
 			take: 3, want: want{appended: 5, seen: 5, pending: 2}},
+		{name: "a full read-ahead in bytes pauses", start: 0, limit: 100, bytes: 3000,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 1000), sized(dataRecord(s, 1, 100, 1), 1000), sized(dataRecord(s, 2, 100, 2), 1000)},
+			want: want{appended: 3, seen: 3, pending: 3, paused: true}},
+		{name: "taking above half the bytes stays paused", start: 0, limit: 100, bytes: 3000,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 1000), sized(dataRecord(s, 1, 100, 1), 1000), sized(dataRecord(s, 2, 100, 2), 1000)},
+			take: 1, want: want{appended: 3, seen: 3, pending: 2, paused: true}},
+		{name: "taking down to half the bytes resumes", start: 0, limit: 100, bytes: 3000,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 1000), sized(dataRecord(s, 1, 100, 1), 1000), sized(dataRecord(s, 2, 100, 2), 1000)},
+			take: 2, want: want{appended: 3, seen: 3, pending: 1}},
+		{name: "a record larger than the bytes bound pauses until it is taken", start: 0, limit: 100, bytes: 500,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 1000)},
+			want: want{appended: 1, seen: 1, pending: 1, paused: true}},
+		{name: "taking the record larger than the bound resumes", start: 0, limit: 100, bytes: 500,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 1000)},
+			take: 1, want: want{appended: 1, seen: 1}},
+		{name: "a count bound reached first pauses under the bytes bound", start: 0, limit: 2, bytes: 1 << 20,
+			recs: []*kgo.Record{sized(dataRecord(s, 0, 100, 0), 10), sized(dataRecord(s, 1, 100, 1), 10)},
+			want: want{appended: 2, seen: 2, pending: 2, paused: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeKafka(map[Stream][]*kgo.Record{}, nil)
 			r := f.reassembler(Checkpoint{}, tc.limit)
+			r.bytes = tc.bytes
 			p := &part{s: s, appended: tc.start, seen: tc.start, skipBelow: tc.skipBelow}
 			r.parts[s] = p
 			f.consume(s, tc.start)

@@ -59,6 +59,7 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 	src := &kafkaFetcher{cl: cl, adm: adm, kafka: c.cfg.Kafka, txTopic: c.txTopic}
 	r := &reader{reassembler: newReassembler(src, dec, c.txTopic, c.cfg.PartitionBuffer, cp, next),
 		c: c, cl: cl, adm: adm, dec: dec}
+	r.bytes = c.cfg.PartitionBufferBytes
 	for s, n := range cp.Next {
 		if o, ok := old.Next[s]; !ok || o != n {
 			if r.reset == nil {
