@@ -256,7 +256,7 @@ func (w *keyWorker) run(ctx context.Context, next int64, progressed func()) erro
 				if rec.Value == nil {
 					continue // a tombstone after a delete (--tombstones)
 				}
-				ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+				ev := &Event{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Size: recordSize(rec)}
 				ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
 				if err := w.dec.event(ctx, rec, ev); err != nil {
 					return nil, ev.Wrap(err)

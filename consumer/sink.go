@@ -187,6 +187,10 @@ type Event struct {
 	Partition int32
 	Offset    int64
 	Position  int64 // position within the source transaction
+	// Size is the bytes of the Kafka record's key and value: what a sink
+	// that holds events counts to bound its memory by bytes, not only by
+	// events.
+	Size int
 
 	// Op is the change: insert, update, delete, snapshot read or truncate;
 	// empty for a message.

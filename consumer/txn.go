@@ -329,7 +329,7 @@ func (g *group) next(ctx context.Context) (*Event, error) {
 		if rec.Value == nil && rec.Topic != r.c.msgTopic {
 			continue // a tombstone after a delete (--tombstones): counted, not an event
 		}
-		ev := &Event{Txn: g.cur.txn, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+		ev := &Event{Txn: g.cur.txn, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Size: recordSize(rec)}
 		ev.Position, _ = headerInt(rec, schemas.HeaderPosition)
 		if rec.Topic == r.c.msgTopic {
 			if ev.Message, err = r.dec.message(ctx, rec); err != nil {

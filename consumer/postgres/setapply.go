@@ -17,7 +17,7 @@ import (
 
 // Set-based apply.
 //
-// The writer flushes its pending events (at most flushAt, whole or parts of
+// The writer flushes its pending events (at most flushAt or flushBytes, whole or parts of
 // several source transactions of one target transaction) either in event
 // order (flushOrdered: COPY for runs of inserts into one table, one
 // pipelined statement per other change), or, when every pending event

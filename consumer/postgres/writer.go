@@ -20,8 +20,13 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-// flushAt is how many events the writer holds before sending them.
-const flushAt = 2000
+// flushAt and flushBytes bound what the writer holds before sending it: so
+// many events, or so many bytes of their Kafka records (consumer.Event.Size),
+// so that memory does not grow with row size.
+const (
+	flushAt    = 2000
+	flushBytes = 8 << 20
+)
 
 // writer sends one Apply's events: pending events are flushed in order, runs
 // of plain inserts into one table with COPY, the rest as one pipelined batch.
@@ -29,6 +34,7 @@ type writer struct {
 	s       *Sink
 	tx      pgx.Tx
 	pending []*consumer.Event
+	held    int // Size of the pending events
 	newIDs  map[int]bool
 	// cs writes the changes of the tables the conflict engine handles.
 	cs *conflict.Session
@@ -71,12 +77,13 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 		}
 		return w.cs.Apply(ctx, w.tx, ev)
 	}
-	if len(w.pending) >= flushAt && !inTruncate {
+	if (len(w.pending) >= flushAt || w.held >= flushBytes) && !inTruncate {
 		if err := w.flush(ctx); err != nil {
 			return err
 		}
 	}
 	w.pending = append(w.pending, ev)
+	w.held += ev.Size
 	return nil
 }
 
@@ -116,7 +123,7 @@ func (w *writer) ensureTable(ctx context.Context, t *consumer.Table) error {
 // flushSet), else in event order.
 func (w *writer) flush(ctx context.Context) error {
 	evs := w.pending
-	w.pending = w.pending[:0]
+	w.pending, w.held = w.pending[:0], 0
 	if done, err := w.flushSet(ctx, evs); done || err != nil {
 		clear(evs)
 		return err
