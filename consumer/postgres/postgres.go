@@ -19,6 +19,9 @@
 //     inserts into one table use COPY. Values travel as PostgreSQL text
 //     literals (schemas.Codec.Encode), which the target parses with the
 //     column's own input function.
+//   - Bounded memory: the writer holds at most 2,000 events or 8 MiB of
+//     their Kafka records before it flushes them, whatever the size of the
+//     source transaction or of its rows.
 //   - Set-based apply: a flush whose changes allow it (keyed tables without
 //     replay triggers, no key changes, no snapshot reads, truncates or
 //     pending changes, OnConflictError) applies each table's updates as one
