@@ -15,7 +15,7 @@ import (
 // subprocess and checks that its peak resident memory stays under 300 MB
 // (G6: memory grows with neither transaction size nor row size). Bounds in
 // records or events only (a read-ahead of 4096 records per partition, a
-// sink flushing every 2,000 events) held most of the backlog: 823 MB.
+// sink flushing every 2,000 events) held most of the backlog: 650 MB.
 func TestConsumerWideRowsBoundedMemory(t *testing.T) {
 	const (
 		rows  = 1500
