@@ -2,7 +2,6 @@ package integration
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,31 +38,11 @@ func TestConsumerWideRowsBoundedMemory(t *testing.T) {
 		"--brokers", e.k.Brokers[0], "--registry", e.k.RegistryURL, "--prefix", e.prefix,
 		"--name", "wide", "--target", e.target.DSN, "--until-caught-up", "--log-format", "json")
 	pid := proc.Cmd.Process.Pid
-	var mu sync.Mutex
-	var peak int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if v, err := bigtxVmHWM(pid); err == nil {
-				mu.Lock()
-				peak = max(peak, v)
-				mu.Unlock()
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	rss := watchPeakRSS(pid, 50*time.Millisecond)
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		exited, err := proc.Exited()
 		if exited {
-			close(stop)
-			<-sampled
 			if err != nil {
 				t.Fatalf("consumer --until-caught-up: %v\n%s", err, proc.Output())
 			}
@@ -72,20 +51,13 @@ func TestConsumerWideRowsBoundedMemory(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("consumer did not catch up in 5 minutes:\n%s", proc.Output())
 		}
-		// Sample right before the process may exit: VmHWM is gone after.
-		if v, err := bigtxVmHWM(pid); err == nil {
-			mu.Lock()
-			peak = max(peak, v)
-			mu.Unlock()
-		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	peak := rss.Stop()
 	c := e.target.Conn(t)
 	if got := e.queryInt(c, "SELECT count(*) FROM wide WHERE length(note) = $1", width); got != rows {
 		t.Fatalf("%d rows of %d bytes at the target, want %d", got, width, rows)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	t.Logf("%d rows of %d KB: consumer VmHWM %.1f MB", rows, width>>10, float64(peak)/(1<<20))
 	if peak == 0 {
 		t.Fatal("no VmHWM sample of the consumer was taken")

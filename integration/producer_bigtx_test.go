@@ -17,8 +17,8 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-// bigtxVmHWM reads the peak resident set size (VmHWM) of pid in bytes.
-func bigtxVmHWM(pid int) (int64, error) {
+// vmHWM reads the peak resident set size (VmHWM) of pid in bytes.
+func vmHWM(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -34,6 +34,52 @@ func bigtxVmHWM(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// peakRSS samples a process's VmHWM (the kernel's own high-water mark) every
+// interval until stopped, so that a process that crashes or exits still
+// leaves the figure read before it: VmHWM is gone with the process.
+type peakRSS struct {
+	pid  int
+	mu   sync.Mutex
+	peak int64 // 0 until a sample is read
+	stop chan struct{}
+	done chan struct{}
+}
+
+func watchPeakRSS(pid int, every time.Duration) *peakRSS {
+	w := &peakRSS{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			w.sample()
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return w
+}
+
+func (w *peakRSS) sample() {
+	if v, err := vmHWM(w.pid); err == nil {
+		w.mu.Lock()
+		w.peak = max(w.peak, v)
+		w.mu.Unlock()
+	}
+}
+
+// Stop samples once more (the process may still run), stops the sampling
+// and returns the peak in bytes: 0 when no sample could be read.
+func (w *peakRSS) Stop() int64 {
+	w.sample()
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak
 }
 
 // TestProducerLargeTransactionBoundedMemory streams one 1,000,000-row source
@@ -57,34 +103,11 @@ func TestProducerLargeTransactionBoundedMemory(t *testing.T) {
 		"--snapshot", "never", "--log-format", "json", "--heartbeat-interval", "1s")
 	e.waitSlotActive(t, "slot")
 	pid := proc.Cmd.Process.Pid
-	base, err := bigtxVmHWM(pid)
+	base, err := vmHWM(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// Sample VmHWM while the transaction streams, so that a crash still
-	// leaves a figure (VmHWM is the kernel's own high-water mark).
-	var mu sync.Mutex
-	peak := base
-	sampleDone := make(chan struct{})
-	stopSampling := make(chan struct{})
-	go func() {
-		defer close(sampleDone)
-		for {
-			if v, err := bigtxVmHWM(pid); err == nil {
-				mu.Lock()
-				if v > peak {
-					peak = v
-				}
-				mu.Unlock()
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
+	rss := watchPeakRSS(pid, 200*time.Millisecond)
 
 	start := time.Now()
 	// ~100-byte rows: 8 + 4 + 88 bytes of text.
@@ -113,17 +136,7 @@ func TestProducerLargeTransactionBoundedMemory(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	final, err := bigtxVmHWM(pid)
-	if err != nil {
-		t.Fatalf("read VmHWM: %v\n%s", err, proc.Output())
-	}
-	close(stopSampling)
-	<-sampleDone
-	mu.Lock()
-	if final > peak {
-		peak = final
-	}
-	mu.Unlock()
+	peak := rss.Stop()
 	if err := proc.Stop(t, time.Minute); err != nil {
 		t.Errorf("producer exit after SIGTERM: %v\n%s", err, proc.Output())
 	}
