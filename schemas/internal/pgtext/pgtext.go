@@ -837,34 +837,19 @@ var ErrArrayShape = errors.New("not a one-dimensional array with lower bound 1")
 // ("[0:2]={...}") or a nested array returns an error wrapping
 // ErrArrayShape; other malformed input wraps ErrSyntax.
 func ParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, null bool) error) ([]byte, error) {
-	i := 0
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
+	i := skipSpace(b, 0)
 	if i < len(b) && b[i] == '[' {
 		return scratch, ErrArrayShape
 	}
 	if i >= len(b) || b[i] != '{' {
 		return scratch, ErrSyntax
 	}
-	i++
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
+	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		i++
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
-		if i != len(b) {
-			return scratch, ErrSyntax
-		}
-		return scratch, nil
+		return scratch, arrayEnd(b, i)
 	}
 	for {
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
+		i = skipSpace(b, i)
 		if i >= len(b) {
 			return scratch, ErrSyntax
 		}
@@ -897,9 +882,7 @@ func ParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, null 
 			if !closed {
 				return scratch, ErrSyntax
 			}
-			for i < len(b) && isSpace(b[i]) {
-				i++
-			}
+			i = skipSpace(b, i)
 		default:
 			escaped := false
 			// keep is the length of scratch up to the last character that is
@@ -948,15 +931,25 @@ func ParseArray(b []byte, delim byte, scratch []byte, fn func(elem []byte, null 
 		if b[i] != '}' {
 			return scratch, ErrSyntax
 		}
-		i++
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
-		if i != len(b) {
-			return scratch, ErrSyntax
-		}
-		return scratch, nil
+		return scratch, arrayEnd(b, i)
 	}
+}
+
+// skipSpace returns the index of the first byte of b at or after i that is
+// not whitespace, or len(b).
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// arrayEnd checks that only whitespace follows the closing brace at b[i].
+func arrayEnd(b []byte, i int) error {
+	if skipSpace(b, i+1) != len(b) {
+		return ErrSyntax
+	}
+	return nil
 }
 
 // AppendArrayElem appends one element of an array literal, quoted and
