@@ -297,3 +297,70 @@ func TestHistorySinkBadInput(t *testing.T) {
 		t.Fatalf("New without DSN: %v", err)
 	}
 }
+
+// TestHistorySinkChunkFailureFailsTheApply: the history writer sends an
+// Apply's rows in chunks of FlushRows. A chunk that the target refuses, with
+// chunks before and after it in the same Apply, must fail that Apply with an
+// error naming the chunk's table and commit LSN, roll all of it back (rows
+// and checkpoint), and leave the consumer to resume there and record every
+// change exactly once when the cause is gone.
+func TestHistorySinkChunkFailureFailsTheApply(t *testing.T) {
+	e := newConsumerEnv(t)
+	e.prod.addTable(accountTable("hacct"), 1)
+	run := func(name string) error {
+		s, err := history.New(history.Config{DSN: e.target.DSN, Consumer: name, Logger: e.log, FlushRows: 4})
+		must(t, err)
+		c, err := consumer.New(consumer.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(e.k.Brokers...)}, Registry: e.reg,
+			Prefix: e.prefix, Name: name, Sink: s, Logger: e.log, UntilCaughtUp: true, RetryMaxElapsed: time.Second})
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return c.Run(ctx)
+	}
+	// The history table exists before the poison is laid in it.
+	e.prod.commit([]change{{table: "hacct", op: "c", after: acct(0, 0, "first")}})
+	must(t, run("h"))
+	tc := e.target.Conn(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN IF NEW.id = 25 THEN RAISE EXCEPTION 'poisoned row %', NEW.id; END IF; RETURN NEW; END $$`,
+		`CREATE TRIGGER poison BEFORE INSERT ON public.hacct_history FOR EACH ROW EXECUTE FUNCTION poison()`,
+		// The sink writes as session_replication_role = replica.
+		`ALTER TABLE public.hacct_history ENABLE ALWAYS TRIGGER poison`,
+	} {
+		if _, err := tc.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// One source transaction of 40 rows is one Apply of 10 chunks of 4
+	// rows: id 25 is in the seventh, and chunks follow it.
+	var ch []change
+	for i := 1; i <= 40; i++ {
+		ch = append(ch, change{table: "hacct", op: "c", after: acct(i, int64(i), "n")})
+	}
+	bad := e.prod.commit(ch)
+	var cpBefore string
+	must(t, tc.QueryRow(ctx, `SELECT string_agg(next_offset::text, ',' ORDER BY topic, partition) FROM tributary_checkpoint WHERE consumer = 'h'`).Scan(&cpBefore))
+	err := run("h")
+	if err == nil || !strings.Contains(err.Error(), "poisoned row 25") || !strings.Contains(err.Error(), `"hacct_history"`) ||
+		!strings.Contains(err.Error(), bad.String()) {
+		t.Fatalf("want the refused chunk's error naming its table and commit LSN %s, got %v", bad, err)
+	}
+	var n int64
+	var cpAfter string
+	must(t, tc.QueryRow(ctx, `SELECT count(*) FROM public.hacct_history`).Scan(&n))
+	must(t, tc.QueryRow(ctx, `SELECT string_agg(next_offset::text, ',' ORDER BY topic, partition) FROM tributary_checkpoint WHERE consumer = 'h'`).Scan(&cpAfter))
+	if n != 1 || cpAfter != cpBefore {
+		t.Fatalf("the failed Apply left %d history rows (want the 1 from before) and checkpoint %s (want %s)", n, cpAfter, cpBefore)
+	}
+	if _, err := tc.Exec(ctx, `DROP TRIGGER poison ON public.hacct_history`); err != nil {
+		t.Fatal(err)
+	}
+	must(t, run("h"))
+	var rows, keys, maxVersion int64
+	must(t, tc.QueryRow(ctx, `SELECT count(*), count(DISTINCT id), max(version) FROM public.hacct_history`).Scan(&rows, &keys, &maxVersion))
+	if rows != 41 || keys != 41 || maxVersion != 1 {
+		t.Fatalf("after the restart: %d rows of %d keys, max version %d; want 41 rows of 41 keys, each version 1", rows, keys, maxVersion)
+	}
+}
