@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -614,5 +615,118 @@ func TestProducerTruncateAndMessages(t *testing.T) {
 				t.Fatalf("the transactional message of a rolled-back transaction reached Kafka")
 			}
 		}
+	}
+}
+
+// TestProducerEventTooLarge: a change whose event is larger than
+// MaxEventBytes (--max-event-bytes) stops the producer with
+// ErrEventTooLarge, naming its table, key and LSN, before any of its
+// transaction reaches Kafka and without confirming it to the slot. A
+// restart with a larger limit writes it, once, after what came before it.
+// (Before the limit was checked, an event beyond the Kafka client's 8 MiB
+// buffer failed inside the client, naming neither table nor key.)
+func TestProducerEventTooLarge(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t,
+		`CREATE TABLE docs (id int PRIMARY KEY, body text)`,
+		`ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL`,
+		`CREATE PUBLICATION pub FOR TABLE docs`)
+	cfg := e.producerConfig(t)
+	cfg.MaxEventBytes = 1 << 20
+	p, err := producer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	e.waitSlotActive(t, "slot")
+	e.pg.Exec(t, `INSERT INTO docs VALUES (1, 'small')`)
+	c := e.pg.Conn(t)
+	var before string
+	if err := c.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	// 2 MiB of md5 digits: twice the limit.
+	e.pg.Exec(t, `INSERT INTO docs SELECT 2, string_agg(md5(g::text), '') FROM generate_series(1, 65536) g`)
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("the producer kept running for 2 minutes past an event twice its limit")
+	}
+	if !errors.Is(err, producer.ErrEventTooLarge) {
+		t.Fatalf("want ErrEventTooLarge, got %v", err)
+	}
+	for _, want := range []string{"public.docs", "key (id=2)", "lsn ", "commit ", "--max-event-bytes", "limit 1048576"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error does not name %q: %v", want, err)
+		}
+	}
+	t.Logf("stopped: %v", err)
+	var held bool
+	if err := c.QueryRow(context.Background(),
+		`SELECT confirmed_flush_lsn <= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'slot'`, before).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if !held {
+		t.Fatal("the slot confirmed the transaction of the event that was not written")
+	}
+	ids := func() []int {
+		var out []int
+		for _, ev := range harness.ReadLog(t, e.kafka, e.reg, e.prefix).Events() {
+			if ev.Topic == e.prefix+".public.docs" {
+				out = append(out, int(ev.After["id"].(int32)))
+			}
+		}
+		return out
+	}
+	if got := ids(); !slices.Equal(got, []int{1}) {
+		t.Fatalf("Kafka holds the rows %v of docs after the stop, want [1]", got)
+	}
+	// The way past: a larger limit. The row is written once, after row 1.
+	var end string
+	if err := c.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxEventBytes = 4 << 20
+	stop := e.runProducer(t, cfg)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var ok bool
+		if err := c.QueryRow(context.Background(),
+			`SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'slot'`, end).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted producer did not confirm the large row's transaction in 2 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stop()
+	if got := ids(); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("Kafka holds the rows %v of docs after the restart, want [1 2]", got)
+	}
+	// The topic the first producer created for 1 MiB events was raised.
+	rcs, err := e.kafka.Admin(t).DescribeTopicConfigs(context.Background(), e.prefix+".public.docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(e.prefix+".public.docs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raised := false
+	for _, c := range rc.Configs {
+		if c.Key == "max.message.bytes" && c.Value != nil {
+			raised = *c.Value == fmt.Sprint(4<<20+64<<10)
+			t.Logf("max.message.bytes of the docs topic: %s", *c.Value)
+		}
+	}
+	if !raised {
+		t.Fatal("the restarted producer did not raise the topic's max.message.bytes to 4 MiB + 64 KiB")
 	}
 }

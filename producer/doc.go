@@ -33,6 +33,8 @@
 //     byte for byte what the table's goavro codecs write.
 //   - Bad input stops with an error naming the table, column, key and LSN (G7),
 //     at a resumable place: nothing past the last Kafka commit is confirmed.
+//     So does an event larger than Config.MaxEventBytes (ErrEventTooLarge),
+//     before the Kafka client or the broker would refuse it namelessly.
 //
 // Any error ends the replication session. Run retries it, restarting the
 // session with backoff from the durable state (the slot and the state topic),

@@ -50,6 +50,14 @@ type Config struct {
 	// "lz4" or "zstd" (which some clients read only with an extra codec,
 	// kafkajs among them).
 	Compression string
+	// MaxEventBytes bounds one event: its key, value and headers (8 MiB).
+	// An event beyond it stops the producer with ErrEventTooLarge, naming
+	// its table, key and LSN, before its transaction is written: a restart
+	// with a larger MaxEventBytes writes it. The Kafka client buffers at
+	// least one such event, its record batches hold up to MaxEventBytes
+	// plus batchOverhead, and its topics allow them (max.message.bytes:
+	// set on the topics it creates, raised on those that exist with less).
+	MaxEventBytes int
 	// TopicConfig is given to the topics the producer creates
 	// (retention.ms, segment.bytes...); cleanup.policy only to the data
 	// topics, whose records are keyed (the transactions topic's frames are
@@ -134,6 +142,9 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.Prefix, " /\\:") {
 		errs = append(errs, fmt.Sprintf("Prefix (--prefix) %q: not a valid topic prefix", c.Prefix))
 	}
+	if c.MaxEventBytes < 0 || c.MaxEventBytes > maxEventLimit {
+		errs = append(errs, fmt.Sprintf("MaxEventBytes (--max-event-bytes) %d: want at most %d (1 GiB less the batch overhead)", c.MaxEventBytes, maxEventLimit))
+	}
 	if _, err := compressionCodec(c.Compression); err != nil {
 		errs = append(errs, "Compression (--compression): "+err.Error())
 	}
@@ -178,6 +189,7 @@ func (c *Config) validate() error {
 	if c.Partitions <= 0 {
 		c.Partitions = 3
 	}
+	defInt(&c.MaxEventBytes, 8<<20)
 	defInt(&c.SnapshotChunkRows, 50000)
 	defInt(&c.SnapshotWorkers, 2)
 	defInt(&c.GroupMaxEvents, 20000)

@@ -377,8 +377,9 @@ func (s *session) openKafka(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		// Bounded buffering is what keeps memory independent of transaction
 		// size (G6): Produce blocks, and so does decoding, when it is full.
-		kgo.MaxBufferedBytes(8<<20),
-		kgo.ProducerBatchMaxBytes(maxMessageBytes),
+		// The buffer holds at least one largest event.
+		kgo.MaxBufferedBytes(max(8<<20, cfg.MaxEventBytes)),
+		kgo.ProducerBatchMaxBytes(int32(cfg.MaxEventBytes+batchOverhead)),
 		kgo.MaxBufferedRecords(10000),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.RecordDeliveryTimeout(5*time.Minute),
@@ -401,7 +402,7 @@ func (s *session) openKafka(ctx context.Context) error {
 	if _, _, err := s.kcl.ProducerID(ctx); err != nil {
 		return fmt.Errorf("kafka: initialize transactional producer: %w", err)
 	}
-	s.w = newKafkaWriter(s.kcl, cfg.Partitions, cfg.KafkaCommitTimeout)
+	s.w = newKafkaWriter(s.kcl, cfg.Partitions, cfg.MaxEventBytes+batchOverhead, cfg.KafkaCommitTimeout, s.log)
 	s.stopWatch = s.w.watch(ctx)
 	s.txTopic = schemas.TransactionsTopic(cfg.Prefix)
 	if _, err := s.w.ensureTopic(ctx, s.txTopic, 1, s.topicConfig(false)...); err != nil {
@@ -1081,6 +1082,9 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderUnchangedToast, Value: h})
 		}
 	}
+	if err := checkEventSize(r, s.cfg.MaxEventBytes); err != nil {
+		return nil, err
+	}
 	r.Partition = int32(part.Partition(r, int(rs.topic.n)))
 	return r, nil
 }
@@ -1245,6 +1249,9 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		return retry.Terminal(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
 	}
 	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
+	if err := checkEventSize(r, s.cfg.MaxEventBytes); err != nil {
+		return retry.Terminal(fmt.Errorf("message %q at %s (xid %d, commit %s): %w", m.Prefix, m.LSN, s.tx.xid, s.tx.commitLSN, err))
+	}
 	r.Partition = s.w.partitionFor(s.msgTopic, r)
 	if err := s.produce(ctx, r); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,10 +17,34 @@ import (
 	"github.com/tributary-cdc/tributary/internal/retry"
 )
 
-// maxMessageBytes bounds one record batch, and so one event: a 1-MB TOASTed
-// value alone exceeds Kafka's default max.message.bytes (1048588). Topics the
-// producer creates allow it; brokers must allow it for existing topics.
-const maxMessageBytes = 16 << 20
+// batchOverhead is the room a record batch needs beside its one largest
+// event: the batch header and the record's own framing.
+const batchOverhead = 64 << 10
+
+// maxEventLimit is the largest MaxEventBytes: Kafka bounds a record batch
+// at 1 GiB.
+const maxEventLimit = 1<<30 - batchOverhead
+
+// ErrEventTooLarge is an event larger than Config.MaxEventBytes
+// (--max-event-bytes): Kafka refuses a record batch larger than the topic's
+// max.message.bytes, and the producer stops before it rather than after.
+var ErrEventTooLarge = errors.New("event larger than --max-event-bytes")
+
+// checkEventSize returns ErrEventTooLarge, with its size and the limit, for
+// a record whose key, value and headers exceed limit bytes: what the Kafka
+// client counts.
+func checkEventSize(r *kgo.Record, limit int) error {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	if n <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: %d bytes for topic %s, limit %d; restart with a larger --max-event-bytes "+
+		"(the producer raises max.message.bytes of its topics to match), or make the row smaller",
+		ErrEventTooLarge, n, r.Topic, limit)
+}
 
 // kafkaWriter writes records inside Kafka transactions and knows each record's
 // partition before it is sent, so that a frame can count records per
@@ -29,7 +54,9 @@ const maxMessageBytes = 16 << 20
 type kafkaWriter struct {
 	cl            *kgo.Client
 	adm           *kadm.Client
-	partitions    int32         // for topics this writer creates
+	partitions    int32 // for topics this writer creates
+	maxBatchBytes int   // max.message.bytes of topics this writer creates
+	log           *slog.Logger
 	commitTimeout time.Duration // bounds commitOpen; 0 for none
 	hasher        kgo.Partitioner
 	topics        map[string]topicInfo
@@ -47,9 +74,9 @@ type topicInfo struct {
 	part kgo.TopicPartitioner
 }
 
-func newKafkaWriter(cl *kgo.Client, partitions int32, commitTimeout time.Duration) *kafkaWriter {
+func newKafkaWriter(cl *kgo.Client, partitions int32, maxBatchBytes int, commitTimeout time.Duration, log *slog.Logger) *kafkaWriter {
 	return &kafkaWriter{
-		cl: cl, adm: kadm.NewClient(cl), partitions: partitions, commitTimeout: commitTimeout,
+		cl: cl, adm: kadm.NewClient(cl), partitions: partitions, maxBatchBytes: maxBatchBytes, commitTimeout: commitTimeout, log: log,
 		hasher: kgo.StickyKeyPartitioner(nil),
 		topics: map[string]topicInfo{},
 	}
@@ -65,7 +92,7 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32, co
 	if n == 0 {
 		n = w.partitions
 	}
-	maxBytes := strconv.Itoa(maxMessageBytes)
+	maxBytes := strconv.Itoa(w.maxBatchBytes)
 	configs := map[string]*string{"max.message.bytes": &maxBytes}
 	for i := 0; i+1 < len(config); i += 2 {
 		configs[config[i]] = &config[i+1]
@@ -76,6 +103,11 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32, co
 	}
 	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 		return topicInfo{}, fmt.Errorf("create topic %s: %w", topic, resp.Err)
+	}
+	if errors.Is(err, kerr.TopicAlreadyExists) || errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		if err := w.allowBatches(ctx, topic); err != nil {
+			return topicInfo{}, err
+		}
 	}
 	// A new topic's metadata reaches every broker a moment after creation,
 	// and its partitions get leaders a moment later.
@@ -105,6 +137,51 @@ func (w *kafkaWriter) ensureTopic(ctx context.Context, topic string, n int32, co
 	ti := topicInfo{n: int32(len(td.Partitions)), part: w.hasher.ForTopic(topic)}
 	w.topics[topic] = ti
 	return ti, nil
+}
+
+// allowBatches raises max.message.bytes of an existing topic to the
+// writer's batch size when it is lower: a topic created by a producer with
+// a smaller --max-event-bytes (or by hand) would refuse the larger events
+// with MESSAGE_TOO_LARGE, naming no table or key. It never lowers the
+// setting. A topic whose configuration cannot be read is left as it is,
+// with a warning.
+func (w *kafkaWriter) allowBatches(ctx context.Context, topic string) error {
+	rcs, err := w.adm.DescribeTopicConfigs(ctx, topic)
+	var have int64 = -1
+	if err == nil {
+		var rc kadm.ResourceConfig
+		if rc, err = rcs.On(topic, nil); err == nil && rc.Err != nil {
+			err = rc.Err
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "max.message.bytes" && c.Value != nil {
+				have, _ = strconv.ParseInt(*c.Value, 10, 64)
+			}
+		}
+	}
+	if err != nil || have < 0 {
+		w.log.Warn("topic configuration not read: its max.message.bytes is not checked against --max-event-bytes",
+			"topic", topic, "need_max_message_bytes", w.maxBatchBytes, "error", err)
+		return nil
+	}
+	if have >= int64(w.maxBatchBytes) {
+		return nil
+	}
+	want := strconv.Itoa(w.maxBatchBytes)
+	resps, err := w.adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &want}}, topic)
+	if err == nil {
+		for _, r := range resps {
+			if r.Err != nil {
+				err = fmt.Errorf("%w %s", r.Err, r.ErrMessage)
+			}
+		}
+	}
+	if err != nil {
+		return retry.Terminal(fmt.Errorf("topic %s allows record batches of %d bytes, --max-event-bytes needs %d: "+
+			"raise its max.message.bytes (the producer could not: %w)", topic, have, w.maxBatchBytes, err))
+	}
+	w.log.Info("topic max.message.bytes raised for --max-event-bytes", "topic", topic, "from", have, "to", w.maxBatchBytes)
+	return nil
 }
 
 // topicReady returns nil when td has partitions and each has a leader, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -108,7 +109,7 @@ func TestCommitTimeoutBoundsEndTxn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	w := newKafkaWriter(cl, 1, 500*time.Millisecond)
+	w := newKafkaWriter(cl, 1, 8<<20+batchOverhead, 500*time.Millisecond, slog.Default())
 	defer w.watch(context.Background())()
 	if err := w.begin(); err != nil {
 		t.Fatal(err)

@@ -35,6 +35,8 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	partitions := fs.Int("partitions", 3, "partition `count` of the data topics it creates")
 	compression := fs.String("compression", "none", "record batch `codec`: none, gzip, snappy, lz4 or zstd; none is read by every Kafka client\n"+
 		"(kafkajs reads snappy, lz4 and zstd only with an extra codec) and costs no CPU")
+	maxEvent := fs.String("max-event-bytes", "8MB", "largest event `size` (key, value and headers of one change), e.g. 8MB or 64MB; a larger one stops the producer,\n"+
+		"naming its table, key and LSN, before its transaction is written; topics it creates allow record batches of this size plus 64kB")
 	topicConfig := fs.StringList("topic-config", nil, "`key=value,...` for the topics it creates, e.g. retention.ms=604800000;\n"+
 		"cleanup.policy applies to the data topics only")
 	snapshot := fs.String("snapshot", "initial", "initial snapshot `mode`: initial, never or only")
@@ -98,6 +100,10 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	maxEventBytes, err := parseSize(*maxEvent)
+	if err != nil || maxEventBytes <= 0 || maxEventBytes > 1<<30 {
+		return usageError{errorf("--max-event-bytes %q: want a size such as 8MB, up to 1GB", *maxEvent)}
+	}
 	opts, reg, h, err := k.connect(*metricsAddr, log)
 	if err != nil {
 		return err
@@ -106,7 +112,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	p, err := producer.New(producer.Config{
 		SourceDSN: *source, Publication: *publication, Slot: *slot, Tables: specs, Prefix: *k.prefix,
 		KafkaOpts: opts, Registry: reg, Version: version,
-		Partitions: int32(*partitions), Compression: *compression, TopicConfig: tc, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
+		Partitions: int32(*partitions), Compression: *compression, MaxEventBytes: int(maxEventBytes), TopicConfig: tc, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
 		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
