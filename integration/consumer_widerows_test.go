@@ -39,19 +39,12 @@ func TestConsumerWideRowsBoundedMemory(t *testing.T) {
 		"--name", "wide", "--target", e.target.DSN, "--until-caught-up", "--log-format", "json")
 	pid := proc.Cmd.Process.Pid
 	rss := watchPeakRSS(pid, 50*time.Millisecond)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		exited, err := proc.Exited()
-		if exited {
-			if err != nil {
-				t.Fatalf("consumer --until-caught-up: %v\n%s", err, proc.Output())
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer did not catch up in 5 minutes:\n%s", proc.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+	exited, err := proc.Wait(5 * time.Minute)
+	if !exited {
+		t.Fatalf("consumer did not catch up in 5 minutes:\n%s", proc.Output())
+	}
+	if err != nil {
+		t.Fatalf("consumer --until-caught-up: %v\n%s", err, proc.Output())
 	}
 	peak := rss.Stop()
 	c := e.target.Conn(t)

@@ -115,19 +115,12 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 		t.Fatalf("reseed should wait for A's consumer of B (exited: %v):\n%s", done, proc.Output())
 	}
 	a.consumeStoppable(t, b, surviveYAML)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		done, err := proc.Exited()
-		if done {
-			if err != nil {
-				t.Fatalf("reseed B from A: %v\n%s", err, proc.Output())
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reseed did not finish in 3 minutes:\n%s", proc.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
+	done, err := proc.Wait(3 * time.Minute)
+	if !done {
+		t.Fatalf("reseed did not finish in 3 minutes:\n%s", proc.Output())
+	}
+	if err != nil {
+		t.Fatalf("reseed B from A: %v\n%s", err, proc.Output())
 	}
 	out := proc.Output()
 	t.Logf("reseed:\n%s", lastLines(out, 12))

@@ -91,6 +91,17 @@ func (p *Proc) Exited() (bool, error) {
 	}
 }
 
+// Wait waits up to timeout for the process to end on its own; it reports
+// whether it ended, and its wait error.
+func (p *Proc) Wait(timeout time.Duration) (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	case <-time.After(timeout):
+		return false, nil
+	}
+}
+
 // Stop sends SIGTERM and waits up to timeout for a clean exit; it returns the
 // exit error, or fails the test when the process does not stop in time.
 func (p *Proc) Stop(t testing.TB, timeout time.Duration) error {
