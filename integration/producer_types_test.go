@@ -643,6 +643,10 @@ func TestProducerEventTooLarge(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	e.waitSlotActive(t, "slot")
 	e.pg.Exec(t, `INSERT INTO docs VALUES (1, 'small')`)
+	// Row 1's transaction must be in Kafka before row 2 is written: the
+	// producer groups transactions that arrive close together into one
+	// Kafka transaction, and the stop aborts the whole group.
+	e.waitFrameCount(t, 1)
 	c := e.pg.Conn(t)
 	var before string
 	if err := c.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&before); err != nil {
