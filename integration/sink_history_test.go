@@ -364,3 +364,61 @@ func TestHistorySinkChunkFailureFailsTheApply(t *testing.T) {
 		t.Fatalf("after the restart: %d rows of %d keys, max version %d; want 41 rows of 41 keys, each version 1", rows, keys, maxVersion)
 	}
 }
+
+// TestHistorySinkKeyEqualInAnotherForm: PostgreSQL logs an update's old key
+// when the key's bytes change, also when the new key equals the old one
+// (numeric 1.0 to 1.00, citext 'a' to 'A'), and the producer then sends a
+// delete of the old key and an insert of the new, as for any key change.
+// The history must number those versions of one key in order, whether they
+// arrive in one chunk of the writer or in several: keys that differ as
+// text may be one key at the target.
+func TestHistorySinkKeyEqualInAnotherForm(t *testing.T) {
+	e := newEnv(t)
+	target := harness.StartPostgres(t)
+	target.Exec(t, `CREATE EXTENSION citext`)
+	e.pg.Exec(t, `CREATE EXTENSION citext`,
+		`CREATE TABLE nk (id numeric PRIMARY KEY, v int)`,
+		`CREATE TABLE ck (id citext PRIMARY KEY, v int)`,
+		`CREATE PUBLICATION pub FOR TABLE nk, ck`)
+	e.runProducer(t, e.producerConfig(t))
+	e.pg.Exec(t,
+		`INSERT INTO nk VALUES (1.0, 1), (2, 1)`, `INSERT INTO ck VALUES ('a', 1), ('b', 1)`,
+		// One change a table: a chunk of keys distinct as text.
+		`UPDATE nk SET id = 1.00, v = 2 WHERE id = 1`,
+		`UPDATE ck SET id = 'A', v = 2 WHERE id = 'a'`,
+		// Several changes of a key in one transaction.
+		`BEGIN`, `UPDATE nk SET id = 1.000, v = 3 WHERE id = 1`, `UPDATE nk SET v = 4 WHERE id = 1`,
+		`UPDATE ck SET id = 'a', v = 3 WHERE id = 'a'`, `UPDATE ck SET v = 4 WHERE id = 'a'`, `COMMIT`,
+		// A key that really changes.
+		`UPDATE nk SET id = 3 WHERE id = 2`, `UPDATE ck SET id = 'c' WHERE id = 'b'`)
+	e.waitFrameCount(t, 7)
+	// One row a chunk, and one source transaction a chunk.
+	for _, flush := range []int{1, 100} {
+		name := fmt.Sprintf("h%d", flush)
+		schema := "hist" + fmt.Sprint(flush)
+		target.Exec(t, `CREATE SCHEMA `+schema)
+		s, err := history.New(history.Config{DSN: target.DSN, Consumer: name, Schema: schema, FlushRows: flush, Logger: testLog(t)})
+		must(t, err)
+		c, err := consumer.New(consumer.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(e.kafka.Brokers...)}, Registry: e.reg,
+			Prefix: e.prefix, Name: name, Sink: s, Logger: testLog(t), UntilCaughtUp: true, RetryMaxElapsed: 5 * time.Second,
+			GroupMaxTxns: 1})
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err = c.Run(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("flush %d: %v", flush, err)
+		}
+		for _, tc := range []struct{ table, want string }{
+			{"nk", "1.0/1/c/1/f 2/1/c/1/f 1.0/2/d/1/f 1.00/3/c/2/f 1.00/4/d/2/f 1.000/5/c/3/f 1.000/6/u/4/t 2/2/d/1/f 3/1/c/1/t"},
+			{"ck", "a/1/c/1/f b/1/c/1/f a/2/d/1/f A/3/c/2/f A/4/d/2/f a/5/c/3/f a/6/u/4/t b/2/d/1/f c/1/c/1/t"},
+		} {
+			var got string
+			must(t, target.Conn(t).QueryRow(context.Background(), `SELECT string_agg(concat_ws('/', id, version, op, v, valid_to IS NULL), ' '
+				ORDER BY commit_lsn, position, version) FROM `+schema+`.`+tc.table+`_history`).Scan(&got))
+			if got != tc.want {
+				t.Errorf("flush %d: %s history (id/version/op/v/open):\n got %s\nwant %s", flush, tc.table, got, tc.want)
+			}
+		}
+	}
+}

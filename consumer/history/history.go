@@ -42,8 +42,10 @@
 //   - A truncate is recorded as a row with op t for every key that was
 //     current, carrying its last values, and closes those versions.
 //   - An update that changes the replication key is recorded as a delete
-//     (op d) of the old key and an update (op u) of the new key, both with
-//     the update's commit LSN and position.
+//     (op d) of the old key and a change of the new key: op c with its own
+//     position, as the producer sends it, or op u with the update's position
+//     for an update event whose images hold both keys. Keys equal at the
+//     target in another text form (numeric 1.0 and 1.00) are one key.
 //   - Replay is idempotent: (replication key, commit_lsn, position) is a
 //     unique key, and a change at or before the key's latest recorded change
 //     is skipped, on top of the checkpoint.
