@@ -110,9 +110,9 @@ func TestMultisiteReseedLostSite(t *testing.T) {
 	// The reseed waits for A to apply B's whole stream before it copies:
 	// it is still waiting while A's consumer of B is stopped.
 	proc := harness.StartTributary(t, nil, reseedArgs(a, b)...)
-	time.Sleep(3 * time.Second)
-	if done, _ := proc.Exited(); done || !strings.Contains(proc.Output(), "waiting for the donor's consumers of the target's own stream") {
-		t.Fatalf("reseed should wait for A's consumer of B (exited: %v):\n%s", done, proc.Output())
+	mustWaitOutput(t, proc, "waiting for the donor's consumers of the target's own stream", time.Minute)
+	if done, _ := proc.Exited(); done {
+		t.Fatalf("reseed should wait for A's consumer of B, but it exited:\n%s", proc.Output())
 	}
 	a.consumeStoppable(t, b, surviveYAML)
 	done, err := proc.Wait(3 * time.Minute)

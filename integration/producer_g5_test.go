@@ -48,6 +48,7 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	// The walsender asks for a status reply after half of this without one,
 	// so statuses go out while the first Kafka transaction hangs.
 	e.pg.Exec(t, `CREATE TABLE g5 (id int PRIMARY KEY, v int NOT NULL)`, `CREATE PUBLICATION pub FOR TABLE g5`,
+		`CREATE TABLE g5_unpublished (b int)`,
 		`ALTER SYSTEM SET wal_sender_timeout = '2s'`, `SELECT pg_reload_conf()`)
 	args := []string{"producer", "--source", e.pg.DSN, "--publication", "pub", "--slot", "slot",
 		"--brokers", brokers, "--registry", e.kafka.RegistryURL, "--prefix", e.prefix, "--snapshot", "never",
@@ -205,6 +206,12 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 		mu.Lock()
 		written = b + 1
 		mu.Unlock()
+		// A commit after the count moved, which the slot's confirmation
+		// must pass below: that move, and the kill it may bring, follows
+		// the count even when the burst's own group was confirmed before it.
+		if _, err := pc.Exec(ctx, `INSERT INTO g5_unpublished VALUES ($1)`, b); err != nil {
+			t.Fatal(err)
+		}
 		if b == 0 {
 			// The walsender asks for several status replies while the
 			// transaction hangs.

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/tributary-cdc/tributary/integration/harness"
+	"github.com/tributary-cdc/tributary/producer"
 	"github.com/tributary-cdc/tributary/schemas"
 	"github.com/tributary-cdc/tributary/txlog"
 )
@@ -362,16 +363,23 @@ func TestOnlineSnapshotKilledAtRandomChunks(t *testing.T) {
 		`CREATE PUBLICATION pub FOR ALL TABLES`)
 	args := e.producerArgs("--snapshot-chunk-rows", "1000", "--snapshot-workers", "2")
 	load := startLedgerLoad(t, e.pg, 2, 30000, "big")
-	chunks := func() int64 {
+	// chunks is how many chunks of big's snapshot are recorded, and
+	// whether it is done.
+	chunks := func() (int64, bool) {
 		if tb := e.producerState(t).Tables["public.big"]; tb != nil && tb.Snapshot != nil {
-			return tb.Snapshot.Chunks
+			return tb.Snapshot.Chunks, tb.Snapshot.Status == txlog.SnapshotDone
 		}
-		return 0
+		return 0, false
 	}
+	// killAfter kills the producer once n chunks are recorded, or once the
+	// snapshot is done: a target past its last chunk is never reached.
 	killAfter := func(proc *harness.Proc, n int64) *harness.Proc {
 		t.Helper()
 		deadline := time.Now().Add(3 * time.Minute)
-		for chunks() < n {
+		for {
+			if c, done := chunks(); c >= n || done {
+				break
+			}
 			if exited, err := proc.Exited(); exited {
 				t.Fatalf("producer exited (%v):\n%s", err, lastLines(proc.Output(), 15))
 			}
@@ -380,7 +388,8 @@ func TestOnlineSnapshotKilledAtRandomChunks(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		t.Logf("kill -9 after %d chunks", chunks())
+		c, done := chunks()
+		t.Logf("kill -9 after %d chunks (done: %v)", c, done)
 		return restart(t, proc, true, args)
 	}
 	proc := harness.StartTributary(t, nil, args...)
@@ -403,7 +412,8 @@ func TestOnlineSnapshotKilledAtRandomChunks(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	proc = killAfter(proc, 1+rng.Int64N(8))
-	proc = killAfter(proc, chunks()+1+rng.Int64N(8))
+	c, _ := chunks()
+	proc = killAfter(proc, c+1+rng.Int64N(8))
 	e.waitSnapshotsDone(t, proc, "public.big")
 	load.end()
 	e.waitConfirmed(t, "slot", proc)
@@ -534,9 +544,10 @@ func TestProducerBuildsStateFromAnOlderPrefix(t *testing.T) {
 }
 
 // TestOnlineSnapshotPauseResumeCancel drives an online snapshot through
-// tributary snapshot: paused, it reads no chunk beyond those in flight
-// while the stream goes on; resumed, it completes; a cancelled one ends
-// and its table's changes stop carrying the pending header.
+// signals (producer.SendSignal, and tributary snapshot resume): paused, it
+// reads no chunk beyond those in flight while the stream goes on; resumed,
+// it completes; a cancelled one ends and its table's changes stop carrying
+// the pending header.
 func TestOnlineSnapshotPauseResumeCancel(t *testing.T) {
 	e := newStateEnv(t)
 	e.pg.Exec(t,
@@ -566,9 +577,25 @@ func TestOnlineSnapshotPauseResumeCancel(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	signal("start", "--tables", "big", "--id", "p1")
-	waitStatus(txlog.SnapshotRunning)
-	signal("pause", "--tables", "big")
+	// A request and its pause, or its cancel, in one source transaction:
+	// the producer acts on both before the snapshot can end, however fast
+	// it would read.
+	signals := func(sigs ...producer.Signal) {
+		t.Helper()
+		ctx := context.Background()
+		c := e.pg.Conn(t)
+		tx, err := c.Begin(ctx)
+		must(t, err)
+		for _, sig := range sigs {
+			sig.Slot = "slot"
+			if _, err := producer.SendSignal(ctx, c, sig); err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(t, tx.Commit(ctx))
+	}
+	signals(producer.Signal{ID: "p1", Action: producer.SignalSnapshot, Tables: []string{"big"}},
+		producer.Signal{ID: "p1-pause", Action: producer.SignalPause, Tables: []string{"big"}})
 	paused := waitStatus(txlog.SnapshotPaused)
 	// The stream goes on: 50 transactions reach Kafka.
 	before := harness.CountFrames(t, e.kafka, e.prefix)
@@ -584,9 +611,8 @@ func TestOnlineSnapshotPauseResumeCancel(t *testing.T) {
 	if done.ID != "p1" || done.Rows == 0 {
 		t.Fatalf("resumed snapshot ended as %+v", done)
 	}
-	signal("start", "--tables", "big", "--id", "c1")
-	waitStatus(txlog.SnapshotRunning)
-	signal("cancel")
+	signals(producer.Signal{ID: "c1", Action: producer.SignalSnapshot, Tables: []string{"big"}},
+		producer.Signal{ID: "c1-cancel", Action: producer.SignalCancel})
 	cancelled := waitStatus(txlog.SnapshotCancelled)
 	if cancelled.ID != "c1" {
 		t.Fatalf("cancelled snapshot %+v", cancelled)
