@@ -83,10 +83,10 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 	if commit == "" {
 		return r.fail("no commit LSN recorded for the backlog ending at %s", end)
 	}
-	pargs := b.producerArgs(prefix, slot, pub, "never")
+	tag := fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep)
+	pargs := append(b.producerArgs(prefix, slot, pub, "never"), b.producerExtra("e2e-"+tag)...)
 	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", name, "--target", withParam(b.tgt.DSN, "application_name", e2eAppName), "--create-tables", "--log-format", "json"}
-	tag := fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep)
 	cargs = append(cargs, b.consumerExtra("e2e-"+tag)...)
 	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
 	broker0 := b.kafka.CPU()
@@ -156,8 +156,14 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 // experiments and profiles (recorded in the result's command line); {tag}
 // in them becomes the workload, peer and repetition, e.g.
 // TRIBENCH_CONSUMER_FLAGS='--cpu-profile /tmp/prof/{tag}.pprof'.
-func (b *Bench) consumerExtra(tag string) []string {
-	f := strings.Fields(os.Getenv("TRIBENCH_CONSUMER_FLAGS"))
+func (b *Bench) consumerExtra(tag string) []string { return extraFlags("TRIBENCH_CONSUMER_FLAGS", tag) }
+
+// producerExtra is consumerExtra for the producer of the drain and the end
+// to end runs: TRIBENCH_PRODUCER_FLAGS.
+func (b *Bench) producerExtra(tag string) []string { return extraFlags("TRIBENCH_PRODUCER_FLAGS", tag) }
+
+func extraFlags(env, tag string) []string {
+	f := strings.Fields(os.Getenv(env))
 	for i := range f {
 		f[i] = strings.ReplaceAll(f[i], "{tag}", tag)
 	}

@@ -103,7 +103,8 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	if err != nil {
 		return r.fail("%v", err)
 	}
-	args := b.producerArgs(prefix, slot, pub, "never")
+	args := append(b.producerArgs(prefix, slot, pub, "never"),
+		b.producerExtra(fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep))...)
 	r.Cmd = shellQuote(args)
 	txTopic := prefix + ".transactions"
 	_, before, _ := b.kafka.EndOffsets(ctx, txTopic, true)
