@@ -193,6 +193,10 @@ func failedFrame(err error) int64 {
 	return -1
 }
 
+// fetchMaxWait is how long a fetch waits for records before the broker
+// answers it empty.
+const fetchMaxWait = 100 * time.Millisecond
+
 // newClient returns a direct, read_committed client that keeps control
 // records, so that positions after transaction markers are known.
 func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo.Opt) (*kgo.Client, error) {
@@ -212,7 +216,14 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo
 		kgo.MetadataMinAge(250*time.Millisecond),
 		kgo.FetchMaxPartitionBytes(4<<20),
 		kgo.FetchMaxBytes(32<<20),
-		kgo.FetchMaxWait(500*time.Millisecond),
+		// A partition added or resumed while a fetch waits for records is
+		// fetched only once that fetch ends, and a frame's partitions are
+		// added when the frame is first read: a long wait delays the start
+		// of every partition, and a resumed one, by up to this much. A
+		// record that arrives ends the wait at once, so the bound matters
+		// only for partitions with nothing new; an idle consumer sends
+		// about ten fetches a second.
+		kgo.FetchMaxWait(fetchMaxWait),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -54,9 +54,12 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 	} else {
 		next = -1
 	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{c.txTopic: {0: off}})
-	dec := newDecoder(c.cfg.Registry)
 	src := &kafkaFetcher{cl: cl, adm: adm, kafka: c.cfg.Kafka, txTopic: c.txTopic}
+	if err := src.startTransactions(ctx, off); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	dec := newDecoder(c.cfg.Registry)
 	r := &reader{reassembler: newReassembler(src, dec, c.txTopic, c.cfg.PartitionBuffer, cp, next),
 		c: c, cl: cl, adm: adm, dec: dec}
 	r.bytes = c.cfg.PartitionBufferBytes
@@ -101,9 +104,42 @@ type kafkaFetcher struct {
 	adm     *kadm.Client
 	kafka   []kgo.Opt // Config.Kafka, for txlog's own clients
 	txTopic string
+	// txAwait is where to start the transactions topic once it exists;
+	// nil once it is consumed.
+	txAwait *kgo.Offset
+}
+
+// txAwaitPoll is how often a consumer started before its producer looks
+// for the transactions topic.
+const txAwaitPoll = 100 * time.Millisecond
+
+// startTransactions starts fetching the transactions topic at off, or, when
+// the topic does not exist yet, notes off for poll to start it once it
+// does: franz-go retries the listing of a missing topic's offsets only
+// after a second.
+func (f *kafkaFetcher) startTransactions(ctx context.Context, off kgo.Offset) error {
+	starts, err := f.adm.ListStartOffsets(ctx, f.txTopic)
+	if err != nil {
+		return fmt.Errorf("start offset of %s: %w", f.txTopic, err)
+	}
+	if lo, ok := starts.Lookup(f.txTopic, 0); !ok || errors.Is(lo.Err, kerr.UnknownTopicOrPartition) {
+		f.txAwait = &off
+		return nil
+	}
+	f.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{f.txTopic: {0: off}})
+	f.txAwait = nil
+	return nil
 }
 
 func (f *kafkaFetcher) poll(ctx context.Context, wait time.Duration, add func(*kgo.Record)) (int64, error) {
+	if f.txAwait != nil {
+		if err := f.startTransactions(ctx, *f.txAwait); err != nil {
+			return 0, err
+		}
+		if f.txAwait != nil {
+			wait = min(wait, txAwaitPoll)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	fs := f.cl.PollRecords(pctx, 8192)
 	cancel()
