@@ -134,6 +134,9 @@ func (f *kafkaFetcher) startTransactions(ctx context.Context, off kgo.Offset) er
 func (f *kafkaFetcher) poll(ctx context.Context, wait time.Duration, add func(*kgo.Record)) (int64, error) {
 	if f.txAwait != nil {
 		if err := f.startTransactions(ctx, *f.txAwait); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
 			return 0, err
 		}
 		if f.txAwait != nil {
