@@ -270,6 +270,11 @@ func (b *Bench) run(ctx context.Context) error {
 		return fmt.Errorf("kafka: %w", err)
 	}
 	logf("kafka: %s at %s", b.kafka.Kind, b.kafka.Brokers)
+	t0 := time.Now()
+	if err := b.kafka.WarmUp(ctx); err != nil {
+		return fmt.Errorf("kafka warm-up: %w", err)
+	}
+	logf("kafka: internal topics created in %.1fs", time.Since(t0).Seconds())
 	var stopReg func()
 	if b.reg, stopReg, err = startRegistry(); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
@@ -144,6 +145,43 @@ func startEmbeddedKafka(root, bin, cache string, why error) (*Kafka, error) {
 	time.Sleep(2 * time.Second)
 	return &Kafka{Brokers: fmt.Sprintf("127.0.0.1:%d", port),
 		Kind: fmt.Sprintf("embedded kfake (real Kafka failed: %s)", oneLine(why.Error())), stop: p.Stop, pid: p.Pid}, nil
+}
+
+// WarmUp has the broker create its internal topics, as any broker that has
+// served a transactional producer and a consumer group has them: one
+// transaction and one group offset commit on a topic of its own, which it
+// then deletes. Without it the first peer to use Kafka in a run waits for
+// the 50 partitions of __transaction_state (seconds on a new broker), and
+// only in its first repetition.
+func (k *Kafka) WarmUp(ctx context.Context) error {
+	const topic, id = "tribench_warmup", "tribench-warmup"
+	if err := k.CreateTopic(ctx, topic, 1); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("warm-up topic: %w", err)
+	}
+	cl, err := k.Client(kgo.TransactionalID(id), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("warm-up transaction: %w", err)
+	}
+	if err := cl.ProduceSync(ctx, kgo.StringRecord("warm-up")).FirstErr(); err != nil {
+		return fmt.Errorf("warm-up record: %w", err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("warm-up commit: %w", err)
+	}
+	adm := kadm.NewClient(cl)
+	var offs kadm.Offsets
+	offs.AddOffset(topic, 0, 1, -1)
+	if err := adm.CommitAllOffsets(ctx, id, offs); err != nil {
+		return fmt.Errorf("warm-up group offset commit: %w", err)
+	}
+	if _, err := adm.DeleteTopics(ctx, topic); err != nil {
+		return fmt.Errorf("delete the warm-up topic: %w", err)
+	}
+	return nil
 }
 
 func (k *Kafka) Client(opts ...kgo.Opt) (*kgo.Client, error) {
