@@ -75,6 +75,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 		}
 	}
 	target.Exec(t, `CREATE EXTENSION citext`)
+	tconn := target.Conn(t)
 	for _, group := range []int{1, 100} {
 		// The PostgreSQL sink, into a database of its own.
 		db := fmt.Sprintf("plain%d", group)
@@ -104,12 +105,12 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 			{"ck", "a/1/c/1/f b/1/c/1/f a/2/d/1/f A/3/c/2/f A/4/d/2/f a/5/c/3/f a/6/u/4/t b/2/d/1/f c/1/c/1/t"},
 		} {
 			var got string
-			must(t, target.Conn(t).QueryRow(context.Background(), `SELECT string_agg(concat_ws('/', id, version, op, v, valid_to IS NULL), ' '
+			must(t, tconn.QueryRow(context.Background(), `SELECT string_agg(concat_ws('/', id, version, op, v, valid_to IS NULL), ' '
 				ORDER BY commit_lsn, position, version) FROM `+name+`.`+tc.table+`_history`).Scan(&got))
 			if got != tc.want {
 				t.Errorf("%s: %s history (id/version/op/v/open):\n got %s\nwant %s", name, tc.table, got, tc.want)
 			}
-			must(t, target.Conn(t).QueryRow(context.Background(), `SELECT string_agg(id || '/' || v, ' ' ORDER BY id::text) FROM `+
+			must(t, tconn.QueryRow(context.Background(), `SELECT string_agg(id || '/' || v, ' ' ORDER BY id::text) FROM `+
 				name+`.`+tc.table+`_as_of_lsn($1::pg_lsn)`, end).Scan(&got))
 			check(name+" as of the end", tc.table, got)
 		}
