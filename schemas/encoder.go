@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -82,14 +83,21 @@ type EncoderTx struct {
 	originLSN  pglogrepl.LSN
 }
 
-// NewEncoderTx encodes the per-transaction parts of source and tx.
+// NewEncoderTx encodes the per-transaction parts of source and tx. The
+// producer calls it once per source transaction, so the parts share one
+// buffer.
 func NewEncoderTx(commitLSN pglogrepl.LSN, xid uint32, commitTime time.Time, origin string) *EncoderTx {
 	t := &EncoderTx{xid: xid, commitLSN: commitLSN, commitTime: commitTime}
-	t.sourceMid = avrobin.AppendLong(t.sourceMid, int64(commitLSN))
-	t.sourceMid = avrobin.AppendLong(t.sourceMid, int64(xid))
-	t.sourceMid = avrobin.AppendLong(t.sourceMid, avrobin.MicrosFromTime(commitTime))
-	t.sourceTail = avrobin.AppendNullableString(nil, origin)
-	t.id = avrobin.AppendString(nil, TxID(xid, commitLSN))
+	b := make([]byte, 0, 3*binary.MaxVarintLen64+binary.MaxVarintLen64+len(origin)+32)
+	b = avrobin.AppendLong(b, int64(commitLSN))
+	b = avrobin.AppendLong(b, int64(xid))
+	b = avrobin.AppendLong(b, avrobin.MicrosFromTime(commitTime))
+	mid := len(b)
+	b = avrobin.AppendNullableString(b, origin)
+	tail := len(b)
+	var id [32]byte // a uint32 and two 8-digit halves fit
+	b = avrobin.AppendBytes(b, AppendTxID(id[:0], xid, commitLSN))
+	t.sourceMid, t.sourceTail, t.id = b[:mid:mid], b[mid:tail:tail], b[tail:len(b):len(b)]
 	return t
 }
 

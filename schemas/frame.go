@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -32,8 +33,35 @@ func (s *Source) Native() map[string]any {
 	}
 }
 
-// TxID is the envelope's tx.id of a source transaction: "<xid>:<commit_lsn>".
-func TxID(xid uint32, commit pglogrepl.LSN) string { return fmt.Sprintf("%d:%s", xid, commit) }
+// TxID is the envelope's tx.id of a source transaction: "<xid>:<commit_lsn>",
+// the LSN as PostgreSQL writes it (pglogrepl.LSN.String: "%X/%X").
+func TxID(xid uint32, commit pglogrepl.LSN) string { return string(AppendTxID(nil, xid, commit)) }
+
+// AppendTxID appends TxID(xid, commit) to b. The producer builds one per
+// source transaction, so it formats without fmt (which cost about 7% of
+// the producer's CPU on a backlog of single-row transactions).
+func AppendTxID(b []byte, xid uint32, commit pglogrepl.LSN) []byte {
+	b = strconv.AppendUint(b, uint64(xid), 10)
+	b = append(b, ':')
+	b = appendUpperHex(b, uint32(commit>>32))
+	b = append(b, '/')
+	return appendUpperHex(b, uint32(commit))
+}
+
+// appendUpperHex appends v as fmt's %X does.
+func appendUpperHex(b []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	var buf [8]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = digits[v&0xF]
+		if v >>= 4; v == 0 {
+			break
+		}
+	}
+	return append(b, buf[i:]...)
+}
 
 // PartitionCount is how many records of one source transaction one partition holds.
 type PartitionCount struct {

@@ -1,11 +1,14 @@
 package schemas
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/linkedin/goavro/v2"
 )
 
@@ -79,5 +82,25 @@ func TestFrameSchemaEvolution(t *testing.T) {
 	}
 	if f.Snapshot == nil || f.Snapshot.ID != "initial" || f.Request != nil {
 		t.Fatalf("old frame decoded as %+v (snapshot %+v)", f, f.Snapshot)
+	}
+}
+
+// TxID is formatted without fmt; it must stay the text that fmt and
+// pglogrepl.LSN.String give, which readers of tx.id already hold.
+func TestTxIDMatchesLSNString(t *testing.T) {
+	cases := [][2]uint64{{0, 0}, {1, 1}, {0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF}, {42, 0x1_0000_0000}, {7, 0xABCDEF0}, {10, 0x16_B374D848}}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		cases = append(cases, [2]uint64{uint64(r.Uint32()), r.Uint64() >> r.IntN(64)})
+	}
+	for _, c := range cases {
+		xid, lsn := uint32(c[0]), pglogrepl.LSN(c[1])
+		want := fmt.Sprintf("%d:%s", xid, lsn)
+		if got := TxID(xid, lsn); got != want {
+			t.Fatalf("TxID(%d, %d) = %q, want %q", xid, uint64(lsn), got, want)
+		}
+		if got := string(AppendTxID([]byte("x"), xid, lsn)); got != "x"+want {
+			t.Fatalf("AppendTxID(\"x\", %d, %d) = %q, want %q", xid, uint64(lsn), got, "x"+want)
+		}
 	}
 }
