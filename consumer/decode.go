@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 
@@ -558,11 +558,31 @@ func jsonInt(v any) int {
 func headerInt(r *kgo.Record, key string) (int64, bool) {
 	for _, h := range r.Headers {
 		if h.Key == key {
-			n, err := strconv.ParseUint(string(h.Value), 10, 64)
-			return int64(n), err == nil
+			n, ok := parseDecimal(h.Value)
+			return int64(n), ok
 		}
 	}
 	return 0, false
+}
+
+// parseDecimal is strconv.ParseUint(string(b), 10, 64) without the string,
+// which escapes into ParseUint's error: it ran for every data record.
+func parseDecimal(b []byte) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 func headerLSN(r *kgo.Record) (pglogrepl.LSN, bool) {

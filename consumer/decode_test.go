@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/big"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,5 +217,22 @@ func BenchmarkDecoderEvent(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// parseDecimal reads the order headers; it must accept and reject exactly
+// what strconv.ParseUint(s, 10, 64) does.
+func TestParseDecimalMatchesParseUint(t *testing.T) {
+	in := []string{"", "0", "7", "007", "18446744073709551615", "18446744073709551616", "99999999999999999999",
+		"-1", "+1", "1_000", " 1", "1 ", "0x10", "12a", "9223372036854775808"}
+	for i := uint64(1); i != 0 && i < 1<<63; i = i*3 + 1 {
+		in = append(in, strconv.FormatUint(i, 10))
+	}
+	for _, s := range in {
+		want, err := strconv.ParseUint(s, 10, 64)
+		got, ok := parseDecimal([]byte(s))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("parseDecimal(%q) = %d, %v; strconv.ParseUint: %d, %v", s, got, ok, want, err)
+		}
 	}
 }
