@@ -440,27 +440,25 @@ func (w *writer) copyRows(ctx context.Context, evs []*consumer.Event) error {
 	return nil
 }
 
-// copyEscape writes s in COPY text format.
+// copyEscape writes s in COPY text format: backslash, newline, carriage
+// return and tab are escaped. It runs for every text value the sink copies,
+// so it scans once with a table and writes the runs between escapes whole.
 func copyEscape(b *bytes.Buffer, s string) {
-	if strings.IndexAny(s, "\\\n\r\t") < 0 {
-		b.WriteString(s)
-		return
-	}
+	start := 0
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			b.WriteString(`\\`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			b.WriteByte(c)
+		esc := copyEscapes[s[i]]
+		if esc == "" {
+			continue
 		}
+		b.WriteString(s[start:i])
+		b.WriteString(esc)
+		start = i + 1
 	}
+	b.WriteString(s[start:])
 }
+
+// copyEscapes maps the bytes COPY text format escapes to their escapes.
+var copyEscapes = [256]string{'\\': `\\`, '\n': `\n`, '\r': `\r`, '\t': `\t`}
 
 // tablePlan holds what the statements of one table version reuse within an
 // Apply: every column, and the UPDATE of an event without unchanged TOAST.
