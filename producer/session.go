@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -189,14 +190,27 @@ func (s *session) close() {
 	}
 }
 
+// setSessionParams sets the event contract's session settings
+// (schemas.SessionParams) on a source connection's runtime parameters. An
+// application_name that the DSN or PGAPPNAME sets is kept, as the
+// consumer keeps its target's, so that operators can tell producers apart
+// in pg_stat_activity.
+func setSessionParams(rp map[string]string) {
+	own := rp["application_name"]
+	maps.Copy(rp, schemas.SessionParams())
+	if own != "" {
+		rp["application_name"] = own
+	}
+}
+
+// connConfig is the source DSN's connection settings with the session
+// settings; replication asks for a logical replication connection.
 func connConfig(dsn string, replication bool) (*pgconn.Config, error) {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range schemas.SessionParams() {
-		cfg.RuntimeParams[k] = v
-	}
+	setSessionParams(cfg.RuntimeParams)
 	if replication {
 		cfg.RuntimeParams["replication"] = "database"
 	}
@@ -212,9 +226,7 @@ func (s *session) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, retry.Terminal(fmt.Errorf("source DSN: %w", err))
 	}
-	for k, v := range schemas.SessionParams() {
-		pcfg.RuntimeParams[k] = v
-	}
+	setSessionParams(pcfg.RuntimeParams)
 	pcfg.RuntimeParams["synchronous_commit"] = "local"
 	return pgx.ConnectConfig(ctx, pcfg)
 }

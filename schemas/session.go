@@ -18,7 +18,7 @@ var sessionParams = map[string]string{
 // for pgoutput and COPY (DateStyle, IntervalStyle, TimeZone,
 // extra_float_digits, bytea_output), which the type codecs of this package
 // parse, and application_name "tributary". The producer sets them on every
-// source connection; a program that must read values in the same text forms
-// (verify, reseed) sets them on its connections, usually with its own
-// application_name.
+// source connection, keeping an application_name its DSN sets; a program
+// that must read values in the same text forms (verify, reseed) sets them on
+// its connections, usually with its own application_name.
 func SessionParams() map[string]string { return maps.Clone(sessionParams) }

@@ -28,7 +28,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 			"  tributary producer --config producer.yaml --tables 'public.orders (id, region, total) WHERE (region = ''NE'')'",
 	})
 	k := declareKafka(fs, true)
-	source := fs.String("source", "", "source PostgreSQL `DSN`")
+	source := fs.String("source", "", "source PostgreSQL `DSN`; its application_name, if any, names the ordinary connections (default tributary)")
 	publication := fs.String("publication", "tributary", "publication `name`; created when missing")
 	slot := fs.String("slot", "tributary", "replication slot `name`; created when missing")
 	tables := fs.StringList("tables", nil, "tables to publish when creating the publication, `schema.table[(cols)][ WHERE (expr)],...`; default every table in the publication")
