@@ -1032,7 +1032,9 @@ func (s *session) emitChange(ctx context.Context, rs *relState, lsn pglogrepl.LS
 	}
 	// The tombstone: the delete's key, a null value, the next position,
 	// counted in the frame like any record of the transaction.
-	return s.produce(ctx, &kgo.Record{Topic: rs.ts.Topic, Partition: partition, Key: key, Headers: orderHeaders(s.tx, s.tx.pos)})
+	tomb := newRecord(s.tx, s.tx.pos, rs.ts.Topic, key, nil)
+	tomb.Partition = partition
+	return s.produce(ctx, tomb)
 }
 
 // debeziumEvent is the Debezium envelope's part of a change of rs in tx;
@@ -1088,7 +1090,7 @@ func (s *session) encodeChange(rs *relState, part kgo.TopicPartitioner, tx *txSt
 	if err != nil {
 		return nil, fmt.Errorf("encode value: %w", err)
 	}
-	r := &kgo.Record{Topic: ts.Topic, Key: key, Value: val, Headers: orderHeaders(tx, pos)}
+	r := newRecord(tx, pos, ts.Topic, key, val)
 	if ev.Debezium != nil {
 		if h := rs.enc.UnchangedToastHeader(after); h != nil {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderUnchangedToast, Value: h})
@@ -1119,14 +1121,28 @@ func valueSizeHint(rs *relState, rows ...*pglogrepl.TupleData) int {
 	return n
 }
 
-// orderHeaders are the headers that let readers check order without decoding.
-func orderHeaders(tx *txState, pos int64) []kgo.RecordHeader {
+// orderedRecord is a record with its order headers, the headers that let
+// readers check order without decoding, in one allocation: the producer
+// makes one per change, and making the record, the header slice and the
+// position's digits apart was a tenth of a snapshot's CPU.
+type orderedRecord struct {
+	kgo.Record
+	hdrs [3]kgo.RecordHeader
+	pos  [20]byte // the position header's decimal digits
+}
+
+// newRecord is a record at position pos of source transaction tx, with its
+// order headers. A header appended to it goes into a new slice.
+func newRecord(tx *txState, pos int64, topic string, key, value []byte) *kgo.Record {
 	tx.encoded()
-	return []kgo.RecordHeader{
+	o := &orderedRecord{}
+	o.hdrs = [3]kgo.RecordHeader{
 		{Key: schemas.HeaderCommitLSN, Value: tx.commitHdr},
-		{Key: schemas.HeaderPosition, Value: lsnHeader(uint64(pos))},
+		{Key: schemas.HeaderPosition, Value: strconv.AppendUint(o.pos[:0], uint64(pos), 10)},
 		{Key: schemas.HeaderXID, Value: tx.xidHdr},
 	}
+	o.Record = kgo.Record{Topic: topic, Key: key, Value: value, Headers: o.hdrs[:]}
+	return &o.Record
 }
 
 // produce sends r, whose partition and headers are set, in the open Kafka
@@ -1203,8 +1219,9 @@ func (s *session) truncate(ctx context.Context, lsn pglogrepl.LSN, m *pglogrepl.
 			if err != nil {
 				return s.eventError(rs, lsn, "(truncate)", err)
 			}
-			r := &kgo.Record{Topic: ts.Topic, Partition: p, Value: val,
-				Headers: append(orderHeaders(s.tx, s.tx.pos), kgo.RecordHeader{Key: schemas.HeaderTruncate, Value: opts})}
+			r := newRecord(s.tx, s.tx.pos, ts.Topic, nil, val)
+			r.Partition = p
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: schemas.HeaderTruncate, Value: opts})
 			if err := s.produce(ctx, r); err != nil {
 				return err
 			}
@@ -1260,7 +1277,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	if err != nil {
 		return retry.Terminal(fmt.Errorf("message %q at %s: %w", m.Prefix, m.LSN, err))
 	}
-	r := &kgo.Record{Topic: schemas.MessagesTopic(s.cfg.Prefix), Key: key, Value: val, Headers: orderHeaders(s.tx, s.tx.pos)}
+	r := newRecord(s.tx, s.tx.pos, schemas.MessagesTopic(s.cfg.Prefix), key, val)
 	if err := checkEventSize(r, s.cfg.MaxEventBytes); err != nil {
 		return retry.Terminal(fmt.Errorf("message %q at %s (xid %d, commit %s): %w", m.Prefix, m.LSN, s.tx.xid, s.tx.commitLSN, err))
 	}
