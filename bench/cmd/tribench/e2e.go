@@ -18,13 +18,14 @@ const (
 	partBroker    = "Kafka broker"
 	partConsumer  = "consumer"
 	partBackend   = "consumer's target backend"
+	partSrcReader = "producer's source backends"
 	partNativeWS  = "native walsender"
 	partApply     = "native apply worker"
 	e2eAppName    = "tribench_e2e"
 	e2ePollPeriod = 100 * time.Millisecond
 )
 
-var partOrder = []string{partProducer, partProdWS, partBroker, partConsumer, partBackend, partNativeWS, partApply}
+var partOrder = []string{partProducer, partProdWS, partSrcReader, partBroker, partConsumer, partBackend, partNativeWS, partApply}
 
 // pidSet samples the CPU of a changing set of server processes (the target
 // backends of the consumer's pool): the last reading of every pid seen.
@@ -102,7 +103,7 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 	}
 	defer pp.Stop()
 	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
-	be := &pidSet{find: func() []int { return b.backends(ctx, e2eAppName) }}
+	be := &pidSet{find: func() []int { return backends(ctx, b.tgt, e2eAppName) }}
 	q := `SELECT coalesce((SELECT max(commit_lsn) >= $1::pg_lsn FROM public.tributary_checkpoint WHERE consumer = $2), false)::text`
 	err = pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
 		if pp.Exited() {
@@ -158,8 +159,8 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 // TRIBENCH_CONSUMER_FLAGS='--cpu-profile /tmp/prof/{tag}.pprof'.
 func (b *Bench) consumerExtra(tag string) []string { return extraFlags("TRIBENCH_CONSUMER_FLAGS", tag) }
 
-// producerExtra is consumerExtra for the producer of the drain and the end
-// to end runs: TRIBENCH_PRODUCER_FLAGS.
+// producerExtra is consumerExtra for the producer of the drain, end to end
+// and snapshot runs: TRIBENCH_PRODUCER_FLAGS.
 func (b *Bench) producerExtra(tag string) []string { return extraFlags("TRIBENCH_PRODUCER_FLAGS", tag) }
 
 func extraFlags(env, tag string) []string {
@@ -170,9 +171,9 @@ func extraFlags(env, tag string) []string {
 	return f
 }
 
-// backends are the pids of the target's backends whose application_name is app.
-func (b *Bench) backends(ctx context.Context, app string) []int {
-	c, err := b.tgt.Conn(ctx)
+// backends are the pids of pg's backends whose application_name is app.
+func backends(ctx context.Context, pg *PG, app string) []int {
+	c, err := pg.Conn(ctx)
 	if err != nil {
 		return nil
 	}

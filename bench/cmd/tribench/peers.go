@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -454,6 +455,10 @@ func (b *Bench) repBigTx(ctx context.Context, rep int, prefix string) error {
 
 // ---------------------------------------------------------------- snapshot
 
+// snapAppName is the application_name of the snapshot producer's source
+// connections, by which the run finds its readers' backends.
+const snapAppName = "tribench_snapshot"
+
 func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 	s := b.src
 	m := b.cfg.SnapRows
@@ -496,19 +501,33 @@ func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 	slot := fmt.Sprintf("snap_%s", prefix)
 	slot = strings.ToLower(strings.ReplaceAll(slot, "-", "_"))
 	r := newResult(rep, wSnapshot, peerProducer+" --snapshot only", int64(m))
-	args := b.producerArgs(prefix, slot, "pub_snap", "only")
+	args := append(b.producerArgs(prefix, slot, "pub_snap", "only"), b.producerExtra(fmt.Sprintf("snapshot-%d", rep))...)
+	args[slices.Index(args, "--source")+1] = withParam(s.DSN, "application_name", snapAppName) // names the snapshot's readers
 	r.Cmd = shellQuote(args)
+	broker0 := b.kafka.CPU()
 	p, err := startProc("producer-snapshot", b.root, b.logPath(fmt.Sprintf("producer-snapshot-%d", rep)), nil, args...)
 	if err != nil {
 		b.add(r.fail("%v", err))
 		return nil
 	}
+	readers := &pidSet{find: func() []int { return backends(ctx, s, snapAppName) }}
+	_ = pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
+		readers.sample()
+		return p.Exited(), nil
+	})
 	err = p.Wait(b.cfg.Timeout)
 	r.Secs = p.End.Sub(p.Start).Seconds()
 	r.CPU, r.RSSMB = p.Rusage()
 	r.Load1 = loadavg()
 	if err != nil {
 		r.fail("%v: %s", err, p.Tail(15))
+	}
+	readers.sample()
+	r.Parts = map[string]float64{partProducer: r.CPU, partSrcReader: readers.value()}
+	if broker0 >= 0 {
+		if c := b.kafka.CPU(); c >= 0 {
+			r.Parts[partBroker] = c - broker0
+		}
 	}
 	r.Note = "includes slot creation and the exported snapshot; default --snapshot-chunk-rows 50000, 2 readers"
 	b.add(r)

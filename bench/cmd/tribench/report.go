@@ -683,7 +683,9 @@ func (b *Bench) method(w *strings.Builder) {
   `+"`snapshot.mode=no_data`"+`, its own slot and the same publication; its topic is created beforehand with 3 partitions
   because the broker does not auto-create topics.
 - **Snapshot.** The table is written once, then `+"`VACUUM (FREEZE, ANALYZE)`"+` and `+"`CHECKPOINT`"+`, and read once to warm
-  the page cache before each repetition. The producer's time includes slot creation and its exported snapshot.
+  the page cache before each repetition. The producer's time includes slot creation and its exported snapshot. Its
+  components are the producer, its source backends (sampled every 100 ms) and the broker (its CPU during the run);
+  `+"`psql`"+`'s figures are its own CPU, without the server's.
 - **Latency.** 8 source connections commit paced single-statement transactions (`+"`synchronous_commit`"+` on); Tributary's
   producer and consumer, or the native subscription, run continuously; the run waits until the target holds every row.
   The default rates are 1,000 tx/s of 1, 5 and 10 rows (1k, 5k and 10k rows/s); "achieved tx/s" shows when the source
