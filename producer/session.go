@@ -1333,17 +1333,11 @@ func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 // Kafka transaction when the group is full.
 func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 	tx := s.tx
-	f := schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
-		Origin: tx.origin, Events: tx.pos, Snapshot: tx.snapChunk, Request: tx.request}
-	for k, n := range tx.counts {
-		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
-	}
-	sortCounts(f.Partitions)
-	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), &f)
-	if err := s.send(ctx, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}); err != nil {
+	f, r := s.frameRecord(tx, end)
+	if err := s.send(ctx, r); err != nil {
 		return err
 	}
-	s.state.noteFrame(&f)
+	s.state.noteFrame(f)
 	s.groupTxns++
 	s.pos.framed(end)
 	s.tx = nil
@@ -1359,6 +1353,19 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 		return s.commitGroupAsync(ctx)
 	}
 	return nil
+}
+
+// frameRecord is the frame of source transaction tx, which ends at end, and
+// its record on the transactions topic.
+func (s *session) frameRecord(tx *txState, end pglogrepl.LSN) (*schemas.Frame, *kgo.Record) {
+	f := &schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
+		Origin: tx.origin, Events: tx.pos, Snapshot: tx.snapChunk, Request: tx.request}
+	for k, n := range tx.counts {
+		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
+	}
+	sortCounts(f.Partitions)
+	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), f)
+	return f, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}
 }
 
 func sortCounts(p []schemas.PartitionCount) {
