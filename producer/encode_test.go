@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,5 +110,35 @@ func BenchmarkTransaction(b *testing.B) {
 		tx.pos++
 		tx.counts[tpKey{r.Topic, r.Partition}]++
 		s.frameRecord(tx, tx.commitLSN+48)
+	}
+}
+
+// TestFrameRecord: a transaction's frame lists its partitions' counts in
+// topic and partition order, whatever the order of the map they come
+// from, and its record decodes to that frame after the schema ID.
+func TestFrameRecord(t *testing.T) {
+	dec, err := schemas.DecoderCompileFrame(schemas.FrameSchema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{cfg: &Config{}, txTopic: "p.transactions", frameID: 7}
+	for i := 0; i < 50; i++ {
+		tx := &txState{xid: 9, commitLSN: 0x1000, commitTime: time.Unix(1_700_000_000, 0).UTC(), origin: "site_b", pos: 12, counts: map[tpKey]int64{}}
+		want := []schemas.PartitionCount{{Topic: "p.public.a", Partition: 0, Count: 1}, {Topic: "p.public.a", Partition: 2, Count: 2}, {Topic: "p.public.a", Partition: 10, Count: 3}, {Topic: "p.public.b", Partition: 1, Count: 4}, {Topic: "p.public.bb", Partition: 0, Count: 2}}
+		for _, c := range want {
+			tx.counts[tpKey{c.Topic, c.Partition}] = c.Count
+		}
+		f, r := s.frameRecord(tx, 0x1100)
+		if r.Topic != "p.transactions" || r.Partition != 0 {
+			t.Fatalf("record %s/%d", r.Topic, r.Partition)
+		}
+		got, err := dec.Decode(r.Value[5:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Xid != 9 || got.CommitLSN != 0x1000 || got.EndLSN != 0x1100 || got.Origin != "site_b" || got.Events != 12 ||
+			!got.CommitTime.Equal(tx.commitTime) || !slices.Equal(got.Partitions, want) || !slices.Equal(f.Partitions, want) {
+			t.Fatalf("frame %+v, decoded %+v, want partitions %v", f, got, want)
+		}
 	}
 }

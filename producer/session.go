@@ -2,12 +2,14 @@ package producer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -125,6 +127,7 @@ type txState struct {
 	enc       *schemas.EncoderTx // built on the first event; see encoded
 	commitHdr []byte             // order header values shared by the transaction's records
 	xidHdr    []byte
+	hdrDigits [30]byte // where they are written: 20 digits of a uint64, 10 of a uint32
 
 	// What its frame also carries: a snapshot chunk (an online chunk is
 	// written at its high watermark's transaction), or the start of an
@@ -160,8 +163,8 @@ func (tx *txState) noteOnline(table string) {
 func (tx *txState) encoded() *schemas.EncoderTx {
 	if tx.enc == nil {
 		tx.enc = schemas.NewEncoderTx(tx.commitLSN, tx.xid, tx.commitTime, tx.origin).WithOriginLSN(tx.originLSN)
-		tx.commitHdr = lsnHeader(uint64(tx.commitLSN))
-		tx.xidHdr = strconv.AppendUint(nil, uint64(tx.xid), 10)
+		tx.commitHdr = strconv.AppendUint(tx.hdrDigits[:0:20], uint64(tx.commitLSN), 10)
+		tx.xidHdr = strconv.AppendUint(tx.hdrDigits[20:20:30], uint64(tx.xid), 10)
 	}
 	return tx.enc
 }
@@ -1357,19 +1360,34 @@ func (s *session) finishTx(ctx context.Context, end pglogrepl.LSN) error {
 
 // frameRecord is the frame of source transaction tx, which ends at end, and
 // its record on the transactions topic.
+// The frame and its record are made together, as a change's record is
+// with its headers (newRecord): one per source transaction.
 func (s *session) frameRecord(tx *txState, end pglogrepl.LSN) (*schemas.Frame, *kgo.Record) {
-	f := &schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
-		Origin: tx.origin, Events: tx.pos, Snapshot: tx.snapChunk, Request: tx.request}
-	for k, n := range tx.counts {
-		f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
+	fr := &struct {
+		f schemas.Frame
+		r kgo.Record
+	}{f: schemas.Frame{Xid: tx.xid, CommitLSN: tx.commitLSN, EndLSN: end, CommitTime: tx.commitTime,
+		Origin: tx.origin, Events: tx.pos, Snapshot: tx.snapChunk, Request: tx.request}}
+	f := &fr.f
+	size := 96 + len(tx.origin) // the header, the fixed fields and the unions' indexes
+	if len(tx.counts) > 0 {
+		f.Partitions = make([]schemas.PartitionCount, 0, len(tx.counts))
+		for k, n := range tx.counts {
+			f.Partitions = append(f.Partitions, schemas.PartitionCount{Topic: k.topic, Partition: k.partition, Count: n})
+			size += len(k.topic) + 2*binary.MaxVarintLen64
+		}
 	}
 	sortCounts(f.Partitions)
-	val := schemas.EncoderAppendFrame(schemas.AppendHeader(nil, s.frameID), f)
-	return f, &kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}
+	val := schemas.EncoderAppendFrame(schemas.AppendHeader(make([]byte, 0, size), s.frameID), f)
+	fr.r = kgo.Record{Topic: s.txTopic, Partition: 0, Value: val}
+	return f, &fr.r
 }
 
 func sortCounts(p []schemas.PartitionCount) {
-	sort.Slice(p, func(i, j int) bool {
-		return p[i].Topic < p[j].Topic || p[i].Topic == p[j].Topic && p[i].Partition < p[j].Partition
+	slices.SortFunc(p, func(a, b schemas.PartitionCount) int {
+		if c := strings.Compare(a.Topic, b.Topic); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Partition, b.Partition)
 	})
 }

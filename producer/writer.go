@@ -393,5 +393,3 @@ func (w *kafkaWriter) abortOpen() {
 	_ = w.cl.AbortBufferedRecords(ctx)
 	_ = w.cl.EndTransaction(ctx, kgo.TryAbort)
 }
-
-func lsnHeader(v uint64) []byte { return strconv.AppendUint(nil, v, 10) }
