@@ -109,6 +109,7 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	r.Cmd = shellQuote(args)
 	txTopic := prefix + ".transactions"
 	_, before, _ := b.kafka.EndOffsets(ctx, txTopic, true)
+	broker0 := b.kafka.CPU()
 	p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-%s-%d", wl, rep)), nil, args...)
 	if err != nil {
 		return r.fail("%v", err)
@@ -140,6 +141,14 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	r.RSSMB = procHWM(p.Pid())
 	r.SrvCPU = ws.value()
 	r.Load1 = loadavg()
+	// Its components, for the CPU per row of the whole capture, which
+	// pg_recvlogical's (a file, no broker) does not include.
+	r.Parts = map[string]float64{partProducer: r.CPU, partProdWS: r.SrvCPU}
+	if broker0 >= 0 {
+		if c := b.kafka.CPU(); c >= 0 {
+			r.Parts[partBroker] = c - broker0
+		}
+	}
 	if err != nil {
 		return r.fail("%v", err)
 	}

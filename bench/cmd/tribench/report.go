@@ -667,7 +667,9 @@ func (b *Bench) method(w *strings.Builder) {
   of every component, read from `+"`/proc/<pid>/stat`"+` when the target is done: the producer, the walsender decoding for it,
   the Kafka broker (its CPU during the run: the difference of two readings), the consumer, and the consumer's target
   backend(s) (found by `+"`application_name`"+`); for native replication its walsender and the apply worker (which decodes
-  the protocol and writes the rows in one process, so compare it with the consumer plus its backend).
+  the protocol and writes the rows in one process, so compare it with the consumer plus its backend). The producer's
+  drains list their components in the same table: the producer, its walsender and the broker, which a drain into a
+  file (`+"`pg_recvlogical`"+`) does not pay.
 - **Time** is wall time from process start (or `+"`ALTER SUBSCRIPTION ... ENABLE`"+`) until done, so it includes start-up
   (JVM start for Debezium, topic and schema set-up for the producer); "first output s" is the time until the first output
   was visible in Kafka (the producer's first committed frame, Debezium's first record); for one big transaction the
