@@ -61,8 +61,9 @@ type reassembler struct {
 	cp      Checkpoint       // committed checkpoint, updated after every Apply
 	tx      *part
 	parts   map[Stream]*part
-	end     int64 // transactions-topic end to stop at; -1 for never
-	lso     int64 // the transactions topic's last stable offset, as last fetched
+	opened  uint64 // frames opened so far (part.listedIn)
+	end     int64  // transactions-topic end to stop at; -1 for never
+	lso     int64  // the transactions topic's last stable offset, as last fetched
 }
 
 // newReassembler starts reading the transactions topic at checkpoint cp;
@@ -90,6 +91,9 @@ type part struct {
 	// commit LSN is below it: they belong to frames before the one the
 	// partition was positioned for (see reassembler.partition).
 	skipBelow uint64
+	// listedIn is the number (reassembler.opened) of the last frame that
+	// listed the partition, which finds a frame listing it twice.
+	listedIn uint64
 }
 
 func (p *part) pending() int { return len(p.buf) - p.head }
@@ -260,7 +264,7 @@ type frameCursor struct {
 	at     time.Time // the frame record's timestamp
 	frame  schemas.Frame
 	txn    *Txn
-	parts  []*cursorPart
+	parts  []cursorPart
 }
 
 type cursorPart struct {
@@ -288,7 +292,7 @@ func (r *reassembler) openFrame(ctx context.Context) (*frameCursor, error) {
 	fc.frame = f
 	fc.txn = &Txn{Xid: f.Xid, CommitLSN: f.CommitLSN, CommitTime: f.CommitTime, Origin: f.Origin,
 		Snapshot: f.Snapshot != nil, Initial: f.Snapshot != nil && f.EndLSN == f.CommitLSN, Offset: rec.Offset}
-	seen := map[Stream]bool{}
+	r.opened++
 	for _, pc := range f.Partitions {
 		if pc.Count < 0 || pc.Partition < 0 {
 			return nil, structural(fc.errorf("%w: bad count %d for %s partition %d", ErrMismatch, pc.Count, pc.Topic, pc.Partition))
@@ -297,12 +301,15 @@ func (r *reassembler) openFrame(ctx context.Context) (*frameCursor, error) {
 		if err != nil {
 			return nil, err
 		}
-		if seen[p.s] {
+		if p.listedIn == r.opened {
 			return nil, structural(fc.errorf("%w: %s partition %d listed twice", ErrMismatch, pc.Topic, pc.Partition))
 		}
-		seen[p.s] = true
+		p.listedIn = r.opened
 		if pc.Count > 0 {
-			fc.parts = append(fc.parts, &cursorPart{p: p, remaining: pc.Count, lastPos: -1})
+			if fc.parts == nil {
+				fc.parts = make([]cursorPart, 0, len(f.Partitions))
+			}
+			fc.parts = append(fc.parts, cursorPart{p: p, remaining: pc.Count, lastPos: -1})
 		}
 	}
 	return fc, nil
@@ -313,7 +320,8 @@ func (r *reassembler) openFrame(ctx context.Context) (*frameCursor, error) {
 func (fc *frameCursor) next(ctx context.Context) (*kgo.Record, error) {
 	var best *cursorPart
 	var bestPos int64
-	for _, cp := range fc.parts {
+	for i := range fc.parts {
+		cp := &fc.parts[i]
 		if cp.remaining == 0 {
 			continue
 		}

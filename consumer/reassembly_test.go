@@ -817,3 +817,27 @@ func mapsEqual(a, b map[Stream]int64) bool {
 	}
 	return true
 }
+
+// BenchmarkReassembly reads 1,000 generated source transactions of 1–12
+// records each, frame by frame, with their checkpoints, as a session
+// does: the reassembler's own work per frame, the fetches being a fake.
+func BenchmarkReassembly(b *testing.B) {
+	logs, frames, _ := generate(rand.New(rand.NewPCG(1, 2)), 1000, testStreams)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		f := newFakeKafka(logs, frames)
+		f.rng = rand.New(rand.NewPCG(3, 4))
+		r := f.reassembler(Checkpoint{}, 4096)
+		b.StartTimer()
+		for n := 0; n < 1000; n++ {
+			fc, _, err := readFrame(ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cp := Checkpoint{Next: map[Stream]int64{}}
+			fc.checkpoint(&cp)
+		}
+	}
+}
