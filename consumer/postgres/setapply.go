@@ -126,13 +126,15 @@ func (w *writer) flushSet(ctx context.Context, evs []*consumer.Event) (bool, err
 	if len(evs) < 2 || w.s.cfg.OnConflict == OnConflictUpsert {
 		return false, nil
 	}
+	events := map[*consumer.Table]int{} // each table's, to size its key map once
 	for _, ev := range evs {
 		if !w.setEligible(ev) {
 			return false, nil
 		}
+		events[ev.Table]++
 	}
 	var tables []*setTable
-	byTable := map[*consumer.Table]*setTable{}
+	byTable := make(map[*consumer.Table]*setTable, len(events))
 	for _, ev := range evs {
 		st := byTable[ev.Table]
 		if st == nil {
@@ -143,7 +145,8 @@ func (w *writer) flushSet(ctx context.Context, evs []*consumer.Event) (bool, err
 			if !ti.ok {
 				return false, nil
 			}
-			st = &setTable{t: ev.Table, info: ti, last: map[string]*setItem{}}
+			n := events[ev.Table]
+			st = &setTable{t: ev.Table, info: ti, last: make(map[string]*setItem, n), items: make([]*setItem, 0, n)}
 			byTable[ev.Table] = st
 			tables = append(tables, st)
 		}
