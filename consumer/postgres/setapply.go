@@ -110,6 +110,12 @@ type setTable struct {
 	waves int
 }
 
+// newSetTable is t's part of a set-based flush of n events, its key map
+// and change list sized for them.
+func newSetTable(t *consumer.Table, ti *tableInfo, n int) *setTable {
+	return &setTable{t: t, info: ti, last: make(map[string]*setItem, n), items: make([]*setItem, 0, n)}
+}
+
 // setEligible reports whether ev may be applied set-based.
 func (w *writer) setEligible(ev *consumer.Event) bool {
 	switch ev.Op {
@@ -145,8 +151,7 @@ func (w *writer) flushSet(ctx context.Context, evs []*consumer.Event) (bool, err
 			if !ti.ok {
 				return false, nil
 			}
-			n := events[ev.Table]
-			st = &setTable{t: ev.Table, info: ti, last: make(map[string]*setItem, n), items: make([]*setItem, 0, n)}
+			st = newSetTable(ev.Table, ti, events[ev.Table])
 			byTable[ev.Table] = st
 			tables = append(tables, st)
 		}
