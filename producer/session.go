@@ -583,21 +583,7 @@ func (s *session) stream(ctx context.Context) error {
 			}
 			nextHeartbeat = now.Add(cfg.HeartbeatInterval)
 		}
-		deadline := nextStatus
-		if s.inflight == nil && s.groupOpen() && s.tx == nil {
-			if d := s.groupStart.Add(cfg.GroupMaxDelay); d.Before(deadline) {
-				deadline = d
-			}
-		}
-		if cfg.HeartbeatInterval > 0 && nextHeartbeat.Before(deadline) {
-			deadline = nextHeartbeat
-		}
-		if cfg.ProgressInterval > 0 && nextProgress.Before(deadline) {
-			deadline = nextProgress
-		}
-		if s.nextPubCheck.Before(deadline) {
-			deadline = s.nextPubCheck
-		}
+		deadline := s.wakeAt(nextStatus, nextHeartbeat, nextProgress)
 		if !deadline.Equal(readDeadline) {
 			if err := conn.SetReadDeadline(deadline); err != nil {
 				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
@@ -637,6 +623,32 @@ func (s *session) stream(ctx context.Context) error {
 // publicationCheckInterval is how often the stream lists the publication for
 // tables that joined or left it.
 const publicationCheckInterval = 30 * time.Second
+
+// wakeAt is when the stream must stop waiting for the next message to do
+// its timed work: the first of the next status, heartbeat and progress line,
+// the end of an open group's delay and the next publication check, each
+// only when the stream would do it then. A time it would not act on would
+// end every wait at once: the stream would spin until it could.
+func (s *session) wakeAt(nextStatus, nextHeartbeat, nextProgress time.Time) time.Time {
+	cfg := s.cfg
+	deadline := nextStatus
+	if s.inflight == nil && s.groupOpen() && s.tx == nil {
+		if d := s.groupStart.Add(cfg.GroupMaxDelay); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	if cfg.HeartbeatInterval > 0 && nextHeartbeat.Before(deadline) {
+		deadline = nextHeartbeat
+	}
+	if cfg.ProgressInterval > 0 && nextProgress.Before(deadline) {
+		deadline = nextProgress
+	}
+	// The publication is listed between source transactions only.
+	if s.tx == nil && s.nextPubCheck.Before(deadline) {
+		deadline = s.nextPubCheck
+	}
+	return deadline
+}
 
 // readServerWAL reads the source's current WAL position into serverWAL.
 func (s *session) readServerWAL(ctx context.Context) error {

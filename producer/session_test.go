@@ -2,6 +2,7 @@ package producer
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tributary-cdc/tributary/schemas"
 )
@@ -34,6 +35,45 @@ func TestConnConfigKeepsApplicationName(t *testing.T) {
 			if got := cfg.RuntimeParams["replication"]; (got == "database") != repl {
 				t.Errorf("%s (replication %v): replication = %q", c.dsn, repl, got)
 			}
+		}
+	}
+}
+
+// TestWakeAtOnlyWhatTheStreamDoes: the stream's wait for the next message
+// ends at a time that is due only for work the stream does at that point.
+// A publication check falls due between source transactions only, and a
+// group's delay only with no commit in flight: a due time it would not act
+// on would end every wait at once, and the stream would spin on timeouts
+// in the middle of a source transaction whose rest the walsender has not
+// sent yet.
+func TestWakeAtOnlyWhatTheStreamDoes(t *testing.T) {
+	now := time.Now()
+	past, soon, later := now.Add(-time.Second), now.Add(time.Second), now.Add(time.Hour)
+	cfg := &Config{GroupMaxDelay: 20 * time.Millisecond, HeartbeatInterval: time.Minute, ProgressInterval: time.Minute}
+	for _, c := range []struct {
+		name      string
+		tx        bool
+		group     bool // a Kafka transaction is open
+		inflight  bool // a commit is in flight
+		pubCheck  time.Time
+		groupFrom time.Time
+		want      time.Time
+	}{
+		{name: "publication check due inside a source transaction", tx: true, pubCheck: past, want: soon},
+		{name: "publication check due between source transactions", pubCheck: past, want: past},
+		{name: "group delay over, no commit in flight", group: true, pubCheck: later, groupFrom: past, want: past.Add(cfg.GroupMaxDelay)},
+		{name: "group delay over, a commit in flight", group: true, inflight: true, pubCheck: later, groupFrom: past, want: soon},
+		{name: "group delay over inside a source transaction", tx: true, group: true, pubCheck: later, groupFrom: past, want: soon},
+	} {
+		s := &session{cfg: cfg, w: &kafkaWriter{inTxn: c.group}, nextPubCheck: c.pubCheck, groupStart: c.groupFrom}
+		if c.tx {
+			s.tx = &txState{}
+		}
+		if c.inflight {
+			s.inflight = &inflightCommit{}
+		}
+		if got := s.wakeAt(soon, later, later); !got.Equal(c.want) {
+			t.Errorf("%s: wake at %s, want %s (now %s)", c.name, got.Format(time.StampMilli), c.want.Format(time.StampMilli), now.Format(time.StampMilli))
 		}
 	}
 }
