@@ -520,11 +520,17 @@ func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 		return nil
 	}
 	readers := &pidSet{find: func() []int { return backends(ctx, s, snapAppName) }}
-	_ = pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
+	perr := pollUntil(b.cfg.Timeout, e2ePollPeriod, func() (bool, error) {
 		readers.sample()
 		return p.Exited(), nil
 	})
+	if perr != nil {
+		p.Kill() // timed out or interrupted: the error below says which
+	}
 	err = p.Wait(b.cfg.Timeout)
+	if perr != nil {
+		err = perr
+	}
 	r.Secs = p.End.Sub(p.Start).Seconds()
 	r.CPU, r.RSSMB = p.Rusage()
 	r.Load1 = loadavg()
