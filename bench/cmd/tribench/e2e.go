@@ -16,6 +16,7 @@ const (
 	partProducer  = "producer"
 	partProdWS    = "producer's walsender"
 	partBroker    = "Kafka broker"
+	partBrokerJIT = "of which the broker's JIT compiler"
 	partConsumer  = "consumer"
 	partBackend   = "consumer's target backend"
 	partSrcReader = "producer's source backends"
@@ -25,7 +26,11 @@ const (
 	e2ePollPeriod = 100 * time.Millisecond
 )
 
-var partOrder = []string{partProducer, partProdWS, partSrcReader, partBroker, partConsumer, partBackend, partNativeWS, partApply}
+// partWithin are the components already counted in another one's figure,
+// which the total leaves out.
+var partWithin = map[string]bool{partBrokerJIT: true}
+
+var partOrder = []string{partProducer, partProdWS, partSrcReader, partBroker, partBrokerJIT, partConsumer, partBackend, partNativeWS, partApply}
 
 // pidSet samples the CPU of a changing set of server processes (the target
 // backends of the consumer's pool): the last reading of every pid seen.
@@ -90,7 +95,7 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 		"--name", name, "--target", withParam(b.tgt.DSN, "application_name", e2eAppName), "--create-tables", "--log-format", "json"}
 	cargs = append(cargs, b.consumerExtra("e2e-"+tag)...)
 	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
-	broker0 := b.kafka.CPU()
+	broker0 := b.kafka.mark()
 	t0 := time.Now()
 	cp, err := startProc("consumer", b.root, b.logPath("e2e-consumer-"+tag), nil, cargs...)
 	if err != nil {
@@ -129,11 +134,7 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 		partConsumer: treeCPU(cp.Pid()),
 		partBackend:  be.value(),
 	}
-	if broker0 >= 0 {
-		if c := b.kafka.CPU(); c >= 0 {
-			r.Parts[partBroker] = c - broker0
-		}
-	}
+	b.kafka.addBrokerCPU(r.Parts, broker0)
 	r.PartsRSS = map[string]float64{partProducer: procHWM(pp.Pid()), partConsumer: procHWM(cp.Pid())}
 	r.CPU = r.Parts[partProducer] + r.Parts[partConsumer]
 	r.SrvCPU = ws.value()
@@ -193,17 +194,76 @@ func backends(ctx context.Context, pg *PG, app string) []int {
 	return out
 }
 
-// CPU is the broker's CPU seconds so far (utime+stime of its process), -1
-// when unknown.
-func (k *Kafka) CPU() float64 {
+// brokerMark is a reading of the broker's CPU seconds: its whole process
+// (-1 when unknown), and each of its JVM's JIT compiler threads by thread id.
+type brokerMark struct {
+	total float64
+	jit   map[int]float64
+}
+
+// mark reads the broker's CPU now.
+func (k *Kafka) mark() brokerMark {
 	if k.pid == nil {
-		return -1
+		return brokerMark{total: -1}
 	}
 	pid := k.pid()
 	if pid <= 0 {
-		return -1
+		return brokerMark{total: -1}
 	}
-	return procCPU(pid)
+	return brokerMark{total: procCPU(pid), jit: jitThreadsCPU(pid)}
+}
+
+// to is the CPU the broker used from m to the later reading now: all of
+// it, and the part its JIT compiler threads used (-1 when the broker has
+// none, as the embedded broker has not). A compiler thread that the JVM
+// ended in between takes its share with it, so jit is at least what the
+// JIT used.
+func (m brokerMark) to(now brokerMark) (total, jit float64) {
+	if m.total < 0 || now.total < 0 {
+		return -1, -1
+	}
+	if len(now.jit) == 0 {
+		return now.total - m.total, -1
+	}
+	for tid, c := range now.jit {
+		jit += c - m.jit[tid]
+	}
+	return now.total - m.total, jit
+}
+
+// addBrokerCPU records in parts the broker's CPU since m, and its JIT
+// compiler's part of it.
+func (k *Kafka) addBrokerCPU(parts map[string]float64, m brokerMark) {
+	total, jit := m.to(k.mark())
+	if total < 0 {
+		return
+	}
+	parts[partBroker] = total
+	if jit >= 0 {
+		parts[partBrokerJIT] = jit
+	}
+}
+
+// jitThreadsCPU is the CPU seconds of each HotSpot JIT compiler thread of
+// pid ("C1 CompilerThread0", "C2 CompilerThread1", ...: the kernel keeps
+// the first 15 bytes of a thread's name).
+func jitThreadsCPU(pid int) map[int]float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	out := map[int]float64{}
+	for _, t := range tasks {
+		comm, err := os.ReadFile(filepath.Join(t, "comm"))
+		if err != nil || !strings.Contains(string(comm), "CompilerThre") {
+			continue
+		}
+		tid, err := strconv.Atoi(filepath.Base(t))
+		if err != nil {
+			continue
+		}
+		if c := statCPU(filepath.Join(t, "stat"), false); c >= 0 {
+			out[tid] = c
+		}
+	}
+	return out
 }
 
 // kafkaPID reads the pid file that deploy/local/kafka.sh writes.

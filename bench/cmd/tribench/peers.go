@@ -109,7 +109,7 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	r.Cmd = shellQuote(args)
 	txTopic := prefix + ".transactions"
 	_, before, _ := b.kafka.EndOffsets(ctx, txTopic, true)
-	broker0 := b.kafka.CPU()
+	broker0 := b.kafka.mark()
 	p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-%s-%d", wl, rep)), nil, args...)
 	if err != nil {
 		return r.fail("%v", err)
@@ -144,11 +144,7 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	// Its components, for the CPU per row of the whole capture, which
 	// pg_recvlogical's (a file, no broker) does not include.
 	r.Parts = map[string]float64{partProducer: r.CPU, partProdWS: r.SrvCPU}
-	if broker0 >= 0 {
-		if c := b.kafka.CPU(); c >= 0 {
-			r.Parts[partBroker] = c - broker0
-		}
-	}
+	b.kafka.addBrokerCPU(r.Parts, broker0)
 	if err != nil {
 		return r.fail("%v", err)
 	}
@@ -513,7 +509,7 @@ func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 	args := append(b.producerArgs(prefix, slot, "pub_snap", "only"), b.producerExtra(fmt.Sprintf("snapshot-%d", rep))...)
 	args[slices.Index(args, "--source")+1] = withParam(s.DSN, "application_name", snapAppName) // names the snapshot's readers
 	r.Cmd = shellQuote(args)
-	broker0 := b.kafka.CPU()
+	broker0 := b.kafka.mark()
 	p, err := startProc("producer-snapshot", b.root, b.logPath(fmt.Sprintf("producer-snapshot-%d", rep)), nil, args...)
 	if err != nil {
 		b.add(r.fail("%v", err))
@@ -539,11 +535,7 @@ func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 	}
 	readers.sample()
 	r.Parts = map[string]float64{partProducer: r.CPU, partSrcReader: readers.value()}
-	if broker0 >= 0 {
-		if c := b.kafka.CPU(); c >= 0 {
-			r.Parts[partBroker] = c - broker0
-		}
-	}
+	b.kafka.addBrokerCPU(r.Parts, broker0)
 	r.Note = "includes slot creation and the exported snapshot; default --snapshot-chunk-rows 50000, 2 readers"
 	b.add(r)
 	return b.dropSlots(ctx, slot)

@@ -328,7 +328,9 @@ func partsTable(w *strings.Builder, g *group) {
 				fmt.Fprint(w, " |")
 				continue
 			}
-			total += v
+			if !partWithin[k] {
+				total += v
+			}
 			any = true
 			fmt.Fprintf(w, " %s |", fmtNum(v/rows*1e6, 2))
 		}
@@ -665,7 +667,9 @@ func (b *Bench) method(w *strings.Builder) {
   clusters. The time is from the start of both processes until the target is done; native logical replication is timed
   from `+"`ALTER SUBSCRIPTION ... ENABLE`"+`. The CPU table of each end-to-end workload gives the CPU seconds per million rows
   of every component, read from `+"`/proc/<pid>/stat`"+` when the target is done: the producer, the walsender decoding for it,
-  the Kafka broker (its CPU during the run: the difference of two readings), the consumer, and the consumer's target
+  the Kafka broker (its CPU during the run: the difference of two readings; "of which the broker's JIT compiler" is the
+  part its JVM's JIT compiler threads used, `+"`C1/C2 CompilerThread`"+` in `+"`/proc/<pid>/task`"+`, counted once, within the
+  broker's figure: a broker started for the run is still compiling its code), the consumer, and the consumer's target
   backend(s) (found by `+"`application_name`"+`); for native replication its walsender and the apply worker (which decodes
   the protocol and writes the rows in one process, so compare it with the consumer plus its backend). The producer's
   drains list their components in the same table: the producer, its walsender and the broker, which a drain into a

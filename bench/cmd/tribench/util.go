@@ -41,7 +41,14 @@ func loadavg() string {
 // procCPU returns utime+stime (all threads) plus the waited-for children's
 // cutime+cstime of pid, in seconds; -1 when the process is gone.
 func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statCPU(fmt.Sprintf("/proc/%d/stat", pid), true)
+}
+
+// statCPU reads utime+stime, and with children also cutime+cstime, from a
+// /proc stat file (a process's, or one thread's under task/), in seconds;
+// -1 when it cannot be read.
+func statCPU(path string, children bool) float64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return -1
 	}
@@ -55,8 +62,12 @@ func procCPU(pid int) float64 {
 	if len(f) < 15 {
 		return -1
 	}
+	fields := []int{11, 12}
+	if children {
+		fields = append(fields, 13, 14)
+	}
 	var sum float64
-	for _, k := range []int{11, 12, 13, 14} {
+	for _, k := range fields {
 		v, _ := strconv.ParseFloat(f[k], 64)
 		sum += v
 	}

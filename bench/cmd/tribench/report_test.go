@@ -1,0 +1,41 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBrokerMarkTo checks the broker's CPU between two readings: a compiler
+// thread started in between counts from zero, one that ended counts
+// nothing, and a broker without compiler threads has no JIT part.
+func TestBrokerMarkTo(t *testing.T) {
+	m0 := brokerMark{total: 10, jit: map[int]float64{1: 2, 2: 3}}
+	m1 := brokerMark{total: 14.5, jit: map[int]float64{1: 2.5, 3: 1}}
+	if total, jit := m0.to(m1); total != 4.5 || jit != 1.5 {
+		t.Errorf("to = %v, %v; want 4.5, 1.5", total, jit)
+	}
+	if total, jit := (brokerMark{total: 1}).to(brokerMark{total: 3}); total != 2 || jit != -1 {
+		t.Errorf("without compiler threads: to = %v, %v; want 2, -1", total, jit)
+	}
+	if total, _ := (brokerMark{total: -1}).to(m1); total != -1 {
+		t.Errorf("from an unknown reading: total = %v, want -1", total)
+	}
+}
+
+// TestPartsTableCountsJITOnce checks that the components table shows the
+// broker's JIT compiler as a column of its own but leaves it out of the
+// total, since the broker's figure already holds it.
+func TestPartsTableCountsJITOnce(t *testing.T) {
+	r := &Result{Workload: wPgbench, Peer: peerProducer, Rows: 1_000_000,
+		Parts: map[string]float64{partProducer: 2, partProdWS: 1, partBroker: 4, partBrokerJIT: 1.5}}
+	g := &group{workload: wPgbench, peers: []string{peerProducer}, by: map[string][]*Result{peerProducer: {r}}}
+	var w strings.Builder
+	partsTable(&w, g)
+	out := w.String()
+	if !strings.Contains(out, "| "+partBroker+" | "+partBrokerJIT+" |") {
+		t.Fatalf("no JIT column after the broker's:\n%s", out)
+	}
+	if !strings.Contains(out, "| "+peerProducer+" | 2.00 | 1.00 | 4.00 | 1.50 | 7.00 |") {
+		t.Errorf("want the JIT shown and the total 7.00 (not 8.50):\n%s", out)
+	}
+}
