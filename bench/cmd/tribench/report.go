@@ -680,8 +680,9 @@ func (b *Bench) method(w *strings.Builder) {
   first frame is also the last.
 - **CPU seconds** are utime+stime of the client process (all threads, from `+"`/proc/<pid>/stat`"+` when done, or from
   `+"`wait4`"+` rusage for processes that exit by themselves). "server CPU s" is the walsender that decodes for that client
-  (and, for native replication, the "client CPU" column is the subscriber's apply worker). **Peak RSS** is `+"`VmHWM`"+` or
-  rusage maxrss. Kafka's and PostgreSQL's own CPU are not counted in these columns; the end-to-end CPU tables count them.
+  (and, for native replication, the "client CPU" column is the subscriber's apply worker). **Peak RSS** is `+"`VmHWM`"+`, for processes that
+  exit by themselves the largest read every 50 ms while they ran (their `+"`wait4`"+` rusage maxrss would include the runner's
+  own peak RSS: Go starts a child in the runner's address space until it execs). Kafka's and PostgreSQL's own CPU are not counted in these columns; the end-to-end CPU tables count them.
 - **Order.** Within a repetition the peers run one after the other in the order of the tables (the end-to-end peer is the
   producer and the consumer together); nothing else of ours runs at the same time, but other engineers' jobs do.
 - **Debezium Server** is run as shipped (`+"`run.sh`"+`, default JVM heap, default `+"`max.batch.size`"+`/`+"`max.queue.size`"+`), with
@@ -715,7 +716,7 @@ func (b *Bench) method(w *strings.Builder) {
 - **DuckDB sink.** The backlog is alternating 1,000-row INSERT and UPDATE transactions of the same rows; the producer
   writes it to Kafka once per run, then each repetition applies all of it with a new consumer name into a new DuckDB
   file (`+"`--flush-rows 100000`"+`, `+"`--until-caught-up`"+`). The runner links no DuckDB client: the check is the consumer's own
-  "caught up" log line (transactions applied and last commit LSN). Peak RSS is the consumer's rusage maxrss.
+  "caught up" log line (transactions applied and last commit LSN). Peak RSS is the consumer's `+"`VmHWM`"+`, read every 50 ms.
 - **Source TPS.** `+"`pgbench -i -s 1`"+`, then `+"`pgbench -n -c 4 -j 2 -T <s>`"+` (synchronous_commit on) with no capture, then once
   while each capture peer streams its own slot on the four pgbench tables: the producer into Kafka, pg_recvlogical to
   /dev/null, a native subscription into the native target, Debezium Server into Kafka. All of it shares the machine's

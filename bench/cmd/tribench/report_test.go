@@ -1,8 +1,11 @@
 package main
 
 import (
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBrokerMarkTo checks the broker's CPU between two readings: a compiler
@@ -37,5 +40,25 @@ func TestPartsTableCountsJITOnce(t *testing.T) {
 	}
 	if !strings.Contains(out, "| "+peerProducer+" | 2.00 | 1.00 | 4.00 | 1.50 | 7.00 |") {
 		t.Errorf("want the JIT shown and the total 7.00 (not 8.50):\n%s", out)
+	}
+}
+
+// TestProcPeakRSSIsTheChilds checks that a child's peak RSS is its own,
+// not the runner's: the runner holds 200 MB while it starts a sleep.
+func TestProcPeakRSSIsTheChilds(t *testing.T) {
+	held := make([]byte, 200<<20)
+	for i := range held {
+		held[i] = 1
+	}
+	p, err := startProc("sleep", t.TempDir(), filepath.Join(t.TempDir(), "sleep.log"), nil, "sleep", "0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	runtime.KeepAlive(held)
+	if _, rss := p.Rusage(); rss <= 0 || rss > 50 {
+		t.Errorf("peak RSS of sleep = %.1f MB, want its own few MB (the runner holds 200 MB)", rss)
 	}
 }

@@ -138,7 +138,11 @@ type Proc struct {
 	done    chan struct{}
 	err     error
 	logPath string
+	hwmKB   atomic.Int64 // the largest VmHWM read while it ran, in KiB
 }
+
+// hwmPeriod is how often a Proc's peak RSS is read while it runs.
+const hwmPeriod = 50 * time.Millisecond
 
 func startProc(name, dir, logPath string, env []string, args ...string) (*Proc, error) {
 	cmd := exec.Command(args[0], args[1:]...)
@@ -162,7 +166,28 @@ func startProc(name, dir, logPath string, env []string, args ...string) (*Proc, 
 		f.Close()
 		close(p.done)
 	}()
+	go p.watchHWM()
 	return p, nil
+}
+
+// watchHWM reads the process's VmHWM every hwmPeriod until it exits. The
+// rusage that wait4 returns cannot give a child's peak RSS here: Go starts
+// a child in the runner's address space (CLONE_VM) until it execs, and the
+// kernel keeps that address space's peak as the child's, so a 5-MB
+// process would report the runner's own peak.
+func (p *Proc) watchHWM() {
+	t := time.NewTicker(hwmPeriod)
+	defer t.Stop()
+	for {
+		if kb := int64(procHWM(p.Pid()) * 1024); kb > p.hwmKB.Load() {
+			p.hwmKB.Store(kb)
+		}
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
@@ -205,7 +230,8 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
-// Rusage returns CPU seconds and peak RSS (MB) of an exited process.
+// Rusage returns CPU seconds (from wait4) and peak RSS (MB, the largest
+// VmHWM read while it ran; -1 when none was read) of an exited process.
 func (p *Proc) Rusage() (cpu, rssMB float64) {
 	if p.Cmd.ProcessState == nil {
 		return -1, -1
@@ -215,7 +241,11 @@ func (p *Proc) Rusage() (cpu, rssMB float64) {
 		return -1, -1
 	}
 	cpu = float64(ru.Utime.Sec) + float64(ru.Utime.Usec)/1e6 + float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
-	return cpu, float64(ru.Maxrss) / 1024
+	rssMB = -1
+	if kb := p.hwmKB.Load(); kb > 0 {
+		rssMB = float64(kb) / 1024
+	}
+	return cpu, rssMB
 }
 
 func (p *Proc) Tail(n int) string {
