@@ -119,8 +119,8 @@ func newDuckLoad(t *testing.T, pg *harness.Postgres) *duckLoad {
 }
 
 // run commits n source transactions of 1 to 5 changes, every tenth one of
-// 20 to 40 changes (so that one source transaction spans several DuckDB
-// merges); big makes inserted rows 8 KB. It stops early when stop returns
+// 20 to 40 changes (larger than the tests' micro-batches); big makes
+// inserted rows 8 KB. It stops early when stop returns
 // true (checked between transactions).
 func (l *duckLoad) run(n int, big bool, stop func() bool) {
 	l.t.Helper()
@@ -351,8 +351,8 @@ func firstDiff(got, want []string) string {
 // TestDuckDBConsumerKillNineMidBatch kills `tributary consumer --sink duckdb`
 // with SIGKILL four times while a mixed workload runs over two tables, each
 // time while it works through a backlog in micro-batches of 7 rows (source
-// transactions of up to 40 changes span several merges, so kills land
-// between merges of one DuckDB transaction too), restarts it, and finally
+// transactions of up to 40 changes are micro-batches of their own), restarts
+// it, and finally
 // catches up: the warehouse equals the source, and the history holds each
 // change exactly once.
 func TestDuckDBConsumerKillNineMidBatch(t *testing.T) {
@@ -564,4 +564,47 @@ func TestDuckDBConsumerFileFaults(t *testing.T) {
 	caughtUp("read-only")
 	t.Logf("%d changes in %d source transactions through a locked, a full and a read-only file: "+
 		"the warehouse equals the source, each change once", l.total, l.txns)
+}
+
+// TestDuckDBLargeTransactionBoundedMemory loads source transactions far
+// larger than --flush-rows under a small --duckdb-memory-limit: 300,000
+// inserts in one transaction, then one update of every row that leaves a
+// TOASTed column unchanged in 3,000 of them. Merging such a transaction in
+// --flush-rows pieces inside its DuckDB transaction needed memory that grew
+// with the transaction (DuckDB's out-of-memory error part way through the
+// inserts); the warehouse must load both, equal to the source, with the
+// unchanged values carried forward.
+func TestDuckDBLargeTransactionBoundedMemory(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TABLE bulk (id int PRIMARY KEY, n numeric NOT NULL, label text, doc text)`,
+		`ALTER TABLE bulk ALTER COLUMN doc SET STORAGE EXTERNAL`, // TOASTed beyond 2 KB, uncompressed
+		`CREATE PUBLICATION pub FOR TABLE bulk`)
+	e.runProducer(t, e.producerConfig(t))
+	const rows = 300000
+	e.pg.Exec(t, fmt.Sprintf(`INSERT INTO bulk SELECT g, g / 7.0, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text),
+		CASE WHEN g %% 100 = 0 THEN repeat(md5(g::text), 100) ELSE 'd' || g END FROM generate_series(1, %d) g`, rows),
+		`UPDATE bulk SET n = n + 1`)
+	e.waitFrameCount(t, 2)
+	path := filepath.Join(t.TempDir(), "wh.duckdb")
+	args := e.duckArgs(path, "--flush-rows", "1000", "--duckdb-memory-limit", "64MB", "--duckdb-threads", "2")
+	if last, err := catchUpDuck(t, args); err != nil {
+		t.Fatalf("consumer over two %d-row source transactions, --flush-rows 1000, 64 MB: %v: %s", rows, err, last)
+	}
+	db, err := sql.Open("duckdb", path+"?access_mode=READ_ONLY")
+	must(t, err)
+	defer db.Close()
+	// n is unconstrained numeric, which the warehouse holds as its text.
+	const summary = `SELECT count(*) || '/' || sum(id) || '/' || sum(length(n::%[1]s)) || '/' || count(DISTINCT n::%[1]s) || '/' ||
+		sum(length(label)) || '/' || sum(length(doc)) || '/' || count(DISTINCT md5(doc)) FROM %[2]s`
+	var got string
+	must(t, db.QueryRow(fmt.Sprintf(summary, "VARCHAR", "public.bulk")).Scan(&got))
+	want := pgStrings(t, e.pg.Conn(t), fmt.Sprintf(summary, "text", "bulk"))
+	if got != want[0] {
+		t.Errorf("current state count/sum(id)/sum(length(n))/distinct n/sum(length(label))/sum(length(doc))/distinct docs = %s, source %s", got, want[0])
+	}
+	var hist string
+	must(t, db.QueryRow(`SELECT count(*) || '/' || count(*) FILTER (WHERE doc IS NULL) FROM public.bulk_history`).Scan(&hist))
+	if hist != fmt.Sprintf("%d/0", 2*rows) {
+		t.Errorf("history rows/rows without doc = %s, want %d/0 (every update carries the unchanged doc)", hist, 2*rows)
+	}
 }

@@ -28,8 +28,11 @@
 //   - Changes are staged with the DuckDB Appender into a temporary table,
 //     then applied set-based per table: appended to the history, and
 //     DELETE plus INSERT of the last version of each changed key into the
-//     current state. Staged rows are merged every FlushRows rows, so the
-//     staging memory does not depend on the size of a source transaction.
+//     current state. The stage is merged once per Apply (and before a
+//     snapshot read, a truncate or a schema change of its table): merges
+//     inside one DuckDB transaction each leave memory behind until it
+//     commits, so a large source transaction merged in pieces needed memory
+//     in proportion to its size.
 //   - History rows are complete: unchanged TOASTed columns are carried
 //     forward from the key's previous state, and a delete row carries the
 //     key's last values. A truncate appends an op-t row for every live key
@@ -52,13 +55,12 @@
 //     the fix resumes there. The failed micro-batch rolls back whole, with
 //     its checkpoint; the database is reopened before the next Apply.
 //   - Memory: the Go side holds one Appender chunk per staged table; the
-//     staged rows (at most FlushRows per table before a merge) and the
-//     merges live in DuckDB, bounded by MemoryLimit, beyond which DuckDB
-//     spills to <Path>.tmp. Threads bounds DuckDB's worker threads. One
-//     source transaction is one DuckDB transaction, and DuckDB keeps part of
-//     its uncommitted current-state changes in memory until the commit:
-//     MemoryLimit must leave room for the largest source transaction, or
-//     the Apply fails with DuckDB's out-of-memory error (a halt, resumable).
+//     staged rows (about FlushRows per Apply, or one larger source
+//     transaction) and the merges live in DuckDB, bounded by MemoryLimit,
+//     beyond which DuckDB spills to <Path>.tmp, whatever the size of a
+//     source transaction. Threads bounds DuckDB's worker threads. An
+//     operation that cannot spill fails with DuckDB's out-of-memory error
+//     (a halt, resumable).
 //
 // A Sink serves one Apply at a time (DuckDB has one writer); use it with the
 // transactional mode. Its methods must not be called concurrently.
@@ -93,9 +95,9 @@ type Config struct {
 	// Required.
 	Consumer string
 	// FlushRows is the micro-batch size in rows (--flush-rows; default
-	// 100000): staged rows are merged into the tables every FlushRows rows,
-	// and the consumer should group at most that many events into one Apply
-	// (consumer.Config.GroupMaxEvents = FlushRows).
+	// 100000): the consumer should group at most that many events into one
+	// Apply (consumer.Config.GroupMaxEvents = FlushRows), whose staged rows
+	// are merged once, at its end.
 	FlushRows int
 	// FlushInterval is how long the consumer may wait to fill a micro-batch
 	// (--flush-interval; default 1s); see GroupLinger.

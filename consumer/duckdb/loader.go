@@ -305,9 +305,6 @@ func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, d
 		st.evs[1] = ev
 	}
 	st.rows++
-	if st.rows >= w.s.cfg.FlushRows {
-		return w.merge(st)
-	}
 	return nil
 }
 
