@@ -44,7 +44,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	flushInterval := fs.Duration("flush-interval", 0, "duckdb: longest wait to fill a micro-batch (1s)")
 	exportParquet := fs.String("export-parquet", "", "duckdb: export the history as Parquet, partitioned by table and day, into `dir`")
 	exportInterval := fs.Duration("export-interval", 0, "duckdb: Parquet export `interval` (1m)")
-	duckMemory := fs.String("duckdb-memory-limit", "", "duckdb: DuckDB memory_limit `size`, e.g. 512MB or 2GiB (default DuckDB's: 80% of RAM; beyond it, spills to <file>.tmp)")
+	duckMemory := fs.String("duckdb-memory-limit", duckDBMemoryLimit, "duckdb: DuckDB memory_limit `size`, e.g. 512MB or 2GiB (beyond it, spills to <file>.tmp)")
 	duckThreads := fs.Int("duckdb-threads", 0, "duckdb: DuckDB worker `threads` (default: the number of CPU cores)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9188")
 	transforms := fs.String("transforms", "", "YAML `file` of per-table transforms: renames, filters, splits, hashes... (docs/TRANSFORMS.md)")

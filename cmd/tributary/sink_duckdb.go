@@ -9,6 +9,9 @@ import (
 	"github.com/tributary-cdc/tributary/consumer/duckdb"
 )
 
+// duckDBMemoryLimit is --duckdb-memory-limit's default.
+const duckDBMemoryLimit = duckdb.DefaultMemoryLimit
+
 // newDuckDBSink opens the DuckDB warehouse sink, which needs cgo; it also
 // returns the group size and linger that make its micro-batches.
 func newDuckDBSink(o duckdbOptions) (consumer.Sink, int, time.Duration, error) {

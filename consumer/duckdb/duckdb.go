@@ -109,9 +109,9 @@ type Config struct {
 	// (--export-interval; default 1m). The export also runs on Close.
 	ExportInterval time.Duration
 	// MemoryLimit is DuckDB's memory_limit (--duckdb-memory-limit), such as
-	// "512MB" or "2GiB"; empty keeps DuckDB's default, 80% of the RAM.
-	// Beyond it DuckDB spills to the <Path>.tmp directory, or fails with
-	// an out-of-memory error when an operation cannot spill.
+	// "512MB" or "2GiB"; empty means DefaultMemoryLimit. Beyond it DuckDB
+	// spills to the <Path>.tmp directory, or fails with an out-of-memory
+	// error (ErrMemoryLimit) when an operation cannot spill.
 	MemoryLimit string
 	// Threads is DuckDB's worker threads (--duckdb-threads); 0 keeps
 	// DuckDB's default, the number of CPU cores.
@@ -121,6 +121,12 @@ type Config struct {
 	// Knobs are hooks for tests; nil in production.
 	Knobs *TestingKnobs
 }
+
+// DefaultMemoryLimit is DuckDB's memory limit unless Config.MemoryLimit
+// sets one. DuckDB's own default, 80% of the RAM, lets its buffer pool
+// cache the database file until the consumer holds most of the machine; at
+// 128MB the benchmark's load ran as fast (docs/SINKS.md).
+const DefaultMemoryLimit = "128MB"
 
 // TestingKnobs let tests inject faults.
 type TestingKnobs struct {
@@ -160,6 +166,9 @@ func New(cfg Config) (*Sink, error) {
 	}
 	if cfg.FlushRows == 0 {
 		cfg.FlushRows = 100000
+	}
+	if cfg.MemoryLimit == "" {
+		cfg.MemoryLimit = DefaultMemoryLimit
 	}
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = time.Second
@@ -207,10 +216,8 @@ func (s *Sink) open(ctx context.Context) error {
 		db.Close()
 		return s.errorf(ctx, err, "open")
 	}
-	var settings [][2]string // flag, statement
-	if s.cfg.MemoryLimit != "" {
-		settings = append(settings, [2]string{"--duckdb-memory-limit " + s.cfg.MemoryLimit, "SET memory_limit = " + quoteLit(s.cfg.MemoryLimit)})
-	}
+	settings := [][2]string{ // flag, statement
+		{"--duckdb-memory-limit " + s.cfg.MemoryLimit, "SET memory_limit = " + quoteLit(s.cfg.MemoryLimit)}}
 	if s.cfg.Threads > 0 {
 		settings = append(settings, [2]string{fmt.Sprintf("--duckdb-threads %d", s.cfg.Threads), fmt.Sprintf("SET threads = %d", s.cfg.Threads)})
 	}

@@ -26,6 +26,9 @@ var (
 	// ErrNoSpace: a write failed for lack of space: the file system is full,
 	// or a quota or file-size limit is reached.
 	ErrNoSpace = errors.New("no space left for the database file (disk full, quota or file-size limit)")
+	// ErrMemoryLimit: an operation that cannot spill to <file>.tmp needed
+	// more than DuckDB's memory limit.
+	ErrMemoryLimit = errors.New("out of DuckDB's memory limit (raise --duckdb-memory-limit)")
 )
 
 // classify finds the cause of a DuckDB error from the OS error its message
@@ -43,7 +46,11 @@ func classify(err error) (cause error, halt bool) {
 		cause = ErrNoSpace
 	}
 	var de *ddb.Error
-	return cause, cause != nil || errors.As(err, &de) && haltTypes[de.Type]
+	isDuck := errors.As(err, &de)
+	if cause == nil && isDuck && de.Type == ddb.ErrorTypeOutOfMemory {
+		cause = ErrMemoryLimit
+	}
+	return cause, cause != nil || isDuck && haltTypes[de.Type]
 }
 
 // haltTypes are the DuckDB error types about the database rather than the

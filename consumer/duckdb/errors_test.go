@@ -31,6 +31,8 @@ func TestErrorfNamesFileCauseAndHalts(t *testing.T) {
 		{"file-size limit", &ddb.Error{Type: ddb.ErrorTypeIO, Msg: `IO Error: Could not write file "/data/wh.duckdb": File too large`},
 			ErrNoSpace, true},
 		{"other I/O", &ddb.Error{Type: ddb.ErrorTypeIO, Msg: "IO Error: checksum mismatch"}, nil, true},
+		{"memory limit", &ddb.Error{Type: ddb.ErrorTypeOutOfMemory,
+			Msg: "Out of Memory Error: failed to pin block of size 256.0 KiB (60.9 MiB/61.0 MiB used)"}, ErrMemoryLimit, true},
 		{"invalidated", &ddb.Error{Type: ddb.ErrorTypeFatal, Msg: "FATAL Error: database has been invalidated"}, nil, true},
 		{"data", &ddb.Error{Type: ddb.ErrorTypeConversion, Msg: "Conversion Error: Could not convert string 'x' to INT32\nLINE 1: ..."},
 			nil, false},
