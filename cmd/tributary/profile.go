@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 
@@ -11,17 +12,19 @@ import (
 )
 
 // runtimeFlags are the flags that tune the Go runtime of a long-running
-// command: its CPU profile and its memory budget.
+// command: its CPU and heap profiles and its memory budget.
 type runtimeFlags struct {
 	cpuProfile   *string
+	heapProfile  *string
 	memoryBudget *string
 }
 
-// declareRuntime declares --cpu-profile and --memory-budget (default def)
-// on fs.
+// declareRuntime declares --cpu-profile, --heap-profile and --memory-budget
+// (default def) on fs.
 func declareRuntime(fs *flagconf.Set, def string) runtimeFlags {
 	return runtimeFlags{
-		cpuProfile: fs.String("cpu-profile", "", "write a Go CPU profile of the whole run to `file` (go tool pprof reads it); for performance work"),
+		cpuProfile:  fs.String("cpu-profile", "", "write a Go CPU profile of the whole run to `file` (go tool pprof reads it); for performance work"),
+		heapProfile: fs.String("heap-profile", "", "write a Go heap profile to `file` when the command ends (what is live then, and what the run allocated); for memory work"),
 		memoryBudget: fs.String("memory-budget", def, "Go memory `size` the process aims to stay under, e.g. 256MB (PostgreSQL's 1024-based units):\n"+
 			"the garbage collector runs a quarter as often as Go's default (GOGC 400) and more often near the budget\n"+
 			"(a soft limit, GOMEMLIMIT); 0 keeps Go's defaults. GOGC or GOMEMLIMIT in the environment override it"),
@@ -29,12 +32,46 @@ func declareRuntime(fs *flagconf.Set, def string) runtimeFlags {
 }
 
 // start applies the memory budget and starts the CPU profile; the returned
-// stop writes the profile out.
+// stop writes the profiles out.
 func (r runtimeFlags) start(log *slog.Logger) (stop func(), err error) {
 	if err := applyMemoryBudget(*r.memoryBudget, log); err != nil {
 		return nil, err
 	}
-	return startCPUProfile(*r.cpuProfile, log)
+	heap := *r.heapProfile
+	if heap != "" {
+		// Checked now, so that a bad path fails before the run, not after.
+		f, err := os.Create(heap)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--heap-profile: %w", err)}
+		}
+		f.Close()
+	}
+	stopCPU, err := startCPUProfile(*r.cpuProfile, log)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		stopCPU()
+		if heap != "" {
+			writeHeapProfile(heap, log)
+		}
+	}, nil
+}
+
+// writeHeapProfile writes the heap profile to path after a collection, so
+// that its inuse figures are what is live at the end.
+func writeHeapProfile(path string, log *slog.Logger) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.WriteHeapProfile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Warn("heap profile", "file", path, "err", err)
+	}
 }
 
 // applyMemoryBudget sets the soft memory limit to the budget spec and the

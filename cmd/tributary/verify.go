@@ -201,6 +201,7 @@ func ignoreConsumerSettings(fs *flagconf.Set) {
 	fs.Int("group-max-txns", 0, "`transactions`"+why)
 	fs.Int("group-max-events", 0, "`events`"+why)
 	fs.String("cpu-profile", "", "`file`"+why)
+	fs.String("heap-profile", "", "`file`"+why)
 	fs.String("memory-budget", "", "`size`"+why)
 	declareMultisite(fs)
 }
