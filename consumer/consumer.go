@@ -197,6 +197,13 @@ func failedFrame(err error) int64 {
 // answers it empty.
 const fetchMaxWait = 100 * time.Millisecond
 
+// fetchMaxPartitionBytes and fetchMaxBytes bound what one fetch answers per
+// partition and in all (the broker still answers a record larger than that).
+const (
+	fetchMaxPartitionBytes = 1 << 20
+	fetchMaxBytes          = 8 << 20
+)
+
 // newClient returns a direct, read_committed client that keeps control
 // records, so that positions after transaction markers are known.
 func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo.Opt) (*kgo.Client, error) {
@@ -214,8 +221,15 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo
 		// After a leader moves, find the new one within a fraction of a
 		// second, as the producer does (franz-go's default waits 5 s).
 		kgo.MetadataMinAge(250*time.Millisecond),
-		kgo.FetchMaxPartitionBytes(4<<20),
-		kgo.FetchMaxBytes(32<<20),
+		// A fetch answers up to these many bytes, and a partition is paused
+		// only after the fetch that filled its read-ahead: what one fetch
+		// brings is read beyond the read-ahead bound, and franz-go keeps a
+		// fetch buffered while the last is processed. At 4 MiB and 32 MiB
+		// they held most of a consumer's memory on a backlog of small rows
+		// (bench/ANALYSIS.md); Kafka's own consumer fetches 1 MiB per
+		// partition by default.
+		kgo.FetchMaxPartitionBytes(fetchMaxPartitionBytes),
+		kgo.FetchMaxBytes(fetchMaxBytes),
 		// A partition added or resumed while a fetch waits for records is
 		// fetched only once that fetch ends, and a frame's partitions are
 		// added when the frame is first read: a long wait delays the start

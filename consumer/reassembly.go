@@ -160,12 +160,44 @@ func (r *reassembler) add(rec *kgo.Record) {
 		p.skipBelow = 0
 	}
 	p.appended = rec.Offset + 1
+	rec = detach(rec)
 	p.buf = append(p.buf, rec)
 	p.size += recordSize(rec)
 	if !p.paused && (p.pending() >= r.limit || r.bytes > 0 && p.size >= r.bytes) {
 		p.paused = true
 		r.src.pause(p.s)
 	}
+}
+
+// detach copies rec out of the fetch response it was read from. franz-go's
+// records alias that response (their keys, values and header values are
+// slices of it, and the record itself an element of its batch's array), so a
+// buffered record would keep the whole response, up to the fetch's size, in
+// memory for as long as it waits.
+func detach(rec *kgo.Record) *kgo.Record {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Value)
+	}
+	buf := make([]byte, n)
+	own := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		c := buf[:len(b):len(b)]
+		copy(c, b)
+		buf = buf[len(b):]
+		return c
+	}
+	c := *rec
+	c.Key, c.Value = own(rec.Key), own(rec.Value)
+	if len(rec.Headers) > 0 {
+		c.Headers = make([]kgo.RecordHeader, len(rec.Headers))
+		for i, h := range rec.Headers {
+			c.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: own(h.Value)}
+		}
+	}
+	return &c
 }
 
 // recordSize is what a buffered record counts against the read-ahead in

@@ -1,12 +1,14 @@
 package consumer
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -393,7 +395,8 @@ func TestReassemblyDeliversWholeTransactionsOnce(t *testing.T) {
 		}
 		for i, a := range applied {
 			w := want[i]
-			if a.offset != w.offset || !slices.Equal(a.recs, w.recs) {
+			// The reassembler buffers copies: records compare by position.
+			if a.offset != w.offset || recordList(a.recs) != recordList(w.recs) {
 				t.Fatalf("seed %d: frame %d applied at offset %d with records %s, want offset %d with %s\n%s",
 					seed, i, a.offset, recordList(a.recs), w.offset, recordList(w.recs), strings.Join(trace, "\n"))
 			}
@@ -629,6 +632,53 @@ func TestReassemblerBuffering(t *testing.T) {
 	}
 }
 
+// TestReassemblerBufferedRecordsOwnTheirBytes: franz-go decodes a fetch's
+// records as slices of the fetch's response, and each record as an element
+// of its batch's array. A buffered record that kept those would keep the
+// whole response: on a backlog of small rows, the consumer's live heap was
+// mostly fetch responses (116 of 160 MB, bench/ANALYSIS.md). What the
+// reassembler buffers must not change when the response's memory is reused.
+func TestReassemblerBufferedRecordsOwnTheirBytes(t *testing.T) {
+	s := dataStream("p.public.a", 0)
+	resp := make([]byte, 1<<16) // the fetch's response
+	fill := func(b byte) {
+		for i := range resp {
+			resp[i] = b
+		}
+	}
+	fill('a')
+	batch := make([]kgo.Record, 2) // the batch's array
+	batch[0] = kgo.Record{Topic: s.Topic, Partition: s.Partition, Offset: 0, Key: resp[0:8], Value: resp[8:100],
+		Headers:   []kgo.RecordHeader{{Key: schemas.HeaderCommitLSN, Value: resp[100:110]}, {Key: schemas.HeaderPosition, Value: resp[110:111]}},
+		Timestamp: time.Unix(1700000000, 0), ProducerID: 7, LeaderEpoch: 3}
+	batch[1] = kgo.Record{Topic: s.Topic, Partition: s.Partition, Offset: 1, Value: resp[200:200]} // empty, not nil
+	want := []kgo.Record{batch[0], batch[1]}
+	want[0].Key, want[0].Value = bytes.Clone(batch[0].Key), bytes.Clone(batch[0].Value)
+	want[0].Headers = []kgo.RecordHeader{{Key: schemas.HeaderCommitLSN, Value: bytes.Clone(resp[100:110])}, {Key: schemas.HeaderPosition, Value: bytes.Clone(resp[110:111])}}
+
+	f := newFakeKafka(map[Stream][]*kgo.Record{}, nil)
+	r := f.reassembler(Checkpoint{}, 10)
+	p := &part{s: s, appended: 0, seen: 0}
+	r.parts[s] = p
+	f.consume(s, 0)
+	r.add(&batch[0])
+	r.add(&batch[1])
+	fill('z')
+	batch[0], batch[1] = kgo.Record{}, kgo.Record{}
+	for i := range want {
+		got := r.take(p)
+		if got == &batch[i] {
+			t.Fatalf("record %d: buffered as the batch's element", i)
+		}
+		if !reflect.DeepEqual(*got, want[i]) {
+			t.Fatalf("record %d after its response was reused:\n got %+v\nwant %+v", i, *got, want[i])
+		}
+		if want[i].Value != nil && got.Value == nil {
+			t.Fatalf("record %d: an empty value became nil (a tombstone)", i)
+		}
+	}
+}
+
 // TestReassemblerFrameErrors: each way a frame and its records disagree, with
 // the error it is reported with.
 func TestReassemblerFrameErrors(t *testing.T) {
@@ -758,7 +808,7 @@ func TestReassemblerPositionsAndCheckpoints(t *testing.T) {
 		t.Fatalf("behind %d, want 3", got)
 	}
 	fc, recs, err := readFrame(ctx, r)
-	if err != nil || len(recs) != 2 || recs[0] != logs[a][1] || recs[1] != logs[b][0] {
+	if err != nil || recordList(recs) != recordList([]*kgo.Record{logs[a][1], logs[b][0]}) {
 		t.Fatalf("first frame: %s, %v", recordList(recs), err)
 	}
 	if f.start[a] != 0 || f.start[b] != 0 {
