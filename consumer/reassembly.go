@@ -86,7 +86,8 @@ type part struct {
 	appended int64 // offset after the last record buffered; -1 before any
 	seen     int64 // offset after the last record or marker received; -1 before any
 	paused   bool
-	size     int // bytes of the keys and values in buf from head (reassembler.add and take)
+	size     int    // bytes of the keys and values in buf from head (reassembler.add and take)
+	slab     []byte // where detach copies the bytes of buffered records
 	// skipBelow, when set, drops records at the partition's head whose
 	// commit LSN is below it: they belong to frames before the one the
 	// partition was positioned for (see reassembler.partition).
@@ -160,7 +161,7 @@ func (r *reassembler) add(rec *kgo.Record) {
 		p.skipBelow = 0
 	}
 	p.appended = rec.Offset + 1
-	rec = detach(rec)
+	p.detach(rec)
 	p.buf = append(p.buf, rec)
 	p.size += recordSize(rec)
 	if !p.paused && (p.pending() >= r.limit || r.bytes > 0 && p.size >= r.bytes) {
@@ -169,35 +170,34 @@ func (r *reassembler) add(rec *kgo.Record) {
 	}
 }
 
-// detach copies rec out of the fetch response it was read from. franz-go's
-// records alias that response (their keys, values and header values are
-// slices of it, and the record itself an element of its batch's array), so a
-// buffered record would keep the whole response, up to the fetch's size, in
-// memory for as long as it waits.
-func detach(rec *kgo.Record) *kgo.Record {
-	n := len(rec.Key) + len(rec.Value)
-	for _, h := range rec.Headers {
-		n += len(h.Value)
+// detach moves rec's bytes out of the fetch response it was read from into
+// p's slab. franz-go's records alias that response (keys, values and header
+// values are slices of it, and it holds every partition's records of one
+// fetch), so a buffered record would keep the whole response in memory for as
+// long as it waits. The record itself is an element of its batch's array,
+// which holds records of p only, taken in order: it is kept. A slab is
+// shared by consecutive records of p, so it is freed once they are taken.
+func (p *part) detach(rec *kgo.Record) {
+	rec.Key, rec.Value = p.own(rec.Key), p.own(rec.Value)
+	for i := range rec.Headers {
+		rec.Headers[i].Value = p.own(rec.Headers[i].Value)
 	}
-	buf := make([]byte, n)
-	own := func(b []byte) []byte {
-		if b == nil {
-			return nil
-		}
-		c := buf[:len(b):len(b)]
-		copy(c, b)
-		buf = buf[len(b):]
-		return c
+}
+
+// slabSize is the size of a part's slab for detached bytes.
+const slabSize = 32 << 10
+
+// own copies b into p's slab; nil stays nil.
+func (p *part) own(b []byte) []byte {
+	if b == nil {
+		return nil
 	}
-	c := *rec
-	c.Key, c.Value = own(rec.Key), own(rec.Value)
-	if len(rec.Headers) > 0 {
-		c.Headers = make([]kgo.RecordHeader, len(rec.Headers))
-		for i, h := range rec.Headers {
-			c.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: own(h.Value)}
-		}
+	if len(b) > cap(p.slab)-len(p.slab) {
+		p.slab = make([]byte, 0, max(slabSize, len(b)))
 	}
-	return &c
+	n := len(p.slab)
+	p.slab = append(p.slab, b...)
+	return p.slab[n:len(p.slab):len(p.slab)]
 }
 
 // recordSize is what a buffered record counts against the read-ahead in
