@@ -31,32 +31,13 @@ func TestConsumerWideRowsBoundedMemory(t *testing.T) {
 	for i := range rows {
 		e.prod.commit([]change{{table: "wide", op: schemas.OpInsert, after: acct(i, int64(i), pad)}})
 	}
-	// A soft limit on the consumer's Go runtime makes its RSS follow the
-	// memory it holds, not how far the garbage collector lags behind on a
-	// loaded machine (346.8 MB once without it, beside the chaos suite):
-	// the runtime keeps under the limit whatever it can free, so only
-	// memory that is held can take the process past the test's limit.
-	proc := harness.StartTributary(t, []string{"GOMEMLIMIT=200MiB"}, "consumer",
-		"--brokers", e.k.Brokers[0], "--registry", e.k.RegistryURL, "--prefix", e.prefix,
-		"--name", "wide", "--target", e.target.DSN, "--until-caught-up", "--log-format", "json")
-	pid := proc.Cmd.Process.Pid
-	rss := watchPeakRSS(pid, 50*time.Millisecond)
-	exited, err := proc.Wait(5 * time.Minute)
-	if !exited {
-		t.Fatalf("consumer did not catch up in 5 minutes:\n%s", proc.Output())
-	}
-	if err != nil {
-		t.Fatalf("consumer --until-caught-up: %v\n%s", err, proc.Output())
-	}
-	peak := rss.Stop()
+	peak := catchUpPeakRSS(t, "200MiB", "--brokers", e.k.Brokers[0], "--registry", e.k.RegistryURL, "--prefix", e.prefix,
+		"--name", "wide", "--target", e.target.DSN)
 	c := e.target.Conn(t)
 	if got := e.queryInt(c, "SELECT count(*) FROM wide WHERE length(note) = $1", width); got != rows {
 		t.Fatalf("%d rows of %d bytes at the target, want %d", got, width, rows)
 	}
 	t.Logf("%d rows of %d KB: consumer VmHWM %.1f MB", rows, width>>10, float64(peak)/(1<<20))
-	if peak == 0 {
-		t.Fatal("no VmHWM sample of the consumer was taken")
-	}
 	if peak >= limit {
 		t.Errorf("consumer peak RSS (VmHWM) %.1f MB, want < %d MB (G6: memory independent of row size)", float64(peak)/(1<<20), limit>>20)
 	}
@@ -97,9 +78,30 @@ func TestConsumerSmallTransactionsBoundedMemory(t *testing.T) {
 	e.pg.Exec(t, `CALL fill(`+strconv.Itoa(txns)+`)`)
 	e.waitConfirmed(t, "slot", nil)
 	stop()
-	proc := harness.StartTributary(t, []string{"GOMEMLIMIT=60MiB"}, "consumer",
-		"--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
-		"--name", "small", "--target", target.DSN, "--until-caught-up", "--log-format", "json")
+	peak := catchUpPeakRSS(t, "60MiB", "--brokers", e.kafka.Brokers[0], "--registry", e.kafka.RegistryURL, "--prefix", e.prefix,
+		"--name", "small", "--target", target.DSN)
+	for _, name := range names {
+		if src, dst := tableDump(t, e.pg, name), tableDump(t, target, name); fmt.Sprint(src) != fmt.Sprint(dst) {
+			t.Fatalf("%s differs: source %d rows, target %d rows", name, len(src), len(dst))
+		}
+	}
+	t.Logf("%d transactions of %d rows: consumer VmHWM %.1f MB", txns, tables, float64(peak)/(1<<20))
+	if peak >= limit {
+		t.Errorf("consumer peak RSS (VmHWM) %.1f MB, want < %d MB (G6: buffered records must not hold their fetches)", float64(peak)/(1<<20), limit>>20)
+	}
+}
+
+// catchUpPeakRSS runs `bin/tributary consumer --until-caught-up` with args
+// under the soft Go memory limit memLimit (GOMEMLIMIT), and returns its peak
+// resident memory (VmHWM) in bytes. Under a soft limit the RSS follows the
+// memory the consumer holds, not how far the garbage collector lags behind
+// on a loaded machine (346.8 MB once without it, beside the chaos suite): the
+// runtime keeps under the limit whatever it can free, so only memory that is
+// held can take the process past a test's limit.
+func catchUpPeakRSS(t *testing.T, memLimit string, args ...string) int64 {
+	t.Helper()
+	proc := harness.StartTributary(t, []string{"GOMEMLIMIT=" + memLimit},
+		append(append([]string{"consumer"}, args...), "--until-caught-up", "--log-format", "json")...)
 	rss := watchPeakRSS(proc.Cmd.Process.Pid, 50*time.Millisecond)
 	exited, err := proc.Wait(5 * time.Minute)
 	if !exited {
@@ -109,16 +111,8 @@ func TestConsumerSmallTransactionsBoundedMemory(t *testing.T) {
 		t.Fatalf("consumer --until-caught-up: %v\n%s", err, proc.Output())
 	}
 	peak := rss.Stop()
-	for _, name := range names {
-		if src, dst := tableDump(t, e.pg, name), tableDump(t, target, name); fmt.Sprint(src) != fmt.Sprint(dst) {
-			t.Fatalf("%s differs: source %d rows, target %d rows", name, len(src), len(dst))
-		}
-	}
-	t.Logf("%d transactions of %d rows: consumer VmHWM %.1f MB", txns, tables, float64(peak)/(1<<20))
 	if peak == 0 {
 		t.Fatal("no VmHWM sample of the consumer was taken")
 	}
-	if peak >= limit {
-		t.Errorf("consumer peak RSS (VmHWM) %.1f MB, want < %d MB (G6: buffered records must not hold their fetches)", float64(peak)/(1<<20), limit>>20)
-	}
+	return peak
 }
