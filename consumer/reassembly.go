@@ -187,10 +187,14 @@ func (p *part) detach(rec *kgo.Record) {
 // slabSize is the size of a part's slab for detached bytes.
 const slabSize = 32 << 10
 
-// own copies b into p's slab; nil stays nil.
+// own copies b into p's slab; nil stays nil (a tombstone), and empty stays
+// empty without pointing into the response.
 func (p *part) own(b []byte) []byte {
 	if b == nil {
 		return nil
+	}
+	if len(b) == 0 {
+		return []byte{}
 	}
 	if len(b) > cap(p.slab)-len(p.slab) {
 		p.slab = make([]byte, 0, max(slabSize, len(b)))

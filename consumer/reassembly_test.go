@@ -648,11 +648,12 @@ func TestReassemblerBufferedRecordsOwnTheirBytes(t *testing.T) {
 	fill('a')
 	big := slabSize + 1 // a value larger than a slab gets a buffer of its own
 	recs := []*kgo.Record{
-		{Topic: s.Topic, Partition: s.Partition, Offset: 0, Key: resp[0:8], Value: resp[8:100],
+		{Topic: s.Topic, Partition: s.Partition, Offset: 0, Value: resp[150:150]}, // empty, first in an empty slab
+		{Topic: s.Topic, Partition: s.Partition, Offset: 1, Key: resp[0:8], Value: resp[8:100],
 			Headers: []kgo.RecordHeader{{Key: schemas.HeaderCommitLSN, Value: resp[100:110]}, {Key: schemas.HeaderPosition, Value: resp[110:111]}}},
-		{Topic: s.Topic, Partition: s.Partition, Offset: 1, Value: resp[200:200]}, // empty, not nil
-		{Topic: s.Topic, Partition: s.Partition, Offset: 2, Key: resp[300:308], Value: resp[400 : 400+big]},
-		{Topic: s.Topic, Partition: s.Partition, Offset: 3, Key: resp[500:501], Value: resp[600:700]},
+		{Topic: s.Topic, Partition: s.Partition, Offset: 2, Value: resp[200:200]}, // empty, not nil
+		{Topic: s.Topic, Partition: s.Partition, Offset: 3, Key: resp[300:308], Value: resp[400 : 400+big]},
+		{Topic: s.Topic, Partition: s.Partition, Offset: 4, Key: resp[500:501], Value: resp[600:700]},
 	}
 	var want []kgo.Record
 	for _, r := range recs {
