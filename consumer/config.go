@@ -120,6 +120,14 @@ type Config struct {
 	// partition resumes when it has drained to half of both.
 	PartitionBuffer      int
 	PartitionBufferBytes int
+	// ReadAhead and ReadAheadBytes bound the read-ahead of all partitions
+	// together (defaults 16384 records and 32 MiB): while either is reached,
+	// a partition that receives records is paused until it has nothing
+	// buffered or the total has drained to half. Memory then grows with the
+	// number of partitions by at most one fetch (256 KiB) each, not by a
+	// partition's whole read-ahead.
+	ReadAhead      int
+	ReadAheadBytes int
 	// RetryMaxElapsed is how long Run retries transient errors, counted
 	// since the last successful apply, before returning the last one
 	// (default 10 minutes).
@@ -159,8 +167,8 @@ func (c *Config) validate() error {
 	if c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("Interval %v: must not be negative", c.Interval))
 	}
-	if c.GroupMaxTxns < 0 || c.GroupMaxEvents < 0 || c.PartitionBuffer < 0 || c.PartitionBufferBytes < 0 || c.RetryMaxElapsed < 0 {
-		errs = append(errs, errors.New("GroupMaxTxns, GroupMaxEvents, PartitionBuffer, PartitionBufferBytes, RetryMaxElapsed: must not be negative"))
+	if c.GroupMaxTxns < 0 || c.GroupMaxEvents < 0 || c.PartitionBuffer < 0 || c.PartitionBufferBytes < 0 || c.ReadAhead < 0 || c.ReadAheadBytes < 0 || c.RetryMaxElapsed < 0 {
+		errs = append(errs, errors.New("GroupMaxTxns, GroupMaxEvents, PartitionBuffer, PartitionBufferBytes, ReadAhead, ReadAheadBytes, RetryMaxElapsed: must not be negative"))
 	}
 	for _, t := range c.Tables {
 		if strings.TrimSpace(t) == "" || strings.Count(t, ".") > 1 {
@@ -178,6 +186,12 @@ func (c *Config) validate() error {
 	}
 	if c.PartitionBufferBytes == 0 {
 		c.PartitionBufferBytes = 8 << 20
+	}
+	if c.ReadAhead == 0 {
+		c.ReadAhead = 16384
+	}
+	if c.ReadAheadBytes == 0 {
+		c.ReadAheadBytes = 32 << 20
 	}
 	if c.RetryMaxElapsed == 0 {
 		c.RetryMaxElapsed = 10 * time.Minute

@@ -198,9 +198,10 @@ func failedFrame(err error) int64 {
 const fetchMaxWait = 100 * time.Millisecond
 
 // fetchMaxPartitionBytes and fetchMaxBytes bound what one fetch answers per
-// partition and in all (the broker still answers a record larger than that).
+// partition and in all (the broker still answers a first record batch larger
+// than that).
 const (
-	fetchMaxPartitionBytes = 1 << 20
+	fetchMaxPartitionBytes = 256 << 10
 	fetchMaxBytes          = 8 << 20
 )
 
@@ -223,11 +224,12 @@ func (c *Consumer) newClient(parts map[string]map[int32]kgo.Offset, extra ...kgo
 		kgo.MetadataMinAge(250*time.Millisecond),
 		// A fetch answers up to these many bytes, and a partition is paused
 		// only after the fetch that filled its read-ahead: what one fetch
-		// brings is read beyond the read-ahead bound, and franz-go keeps a
+		// brings is read beyond the read-ahead bounds, and franz-go keeps a
 		// fetch buffered while the last is processed. At 4 MiB and 32 MiB
-		// they held most of a consumer's memory on a backlog of small rows
-		// (bench/ANALYSIS.md); Kafka's own consumer fetches 1 MiB per
-		// partition by default.
+		// they held most of a consumer's memory on a backlog of small rows;
+		// at 1 MiB per partition, a consumer of 48 partitions still held
+		// one fetch of each beyond the bound of all partitions together
+		// (bench/ANALYSIS.md).
 		kgo.FetchMaxPartitionBytes(fetchMaxPartitionBytes),
 		kgo.FetchMaxBytes(fetchMaxBytes),
 		// A partition added or resumed while a fetch waits for records is

@@ -23,13 +23,14 @@
 //     commit LSN and commit time) and the sink writes it in the same target
 //     transaction as the data. On start the consumer resumes from it.
 //   - Bounded memory (G6): records stream from Kafka into the sink; a source
-//     transaction is never held whole. Each partition's read-ahead buffer is
-//     bounded in records and in bytes (Config.PartitionBuffer and
-//     PartitionBufferBytes), and a partition whose buffer is full is paused,
-//     so that memory grows with neither transaction size nor row size. A
+//     transaction is never held whole. The read-ahead is bounded in records
+//     and in bytes for each partition (Config.PartitionBuffer and
+//     PartitionBufferBytes) and for all partitions together (ReadAhead and
+//     ReadAheadBytes), and a partition that reaches either bound is paused,
+//     so that memory grows with neither transaction size, row size nor the
+//     number of partitions beyond one small fetch (256 KiB) each. A
 //     buffered record is copied out of the fetch it came in, which it
-//     would otherwise keep whole, and fetches are small (1 MiB per
-//     partition, 8 MiB in all).
+//     would otherwise keep whole.
 //   - Bad input is never dropped silently (G7): a record that cannot be
 //     decoded, an unknown schema ID, a value that cannot be converted, a
 //     target constraint violation, and a frame whose counts or LSNs do not

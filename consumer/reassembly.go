@@ -55,15 +55,20 @@ type reassembler struct {
 	src     fetcher
 	frames  frameDecoder
 	txTopic string
-	limit   int              // read-ahead per partition, in records (Config.PartitionBuffer)
-	bytes   int              // and in bytes of keys and values (Config.PartitionBufferBytes); 0 for no bound
-	now     func() time.Time // time.Now, but for tests
-	cp      Checkpoint       // committed checkpoint, updated after every Apply
-	tx      *part
-	parts   map[Stream]*part
-	opened  uint64 // frames opened so far (part.listedIn)
-	end     int64  // transactions-topic end to stop at; -1 for never
-	lso     int64  // the transactions topic's last stable offset, as last fetched
+	limit   int // read-ahead per partition, in records (Config.PartitionBuffer)
+	bytes   int // and in bytes of keys and values (Config.PartitionBufferBytes); 0 for no bound
+	// total bounds the read-ahead of all data partitions together
+	// (Config.ReadAhead, ReadAheadBytes); its zero value bounds nothing.
+	total    readAheadBound
+	buffered readAheadBound   // what the data partitions buffer now
+	crowded  bool             // partitions were paused for total since it was last drained to half
+	now      func() time.Time // time.Now, but for tests
+	cp       Checkpoint       // committed checkpoint, updated after every Apply
+	tx       *part
+	parts    map[Stream]*part
+	opened   uint64 // frames opened so far (part.listedIn)
+	end      int64  // transactions-topic end to stop at; -1 for never
+	lso      int64  // the transactions topic's last stable offset, as last fetched
 }
 
 // newReassembler starts reading the transactions topic at checkpoint cp;
@@ -76,6 +81,34 @@ func newReassembler(src fetcher, frames frameDecoder, txTopic string, limit int,
 		r.cp.Next = map[Stream]int64{}
 	}
 	return r
+}
+
+// readAheadBound is an amount of read-ahead, in records and in bytes of
+// their keys and values.
+//
+// The read-ahead is bounded per partition (limit, bytes) and over all data
+// partitions together (total). A partition is paused when its own bound is
+// reached, or when it receives a record while the total is reached; it
+// resumes when it has drained to half its own bound and the total is at
+// most half reached, and in any case when it has nothing buffered. So a
+// paused partition always has a record buffered: a frame waiting for a
+// partition's next record (headOf) never waits for a paused one, and the
+// total bound cannot stall the reassembly, whatever the partitions' order.
+// A fetch under way when a partition is paused still brings its records,
+// and a partition drained empty fetches again whatever the total, so the
+// total is exceeded by up to one fetch of each partition
+// (fetchMaxPartitionBytes).
+type readAheadBound struct{ records, bytes int }
+
+// reaches reports whether b reaches bound in records or in bytes; a zero
+// dimension of bound is no bound.
+func (b readAheadBound) reaches(bound readAheadBound) bool {
+	return bound.records > 0 && b.records >= bound.records || bound.bytes > 0 && b.bytes >= bound.bytes
+}
+
+// withinHalf reports whether b is at most half of bound in both dimensions.
+func (b readAheadBound) withinHalf(bound readAheadBound) bool {
+	return (bound.records == 0 || b.records <= bound.records/2) && (bound.bytes == 0 || b.bytes <= bound.bytes/2)
 }
 
 // part is the read state of one partition in a session.
@@ -163,11 +196,45 @@ func (r *reassembler) add(rec *kgo.Record) {
 	p.appended = rec.Offset + 1
 	p.detach(rec)
 	p.buf = append(p.buf, rec)
-	p.size += recordSize(rec)
-	if !p.paused && (p.pending() >= r.limit || r.bytes > 0 && p.size >= r.bytes) {
-		p.paused = true
-		r.src.pause(p.s)
+	n := recordSize(rec)
+	p.size += n
+	if p == r.tx {
+		if !p.paused && r.full(p) {
+			r.pause(p)
+		}
+		return
 	}
+	r.buffered.records++
+	r.buffered.bytes += n
+	if p.paused {
+		return
+	}
+	if r.full(p) {
+		r.pause(p)
+	} else if r.buffered.reaches(r.total) {
+		r.crowded = true
+		r.pause(p)
+	}
+}
+
+// full reports whether p's read-ahead reached its own bound.
+func (r *reassembler) full(p *part) bool {
+	return readAheadBound{p.pending(), p.size}.reaches(readAheadBound{r.limit, r.bytes})
+}
+
+// drained reports whether p's read-ahead is at most half its own bound.
+func (r *reassembler) drained(p *part) bool {
+	return readAheadBound{p.pending(), p.size}.withinHalf(readAheadBound{r.limit, r.bytes})
+}
+
+func (r *reassembler) pause(p *part) {
+	p.paused = true
+	r.src.pause(p.s)
+}
+
+func (r *reassembler) resume(p *part) {
+	p.paused = false
+	r.src.resume(p.s)
 }
 
 // detach moves rec's bytes out of the fetch response it was read from into
@@ -218,14 +285,30 @@ func (r *reassembler) behind() int64 {
 	return r.lso - next
 }
 
-// take pops the head record of p, resuming p's fetches when it has drained
-// to half its read-ahead, in records and in bytes.
+// take pops the head record of p and resumes the partitions the read-ahead
+// bounds allow again (see readAheadBound).
 func (r *reassembler) take(p *part) *kgo.Record {
 	rec := p.pop()
-	p.size -= recordSize(rec)
-	if p.paused && p.pending() <= r.limit/2 && (r.bytes == 0 || p.size <= r.bytes/2) {
-		p.paused = false
-		r.src.resume(p.s)
+	n := recordSize(rec)
+	p.size -= n
+	if p == r.tx {
+		if p.paused && r.drained(p) {
+			r.resume(p)
+		}
+		return rec
+	}
+	r.buffered.records--
+	r.buffered.bytes -= n
+	if r.crowded && r.buffered.withinHalf(r.total) {
+		r.crowded = false
+		for _, q := range r.parts {
+			if q.paused && r.drained(q) {
+				r.resume(q)
+			}
+		}
+	}
+	if p.paused && (p.pending() == 0 || r.drained(p) && !r.crowded) {
+		r.resume(p)
 	}
 	return rec
 }

@@ -148,10 +148,27 @@ func (f *fakeKafka) poll(ctx context.Context, wait time.Duration, add func(*kgo.
 		add(rec)
 	}
 	// Fetched records beyond a paused partition's bound are those of the
-	// fetch that filled it.
+	// fetch that filled it; beyond the bound of all data partitions, those
+	// of one fetch per partition.
+	var buffered readAheadBound
+	for _, p := range f.r.parts {
+		buffered.records += p.pending()
+		buffered.bytes += p.size
+	}
+	if f.r.buffered != buffered {
+		f.bad = append(f.bad, fmt.Sprintf("the data partitions buffer %+v, the reassembler counts %+v", buffered, f.r.buffered))
+	}
+	if t, slack := f.r.total, len(f.r.parts)*f.maxBatch; t.records > 0 && buffered.records > t.records+slack ||
+		t.bytes > 0 && buffered.bytes > t.bytes+slack*maxTestValue {
+		f.bad = append(f.bad, fmt.Sprintf("the data partitions buffer %+v, bound %+v and one fetch of %d records per partition",
+			buffered, t, f.maxBatch))
+	}
 	for _, p := range append([]*part{f.r.tx}, mapValues(f.r.parts)...) {
 		if p.pending() > f.r.limit+f.maxBatch {
 			f.bad = append(f.bad, fmt.Sprintf("%v buffers %d records, limit %d", p.s, p.pending(), f.r.limit))
+		}
+		if p.paused && p.pending() == 0 {
+			f.bad = append(f.bad, fmt.Sprintf("%v is paused with nothing buffered", p.s))
 		}
 		if p.paused != f.paused[p.s] {
 			f.bad = append(f.bad, fmt.Sprintf("%v paused %v, fetches paused %v", p.s, p.paused, f.paused[p.s]))
@@ -254,7 +271,7 @@ func generate(rng *rand.Rand, n int, ss []Stream) (map[Stream][]*kgo.Record, map
 			counts := map[Stream]int64{}
 			for pos := range int64(1 + rng.IntN(12)) {
 				s := ss[rng.IntN(len(ss))]
-				t.recs = append(t.recs, appendTo(s, func(off int64) *kgo.Record { return sized(dataRecord(s, off, lsn, pos), rng.IntN(64)) }))
+				t.recs = append(t.recs, appendTo(s, func(off int64) *kgo.Record { return sized(dataRecord(s, off, lsn, pos), rng.IntN(maxTestValue)) }))
 				counts[s]++
 			}
 			if s := ss[rng.IntN(len(ss))]; rng.IntN(5) == 0 && counts[s] == 0 {
@@ -284,6 +301,9 @@ func generate(rng *rand.Rand, n int, ss []Stream) (map[Stream][]*kgo.Record, map
 	}
 	return logs, frames, txns
 }
+
+// maxTestValue bounds the size of a generated record's value.
+const maxTestValue = 64
 
 var testStreams = []Stream{dataStream("p.public.a", 0), dataStream("p.public.a", 1), dataStream("p.public.b", 0), dataStream("p.messages", 0)}
 
@@ -315,7 +335,7 @@ type appliedFrame struct {
 }
 
 // TestReassemblyDeliversWholeTransactionsOnce: whatever the fetch batches,
-// their interleaving across partitions, the read-ahead limit, records
+// their interleaving across partitions, the read-ahead limits, records
 // fetched twice, where the consumer starts and where it crashes, every
 // transaction from the start is applied once, whole, in position order, in
 // commit order, and the checkpoint ends past everything.
@@ -328,6 +348,15 @@ func TestReassemblyDeliversWholeTransactionsOnce(t *testing.T) {
 		byteLimit := 0 // read-ahead in bytes: none, or a bound that a record or two reach
 		if rng.IntN(2) == 0 {
 			byteLimit = 1 + rng.IntN(128)
+		}
+		// The read-ahead of all data partitions together: none, or a bound
+		// in records, bytes or both, often below a partition's own.
+		var total readAheadBound
+		if rng.IntN(2) == 0 {
+			total.records = rng.IntN(12)
+			if rng.IntN(2) == 0 {
+				total.bytes = rng.IntN(256)
+			}
 		}
 		durable := Checkpoint{Next: map[Stream]int64{}}
 		from := 0
@@ -350,7 +379,7 @@ func TestReassemblyDeliversWholeTransactionsOnce(t *testing.T) {
 				cp.Next[s] = n
 			}
 			r := f.reassembler(cp, limit)
-			r.bytes = byteLimit
+			r.bytes, r.total = byteLimit, total
 			crashAfter := -1 // frames until a crash; -1 for none
 			if rng.IntN(2) == 0 {
 				crashAfter = rng.IntN(10)
@@ -629,6 +658,61 @@ func TestReassemblerBuffering(t *testing.T) {
 	if len(r.parts) != 0 {
 		t.Fatalf("a record of an unlisted partition made %v", r.parts)
 	}
+}
+
+// TestReassemblerTotalReadAhead: while the read-ahead of all data partitions
+// together is reached, a partition that receives a record is paused, whatever
+// its own bound; it resumes when it has nothing buffered (so that a frame
+// waiting for it never waits for a paused partition), or once the total has
+// drained to half. Without this bound, memory grew with the number of
+// partitions (TestConsumerSmallTransactionsBoundedMemory).
+func TestReassemblerTotalReadAhead(t *testing.T) {
+	a, b, c := dataStream("p.public.a", 0), dataStream("p.public.a", 1), dataStream("p.public.b", 0)
+	f := newFakeKafka(map[Stream][]*kgo.Record{}, nil)
+	r := f.reassembler(Checkpoint{}, 100)
+	r.total = readAheadBound{records: 4}
+	parts := map[Stream]*part{}
+	for _, s := range []Stream{a, b, c} {
+		parts[s] = &part{s: s, appended: 0, seen: 0}
+		r.parts[s] = parts[s]
+		f.consume(s, 0)
+	}
+	next := map[Stream]int64{}
+	add := func(s Stream, n int) {
+		for range n {
+			r.add(dataRecord(s, next[s], 100, next[s]))
+			next[s]++
+		}
+	}
+	check := func(step string, paused ...Stream) {
+		t.Helper()
+		for _, s := range []Stream{a, b, c} {
+			want := slices.Contains(paused, s)
+			if parts[s].paused != want || f.paused[s] != want {
+				t.Fatalf("%s: %v paused %v (fetches paused %v), want %v", step, s, parts[s].paused, f.paused[s], want)
+			}
+		}
+		if len(f.bad) > 0 {
+			t.Fatalf("%s: %v", step, f.bad)
+		}
+	}
+	add(a, 3)
+	check("under the total")
+	add(b, 2)
+	check("the record that reaches the total pauses its partition", b)
+	add(a, 1)
+	add(c, 1)
+	check("a partition receiving a record while the total is reached is paused", a, b, c)
+	r.take(parts[c])
+	check("a partition drained empty resumes", a, b)
+	for range 3 {
+		r.take(parts[a])
+	}
+	check("above half the total, a partition under its own bound stays paused", a, b)
+	r.take(parts[b])
+	check("the total drained to half resumes every partition under its own bound")
+	add(c, 1)
+	check("under the total again")
 }
 
 // TestReassemblerBufferedRecordsOwnTheirBytes: franz-go decodes a fetch's

@@ -63,6 +63,7 @@ func (c *Consumer) newReader(ctx context.Context, cp Checkpoint, untilCaughtUp b
 	r := &reader{reassembler: newReassembler(src, dec, c.txTopic, c.cfg.PartitionBuffer, cp, next),
 		c: c, cl: cl, adm: adm, dec: dec}
 	r.bytes = c.cfg.PartitionBufferBytes
+	r.total = readAheadBound{c.cfg.ReadAhead, c.cfg.ReadAheadBytes}
 	for s, n := range cp.Next {
 		if o, ok := old.Next[s]; !ok || o != n {
 			if r.reset == nil {
