@@ -76,6 +76,12 @@ func cmdOut(args ...string) string {
 	return strings.TrimSpace(strings.Split(string(out), "\n")[0])
 }
 
+// machineSummary is the machine a run is on, as the Runs table shows it.
+func machineSummary() string {
+	cpu, mem := machine()
+	return fmt.Sprintf("%s, %s cores, %s", cpu, cmdOut("nproc"), mem)
+}
+
 func machine() (cpu, mem string) {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -137,7 +143,7 @@ func (b *Bench) writeReport() error {
 	p("A run replaces the figures of the workloads it ran (`--only` selects some) and keeps the others, so each section names the run and the binary it comes from.\n\n")
 	p("Within a run each comparison ran side by side, one peer after the other on the same backlog, and the tables show the **median of the repetitions** of that run.\n\n")
 	p("> **Noisy figures.** The machine has %s cores and is shared with other engineers' test runs; the load average (1, 5, 15 min) at the start and end of each measurement is in the detail tables. Treat differences under ~20%% as noise.\n\n", cmdOut("nproc"))
-	p("## Runs\n\n| run | started | took | mode | workloads | repetitions | Tributary binary | load at start |\n|---|---|--:|---|---|---|---|---|\n")
+	p("## Runs\n\n| run | started | took | mode | workloads | repetitions | Tributary binary | machine | load at start |\n|---|---|--:|---|---|---|---|---|---|\n")
 	for _, ri := range set.Runs {
 		only := ri.Only
 		if only == "" {
@@ -150,8 +156,12 @@ func (b *Bench) writeReport() error {
 		if len(ri.Skipped) > 0 {
 			reps += "; left out: " + strings.Join(ri.Skipped, ", ")
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ri.ID, ri.Started.UTC().Format("2006-01-02 15:04 MST"),
-			ri.Ended.Sub(ri.Started).Round(time.Second), ri.Mode, only, reps, ri.Commit, ri.Load)
+		m := ri.Machine
+		if m == "" {
+			m = "not recorded"
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", ri.ID, ri.Started.UTC().Format("2006-01-02 15:04 MST"),
+			ri.Ended.Sub(ri.Started).Round(time.Second), ri.Mode, only, reps, ri.Commit, m, ri.Load)
 	}
 	p("\nSizes, broker and Debezium per run:\n\n")
 	for _, ri := range set.Runs {
@@ -159,7 +169,7 @@ func (b *Bench) writeReport() error {
 	}
 	p("\n## Machine and versions\n\n")
 	p("| | |\n|---|---|\n")
-	p("| CPU | %s, %s cores (`nproc`) |\n", cpu, cmdOut("nproc"))
+	p("| CPU | %s, %s cores (`nproc`), where the run that wrote this report ran; each run's machine is in the Runs table |\n", cpu, cmdOut("nproc"))
 	p("| Memory | %s |\n", mem)
 	p("| Kernel | %s |\n", cmdOut("uname", "-sr"))
 	p("| PostgreSQL | %s (three throw-away clusters from `deploy/local/postgres.sh`: source, Tributary target, native target; defaults plus `max_wal_size = 8GB`; fsync and synchronous_commit on) |\n", cmdOut(filepath.Join(b.pgbin, "postgres"), "--version"))
