@@ -19,6 +19,9 @@ type Observer interface {
 	// offsets (frames and transaction markers) are committed in Kafka but
 	// not yet applied. Transactional mode only.
 	Behind(offsets int64)
+	// ReadAhead reports, after each applied target transaction, what the
+	// consumer has read ahead of it. Transactional mode only.
+	ReadAhead(ReadAhead)
 	// DeadLettered reports a source transaction sent to the dead-letter topic.
 	DeadLettered(commitLSN pglogrepl.LSN)
 	// Retrying reports a transient error after which the consumer resumes
@@ -35,6 +38,15 @@ type Applied struct {
 	Took       time.Duration  // from reading the first event to the target commit
 }
 
+// ReadAhead is what a transactional consumer has read from the data
+// partitions and not yet applied, bounded by Config.PartitionBuffer,
+// PartitionBufferBytes, ReadAhead and ReadAheadBytes.
+type ReadAhead struct {
+	Records int // buffered records
+	Bytes   int // the bytes of their keys and values
+	Paused  int // data partitions whose fetching the bounds paused
+}
+
 // NopObserver ignores everything.
 type NopObserver struct{}
 
@@ -46,6 +58,9 @@ func (NopObserver) Applied(Applied) {}
 
 // Behind implements Observer.
 func (NopObserver) Behind(int64) {}
+
+// ReadAhead implements Observer.
+func (NopObserver) ReadAhead(ReadAhead) {}
 
 // DeadLettered implements Observer.
 func (NopObserver) DeadLettered(pglogrepl.LSN) {}

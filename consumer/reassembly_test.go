@@ -155,8 +155,14 @@ func (f *fakeKafka) poll(ctx context.Context, wait time.Duration, add func(*kgo.
 		buffered.records += p.pending()
 		buffered.bytes += p.size
 	}
-	if f.r.buffered != buffered {
-		f.bad = append(f.bad, fmt.Sprintf("the data partitions buffer %+v, the reassembler counts %+v", buffered, f.r.buffered))
+	paused := 0
+	for _, p := range f.r.parts {
+		if f.paused[p.s] {
+			paused++
+		}
+	}
+	if ra := f.r.readAhead(); ra != (ReadAhead{buffered.records, buffered.bytes, paused}) {
+		f.bad = append(f.bad, fmt.Sprintf("the data partitions buffer %+v with %d paused, the reassembler reports %+v", buffered, paused, ra))
 	}
 	if t, slack := f.r.total, len(f.r.parts)*f.maxBatch; t.records > 0 && buffered.records > t.records+slack ||
 		t.bytes > 0 && buffered.bytes > t.bytes+slack*maxTestValue {

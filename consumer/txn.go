@@ -274,6 +274,7 @@ func (c *Consumer) txSession(ctx context.Context, st *runState) error {
 		c.cfg.Observer.Applied(Applied{SourceTxns: g.sourceTxns, Rows: b.rows, CommitLSN: r.cp.CommitLSN,
 			CommitTime: r.cp.CommitTime, Took: time.Since(start)})
 		c.cfg.Observer.Behind(r.behind())
+		c.cfg.Observer.ReadAhead(r.readAhead())
 		if time.Since(lastLog) > 10*time.Second {
 			c.log.Info("applying", "commit_lsn", r.cp.CommitLSN, "commit_ts", r.cp.CommitTime, "applied_txns", applied)
 			lastLog = time.Now()

@@ -44,6 +44,23 @@ func TestConsumerMetricsMove(t *testing.T) {
 	if got := httpStatus(t, "http://"+addr+"/readyz"); got != http.StatusOK {
 		t.Fatalf("/readyz while applying: %d", got)
 	}
+	// Caught up on an idle source, nothing is read ahead and nothing paused
+	// (the bounds themselves are tested in the consumer package).
+	for _, name := range []string{"tributary_consumer_read_ahead_records", "tributary_consumer_read_ahead_bytes", "tributary_consumer_paused_partitions"} {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			v, found := scrape(t, addr, name)
+			if !found {
+				t.Fatalf("%s is not served", name)
+			}
+			if v == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is %v caught up on an idle source, want 0", name, v)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
 	rows := scrapeLabeled(t, addr, "tributary_consumer_rows_total")
 	if rows[`table="public.a"`] != 30 || rows[`table="public.b"`] != 60 {
 		t.Fatalf("rows per table: %v, want a=30 b=60", rows)

@@ -188,17 +188,20 @@ func (m *producerMetrics) SnapshotProgress(p producer.SnapshotProgress) {
 
 // consumerMetrics is the consumer's Observer: Prometheus metrics and readiness.
 type consumerMetrics struct {
-	h          *health
-	applyTime  prometheus.Histogram
-	rows       *prometheus.CounterVec
-	txns       prometheus.Counter
-	behind     prometheus.Gauge
-	lagSeconds prometheus.Gauge
-	appliedTS  prometheus.Gauge
-	dead       prometheus.Counter
-	retries    prometheus.Counter
-	conflicts  *prometheus.CounterVec
-	ready      atomic.Int32 // sessions (per-key: workers) that are ready
+	h         *health
+	applyTime prometheus.Histogram
+	rows      *prometheus.CounterVec
+	txns      prometheus.Counter
+	behind    prometheus.Gauge
+	// readAheadRecords, readAheadBytes and pausedPartitions are
+	// consumer.ReadAhead.
+	readAheadRecords, readAheadBytes, pausedPartitions prometheus.Gauge
+	lagSeconds                                         prometheus.Gauge
+	appliedTS                                          prometheus.Gauge
+	dead                                               prometheus.Counter
+	retries                                            prometheus.Counter
+	conflicts                                          *prometheus.CounterVec
+	ready                                              atomic.Int32 // sessions (per-key: workers) that are ready
 }
 
 func newConsumerMetrics(h *health) *consumerMetrics {
@@ -213,6 +216,12 @@ func newConsumerMetrics(h *health) *consumerMetrics {
 			Help: "Source transactions applied (transactional mode)."}),
 		behind: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_lag_offsets",
 			Help: "Offsets of the transactions topic committed in Kafka but not applied: frames plus transaction markers."}),
+		readAheadRecords: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_read_ahead_records",
+			Help: "Records read from the data partitions and not yet applied (transactional mode)."}),
+		readAheadBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_read_ahead_bytes",
+			Help: "Bytes of the keys and values of those records."}),
+		pausedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_paused_partitions",
+			Help: "Data partitions whose fetching the read-ahead bounds paused."}),
 		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_lag_seconds",
 			Help: "Seconds between the source commit of the last applied transaction and its apply."}),
 		appliedTS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tributary_consumer_applied_commit_timestamp_seconds",
@@ -225,7 +234,8 @@ func newConsumerMetrics(h *health) *consumerMetrics {
 			Help: "Update conflicts and ownership violations detected, by table, kind, method and outcome."},
 			[]string{"table", "kind", "method", "outcome"}),
 	}
-	h.reg.MustRegister(m.applyTime, m.rows, m.txns, m.behind, m.lagSeconds, m.appliedTS, m.dead, m.retries, m.conflicts)
+	h.reg.MustRegister(m.applyTime, m.rows, m.txns, m.behind, m.readAheadRecords, m.readAheadBytes, m.pausedPartitions,
+		m.lagSeconds, m.appliedTS, m.dead, m.retries, m.conflicts)
 	return m
 }
 
@@ -253,6 +263,13 @@ func (m *consumerMetrics) Applied(a consumer.Applied) {
 
 // Behind implements consumer.Observer.
 func (m *consumerMetrics) Behind(offsets int64) { m.behind.Set(float64(offsets)) }
+
+// ReadAhead implements consumer.Observer.
+func (m *consumerMetrics) ReadAhead(ra consumer.ReadAhead) {
+	m.readAheadRecords.Set(float64(ra.Records))
+	m.readAheadBytes.Set(float64(ra.Bytes))
+	m.pausedPartitions.Set(float64(ra.Paused))
+}
 
 // DeadLettered implements consumer.Observer.
 func (m *consumerMetrics) DeadLettered(pglogrepl.LSN) { m.dead.Inc() }
