@@ -188,20 +188,20 @@ func (m *producerMetrics) SnapshotProgress(p producer.SnapshotProgress) {
 
 // consumerMetrics is the consumer's Observer: Prometheus metrics and readiness.
 type consumerMetrics struct {
-	h         *health
-	applyTime prometheus.Histogram
-	rows      *prometheus.CounterVec
-	txns      prometheus.Counter
-	behind    prometheus.Gauge
-	// readAheadRecords, readAheadBytes and pausedPartitions are
-	// consumer.ReadAhead.
-	readAheadRecords, readAheadBytes, pausedPartitions prometheus.Gauge
-	lagSeconds                                         prometheus.Gauge
-	appliedTS                                          prometheus.Gauge
-	dead                                               prometheus.Counter
-	retries                                            prometheus.Counter
-	conflicts                                          *prometheus.CounterVec
-	ready                                              atomic.Int32 // sessions (per-key: workers) that are ready
+	h                *health
+	applyTime        prometheus.Histogram
+	rows             *prometheus.CounterVec
+	txns             prometheus.Counter
+	behind           prometheus.Gauge
+	readAheadRecords prometheus.Gauge // consumer.ReadAhead.Records
+	readAheadBytes   prometheus.Gauge // consumer.ReadAhead.Bytes
+	pausedPartitions prometheus.Gauge // consumer.ReadAhead.Paused
+	lagSeconds       prometheus.Gauge
+	appliedTS        prometheus.Gauge
+	dead             prometheus.Counter
+	retries          prometheus.Counter
+	conflicts        *prometheus.CounterVec
+	ready            atomic.Int32 // sessions (per-key: workers) that are ready
 }
 
 func newConsumerMetrics(h *health) *consumerMetrics {
