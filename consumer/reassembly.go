@@ -61,7 +61,6 @@ type reassembler struct {
 	// (Config.ReadAhead, ReadAheadBytes); its zero value bounds nothing.
 	total    readAheadBound
 	buffered readAheadBound   // what the data partitions buffer now
-	paused   int              // data partitions paused
 	crowded  bool             // partitions were paused for total since it was last drained to half
 	now      func() time.Time // time.Now, but for tests
 	cp       Checkpoint       // committed checkpoint, updated after every Apply
@@ -230,23 +229,23 @@ func (r *reassembler) drained(p *part) bool {
 
 func (r *reassembler) pause(p *part) {
 	p.paused = true
-	if p != r.tx {
-		r.paused++
-	}
 	r.src.pause(p.s)
 }
 
 func (r *reassembler) resume(p *part) {
 	p.paused = false
-	if p != r.tx {
-		r.paused--
-	}
 	r.src.resume(p.s)
 }
 
 // readAhead is what the data partitions have read ahead, for the Observer.
 func (r *reassembler) readAhead() ReadAhead {
-	return ReadAhead{Records: r.buffered.records, Bytes: r.buffered.bytes, Paused: r.paused}
+	ra := ReadAhead{Records: r.buffered.records, Bytes: r.buffered.bytes}
+	for _, p := range r.parts {
+		if p.paused {
+			ra.Paused++
+		}
+	}
+	return ra
 }
 
 // detach moves rec's bytes out of the fetch response it was read from into
