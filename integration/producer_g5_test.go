@@ -96,7 +96,8 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		marks    []g5Mark
-		written  int // bursts written so far
+		written  int              // bursts written so far
+		killed   = map[int]bool{} // the kill points the watcher has acted on
 		stopping bool
 	)
 	// Kill after the first move once this many bursts are written: the
@@ -105,7 +106,6 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 	watchErr := make(chan error, 1)
 	go func() {
 		var last pglogrepl.LSN
-		killed := map[int]bool{}
 		for ctx.Err() == nil {
 			var c *string
 			if err := wc.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot'`).Scan(&c); err != nil {
@@ -144,9 +144,9 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 			m := g5Mark{confirmed: lsn, end: end}
 			mu.Lock()
 			n, stop := written, stopping
+			kill := !stop && killAfter[n] && !killed[n]
 			mu.Unlock()
-			if !stop && killAfter[n] && !killed[n] {
-				killed[n] = true
+			if kill {
 				m.killed = true
 				procMu.Lock()
 				p := procs[len(procs)-1]
@@ -155,6 +155,7 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 			}
 			mu.Lock()
 			marks = append(marks, m)
+			killed[n] = killed[n] || kill
 			mu.Unlock()
 		}
 		watchErr <- nil
@@ -221,6 +222,29 @@ func TestProducerConfirmsOnlyWhatKafkaHolds(t *testing.T) {
 		// Wait for a confirmation between bursts (the first one rides the
 		// slow first commit), so that kills follow a move.
 		waitConfirmedPast(t, pc, id, revive)
+		if killAfter[b+1] {
+			// The move past the commit above came after the count did, so
+			// the watcher kills on it. The next burst waits for that kill:
+			// written must not move on while the watcher is still reading
+			// the end offsets of an earlier move.
+			for deadline := time.Now().Add(time.Minute); ; {
+				mu.Lock()
+				done := killed[b+1]
+				mu.Unlock()
+				if done {
+					break
+				}
+				select {
+				case err := <-watchErr:
+					t.Fatalf("the watcher stopped before kill point %d: %v", b+1, err)
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no kill at point %d within a minute of the confirmation\n%s", b+1, output())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	}
 	mu.Lock()
 	stopping = true
