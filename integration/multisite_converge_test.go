@@ -83,7 +83,7 @@ type convWorld struct {
 	t      *testing.T
 	hub    bool
 	plan   convPlan
-	rng    *rand.Rand
+	rng    *rand.Rand // drawn from by the test goroutine only; the sites' goroutines get generators of their own
 	sites  []*msSite
 	byName map[string]*msSite
 	cfg    string
@@ -140,7 +140,7 @@ func testConverge(t *testing.T, hub bool) {
 	for _, l := range w.links() {
 		w.startConsumer(l[0], l[1])
 	}
-	w.startObservers()
+	w.startObservers(ddl)
 	defer func() {
 		if t.Failed() {
 			for k, p := range w.prods {
@@ -183,15 +183,20 @@ func (w *convWorld) startConsumer(s, from *msSite) {
 
 // startObservers starts a per-key and a transactional consumer of B's
 // prefix, into databases of their own at B's cluster; they run for the
-// whole test.
-func (w *convWorld) startObservers() {
+// whole test. Each database starts with the rows every site starts with
+// (ddl): B's producer takes no snapshot, so a key no transaction changes
+// reaches an observer only from there.
+func (w *convWorld) startObservers(ddl []string) {
 	b := w.byName["B"]
 	for _, mode := range []string{"per-key", "transactional"} {
 		db := "obs_" + strings.ReplaceAll(mode, "-", "_")
 		b.env.pg.Exec(w.t, "CREATE DATABASE "+db)
 		dsn := strings.Replace(b.env.pg.DSN, "/postgres?", "/"+db+"?", 1)
-		if _, err := connect(w.t, dsn).Exec(context.Background(), convDDL); err != nil {
-			w.t.Fatal(err)
+		oc := connect(w.t, dsn)
+		for _, stmt := range ddl {
+			if _, err := oc.Exec(context.Background(), stmt); err != nil {
+				w.t.Fatalf("%s: %v", stmt, err)
+			}
 		}
 		w.obs[mode] = harness.StartTributary(w.t, nil, "consumer", "--brokers", strings.Join(b.env.kafka.Brokers, ","),
 			"--registry", b.env.kafka.RegistryURL, "--prefix", b.env.prefix, "--name", db, "--target", dsn,
@@ -224,8 +229,15 @@ func (w *convWorld) chainRound(round int) {
 		kill = 1
 	}
 	killAt := w.sites[w.rng.IntN(3)]
+	killLink := w.rng.IntN(2) // which of killAt's consumers, when kill is 1
 	var killed func()
 	plans := map[string][]*convTxn{}
+	// Each site commits in an order drawn from a generator of its own, so
+	// that the seed replays a round whatever order the sites run in.
+	orders := map[string]*rand.Rand{}
+	for _, s := range w.sites {
+		orders[s.name] = rand.New(rand.NewPCG(w.rng.Uint64(), 7))
+	}
 	for _, s := range w.sites {
 		keys := w.rng.Perm(w.plan.keys)
 		var txns []*convTxn
@@ -241,7 +253,7 @@ func (w *convWorld) chainRound(round int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.runHeld(s, plans[s.name], func() {
+			w.runHeld(s, plans[s.name], orders[s.name], func() {
 				if s != killAt {
 					return
 				}
@@ -257,7 +269,7 @@ func (w *convWorld) chainRound(round int) {
 							mine = append(mine, l)
 						}
 					}
-					l := mine[w.rng.IntN(len(mine))]
+					l := mine[killLink%len(mine)]
 					w.cons[l[0].name+"<-"+l[1].name].Kill()
 					killed = func() { w.startConsumer(l[0], l[1]) }
 				}
@@ -344,7 +356,7 @@ func (w *convWorld) concurrentRound(round int) {
 		}
 		open = append(open, held{tx, ptx})
 	}
-	for _, i := range w.perm(len(open)) {
+	for _, i := range w.rng.Perm(len(open)) {
 		if err := open[i].ptx.Commit(ctx); err != nil {
 			t.Fatalf("concurrent round: commit: %v", err)
 		}
@@ -355,10 +367,10 @@ func (w *convWorld) concurrentRound(round int) {
 // runHeld runs txns at s: each opens, locks its keys (NOWAIT: a key a
 // consumer is applying sits this round out, so that no transaction waits
 // for a lock while another waits to commit), writes, and waits; when all
-// are written, open() runs, and they commit in random order. A transaction
+// are written, open() runs, and they commit in an order drawn from order. A transaction
 // a deadlock or a lock conflict aborts is retried once the others have
 // committed; one whose keys stay locked gives up for the round.
-func (w *convWorld) runHeld(s *msSite, txns []*convTxn, open func()) {
+func (w *convWorld) runHeld(s *msSite, txns []*convTxn, order *rand.Rand, open func()) {
 	t := w.t
 	ctx := context.Background()
 	type held struct {
@@ -392,7 +404,7 @@ func (w *convWorld) runHeld(s *msSite, txns []*convTxn, open func()) {
 		if open != nil && attempt == 0 {
 			open()
 		}
-		for _, i := range w.perm(len(opened)) {
+		for _, i := range order.Perm(len(opened)) {
 			h := opened[i]
 			if err := h.ptx.Commit(ctx); err != nil {
 				if isRetryable(err) {
@@ -407,12 +419,6 @@ func (w *convWorld) runHeld(s *msSite, txns []*convTxn, open func()) {
 		}
 		pending = retry
 	}
-}
-
-func (w *convWorld) perm(n int) []int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.rng.Perm(n)
 }
 
 // writeTxn locks tx's keys and runs its statements in ptx.
