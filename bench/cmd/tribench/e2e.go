@@ -94,15 +94,15 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", name, "--target", withParam(b.tgt.DSN, "application_name", e2eAppName), "--create-tables", "--log-format", "json"}
 	cargs = append(cargs, b.consumerExtra("e2e-"+tag)...)
-	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
+	r.Cmd = b.tributaryCmd(pargs) + "\n" + b.tributaryCmd(cargs) + "\n# both started together; done when the consumer's checkpoint reaches commit LSN " + commit
 	broker0 := b.kafka.mark()
 	t0 := time.Now()
-	cp, err := startProc("consumer", b.root, b.logPath("e2e-consumer-"+tag), nil, cargs...)
+	cp, err := startProc("consumer", b.root, b.logPath("e2e-consumer-"+tag), b.tributaryEnv(), cargs...)
 	if err != nil {
 		return r.fail("%v", err)
 	}
 	defer cp.Stop()
-	pp, err := startProc("producer", b.root, b.logPath("e2e-producer-"+tag), nil, pargs...)
+	pp, err := startProc("producer", b.root, b.logPath("e2e-producer-"+tag), b.tributaryEnv(), pargs...)
 	if err != nil {
 		return r.fail("%v", err)
 	}

@@ -53,8 +53,8 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 	pargs := b.producerArgs(prefix, slot, pub, "never")
 	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
 		"--name", "lat_" + tag, "--target", b.tgt.DSN, "--create-tables", "--log-format", "json"}
-	r.Cmd = shellQuote(pargs) + "\n" + shellQuote(cargs)
-	pp, err := startProc("producer", b.root, b.logPath("producer-lat-"+tag), nil, pargs...)
+	r.Cmd = b.tributaryCmd(pargs) + "\n" + b.tributaryCmd(cargs)
+	pp, err := startProc("producer", b.root, b.logPath("producer-lat-"+tag), b.tributaryEnv(), pargs...)
 	if err != nil {
 		return r.fail("%v", err)
 	}
@@ -69,7 +69,7 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 	}); err != nil {
 		return r.fail("producer never wrote the warm-up row: %v\n%s", err, pp.Tail(15))
 	}
-	cp, err := startProc("consumer", b.root, b.logPath("consumer-lat-"+tag), nil, cargs...)
+	cp, err := startProc("consumer", b.root, b.logPath("consumer-lat-"+tag), b.tributaryEnv(), cargs...)
 	if err != nil {
 		return r.fail("%v", err)
 	}

@@ -76,6 +76,7 @@ type Config struct {
 	DbzVersion string
 	Timeout    time.Duration
 	Bin        string
+	GoMaxProcs int
 	MixN       int
 	PgbenchTx  int
 	ToastRows  int
@@ -133,6 +134,8 @@ func main() {
 	flag.StringVar(&c.Only, "only", "", "run only these workloads: "+strings.Join(selectors, ","))
 	flag.StringVar(&c.DbzVersion, "debezium-version", envOr("DEBEZIUM_VERSION", "3.0.0.Final"), "io.debezium:debezium-server-dist version")
 	flag.StringVar(&c.Bin, "bin", "bin/tributary", "the tributary binary under test (relative to the repository root, or absolute)")
+	flag.IntVar(&c.GoMaxProcs, "gomaxprocs", 1, "GOMAXPROCS of the tributary processes under test: 1, as deploy/README.md advises where they share "+
+		"a machine's cores with PostgreSQL and Kafka; 0 leaves the Go runtime's default (one per core)")
 	flag.Parse()
 	def := func(v *int, full, quick int) {
 		if *v <= 0 {
@@ -159,6 +162,9 @@ func main() {
 		} else {
 			c.LatRates = "1000,1000x5,1000x10"
 		}
+	}
+	if c.GoMaxProcs < 0 {
+		fatal(fmt.Errorf("--gomaxprocs %d: want 0 (the Go runtime's default) or more", c.GoMaxProcs))
 	}
 	c.Timeout = 20 * time.Minute
 	if c.Quick {

@@ -106,11 +106,11 @@ func (b *Bench) producer(ctx context.Context, rep int, wl, prefix, slot, pub, en
 	}
 	args := append(b.producerArgs(prefix, slot, pub, "never"),
 		b.producerExtra(fmt.Sprintf("%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), rep))...)
-	r.Cmd = shellQuote(args)
+	r.Cmd = b.tributaryCmd(args)
 	txTopic := prefix + ".transactions"
 	_, before, _ := b.kafka.EndOffsets(ctx, txTopic, true)
 	broker0 := b.kafka.mark()
-	p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-%s-%d", wl, rep)), nil, args...)
+	p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-%s-%d", wl, rep)), b.tributaryEnv(), args...)
 	if err != nil {
 		return r.fail("%v", err)
 	}
@@ -174,8 +174,8 @@ func (b *Bench) consumerSink(ctx context.Context, rep int, wl, peer, prefix, nam
 		"--name", name}, extra...)
 	args = append(args, "--until-caught-up", "--log-format", "json")
 	args = append(args, b.consumerExtra(fmt.Sprintf("%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), strings.TrimSuffix(chartName(peer), ".svg"), rep))...)
-	r.Cmd = shellQuote(args)
-	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), name, rep)), nil, args...)
+	r.Cmd = b.tributaryCmd(args)
+	p, err := startProc("consumer", b.root, b.logPath(fmt.Sprintf("consumer-%s-%s-%d", strings.TrimSuffix(chartName(wl), ".svg"), name, rep)), b.tributaryEnv(), args...)
 	if err != nil {
 		return r.fail("%v", err)
 	}
@@ -508,9 +508,9 @@ func (b *Bench) repSnapshot(ctx context.Context, rep int, prefix string) error {
 	r := newResult(rep, wSnapshot, peerProducer+" --snapshot only", int64(m))
 	args := append(b.producerArgs(prefix, slot, "pub_snap", "only"), b.producerExtra(fmt.Sprintf("snapshot-%d", rep))...)
 	args[slices.Index(args, "--source")+1] = withParam(s.DSN, "application_name", snapAppName) // names the snapshot's readers
-	r.Cmd = shellQuote(args)
+	r.Cmd = b.tributaryCmd(args)
 	broker0 := b.kafka.mark()
-	p, err := startProc("producer-snapshot", b.root, b.logPath(fmt.Sprintf("producer-snapshot-%d", rep)), nil, args...)
+	p, err := startProc("producer-snapshot", b.root, b.logPath(fmt.Sprintf("producer-snapshot-%d", rep)), b.tributaryEnv(), args...)
 	if err != nil {
 		b.add(r.fail("%v", err))
 		return nil

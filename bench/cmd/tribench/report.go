@@ -165,7 +165,11 @@ func (b *Bench) writeReport() error {
 	}
 	p("\nSizes, broker and Debezium per run:\n\n")
 	for _, ri := range set.Runs {
-		p("- **%s**: %s. Kafka: %s. Debezium Server: %s.\n", ri.ID, ri.Sizes, ri.Kafka, ri.Debezium)
+		procs := "the Go runtime's default GOMAXPROCS (one per core)"
+		if ri.GoMaxProcs > 0 {
+			procs = fmt.Sprintf("GOMAXPROCS=%d", ri.GoMaxProcs)
+		}
+		p("- **%s**: %s. Kafka: %s. Debezium Server: %s. Tributary processes: %s.\n", ri.ID, ri.Sizes, ri.Kafka, ri.Debezium, procs)
 	}
 	p("\n## Machine and versions\n\n")
 	p("| | |\n|---|---|\n")
@@ -695,6 +699,9 @@ func (b *Bench) method(w *strings.Builder) {
   own peak RSS: Go starts a child in the runner's address space until it execs). Kafka's and PostgreSQL's own CPU are not counted in these columns; the end-to-end CPU tables count them.
 - **Order.** Within a repetition the peers run one after the other in the order of the tables (the end-to-end peer is the
   producer and the consumer together); nothing else of ours runs at the same time, but other engineers' jobs do.
+- **GOMAXPROCS.** The producer and the consumer run with the GOMAXPROCS of `+"`--gomaxprocs`"+` (1 unless a run says
+  otherwise in its line under Runs), as deploy/README.md advises where they share a machine's cores with PostgreSQL and
+  Kafka: every process here does. Runs before the setting was recorded used the Go runtime's default, one per core.
 - **Debezium Server** is run as shipped (`+"`run.sh`"+`, default JVM heap, default `+"`max.batch.size`"+`/`+"`max.queue.size`"+`), with
   JSON values without embedded schemas (its cheapest format; the Confluent Avro converter is not on Maven Central),
   `+"`snapshot.mode=no_data`"+`, its own slot and the same publication; its topic is created beforehand with 3 partitions

@@ -27,6 +27,9 @@ type RunInfo struct {
 	Debezium string
 	Load     string // load average when the run started
 	Machine  string // CPU model, cores and memory of the machine it ran on
+	// GoMaxProcs is the GOMAXPROCS the tributary processes ran with; 0
+	// (and runs before it was recorded) is the Go runtime's default.
+	GoMaxProcs int `json:",omitempty"`
 }
 
 // resultSet is docs/bench/results.json: every result the report is made of.
@@ -77,7 +80,7 @@ func (b *Bench) runInfo() *RunInfo {
 	}
 	c := b.cfg
 	return &RunInfo{ID: b.runID, Started: b.started, Ended: b.ended, Mode: mode, Only: c.Only, Reps: c.Reps, RepsFor: c.RepsFor, Skipped: b.skipped,
-		Commit: cmdOut(b.bin, "version"), Kafka: b.kafka.Kind, Debezium: dbz, Load: b.load0, Machine: machineSummary(),
+		Commit: cmdOut(b.bin, "version"), Kafka: b.kafka.Kind, Debezium: dbz, Load: b.load0, Machine: machineSummary(), GoMaxProcs: c.GoMaxProcs,
 		Sizes: fmt.Sprintf("backlogs of %s single-row transactions; one transaction of %s rows; snapshot of %s rows; "+
 			"mixed backlog of %s transactions; pgbench backlog of %s transactions; %s wide rows; DuckDB backlog of %s row changes; "+
 			"latency %d s at %s (tx/s x rows); pgbench %d s per source-TPS run",

@@ -437,11 +437,11 @@ func (b *Bench) repTPS(ctx context.Context, rep int, prefix string) error {
 				return nil, nil, "", err
 			}
 			args := b.producerArgs(prefix, "tps_slot", "pub_tps", "never")
-			p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-tps-%d", rep)), nil, args...)
+			p, err := startProc("producer", b.root, b.logPath(fmt.Sprintf("producer-tps-%d", rep)), b.tributaryEnv(), args...)
 			if err != nil {
 				return nil, nil, "", err
 			}
-			return p.Stop, procPID(p), shellQuote(args), nil
+			return p.Stop, procPID(p), b.tributaryCmd(args), nil
 		}},
 		{capturePrefix + peerRecv, func() (func(), func() int, string, error) {
 			if err := slot(); err != nil {

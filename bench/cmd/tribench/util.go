@@ -329,6 +329,21 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[i]
 }
 
+// tributaryEnv is what the tributary processes under test get in their
+// environment beyond the runner's own: GOMAXPROCS, unless --gomaxprocs is 0.
+func (b *Bench) tributaryEnv() []string {
+	if b.cfg.GoMaxProcs == 0 {
+		return nil
+	}
+	return []string{"GOMAXPROCS=" + strconv.Itoa(b.cfg.GoMaxProcs)}
+}
+
+// tributaryCmd is args as the shell command line that runs a tributary
+// process under test, its environment first.
+func (b *Bench) tributaryCmd(args []string) string {
+	return strings.Join(append(b.tributaryEnv(), shellQuote(args)), " ")
+}
+
 func shellQuote(args []string) string {
 	out := make([]string, len(args))
 	for i, a := range args {
