@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -60,5 +61,34 @@ func TestProcPeakRSSIsTheChilds(t *testing.T) {
 	runtime.KeepAlive(held)
 	if _, rss := p.Rusage(); rss <= 0 || rss > 50 {
 		t.Errorf("peak RSS of sleep = %.1f MB, want its own few MB (the runner holds 200 MB)", rss)
+	}
+}
+
+// TestTributaryEnv checks that --gomaxprocs reaches a process started as
+// the tributary processes are, and that the command line in the report
+// says so; 0 leaves the runner's environment alone.
+func TestTributaryEnv(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	for _, tc := range []struct {
+		procs   int
+		env     string
+		cmdLine string
+	}{{1, "1", "GOMAXPROCS=1 sh -c 'printf %s \"$GOMAXPROCS\"'"}, {0, "", "sh -c 'printf %s \"$GOMAXPROCS\"'"}} {
+		b := &Bench{cfg: Config{GoMaxProcs: tc.procs}}
+		args := []string{"sh", "-c", `printf %s "$GOMAXPROCS"`}
+		if got := b.tributaryCmd(args); got != tc.cmdLine {
+			t.Errorf("--gomaxprocs %d: command line %q, want %q", tc.procs, got, tc.cmdLine)
+		}
+		log := filepath.Join(t.TempDir(), "env.log")
+		p, err := startProc("env", t.TempDir(), log, b.tributaryEnv(), args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(log); err != nil || string(got) != tc.env {
+			t.Errorf("--gomaxprocs %d: the process saw GOMAXPROCS=%q (%v), want %q", tc.procs, got, err, tc.env)
+		}
 	}
 }
