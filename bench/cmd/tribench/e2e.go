@@ -160,8 +160,8 @@ func (b *Bench) e2e(ctx context.Context, rep int, wl, prefix, slot, pub, end str
 // TRIBENCH_CONSUMER_FLAGS='--cpu-profile /tmp/prof/{tag}.pprof'.
 func (b *Bench) consumerExtra(tag string) []string { return extraFlags("TRIBENCH_CONSUMER_FLAGS", tag) }
 
-// producerExtra is consumerExtra for the producer of the drain, end to end
-// and snapshot runs: TRIBENCH_PRODUCER_FLAGS.
+// producerExtra is consumerExtra for the producer of the drain, end to end,
+// snapshot and latency runs: TRIBENCH_PRODUCER_FLAGS.
 func (b *Bench) producerExtra(tag string) []string { return extraFlags("TRIBENCH_PRODUCER_FLAGS", tag) }
 
 func extraFlags(env, tag string) []string {

@@ -50,9 +50,11 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 		return r.fail("%v", err)
 	}
 	defer b.dropSlots(context.Background(), slot)
-	pargs := b.producerArgs(prefix, slot, pub, "never")
+	ptag := fmt.Sprintf("lat-%s-%d", tag, rep)
+	pargs := append(b.producerArgs(prefix, slot, pub, "never"), b.producerExtra(ptag)...)
 	cargs := []string{b.bin, "consumer", "--brokers", b.kafka.Brokers, "--registry", b.reg, "--prefix", prefix,
-		"--name", "lat_" + tag, "--target", b.tgt.DSN, "--create-tables", "--log-format", "json"}
+		"--name", "lat_" + tag, "--target", withParam(b.tgt.DSN, "application_name", latAppName), "--create-tables", "--log-format", "json"}
+	cargs = append(cargs, b.consumerExtra(ptag)...)
 	r.Cmd = b.tributaryCmd(pargs) + "\n" + b.tributaryCmd(cargs)
 	pp, err := startProc("producer", b.root, b.logPath("producer-lat-"+tag), b.tributaryEnv(), pargs...)
 	if err != nil {
@@ -78,7 +80,13 @@ func (b *Bench) latencyTributary(ctx context.Context, rep int, tag, prefix strin
 	if err != nil {
 		return r.fail("%v", err)
 	}
-	r = b.latencyRun(ctx, r, table, b.tgt, txps, rows, func() string {
+	cpu := &cpuMeter{broker: true, parts: map[string]func() float64{
+		partProducer: func() float64 { return treeCPU(pp.Pid()) },
+		partProdWS:   func() float64 { return procCPU(b.slotPID(ctx, slot)) },
+		partConsumer: func() float64 { return treeCPU(cp.Pid()) },
+		partBackend:  func() float64 { return pidsCPU(backends(ctx, b.tgt, latAppName)) },
+	}}
+	r = b.latencyRun(ctx, r, table, b.tgt, txps, rows, cpu, func() string {
 		if pp.Exited() {
 			return "producer exited:\n" + pp.Tail(15)
 		}
@@ -169,12 +177,82 @@ func (b *Bench) latencyNative(ctx context.Context, rep int, tag string, txps, ro
 	if err := b.src.Exec(ctx, `INSERT INTO `+table+`(id, payload) VALUES (0, 'warm-up')`); err != nil {
 		return r.fail("%v", err)
 	}
-	return b.latencyRun(ctx, r, table, b.nat, txps, rows, func() string { return "" })
+	cpu := &cpuMeter{parts: map[string]func() float64{
+		partNativeWS: func() float64 { return procCPU(b.slotPID(ctx, sub)) },
+		partApply: func() float64 {
+			v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL`, sub)
+			pid, _ := strconv.Atoi(v)
+			return procCPU(pid)
+		},
+	}}
+	return b.latencyRun(ctx, r, table, b.nat, txps, rows, cpu, func() string { return "" })
+}
+
+// latAppName is the application_name of the latency consumer's target
+// sessions, by which its backends are found.
+const latAppName = "tribench_lat"
+
+// cpuMeter reads the CPU seconds each component of a latency peer has used
+// so far, so that the steady load's window can be charged to each: the CPU
+// a lower latency costs. A reading of -1 means unknown.
+type cpuMeter struct {
+	parts  map[string]func() float64
+	broker bool // the peer uses the broker: charge its CPU too
+}
+
+// cpuMark is a cpuMeter's reading at one moment.
+type cpuMark struct {
+	parts  map[string]float64
+	broker brokerMark
+}
+
+func (b *Bench) markCPU(m *cpuMeter) cpuMark {
+	c := cpuMark{parts: map[string]float64{}}
+	for k, f := range m.parts {
+		c.parts[k] = f()
+	}
+	if m.broker {
+		c.broker = b.kafka.mark()
+	}
+	return c
+}
+
+// since is the CPU each component used from c to now; a component with an
+// unknown reading is left out.
+func (b *Bench) cpuSince(m *cpuMeter, c cpuMark) map[string]float64 {
+	now := b.markCPU(m)
+	out := map[string]float64{}
+	for k, v := range now.parts {
+		if v0 := c.parts[k]; v >= 0 && v0 >= 0 {
+			out[k] = v - v0
+		}
+	}
+	if m.broker {
+		b.kafka.addBrokerCPU(out, c.broker)
+	}
+	return out
+}
+
+// pidsCPU is the CPU seconds of the processes pids together, -1 when none
+// can be read.
+func pidsCPU(pids []int) float64 {
+	sum, any := 0.0, false
+	for _, pid := range pids {
+		if c := procCPU(pid); c >= 0 {
+			sum, any = sum+c, true
+		}
+	}
+	if !any {
+		return -1
+	}
+	return sum
 }
 
 // latencyRun waits for the warm-up row, runs the paced load, waits until the
 // target holds every row, then joins source and target commit timestamps.
-func (b *Bench) latencyRun(ctx context.Context, r *Result, table string, tgt *PG, txps, rows int, dead func() string) *Result {
+// The CPU each of cpu's components used from the load's start until the
+// target held every row goes into the result's Parts.
+func (b *Bench) latencyRun(ctx context.Context, r *Result, table string, tgt *PG, txps, rows int, cpu *cpuMeter, dead func() string) *Result {
 	if err := pollUntil(120*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if d := dead(); d != "" {
 			return false, fmt.Errorf("%s", d)
@@ -187,6 +265,7 @@ func (b *Bench) latencyRun(ctx context.Context, r *Result, table string, tgt *PG
 	time.Sleep(time.Second)
 	r.Load0 = loadavg()
 	r.loadStart = time.Now()
+	cpu0 := b.markCPU(cpu)
 	seen, stopPoll, err := pollVisible(ctx, tgt, table)
 	if err != nil {
 		return r.fail("%v", err)
@@ -207,6 +286,7 @@ func (b *Bench) latencyRun(ctx context.Context, r *Result, table string, tgt *PG
 	}); err != nil {
 		return r.fail("target never caught up to %s rows: %v", want, err)
 	}
+	r.Parts = b.cpuSince(cpu, cpu0)
 	r.Load1 = loadavg()
 	visible := stopPoll()
 	_ = seen

@@ -221,7 +221,9 @@ func (b *Bench) writeReport() error {
 					fmtNum(med(rs, func(r *Result) float64 { return r.Rate }), 0),
 					fmtNum(med(rs, func(r *Result) float64 { return float64(r.Samples) }), 0))
 			}
-			p("\nLatency is source commit (`pg_xact_commit_timestamp(xmin)`, `track_commit_timestamp = on`) to the moment the row became visible (committed) on the target, seen by a poller that reads the target's apply log every 2 ms (so up to ~3 ms of the figure is polling); the apply log is filled by an `ENABLE ALWAYS` AFTER INSERT trigger, since both apply paths run as `session_replication_role = replica`. \"apply\" is source commit to the trigger's `clock_timestamp()`, before the target commit. The target's own commit timestamp cannot be used: a native subscriber records the *origin's* commit timestamp for replicated transactions. Both clusters run on one machine, so the clocks agree. \"-> Kafka\" is source commit to the moment a read_committed reader in the runner received the transaction's frame from `<prefix>.transactions` (the frame carries the source commit time); native replication has no Kafka leg.\n\n")
+			p("\n")
+			partsTable(&w, g)
+			p("Latency is source commit (`pg_xact_commit_timestamp(xmin)`, `track_commit_timestamp = on`) to the moment the row became visible (committed) on the target, seen by a poller that reads the target's apply log every 2 ms (so up to ~3 ms of the figure is polling); the apply log is filled by an `ENABLE ALWAYS` AFTER INSERT trigger, since both apply paths run as `session_replication_role = replica`. \"apply\" is source commit to the trigger's `clock_timestamp()`, before the target commit. The target's own commit timestamp cannot be used: a native subscriber records the *origin's* commit timestamp for replicated transactions. Both clusters run on one machine, so the clocks agree. \"-> Kafka\" is source commit to the moment a read_committed reader in the runner received the transaction's frame from `<prefix>.transactions` (the frame carries the source commit time); native replication has no Kafka leg.\n\n")
 		} else if g.workload == wTPS {
 			base := med(g.by[peerNoCapture], func(r *Result) float64 { return r.Rate })
 			p("| peer | pgbench TPS | change vs no capture | capture CPU s during the run | slot lag at the end, MB |\n|---|--:|--:|--:|--:|\n")
@@ -333,7 +335,6 @@ func partsTable(w *strings.Builder, g *group) {
 		strings.Join(cols, " | "), strings.Repeat("--:|", len(cols)))
 	for _, peer := range peers {
 		rs := g.by[peer]
-		rows := float64(rs[0].Rows)
 		fmt.Fprintf(w, "| %s |", peer)
 		total, any := 0.0, false
 		for _, k := range cols {
@@ -346,11 +347,11 @@ func partsTable(w *strings.Builder, g *group) {
 				total += v
 			}
 			any = true
-			fmt.Fprintf(w, " %s |", fmtNum(v/rows*1e6, 2))
+			fmt.Fprintf(w, " %s |", fmtNum(v, 2))
 		}
 		tot := -1.0
 		if any {
-			tot = total / rows * 1e6
+			tot = total
 		}
 		rss := ""
 		if p, c := med(rs, func(r *Result) float64 { return rssPart(r, partProducer) }), med(rs, func(r *Result) float64 { return rssPart(r, partConsumer) }); p >= 0 || c >= 0 {
@@ -361,11 +362,12 @@ func partsTable(w *strings.Builder, g *group) {
 	fmt.Fprint(w, "\n")
 }
 
-// medPart is the median CPU seconds of component k over rs, -1 when none has it.
+// medPart is the median of component k's CPU seconds per million rows over
+// rs, each repetition by its own row count; -1 when none has it.
 func medPart(rs []*Result, k string) float64 {
 	return med(rs, func(r *Result) float64 {
-		if v, ok := r.Parts[k]; ok {
-			return v
+		if v, ok := r.Parts[k]; ok && r.Rows > 0 {
+			return v / float64(r.Rows) * 1e6
 		}
 		return -1
 	})
@@ -541,11 +543,7 @@ func (b *Bench) summary(w *strings.Builder, gs []*group, set *resultSet) {
 		if rs == nil {
 			return -1
 		}
-		v := medPart(rs, part)
-		if v < 0 {
-			return -1
-		}
-		return v / float64(rs[0].Rows) * 1e6
+		return medPart(rs, part)
 	}
 	e2es := []struct{ wl, name string }{{wE2EInsert, "INSERT backlog"}, {wE2EUpdate, "UPDATE backlog"}, {wMix, "Mixed I/U/D backlog"},
 		{wPgbench, "pgbench backlog"}, {wToastInsert, "Wide-row INSERT backlog"}, {wToastUpdate, "Wide-row UPDATE backlog (TOAST unchanged)"}}
@@ -713,7 +711,9 @@ func (b *Bench) method(w *strings.Builder) {
 - **Latency.** 8 source connections commit paced single-statement transactions (`+"`synchronous_commit`"+` on); Tributary's
   producer and consumer, or the native subscription, run continuously; the run waits until the target holds every row.
   The default rates are 1,000 tx/s of 1, 5 and 10 rows (1k, 5k and 10k rows/s); "achieved tx/s" shows when the source
-  could not keep up.
+  could not keep up. The CPU of each component (Tributary: producer, its walsender, broker, consumer, its target
+  backends; native: walsender, apply worker) is read when the load starts and when the target holds every row, and
+  divided by the rows: what holding that latency costs at that rate.
 - **Mixed backlog.** Single-row transactions in groups of four on one table: insert two rows, update the first, delete
   the second (50% INSERT, 25% UPDATE, 25% DELETE). Debezium runs with `+"`tombstones.on.delete=false`"+`, so it writes one record
   per change and is done when its topic holds them all.

@@ -44,6 +44,27 @@ func TestPartsTableCountsJITOnce(t *testing.T) {
 	}
 }
 
+// TestPartsTablePerRepetitionRows checks that each repetition's CPU is
+// divided by its own row count before the median: latency runs end with
+// slightly different counts, and a repetition without a component is left
+// out of that component's median.
+func TestPartsTablePerRepetitionRows(t *testing.T) {
+	rs := []*Result{
+		{Rows: 100_000, Parts: map[string]float64{partProducer: 1, partConsumer: 3}}, // 10 and 30 per 1M
+		{Rows: 50_000, Parts: map[string]float64{partProducer: 1}},                   // 20 per 1M
+		{Rows: 200_000, Parts: map[string]float64{partProducer: 6, partConsumer: 4}}, // 30 and 20 per 1M
+	}
+	if v := medPart(rs, partProducer); v != 20 {
+		t.Errorf("producer: median %v per 1M rows, want 20", v)
+	}
+	if v := medPart(rs, partConsumer); v != 25 {
+		t.Errorf("consumer: median %v per 1M rows, want 25 (two repetitions have it)", v)
+	}
+	if v := medPart(rs, partBroker); v != -1 {
+		t.Errorf("broker: %v, want -1 (no repetition has it)", v)
+	}
+}
+
 // TestProcPeakRSSIsTheChilds checks that a child's peak RSS is its own,
 // not the runner's: the runner holds 200 MB while it starts a sleep.
 func TestProcPeakRSSIsTheChilds(t *testing.T) {
