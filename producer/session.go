@@ -408,7 +408,12 @@ func kafkaClientOpts(cfg *Config) []kgo.Opt {
 		kgo.MaxBufferedBytes(max(8<<20, cfg.MaxEventBytes)),
 		kgo.ProducerBatchMaxBytes(int32(cfg.MaxEventBytes+batchOverhead)),
 		kgo.MaxBufferedRecords(10000),
-		kgo.ProducerLinger(5*time.Millisecond),
+		// A group's records need to be at the broker only when it commits,
+		// and the commit's Flush sends what lingers: lingering as long as a
+		// group may last sends a group in fewer, larger produce requests.
+		// A full buffer ends the linger (franz-go), so a backlog does not
+		// wait for it.
+		kgo.ProducerLinger(cfg.GroupMaxDelay),
 		kgo.RecordDeliveryTimeout(5*time.Minute),
 		// A topic the producer has just created can fail a first produce or
 		// AddPartitionsToTxn until every broker knows it; franz-go then

@@ -9,13 +9,14 @@ import (
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
-// TestKafkaClientRetriesConcurrentTransactionsSoon: the client the producer
-// builds retries CONCURRENT_TRANSACTIONS sooner than franz-go's default,
-// which held back the first record of every group that followed a commit
-// (bench/ANALYSIS.md). How much sooner pays is a measurement (make bench),
-// not a timed test.
-func TestKafkaClientRetriesConcurrentTransactionsSoon(t *testing.T) {
-	cfg := &Config{Prefix: "p", Slot: "s", MaxEventBytes: 1 << 20, Compression: "none",
+// TestKafkaClientGroupTiming: the client the producer builds retries
+// CONCURRENT_TRANSACTIONS sooner than franz-go's default, which held back
+// the first record of every group that followed a commit, and lingers as
+// long as a group may last, so that a group goes to the broker in few
+// produce requests (bench/ANALYSIS.md). What either pays is a measurement
+// (make bench), not a timed test.
+func TestKafkaClientGroupTiming(t *testing.T) {
+	cfg := &Config{Prefix: "p", Slot: "s", MaxEventBytes: 1 << 20, Compression: "none", GroupMaxDelay: 35 * time.Millisecond,
 		KafkaOpts: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}}
 	cl, err := kgo.NewClient(kafkaClientOpts(cfg)...)
 	if err != nil {
@@ -31,6 +32,9 @@ func TestKafkaClientRetriesConcurrentTransactionsSoon(t *testing.T) {
 	franz := def.OptValue(kgo.ConcurrentTransactionsBackoff).(time.Duration)
 	if got >= franz || got <= 0 {
 		t.Errorf("CONCURRENT_TRANSACTIONS backoff %v; want above 0 and under franz-go's default %v", got, franz)
+	}
+	if l := cl.OptValue(kgo.ProducerLinger); l != cfg.GroupMaxDelay {
+		t.Errorf("linger %v, want the group delay %v", l, cfg.GroupMaxDelay)
 	}
 	if id := cl.OptValue(kgo.TransactionalID); id != "tributary-p-s" {
 		t.Errorf("transactional id %v, want tributary-p-s", id)
