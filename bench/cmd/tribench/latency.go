@@ -206,6 +206,7 @@ type cpuMark struct {
 	broker brokerMark
 }
 
+// markCPU reads m's components, and the broker if m uses it, now.
 func (b *Bench) markCPU(m *cpuMeter) cpuMark {
 	c := cpuMark{parts: map[string]float64{}}
 	for k, f := range m.parts {
@@ -217,8 +218,8 @@ func (b *Bench) markCPU(m *cpuMeter) cpuMark {
 	return c
 }
 
-// since is the CPU each component used from c to now; a component with an
-// unknown reading is left out.
+// cpuSince is the CPU each of m's components used from c to now; a component
+// with an unknown reading at either end is left out.
 func (b *Bench) cpuSince(m *cpuMeter, c cpuMark) map[string]float64 {
 	now := b.markCPU(m)
 	out := map[string]float64{}
