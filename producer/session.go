@@ -380,9 +380,6 @@ func (s *session) flushState(ctx context.Context) error {
 // by a previous reader before it takes the slot for another producer's.
 const activeSlotGrace = 5 * time.Second
 
-// openKafka creates the transactional client, fences any previous session
-// with the same transactional ID (which completes its open transaction), and
-// reads where the previous sessions stopped.
 // concurrentTxnBackoff is how soon the transactional client retries a
 // request that Kafka answered with CONCURRENT_TRANSACTIONS. Kafka answers so
 // to the AddPartitionsToTxn of a transaction begun while it still writes the
@@ -431,6 +428,9 @@ func kafkaClientOpts(cfg *Config) []kgo.Opt {
 	return opts
 }
 
+// openKafka creates the transactional client, fences any previous session
+// with the same transactional ID (which completes its open transaction), and
+// reads where the previous sessions stopped.
 func (s *session) openKafka(ctx context.Context) error {
 	cfg := s.cfg
 	var err error
