@@ -179,11 +179,7 @@ func (b *Bench) latencyNative(ctx context.Context, rep int, tag string, txps, ro
 	}
 	cpu := &cpuMeter{parts: map[string]func() float64{
 		partNativeWS: func() float64 { return procCPU(b.slotPID(ctx, sub)) },
-		partApply: func() float64 {
-			v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL`, sub)
-			pid, _ := strconv.Atoi(v)
-			return procCPU(pid)
-		},
+		partApply:    func() float64 { return procCPU(b.applyPID(ctx, sub)) },
 	}}
 	return b.latencyRun(ctx, r, table, b.nat, txps, rows, cpu, func() string { return "" })
 }

@@ -38,6 +38,17 @@ func (b *Bench) slotPID(ctx context.Context, slot string) int {
 	return pid
 }
 
+// applyPID is the apply worker of a subscription on the native target, 0
+// when it is not running.
+func (b *Bench) applyPID(ctx context.Context, sub string) int {
+	v, err := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL`, sub)
+	if err != nil || v == "" {
+		return 0
+	}
+	pid, _ := strconv.Atoi(v)
+	return pid
+}
+
 // srvSampler keeps the last CPU reading of a server process found by find.
 type srvSampler struct {
 	pid  int
@@ -202,11 +213,7 @@ func (b *Bench) native(ctx context.Context, rep int, wl, sub, slot, end string, 
 		return r.fail("%v", err)
 	}
 	defer b.nat.Exec(context.Background(), `ALTER SUBSCRIPTION `+sub+` DISABLE`)
-	apply := &srvSampler{find: func() int {
-		v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL`, sub)
-		pid, _ := strconv.Atoi(v)
-		return pid
-	}}
+	apply := &srvSampler{find: func() int { return b.applyPID(ctx, sub) }}
 	ws := &srvSampler{find: func() int { return b.slotPID(ctx, slot) }}
 	q := fmt.Sprintf(`SELECT coalesce((SELECT remote_lsn >= '%s'::pg_lsn FROM pg_replication_origin_status
 		WHERE external_id = 'pg_' || (SELECT oid FROM pg_subscription WHERE subname = '%s')), false)::text`, end, sub)

@@ -460,11 +460,7 @@ func (b *Bench) repTPS(ctx context.Context, rep int, prefix string) error {
 			if err := b.nat.Exec(ctx, create); err != nil {
 				return nil, nil, "", err
 			}
-			pid := func() int {
-				v, _ := b.nat.QueryVal(ctx, `SELECT pid::text FROM pg_stat_subscription WHERE subname = 'tps_sub' AND relid IS NULL`)
-				n, _ := strconv.Atoi(v)
-				return n
-			}
+			pid := func() int { return b.applyPID(ctx, "tps_sub") }
 			return func() { _ = b.nat.Exec(context.Background(), `DROP SUBSCRIPTION IF EXISTS tps_sub`) }, pid, create, nil
 		}},
 		{capturePrefix + peerDbz, func() (func(), func() int, string, error) {
