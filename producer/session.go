@@ -86,6 +86,13 @@ type session struct {
 	groupTxns   int
 	groupStart  time.Time
 
+	// Reading a group's window at once (coalesce.go).
+	sock      *replSocket // nil: every message is read as it comes
+	lowWater  int         // the socket's SO_RCVLOWAT as last set
+	consumed  int         // bytes of replication messages read
+	draining  bool        // the open group fell due and reads what arrived
+	drainFrom int         // consumed when it fell due
+
 	prog progress // since the last progress line
 }
 
@@ -527,6 +534,12 @@ func (s *session) stream(ctx context.Context) error {
 	// usable (pgconn closes it on other errors only).
 	conn := s.repl.Conn()
 	var readDeadline time.Time // the read deadline last set; zero when unknown
+	s.sock, s.lowWater = newReplSocket(conn), 1
+	defer func() {
+		if s.sock != nil && s.lowWater > 1 {
+			_ = s.sock.setLowWater(1) // the connection is closed after an error; this restores it for a clean stop
+		}
+	}()
 	stopInterrupt := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
 	defer stopInterrupt()
 	s.wake = func() { _ = conn.SetReadDeadline(time.Now()) }
@@ -577,9 +590,19 @@ func (s *session) stream(ctx context.Context) error {
 		}
 		// While a commit is in flight, the next group waits in the queue
 		// for it (its end wakes the receive) or until the queue is full.
-		if s.inflight == nil && s.tx == nil && s.groupOpen() && (s.groupEvents >= cfg.GroupMaxEvents || now.Sub(s.groupStart) >= cfg.GroupMaxDelay) {
-			if err := s.commitGroupAsync(ctx); err != nil {
-				return err
+		// A group that fell due by its delay first reads what arrived.
+		if s.inflight == nil && s.tx == nil && s.groupOpen() {
+			full := s.groupEvents >= cfg.GroupMaxEvents
+			if full || now.Sub(s.groupStart) >= cfg.GroupMaxDelay {
+				more, err := s.arrivedUnread()
+				if err != nil {
+					return err
+				}
+				if full || !more {
+					if err := s.commitGroupAsync(ctx); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		if !now.Before(nextStatus) {
@@ -606,7 +629,10 @@ func (s *session) stream(ctx context.Context) error {
 			}
 			nextHeartbeat = now.Add(cfg.HeartbeatInterval)
 		}
-		deadline := s.wakeAt(nextStatus, nextHeartbeat, nextProgress)
+		if err := s.coalesce(now); err != nil {
+			return err
+		}
+		deadline := s.wakeAt(now, nextStatus, nextHeartbeat, nextProgress)
 		if !deadline.Equal(readDeadline) {
 			if err := conn.SetReadDeadline(deadline); err != nil {
 				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
@@ -628,6 +654,7 @@ func (s *session) stream(ctx context.Context) error {
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
+			s.consumed += 5 + len(m.Data) // the message's type and length, then its body
 			if err := s.handleCopyData(ctx, m.Data); err != nil {
 				return err
 			}
@@ -651,12 +678,15 @@ const publicationCheckInterval = 30 * time.Second
 // its timed work: the first of the next status, heartbeat and progress line,
 // the end of an open group's delay and the next publication check, each
 // only when the stream would do it then. A time it would not act on would
-// end every wait at once: the stream would spin until it could.
-func (s *session) wakeAt(nextStatus, nextHeartbeat, nextProgress time.Time) time.Time {
+// end every wait at once: the stream would spin until it could. A group's
+// delay still ahead ends a wait inside a source transaction too, since the
+// wait may be for bytes below the socket's low-water mark (coalesce.go);
+// once it has passed, the stream commits or reads what arrived.
+func (s *session) wakeAt(now, nextStatus, nextHeartbeat, nextProgress time.Time) time.Time {
 	cfg := s.cfg
 	deadline := nextStatus
-	if s.inflight == nil && s.groupOpen() && s.tx == nil {
-		if d := s.groupStart.Add(cfg.GroupMaxDelay); d.Before(deadline) {
+	if s.inflight == nil && s.groupOpen() {
+		if d := s.groupStart.Add(cfg.GroupMaxDelay); d.After(now) && d.Before(deadline) {
 			deadline = d
 		}
 	}

@@ -76,14 +76,18 @@ func TestConnConfigKeepsApplicationName(t *testing.T) {
 // TestWakeAtOnlyWhatTheStreamDoes: the stream's wait for the next message
 // ends at a time that is due only for work the stream does at that point.
 // A publication check falls due between source transactions only, and a
-// group's delay only with no commit in flight: a due time it would not act
-// on would end every wait at once, and the stream would spin on timeouts
-// in the middle of a source transaction whose rest the walsender has not
-// sent yet.
+// group's delay only with no commit in flight and while it lies ahead: a
+// due time it would not act on would end every wait at once, and the
+// stream would spin on timeouts in the middle of a source transaction
+// whose rest the walsender has not sent yet, or while a group that fell
+// due reads what arrived. A delay ahead ends a wait inside a source
+// transaction too, since the wait may be for bytes below the socket's
+// low-water mark.
 func TestWakeAtOnlyWhatTheStreamDoes(t *testing.T) {
 	now := time.Now()
 	past, soon, later := now.Add(-time.Second), now.Add(time.Second), now.Add(time.Hour)
 	cfg := &Config{GroupMaxDelay: 20 * time.Millisecond, HeartbeatInterval: time.Minute, ProgressInterval: time.Minute}
+	recent := now.Add(-5 * time.Millisecond)
 	for _, c := range []struct {
 		name      string
 		tx        bool
@@ -95,7 +99,10 @@ func TestWakeAtOnlyWhatTheStreamDoes(t *testing.T) {
 	}{
 		{name: "publication check due inside a source transaction", tx: true, pubCheck: past, want: soon},
 		{name: "publication check due between source transactions", pubCheck: past, want: past},
-		{name: "group delay over, no commit in flight", group: true, pubCheck: later, groupFrom: past, want: past.Add(cfg.GroupMaxDelay)},
+		{name: "group delay ahead, no commit in flight", group: true, pubCheck: later, groupFrom: recent, want: recent.Add(cfg.GroupMaxDelay)},
+		{name: "group delay ahead inside a source transaction", tx: true, group: true, pubCheck: later, groupFrom: recent, want: recent.Add(cfg.GroupMaxDelay)},
+		{name: "group delay ahead, a commit in flight", group: true, inflight: true, pubCheck: later, groupFrom: recent, want: soon},
+		{name: "group delay over, no commit in flight", group: true, pubCheck: later, groupFrom: past, want: soon},
 		{name: "group delay over, a commit in flight", group: true, inflight: true, pubCheck: later, groupFrom: past, want: soon},
 		{name: "group delay over inside a source transaction", tx: true, group: true, pubCheck: later, groupFrom: past, want: soon},
 	} {
@@ -106,7 +113,7 @@ func TestWakeAtOnlyWhatTheStreamDoes(t *testing.T) {
 		if c.inflight {
 			s.inflight = &inflightCommit{}
 		}
-		if got := s.wakeAt(soon, later, later); !got.Equal(c.want) {
+		if got := s.wakeAt(now, soon, later, later); !got.Equal(c.want) {
 			t.Errorf("%s: wake at %s, want %s (now %s)", c.name, got.Format(time.StampMilli), c.want.Format(time.StampMilli), now.Format(time.StampMilli))
 		}
 	}
