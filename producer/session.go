@@ -594,11 +594,14 @@ func (s *session) stream(ctx context.Context) error {
 		if s.inflight == nil && s.tx == nil && s.groupOpen() {
 			full := s.groupEvents >= cfg.GroupMaxEvents
 			if full || now.Sub(s.groupStart) >= cfg.GroupMaxDelay {
-				more, err := s.arrivedUnread()
-				if err != nil {
-					return err
+				more := false
+				if !full {
+					var err error
+					if more, err = s.arrivedUnread(); err != nil {
+						return err
+					}
 				}
-				if full || !more {
+				if !more {
 					if err := s.commitGroupAsync(ctx); err != nil {
 						return err
 					}
