@@ -15,10 +15,10 @@ import (
 // transaction commits no earlier than --group-max-delay after it opened, so
 // what arrives before then needs reading only by then.
 //
-// While a group has time left, or a commit is in flight, the stream raises
-// the connection's SO_RCVLOWAT to coalesceBytes: a read that finds the
-// socket empty wakes when that much is queued, at the group's deadline, or
-// when the commit ends (s.wake). A read that finds bytes returns them at
+// While a group waits for its deadline, or a commit is in flight, the
+// stream raises the connection's SO_RCVLOWAT to coalesceBytes: a read that
+// finds the socket empty wakes when that much is queued, at the group's
+// deadline, or when the commit ends (s.wake). A read that finds bytes returns them at
 // once, so a backlog reads as before. When the group falls due, the stream
 // first reads what the socket holds (at most coalesceBytes more) and then
 // commits at the next source commit: the group holds what arrived in its
@@ -26,7 +26,8 @@ import (
 // Kafka together with the commit that the linger held them for anyway.
 //
 // Over TLS and on a Unix socket the stream reads message by message, as
-// before (newReplSocket says why).
+// before (newReplSocket says why); so it does with --synchronous, where
+// every source commit commits its group at once (coalesce).
 const coalesceBytes = 64 << 10
 
 // groupDeadline is when the open group reaches --group-max-delay: the open
@@ -40,14 +41,18 @@ func (s *session) groupDeadline() time.Time {
 }
 
 // coalesce sets the socket's low-water mark for the next wait: high while
-// the open group has time left or a commit is in flight (each wait then
-// ends by a deadline or by the commit's end), one byte otherwise.
+// the open group waits for its deadline or a commit is in flight (each wait
+// then ends by that deadline or by the commit's end), one byte otherwise.
+// A group that commits before its deadline does not wait for it: with
+// --synchronous every source commit commits its group, and a group full by
+// --group-max-events commits at the next one.
 func (s *session) coalesce(now time.Time) error {
 	if s.sock == nil {
 		return nil
 	}
 	want := 1
-	if s.groupOpen() && (s.inflight != nil || now.Before(s.groupDeadline())) {
+	if s.groupOpen() && !s.cfg.Synchronous && s.groupEvents < s.cfg.GroupMaxEvents &&
+		(s.inflight != nil || now.Before(s.groupDeadline())) {
 		want = coalesceBytes
 	}
 	if want == s.lowWater {
