@@ -170,7 +170,7 @@ func waitValue(t *testing.T, s *msSite, want, sql string, args ...any) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("at %s, %s = %s after 60s, want %s", s.name, sql, got, want)
+			t.Fatalf("at %s, %s (arguments %v) = %s after 60s, want %s", s.name, sql, args, got, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
