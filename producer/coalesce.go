@@ -18,12 +18,13 @@ import (
 // While a group waits for its deadline, or a commit is in flight, the
 // stream raises the connection's SO_RCVLOWAT to coalesceBytes: a read that
 // finds the socket empty wakes when that much is queued, at the group's
-// deadline, or when the commit ends (s.wake). A read that finds bytes returns them at
-// once, so a backlog reads as before. When the group falls due, the stream
-// first reads what the socket holds (at most coalesceBytes more) and then
-// commits at the next source commit: the group holds what arrived in its
-// window, as when every message was read on arrival, and the records reach
-// Kafka together with the commit that the linger held them for anyway.
+// deadline, or when the commit ends (s.wake). A read that finds bytes
+// returns them at once, so a backlog reads as before. When the group falls
+// due, the stream first reads what the socket holds (at most coalesceBytes
+// more) and then commits at the next source commit: the group holds what
+// arrived in its window, as when every message was read on arrival, and
+// the records reach Kafka together with the commit that the linger held
+// them for anyway.
 //
 // Over TLS and on a Unix socket the stream reads message by message, as
 // before (newReplSocket says why); so it does with --synchronous, where

@@ -533,13 +533,8 @@ func (s *session) stream(ctx context.Context) error {
 	// moves that deadline to now. A read timeout leaves the connection
 	// usable (pgconn closes it on other errors only).
 	conn := s.repl.Conn()
-	var readDeadline time.Time // the read deadline last set; zero when unknown
-	s.sock, s.lowWater = newReplSocket(conn), 1
-	defer func() {
-		if s.sock != nil && s.lowWater > 1 {
-			_ = s.sock.setLowWater(1) // the connection is closed after an error; this restores it for a clean stop
-		}
-	}()
+	var readDeadline time.Time                  // the read deadline last set; zero when unknown
+	s.sock, s.lowWater = newReplSocket(conn), 1 // the connection is not read after stream returns
 	stopInterrupt := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
 	defer stopInterrupt()
 	s.wake = func() { _ = conn.SetReadDeadline(time.Now()) }
