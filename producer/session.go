@@ -588,7 +588,7 @@ func (s *session) stream(ctx context.Context) error {
 		// A group that fell due by its delay first reads what arrived.
 		if s.inflight == nil && s.tx == nil && s.groupOpen() {
 			full := s.groupEvents >= cfg.GroupMaxEvents
-			if full || now.Sub(s.groupStart) >= cfg.GroupMaxDelay {
+			if full || !now.Before(s.groupDeadline()) {
 				more := false
 				if !full {
 					var err error
@@ -684,7 +684,7 @@ func (s *session) wakeAt(now, nextStatus, nextHeartbeat, nextProgress time.Time)
 	cfg := s.cfg
 	deadline := nextStatus
 	if s.inflight == nil && s.groupOpen() {
-		if d := s.groupStart.Add(cfg.GroupMaxDelay); d.After(now) && d.Before(deadline) {
+		if d := s.groupDeadline(); d.After(now) && d.Before(deadline) {
 			deadline = d
 		}
 	}
