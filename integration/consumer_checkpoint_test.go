@@ -3,8 +3,11 @@ package integration
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
@@ -14,11 +17,24 @@ import (
 // TestCheckpointCompareAndSet: a session that read its checkpoint before an
 // older session's last commit finished must not apply the same transactions
 // again. Its checkpoint write waits for the older transaction and then fails
-// with ErrCheckpointMoved, so its whole target transaction rolls back.
+// with ErrCheckpointMoved, so its whole target transaction rolls back. A
+// write is one round trip to the target: its lock, read and upsert are one
+// pipeline.
 func TestCheckpointCompareAndSet(t *testing.T) {
 	pg := harness.StartPostgres(t)
 	ctx := context.Background()
-	c1, c2 := pg.Conn(t), pg.Conn(t)
+	trips := &roundTrips{}
+	cfg, err := pgx.ParseConfig(pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Tracer = trips
+	c1, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close(ctx)
+	c2 := pg.Conn(t)
 	old := pgtarget.NewCheckpoints("public", "race")
 	if err := old.Create(ctx, c1); err != nil {
 		t.Fatal(err)
@@ -42,8 +58,12 @@ func TestCheckpointCompareAndSet(t *testing.T) {
 	// a new session reads the checkpoint and applies the same batch.
 	next := consumer.Checkpoint{Next: map[consumer.Stream]int64{txs: 4, data: 9}, CommitLSN: 0x200, CommitTime: time.Now()}
 	oldTx, _ := c1.Begin(ctx)
+	trips.reset()
 	if err := old.Write(ctx, oldTx, next); err != nil {
 		t.Fatal(err)
+	}
+	if n := trips.count(); n != 1 {
+		t.Fatalf("a checkpoint write took %d round trips to the target, want 1", n)
 	}
 	fresh := pgtarget.NewCheckpoints("public", "race")
 	if cp, err := fresh.Read(ctx, c2); err != nil || cp.Next[txs] != 3 {
@@ -85,3 +105,22 @@ func TestCheckpointCompareAndSet(t *testing.T) {
 	}
 	tx2.Rollback(ctx)
 }
+
+// roundTrips counts the round trips of a pgx connection: each query sent on
+// its own and each batch (a pipeline) is one.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) reset()       { r.n.Store(0) }
+func (r *roundTrips) count() int64 { return r.n.Load() }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}

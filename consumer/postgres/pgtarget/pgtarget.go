@@ -267,14 +267,22 @@ func (k *Checkpoints) Committed(cp consumer.Checkpoint) {
 	k.mu.Unlock()
 }
 
-// check locks the streams of cp in tx and fails with ErrCheckpointMoved when
-// their rows differ from what this process knows.
-func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
+// Write upserts the entries of cp in tx after checking, under a lock, that no
+// other session moved them (see Checkpoints); an empty cp writes nothing.
+// The lock, the read of the stored rows and the upsert go to the target as
+// one pipeline (one round trip): the check runs on what the read returned,
+// after the upsert, so on any error, ErrCheckpointMoved included, the caller
+// must roll tx back (every caller does, as for any failed write). Call
+// Committed once tx commits.
+func (k *Checkpoints) Write(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
+	if len(cp.Next) == 0 {
+		return nil
+	}
 	streams := make([]consumer.Stream, 0, len(cp.Next))
 	for st := range cp.Next {
 		streams = append(streams, st)
 	}
-	// One order for every session, so two sessions never deadlock.
+	// One lock order for every session, so two sessions never deadlock.
 	sort.Slice(streams, func(i, j int) bool {
 		a, b := streams[i], streams[j]
 		if a.Kind != b.Kind {
@@ -286,30 +294,36 @@ func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoi
 		return a.Partition < b.Partition
 	})
 	names := make([]string, len(streams))
+	kinds := make([]string, len(streams))
+	topics := make([]string, len(streams))
+	parts := make([]int32, len(streams))
+	offs := make([]int64, len(streams))
 	for i, st := range streams {
 		names[i] = fmt.Sprintf("%s/%s/%s/%d", k.consumer, st.Kind, st.Topic, st.Partition)
+		kinds[i], topics[i], parts[i], offs[i] = string(st.Kind), st.Topic, st.Partition, cp.Next[st]
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('tributary_checkpoint:' || n, 0))
-		FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i`, names); err != nil {
-		return fmt.Errorf("lock checkpoint rows in %s: %w", k.table, err)
+	var lsn, ts any
+	if cp.CommitLSN != 0 {
+		lsn = cp.CommitLSN.String()
+		ts = cp.CommitTime
 	}
-	rows, err := tx.Query(ctx, `SELECT kind, topic, partition, next_offset FROM `+k.table+` WHERE consumer = $1`, k.consumer)
+	var b pgx.Batch
+	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_checkpoint:' || n, 0))
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i`, names)
+	b.Queue(`SELECT kind, topic, partition, next_offset FROM `+k.table+` WHERE consumer = $1`, k.consumer)
+	b.Queue(`INSERT INTO `+k.table+` AS c (consumer, kind, topic, partition, next_offset, commit_lsn, commit_ts, applied_at)
+SELECT $1, u.k, u.t, u.p, u.o, $6::text::pg_lsn, $7::timestamptz, now()
+FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(k, t, p, o)
+ON CONFLICT (consumer, kind, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
+	commit_lsn = coalesce(EXCLUDED.commit_lsn, c.commit_lsn), commit_ts = coalesce(EXCLUDED.commit_ts, c.commit_ts),
+	applied_at = now()`, k.consumer, kinds, topics, parts, offs, lsn, ts)
+	br := tx.SendBatch(ctx, &b)
+	stored, err := k.readLocked(br)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write checkpoint to %s (commit_lsn %s): %w", k.table, cp.CommitLSN, cerr)
+	}
 	if err != nil {
-		return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
-	}
-	stored := map[consumer.Stream]int64{}
-	for rows.Next() {
-		var kind, topic string
-		var part int32
-		var next int64
-		if err := rows.Scan(&kind, &topic, &part, &next); err != nil {
-			rows.Close()
-			return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
-		}
-		stored[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read checkpoint from %s: %w", k.table, err)
+		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -324,41 +338,31 @@ func (k *Checkpoints) check(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoi
 	return nil
 }
 
-// Write upserts the entries of cp in tx after checking, under a lock, that no
-// other session moved them (see Checkpoints); an empty cp writes nothing.
-// Call Committed once tx commits.
-func (k *Checkpoints) Write(ctx context.Context, tx pgx.Tx, cp consumer.Checkpoint) error {
-	if len(cp.Next) == 0 {
-		return nil
+// readLocked reads the results of Write's lock and read: the consumer's
+// stored rows, as they were once this session held the locks.
+func (k *Checkpoints) readLocked(br pgx.BatchResults) (map[consumer.Stream]int64, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("lock checkpoint rows in %s: %w", k.table, err)
 	}
-	if err := k.check(ctx, tx, cp); err != nil {
-		return err
-	}
-	kinds := make([]string, 0, len(cp.Next))
-	topics := make([]string, 0, len(cp.Next))
-	parts := make([]int32, 0, len(cp.Next))
-	offs := make([]int64, 0, len(cp.Next))
-	for st, o := range cp.Next {
-		kinds = append(kinds, string(st.Kind))
-		topics = append(topics, st.Topic)
-		parts = append(parts, st.Partition)
-		offs = append(offs, o)
-	}
-	var lsn, ts any
-	if cp.CommitLSN != 0 {
-		lsn = cp.CommitLSN.String()
-		ts = cp.CommitTime
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+k.table+` AS c (consumer, kind, topic, partition, next_offset, commit_lsn, commit_ts, applied_at)
-SELECT $1, u.k, u.t, u.p, u.o, $6::text::pg_lsn, $7::timestamptz, now()
-FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(k, t, p, o)
-ON CONFLICT (consumer, kind, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,
-	commit_lsn = coalesce(EXCLUDED.commit_lsn, c.commit_lsn), commit_ts = coalesce(EXCLUDED.commit_ts, c.commit_ts),
-	applied_at = now()`, k.consumer, kinds, topics, parts, offs, lsn, ts)
+	rows, err := br.Query()
 	if err != nil {
-		return fmt.Errorf("write checkpoint to %s (commit_lsn %s): %w", k.table, cp.CommitLSN, err)
+		return nil, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
 	}
-	return nil
+	defer rows.Close()
+	stored := map[consumer.Stream]int64{}
+	for rows.Next() {
+		var kind, topic string
+		var part int32
+		var next int64
+		if err := rows.Scan(&kind, &topic, &part, &next); err != nil {
+			return nil, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
+		}
+		stored[consumer.Stream{Kind: consumer.StreamKind(kind), Topic: topic, Partition: part}] = next
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read checkpoint from %s: %w", k.table, err)
+	}
+	return stored, nil
 }
 
 // Encode converts the value v of column ci of ev's table to a PostgreSQL
