@@ -83,6 +83,35 @@ func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) string {
 	return path
 }
 
+// configureTLS gives pg the server certificate of pki and turns ssl on; it
+// takes effect when pg restarts.
+func configureTLS(t *testing.T, pg *harness.Postgres, pki testPKI) {
+	t.Helper()
+	writeFile(t, filepath.Join(pg.Dir, "server.crt"), pki.certPEM, 0o644)
+	writeFile(t, filepath.Join(pg.Dir, "server.key"), pki.keyPEM, 0o600)
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		for _, f := range []string{"server.crt", "server.key"} {
+			if err := os.Chown(filepath.Join(pg.Dir, f), uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conf, err := os.OpenFile(filepath.Join(pg.Dir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conf.Close()
+	if _, err := conf.WriteString("\n# configureTLS\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // noSecrets fails the test when any secret appears in out.
 func noSecrets(t *testing.T, what, out string, secrets ...string) {
 	t.Helper()
@@ -257,30 +286,10 @@ func TestOpsPostgresVerifyFull(t *testing.T) {
 	dir := t.TempDir()
 	caFile := writeFile(t, filepath.Join(dir, "root.crt"), pki.caPEM, 0o644)
 	wrongCA := writeFile(t, filepath.Join(dir, "wrong.crt"), wrong.caPEM, 0o644)
-	writeFile(t, filepath.Join(e.pg.Dir, "server.crt"), pki.certPEM, 0o644)
-	writeFile(t, filepath.Join(e.pg.Dir, "server.key"), pki.keyPEM, 0o600)
-	if os.Getuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		for _, f := range []string{"server.crt", "server.key"} {
-			if err := os.Chown(filepath.Join(e.pg.Dir, f), uid, gid); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	configureTLS(t, e.pg, pki)
 	const pgPW = "Pg-Tls-Secret-41"
 	e.pg.Exec(t, `CREATE TABLE t (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE t`,
 		`CREATE ROLE tls_user LOGIN REPLICATION PASSWORD '`+pgPW+`'`, `GRANT SELECT ON t TO tls_user`)
-	conf, err := os.OpenFile(filepath.Join(e.pg.Dir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf.WriteString("\n# TestOpsPostgresVerifyFull\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
-	conf.Close()
 	requirePasswords(t, e.pg, "tls_user")
 	hba := filepath.Join(e.pg.Dir, "pg_hba.conf")
 	old, _ := os.ReadFile(hba)

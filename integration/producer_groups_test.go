@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,14 +19,33 @@ import (
 // first; all ten must reach Kafka in one commit. A stream that waited on
 // the socket's low-water mark and committed at the deadline without first
 // reading what had arrived would commit the first alone and the nine in a
-// second group.
+// second group. Over TLS the TLS layer holds records that neither pgconn's
+// buffer nor the kernel's count shows: a drain that did not read them
+// would commit in two groups too.
 func TestProducerGroupHoldsItsWindow(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) { groupHoldsItsWindow(t, false) })
+	t.Run("tls", func(t *testing.T) { groupHoldsItsWindow(t, true) })
+}
+
+func groupHoldsItsWindow(t *testing.T, overTLS bool) {
 	e := newEnv(t)
 	e.pg.Exec(t, `CREATE TABLE g (id int PRIMARY KEY)`, `CREATE PUBLICATION pub FOR TABLE g`)
+	source := e.pg.DSN
+	if overTLS {
+		configureTLS(t, e.pg, newTestPKI(t, "postgres"))
+		e.pg.Stop(t, "fast")
+		e.pg.Start(t)
+		source = strings.Replace(source, "sslmode=disable", "sslmode=require", 1)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	proc := harness.StartTributary(t, nil, e.producerArgs("--snapshot", "never", "--metrics-addr", addr,
+	proc := harness.StartTributary(t, nil, e.producerArgs("--source", source, "--snapshot", "never", "--metrics-addr", addr,
 		"--group-max-delay", "5s", "--heartbeat-interval", "-1s")...)
 	e.waitSlotActive(t, "slot", proc)
+	var ssl bool
+	if err := e.pg.Conn(t).QueryRow(context.Background(), `SELECT coalesce(bool_or(s.ssl), false) FROM pg_stat_replication r
+		JOIN pg_stat_ssl s ON s.pid = r.pid`).Scan(&ssl); err != nil || ssl != overTLS {
+		t.Fatalf("replication connection over TLS: %v (%v), want %v", ssl, err, overTLS)
+	}
 	for deadline := time.Now().Add(30 * time.Second); httpStatus(t, "http://"+addr+"/readyz") != http.StatusOK; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz not ready while streaming:\n%s", lastLines(proc.Output(), 10))

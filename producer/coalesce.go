@@ -26,9 +26,14 @@ import (
 // the records reach Kafka together with the commit that the linger held
 // them for anyway.
 //
-// Over TLS and on a Unix socket the stream reads message by message, as
-// before (newReplSocket says why); so it does with --synchronous, where
-// every source commit commits its group at once (coalesce).
+// Over TLS the mark is set on the socket under the TLS layer. That layer
+// reads ahead of what it returns, so when pgconn's buffer and the kernel's
+// queue are empty it may still hold records: the drain then reads once
+// with a deadline already past, which returns what the layer holds without
+// waiting for the socket, or times out and ends the drain (arrivedUnread).
+// On a Unix socket the stream reads message by message, as before
+// (newReplSocket); so it does with --synchronous, where every source
+// commit commits its group at once (coalesce).
 const coalesceBytes = 64 << 10
 
 // groupDeadline is when the open group reaches --group-max-delay: the open
@@ -69,6 +74,8 @@ func (s *session) coalesce(now time.Time) error {
 // arrivedUnread reports whether a group that fell due has more to read
 // before it commits: bytes buffered or queued on the replication
 // connection, of which it reads at most coalesceBytes since it fell due.
+// Over TLS, with nothing buffered or queued, it asks for a probe (s.probe)
+// until one finds the TLS layer empty.
 func (s *session) arrivedUnread() (bool, error) {
 	if s.sock == nil {
 		return false, nil
@@ -85,6 +92,10 @@ func (s *session) arrivedUnread() (bool, error) {
 	n, err := s.sock.queued()
 	if err != nil {
 		return false, s.readEachMessage(err)
+	}
+	if n == 0 && s.sock.readsAhead && !s.probed {
+		s.probe = true
+		return true, nil
 	}
 	return n > 0, nil
 }

@@ -61,7 +61,7 @@ func (s *session) commitGroupAsync(ctx context.Context) error {
 	}
 	p := &inflightCommit{done: make(chan struct{}), end: s.pos.commitStarted(current), txns: s.groupTxns, events: s.groupEvents, start: time.Now()}
 	s.groupEvents, s.groupTxns = 0, 0
-	s.draining = false
+	s.draining, s.probed = false, false
 	s.inflight = p
 	w, wake := s.w, s.wake
 	w.inTxn = false // the goroutine owns the transaction until done

@@ -92,6 +92,8 @@ type session struct {
 	consumed  int         // bytes of replication messages read
 	draining  bool        // the open group fell due and reads what arrived
 	drainFrom int         // consumed when it fell due
+	probe     bool        // the next read only takes what a TLS layer holds
+	probed    bool        // a probe found the TLS layer empty while draining
 
 	prog progress // since the last progress line
 }
@@ -631,6 +633,11 @@ func (s *session) stream(ctx context.Context) error {
 			return err
 		}
 		deadline := s.wakeAt(now, nextStatus, nextHeartbeat, nextProgress)
+		if s.probe {
+			// A deadline already past: the read returns what the TLS layer
+			// holds, or times out without waiting for the socket.
+			deadline = now
+		}
 		if !deadline.Equal(readDeadline) {
 			if err := conn.SetReadDeadline(deadline); err != nil {
 				return fmt.Errorf("receive from slot %s: set read deadline: %w", cfg.Slot, err)
@@ -643,6 +650,9 @@ func (s *session) stream(ctx context.Context) error {
 			}
 		}
 		msg, err := s.repl.ReceiveMessage(context.Background())
+		if s.probe {
+			s.probe, s.probed = false, err != nil
+		}
 		if err != nil {
 			if pgconn.Timeout(err) || ctx.Err() != nil {
 				readDeadline = time.Time{}

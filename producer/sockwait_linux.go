@@ -3,6 +3,7 @@
 package producer
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"syscall"
@@ -15,14 +16,20 @@ import (
 // bytes must be queued before a waiting read wakes, and how many are queued.
 type replSocket struct {
 	rc syscall.RawConn
+	// readsAhead: a TLS layer is between the socket and pgconn. It reads
+	// ahead of what it returns, so the records it holds are in neither
+	// pgconn's buffer nor the kernel's count (arrivedUnread probes it).
+	readsAhead bool
 }
 
-// newReplSocket returns the socket of c when c is plain TCP, or nil: the
-// stream then reads every message as it comes. A TLS layer reads ahead of
-// what it returns, so bytes it holds are in neither pgconn's buffer nor
-// the kernel's count, and a group could commit without them; a Unix
-// socket's readiness ignores SO_RCVLOWAT.
+// newReplSocket returns the TCP socket under c, plain or under TLS, or nil:
+// the stream then reads every message as it comes. A Unix socket's
+// readiness ignores SO_RCVLOWAT.
 func newReplSocket(c net.Conn) *replSocket {
+	var readsAhead bool
+	if t, ok := c.(*tls.Conn); ok {
+		c, readsAhead = t.NetConn(), true
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -31,7 +38,7 @@ func newReplSocket(c net.Conn) *replSocket {
 	if err != nil {
 		return nil
 	}
-	return &replSocket{rc: rc}
+	return &replSocket{rc: rc, readsAhead: readsAhead}
 }
 
 // setLowWater sets SO_RCVLOWAT: a read that finds the socket empty waits

@@ -83,15 +83,19 @@ func waitQueued(t *testing.T, r *replSocket, n int) {
 // TestReplSocketLowWater: on a loopback TCP connection, a low-water mark
 // above what is queued keeps a waiting read asleep, the queued bytes are
 // counted, and a read still returns them at once; one byte wakes it again.
-// Neither a TLS connection nor a Unix socket is coalesced.
+// Under TLS the mark is set on the TCP socket, and the stream knows that
+// the TLS layer reads ahead; a Unix socket is not coalesced.
 func TestReplSocketLowWater(t *testing.T) {
 	c, srv := loopback(t)
 	r := newReplSocket(c)
 	if r == nil {
 		t.Fatal("no socket under a TCP connection")
 	}
-	if newReplSocket(tls.Client(c, &tls.Config{ServerName: "localhost"})) != nil {
-		t.Error("a TLS connection is coalesced")
+	if r.readsAhead {
+		t.Error("plain TCP reads ahead")
+	}
+	if tr := newReplSocket(tls.Client(c, &tls.Config{ServerName: "localhost"})); tr == nil || !tr.readsAhead {
+		t.Errorf("under TLS: %+v, want the TCP socket, reading ahead", tr)
 	}
 	if err := r.setLowWater(coalesceBytes); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,7 @@ import "net"
 
 // replSocket is the Linux socket control of coalesce.go; elsewhere the
 // stream reads every message as it comes.
-type replSocket struct{}
+type replSocket struct{ readsAhead bool }
 
 func newReplSocket(net.Conn) *replSocket { return nil }
 
