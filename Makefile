@@ -36,7 +36,7 @@ test: test-unit test-integration
 # deployment files, multi-site behaviour beyond the regression tests) run on the
 # embedded broker only, so that .ci/run stays under its time limit (README, "Test lanes").
 # KAFKA_LANE_SKIP= runs everything on the real broker too.
-KAFKA_LANE_SKIP ?= ^(TestSchemaChangesInWALOrder|TestProducerRidesOutSourceRestarts|TestConsumerTargetCrashAsyncCommit|TestEndToEndKillNineConsumer|TestConsumerCheckViolationResume|TestConsumerDeadLetter|TestMultisiteSurviveSiteDown|TestMultisiteConvergeMesh|TestMultisiteConvergeHub|TestMultisiteReseedLostSite|TestMultisiteCascadeWorkflowOwnership|TestMultisiteRoutinesConverge|TestMultisiteOwnershipAndDeletePolicies|TestMultisiteNoLoopColumnGroupsWebhook|TestVerify.*|TestDuckDB.*|TestTransform.*|TestHistorySink.*|TestSinksKeyEqualInAnotherForm|TestOpsStaticBuild|TestOpsLeastPrivilegeRolesHostileNames|TestOpsPostgresVerifyFull|TestMonitoringUsesExposedMetrics)$$
+KAFKA_LANE_SKIP ?= ^(TestSchemaChangesInWALOrder|TestProducerRidesOutSourceRestarts|TestConsumerTargetCrashAsyncCommit|TestEndToEndKillNineConsumer|TestConsumerCheckViolationResume|TestConsumerDeadLetter|TestMultisiteSurviveSiteDown|TestMultisiteConvergeMesh|TestMultisiteConvergeHub|TestMultisiteReseedLostSite|TestMultisiteCascadeWorkflowOwnership|TestMultisiteRoutinesConverge|TestMultisiteOwnershipAndDeletePolicies|TestMultisiteNoLoopColumnGroupsWebhook|TestVerify.*|TestDuckDB.*|TestTransform.*|TestHistorySink.*|TestSinksKeyEqualInAnotherForm|TestOpsStaticBuild|TestOpsLeastPrivilegeRolesHostileNames|TestOpsPostgresVerifyFull|TestProducerGroupHoldsItsWindowTLS|TestMonitoringUsesExposedMetrics)$$
 
 # The same integration suite against a real Apache Kafka started from Maven Central jars,
 # less $(KAFKA_LANE_SKIP).
