@@ -41,12 +41,13 @@ bin/tributary dev --data-dir $D/dev --kafka-addr 127.0.0.1:19092 --registry-addr
 DEV=$!
 sleep 2
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
-echo "rep bin producer_cpu_ticks walsender_cpu_ticks rows"
+txns() { curl -s http://127.0.0.1:19464/metrics | awk '/^tributary_producer_transactions_total/ {print int($2)}'; }
+echo "rep bin producer_cpu_ticks walsender_cpu_ticks rows tls source_txns_in_kafka"
 for rep in $(seq 1 ${REPS:-8}); do
   if [ $((rep % 2)) = 1 ]; then BIN=$OLD; name=old; else BIN=$NEW; name=new; fi
   slot=s$rep
   $BIN producer --source "postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=require" --publication pub --slot $slot --snapshot never \
-    --brokers $BROKERS --registry http://127.0.0.1:18081 --prefix tls$rep --log-format json > $D/p$rep.log 2>&1 &
+    --brokers $BROKERS --registry http://127.0.0.1:18081 --prefix tls$rep --metrics-addr 127.0.0.1:19464 --log-format json > $D/p$rep.log 2>&1 &
   P=$!
   for i in $(seq 1 100); do
     W=$($PSQL -At -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name='$slot' AND active")
@@ -60,7 +61,10 @@ for rep in $(seq 1 ${REPS:-8}); do
   sleep 2
   p1=$(cpu $P); w1=$(cpu $W)
   n1=$($PSQL -At -c "SELECT count(*) FROM bench")
-  echo "$rep $name $((p1-p0)) $((w1-w0)) $((n1-n0)) ssl=$ssl"
+  # Every source transaction since the producer started (the warm-up one and pgbench's) in Kafka.
+  want=$(( 1 + (n1 - n0) / 5 ))
+  for i in $(seq 1 50); do [ "$(txns)" = "$want" ] && break; sleep 0.2; done
+  echo "$rep $name $((p1-p0)) $((w1-w0)) $((n1-n0)) ssl=$ssl $(txns)/$want"
   kill $P; wait $P 2>/dev/null || true
   $PSQL -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
 done
