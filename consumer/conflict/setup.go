@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -38,7 +39,7 @@ func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''
 func tablesSQL(schema string) string {
 	q := schemas.QuoteIdent(schema) + "."
 	conflicts, meta := q+"tributary_conflicts", q+"tributary_row_meta"
-	return fmt.Sprintf(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0));
+	return fmt.Sprintf(pgtarget.DDLLock+`;
 CREATE SCHEMA IF NOT EXISTS %[1]s;
 CREATE TABLE IF NOT EXISTS %[2]s (
 	id               bigserial PRIMARY KEY,

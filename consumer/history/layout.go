@@ -76,7 +76,11 @@ func (l *layout) buildDDL() []string {
 		"xid bigint NOT NULL", "position bigint NOT NULL", "valid_from timestamptz NOT NULL", "valid_to timestamptz",
 		"UNIQUE ("+l.t.KeyList("")+", commit_lsn, position)")
 	// Room on each page for the update that closes a version, so that it is HOT.
-	stmts[1] += " WITH (fillfactor = 90)"
+	for i, s := range stmts {
+		if strings.HasPrefix(s, "CREATE TABLE ") {
+			stmts[i] += " WITH (fillfactor = 90)"
+		}
+	}
 	stmts = append(stmts, "CREATE INDEX IF NOT EXISTS "+brin+" ON "+l.qname+" USING brin (valid_from)")
 	hist := l.qname
 	stmts = append(stmts,

@@ -162,7 +162,7 @@ func (k *Checkpoints) Table() string { return k.table }
 func (k *Checkpoints) Create(ctx context.Context, c *pgx.Conn) error {
 	// The lock serializes consumers that start together on one target:
 	// concurrent CREATE ... IF NOT EXISTS can still collide.
-	ddl := fmt.Sprintf(`SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0));
+	ddl := fmt.Sprintf(DDLLock+`;
 CREATE SCHEMA IF NOT EXISTS %s;
 CREATE TABLE IF NOT EXISTS %s (
 	consumer    text NOT NULL,
@@ -410,13 +410,21 @@ func KeyNames(t *consumer.Table) []string {
 	return out
 }
 
+// DDLLock is the statement that serializes, until the end of the
+// transaction, the DDL that consumers run at one target: CREATE ... IF NOT
+// EXISTS of the same object in two sessions at once can still fail (a
+// duplicate pg_type row), as per-key workers that meet a new table together
+// would.
+const DDLLock = "SELECT pg_advisory_xact_lock(hashtextextended('tributary_ddl', 0))"
+
 // EnsureColumns returns the statements that create schema and table (with
 // extra column definitions appended after t's columns) when missing, and add
-// the columns of t that an existing table lacks.
+// the columns of t that an existing table lacks, under DDLLock.
 func EnsureColumns(t *consumer.Table, schema, table string, extra ...string) []string {
 	qt := schemas.QuoteIdent(schema) + "." + schemas.QuoteIdent(table)
 	cols := append(ColumnDefs(t), extra...)
 	stmts := []string{
+		DDLLock,
 		"CREATE SCHEMA IF NOT EXISTS " + schemas.QuoteIdent(schema),
 		"CREATE TABLE IF NOT EXISTS " + qt + " (" + strings.Join(cols, ", ") + ")",
 	}
