@@ -58,13 +58,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 	}
 	run := func(name string, sink consumer.Sink, groupMaxTxns int) {
 		t.Helper()
-		c, err := consumer.New(consumer.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(e.kafka.Brokers...)}, Registry: e.reg,
-			Prefix: e.prefix, Name: name, Sink: sink, Logger: testLog(t), UntilCaughtUp: true, RetryMaxElapsed: 5 * time.Second,
-			GroupMaxTxns: groupMaxTxns})
-		must(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := c.Run(ctx); err != nil {
+		if err := e.catchUpSink(t, name, sink, groupMaxTxns, consumer.ModeTransactional); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
@@ -79,8 +73,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 	for _, group := range []int{1, 100} {
 		// The PostgreSQL sink, into a database of its own.
 		db := fmt.Sprintf("plain%d", group)
-		target.Exec(t, `CREATE DATABASE `+db)
-		dsn := strings.Replace(target.DSN, "/postgres?", "/"+db+"?", 1)
+		dsn := newDatabase(t, target, db)
 		dbc := connect(t, dsn)
 		if _, err := dbc.Exec(context.Background(), `CREATE EXTENSION citext`); err != nil {
 			t.Fatal(err)
@@ -96,9 +89,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 
 		// The history sink: one row a chunk, or the transaction's rows in one.
 		name := fmt.Sprintf("hist%d", group)
-		target.Exec(t, `CREATE SCHEMA `+name)
-		hs, err := history.New(history.Config{DSN: target.DSN, Consumer: name, Schema: name, FlushRows: group, Logger: testLog(t)})
-		must(t, err)
+		hs := newHistorySink(t, target, name, group)
 		run(name, hs, 1)
 		for _, tc := range []struct{ table, want string }{
 			{"nk", "1.0/1/c/1/f 2/1/c/1/f 1.0/2/d/1/f 1.00/3/c/2/f 1.00/4/d/2/f 1.000/5/c/3/f 1.000/6/u/4/t 2/2/d/1/f 3/1/c/1/t"},
@@ -117,9 +108,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 
 		// The DuckDB sink.
 		name = fmt.Sprintf("duck%d", group)
-		path := filepath.Join(t.TempDir(), name+".duckdb")
-		ds, err := duckdb.New(duckdb.Config{Path: path, Consumer: name, Logger: testLog(t)})
-		must(t, err)
+		ds, path := newDuckSink(t, name)
 		run(name, ds, group)
 		ddb, err := sql.Open("duckdb", path)
 		must(t, err)
@@ -130,4 +119,45 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 		}
 		must(t, ddb.Close())
 	}
+}
+
+// catchUpSink runs a consumer named name of e's prefix into sink, in mode,
+// with up to groupMaxTxns source transactions a target transaction, until
+// it has applied everything committed, and returns why it stopped.
+func (e *env) catchUpSink(t *testing.T, name string, sink consumer.Sink, groupMaxTxns int, mode consumer.Mode) error {
+	t.Helper()
+	c, err := consumer.New(consumer.Config{Kafka: []kgo.Opt{kgo.SeedBrokers(e.kafka.Brokers...)}, Registry: e.reg,
+		Prefix: e.prefix, Name: name, Sink: sink, Logger: testLog(t), UntilCaughtUp: true, RetryMaxElapsed: 5 * time.Second,
+		GroupMaxTxns: groupMaxTxns, Mode: mode})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return c.Run(ctx)
+}
+
+// newDatabase creates database name in pg and returns its DSN.
+func newDatabase(t *testing.T, pg *harness.Postgres, name string) string {
+	t.Helper()
+	pg.Exec(t, `CREATE DATABASE `+name)
+	return strings.Replace(pg.DSN, "/postgres?", "/"+name+"?", 1)
+}
+
+// newHistorySink is a history sink named name into schema name of pg, with
+// up to flushRows rows a statement.
+func newHistorySink(t *testing.T, pg *harness.Postgres, name string, flushRows int) consumer.Sink {
+	t.Helper()
+	pg.Exec(t, `CREATE SCHEMA `+name)
+	hs, err := history.New(history.Config{DSN: pg.DSN, Consumer: name, Schema: name, FlushRows: flushRows, Logger: testLog(t)})
+	must(t, err)
+	return hs
+}
+
+// newDuckSink is a DuckDB sink named name into a database file of its own,
+// whose path it returns.
+func newDuckSink(t *testing.T, name string) (consumer.Sink, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".duckdb")
+	ds, err := duckdb.New(duckdb.Config{Path: path, Consumer: name, Logger: testLog(t)})
+	must(t, err)
+	return ds, path
 }
