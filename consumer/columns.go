@@ -78,6 +78,46 @@ func (t *Table) UnchangedFlags(unchanged []int, deleted bool) (flags string, ok 
 	return string(b), true
 }
 
+// KeyChange returns what a sink applies for ev, given prev, the row change
+// it received just before: nil when ev is not an insert that lacks values
+// (Unchanged), else the update that prev and ev are the two halves of. The
+// producer writes an UPDATE that changes a row's key as a delete of the old
+// key and, next, an insert of the new one, at the same LSN. pgoutput does
+// not send a TOASTed value that the UPDATE left as it was, and under a
+// replica identity other than FULL the old row holds only the key, so the
+// insert lacks the value: it is the old row's. A sink keeps it by changing
+// the old row in place, as native logical replication does; the update has
+// prev's before image (the old key) and ev's after image and Unchanged.
+// When prev is not ev's delete half (per-key apply, whose halves go to the
+// workers of their keys), the old row is not at hand and writing the row
+// would lose the values: the error stops the sink there.
+func KeyChange(prev, ev *Event) (*Event, error) {
+	if ev.Op != schemas.OpInsert || len(ev.Unchanged) == 0 {
+		return nil, nil
+	}
+	if prev == nil || prev.Op != schemas.OpDelete || prev.LSN != ev.LSN || !sameTxn(prev.Txn, ev.Txn) ||
+		prev.Table == nil || ev.Table == nil || prev.Table.QualifiedName() != ev.Table.QualifiedName() {
+		cols := make([]string, len(ev.Unchanged))
+		for i, c := range ev.Unchanged {
+			cols[i] = ev.Table.Columns[c].Name
+		}
+		return nil, ev.Wrap(Permanent(fmt.Errorf("an UPDATE changed the key of a row of %s and left %s unchanged (TOASTed values "+
+			"pgoutput does not send), and the old row that holds them is not at hand; set REPLICA IDENTITY FULL on the "+
+			"source table so that the producer sends them (changes made before that still lack them), or apply the table "+
+			"without --per-key", ev.Table, strings.Join(cols, ", "))))
+	}
+	up := *ev
+	up.Op, up.Before = schemas.OpUpdate, prev.Before
+	up.Size += prev.Size
+	return &up, nil
+}
+
+// sameTxn reports whether a and b are one source transaction (per-key
+// apply makes a Txn per event).
+func sameTxn(a, b *Txn) bool {
+	return a == b || a != nil && b != nil && a.Xid == b.Xid && a.CommitLSN == b.CommitLSN
+}
+
 // KeyChanged reports whether an update's before image has another key than
 // its after image. A key column that either image lacks did not change.
 func (e *Event) KeyChanged() bool {

@@ -1076,10 +1076,29 @@ func (s *session) change(ctx context.Context, relID uint32, lsn pglogrepl.LSN, o
 			if err := s.emitChange(ctx, rs, lsn, schemas.OpDelete, oldKey, oldT, oldT, nil); err != nil {
 				return err
 			}
+			carryUnchanged(newT, oldT)
 			return s.emitChange(ctx, rs, lsn, schemas.OpInsert, key, newT, nil, newT)
 		}
 	}
 	return s.emitChange(ctx, rs, lsn, op, key, keyT, oldT, newT)
+}
+
+// carryUnchanged fills in the new row of a key change the values that
+// pgoutput did not send because they did not change (unchanged TOAST),
+// from the old row where it holds them: under REPLICA IDENTITY FULL the
+// old row is logged whole, its TOASTed values included. The insert of the
+// new key then carries every value, as a reader that applies it needs: the
+// old key's row is deleted. Under the other identities the old row holds
+// the key only, and the values stay unsent (see docs/CONSUMING.md).
+func carryUnchanged(newT, oldT *pglogrepl.TupleData) {
+	for i, c := range newT.Columns {
+		if c.DataType != pglogrepl.TupleDataTypeToast || i >= len(oldT.Columns) {
+			continue
+		}
+		if o := oldT.Columns[i]; o.DataType == pglogrepl.TupleDataTypeText || o.DataType == pglogrepl.TupleDataTypeBinary {
+			newT.Columns[i] = o
+		}
+	}
 }
 
 // emitChange writes one change; keyT is the row image the key comes from.

@@ -182,6 +182,9 @@ type loader struct {
 	rows      int
 	truncs    consumer.TruncateOnce
 	span      span // the micro-batch, for errors
+	// prev is the row change added last: the delete half of a key change
+	// when the insert half follows (consumer.KeyChange).
+	prev *consumer.Event
 }
 
 func (w *loader) layout(ev *consumer.Event) (*layout, error) {
@@ -259,7 +262,48 @@ func (w *loader) add(ev *consumer.Event) error {
 		}
 	}
 	w.truncs.Reset()
+	prev := w.prev
+	w.prev = ev
+	if up, err := consumer.KeyChange(prev, ev); err != nil || up != nil {
+		if err != nil {
+			return err
+		}
+		return w.keyChange(st, prev, ev)
+	}
 	return ev.Versions(func(op string, row []any, deleted bool) error { return w.stageRow(st, ev, op, row, deleted) })
+}
+
+// keyChange loads ins, the insert half of a key change that lacks values
+// (consumer.KeyChange), with the values of the old key's row: those its
+// delete version carried forward into the history. It merges the stage to
+// copy them, typed, into the new row's version and current state, before
+// a later change of the row can carry them further.
+func (w *loader) keyChange(st *stage, del, ins *consumer.Event) error {
+	filled := *ins
+	filled.Unchanged = nil
+	if err := w.stageRow(st, &filled, string(ins.Op), ins.After, false); err != nil {
+		return err
+	}
+	if err := w.merge(st); err != nil {
+		return err
+	}
+	l := st.l
+	set := make([]string, len(ins.Unchanged))
+	for j, i := range ins.Unchanged {
+		set[j] = l.col(i) + " = d." + l.col(i)
+	}
+	stmts := []string{
+		"UPDATE " + l.hist + " h SET " + strings.Join(set, ", ") + " FROM " + l.hist +
+			" d WHERE h.commit_lsn = ? AND h.position = ? AND d.commit_lsn = ? AND d.position = ?",
+		"UPDATE " + l.cur + " c SET " + strings.Join(set, ", ") + " FROM " + l.hist + " d, " + l.hist +
+			" h WHERE h.commit_lsn = ? AND h.position = ? AND d.commit_lsn = ? AND d.position = ? AND " + l.t.KeyJoin("c", "h"),
+	}
+	for _, stmt := range stmts {
+		if _, err := w.s.conn.ExecContext(w.ctx, stmt, uint64(ins.Txn.CommitLSN), ins.Position, uint64(del.Txn.CommitLSN), del.Position); err != nil {
+			return ins.Wrap(w.s.errorf(w.ctx, err, "%s: the values the key change left unchanged, from the old key's delete version", ins.Table))
+		}
+	}
+	return nil
 }
 
 func (w *loader) stageRow(st *stage, ev *consumer.Event, op string, row []any, deleted bool) error {

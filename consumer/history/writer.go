@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,9 @@ type writer struct {
 	// forgotten are the source tables ("schema.table") whose layouts a
 	// schema change made stale.
 	forgotten []string
+	// prev is the row change added last: the delete half of a key change
+	// when the insert half follows (consumer.KeyChange).
+	prev *consumer.Event
 }
 
 // chunk is the pending rows of one history table, column-wise.
@@ -123,12 +127,61 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 		}
 	}
 	w.truncs.Reset()
-	return ev.Versions(func(op string, row []any, deleted bool) error { return w.row(ctx, c, ev, op, row, deleted) })
+	prev := w.prev
+	w.prev = ev
+	if up, err := consumer.KeyChange(prev, ev); err != nil || up != nil {
+		if err != nil {
+			return err
+		}
+		return w.keyChange(ctx, c, prev, ev)
+	}
+	return ev.Versions(func(op string, row []any, deleted bool) error { return w.row(ctx, c, ev, op, row, deleted, nil) })
 }
 
-// row appends one history row built from row (column order). A delete
-// carries every non-key column forward; an update its unchanged TOAST ones.
-func (w *writer) row(ctx context.Context, c *chunk, ev *consumer.Event, op string, row []any, deleted bool) error {
+// keyChange records ins, the insert half of a key change that lacks values
+// (consumer.KeyChange), with the values of the old key's row: those its
+// delete version, recorded just before, carried forward.
+func (w *writer) keyChange(ctx context.Context, c *chunk, del, ins *consumer.Event) error {
+	if err := w.flush(ctx, c); err != nil {
+		return err
+	}
+	l := c.l
+	cols := make([]string, len(ins.Unchanged))
+	for j, i := range ins.Unchanged {
+		cols[j] = l.col(i) + "::text"
+	}
+	where := []string{"commit_lsn = $1::pg_lsn", "position = $2"}
+	args := []any{del.Txn.CommitLSN.String(), del.Position}
+	for _, k := range l.t.Key {
+		v, err := pgtarget.Encode(del, k, del.Before[k])
+		if err != nil {
+			return err
+		}
+		args = append(args, v)
+		where = append(where, fmt.Sprintf("%s = $%d::%s", l.col(k), len(args), l.t.Columns[k].SQLType))
+	}
+	vals := make([]*string, len(cols))
+	dest := make([]any, len(cols))
+	for j := range vals {
+		dest[j] = &vals[j]
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + l.qname + " WHERE " + strings.Join(where, " AND ")
+	if err := w.tx.QueryRow(ctx, q, args...).Scan(dest...); err != nil {
+		return ins.Wrap(fmt.Errorf("%s: the values the key change left unchanged, from the old key's delete version: %w", l.qname, err))
+	}
+	text := make([]*string, len(l.t.Columns))
+	for j, i := range ins.Unchanged {
+		text[i] = vals[j]
+	}
+	filled := *ins
+	filled.Unchanged = nil
+	return w.row(ctx, c, &filled, string(ins.Op), ins.After, false, text)
+}
+
+// row appends one history row built from row (column order), or from
+// text where it has a column's value as text. A delete carries every
+// non-key column forward; an update its unchanged TOAST ones.
+func (w *writer) row(ctx context.Context, c *chunk, ev *consumer.Event, op string, row []any, deleted bool, text []*string) error {
 	l := c.l
 	unch, ok := l.t.UnchangedFlags(ev.Unchanged, deleted)
 	if ok {
@@ -136,7 +189,10 @@ func (w *writer) row(ctx context.Context, c *chunk, ev *consumer.Event, op strin
 	}
 	for i := range l.t.Columns {
 		var p *string
-		if v := row[i]; v != nil {
+		if text != nil && text[i] != nil {
+			p = text[i]
+			c.bytes += len(*p)
+		} else if v := row[i]; v != nil {
 			s, err := pgtarget.Encode(ev, i, v)
 			if err != nil {
 				return err

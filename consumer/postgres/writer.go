@@ -70,6 +70,19 @@ func (w *writer) add(ctx context.Context, ev *consumer.Event) error {
 		w.infos = nil
 		w.newIDs[ev.Table.SchemaID] = true
 	}
+	var prev *consumer.Event
+	if n := len(w.pending); n > 0 {
+		prev = w.pending[n-1]
+	}
+	if up, err := consumer.KeyChange(prev, ev); err != nil || up != nil {
+		if err == nil {
+			// Its delete is the last pending event: flush checks run before
+			// an event is appended, never between the halves.
+			w.pending[len(w.pending)-1] = up
+			w.held += ev.Size
+		}
+		return err
+	}
 	if w.cs != nil && w.s.cfg.Conflicts.Handles(ev.Table) {
 		// One by one, after what is pending, so that event order holds.
 		if err := w.flush(ctx); err != nil {
@@ -241,7 +254,14 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 				break
 			}
 			var set []int
-			set, sql = w.update(t, ev.Unchanged)
+			if len(ev.Unchanged) > 0 && ev.Before != nil && ev.KeyChanged() {
+				// A key change whose new row lacks values (consumer.KeyChange):
+				// the row moves to its new key and keeps them.
+				set = sentColumns(t, ev.Unchanged)
+				sql = w.s.updateSQL(t, set)
+			} else {
+				set, sql = w.update(t, ev.Unchanged)
+			}
 			args, err = pgtarget.Values(ev, ev.After, set)
 			if err == nil {
 				var keyArgs []any
@@ -495,6 +515,17 @@ func allColumns(t *consumer.Table) []int {
 	out := make([]int, len(t.Columns))
 	for i := range out {
 		out[i] = i
+	}
+	return out
+}
+
+// sentColumns are t's columns but unchanged, the key included.
+func sentColumns(t *consumer.Table, unchanged []int) []int {
+	var out []int
+	for i := range t.Columns {
+		if !slices.Contains(unchanged, i) {
+			out = append(out, i)
+		}
 	}
 	return out
 }
