@@ -86,14 +86,31 @@ func accountTable(name string) schemas.Table {
 // addTable registers t's schemas and creates its topic with parts partitions.
 func (p *fakeProducer) addTable(t schemas.Table, parts int32) {
 	p.t.Helper()
+	p.register(t, func(topic string) {
+		if _, err := kadm.NewClient(p.cl).CreateTopic(context.Background(), parts, -1, nil, topic); err != nil {
+			p.t.Fatal(err)
+		}
+	})
+}
+
+// alterTable registers a new version of the schemas of t, a table that
+// addTable added, as the producer does after a schema change; commit then
+// writes t's changes with it.
+func (p *fakeProducer) alterTable(t schemas.Table) {
+	p.t.Helper()
+	p.register(t, func(string) {})
+}
+
+// register registers t's key and value schemas, after calling before with
+// its topic, and makes them the ones commit writes t's changes with.
+func (p *fakeProducer) register(t schemas.Table, before func(topic string)) {
+	p.t.Helper()
 	ctx := context.Background()
 	ts, err := schemas.BuildTableSchema(p.prefix, t, schemas.UnsupportedFail)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if _, err := kadm.NewClient(p.cl).CreateTopic(ctx, parts, -1, nil, ts.Topic); err != nil {
-		p.t.Fatal(err)
-	}
+	before(ts.Topic)
 	kid, err := p.reg.Register(ctx, schemas.KeySubject(ts.Topic), ts.KeySchema, schemas.SchemaChangeFail)
 	if err != nil {
 		p.t.Fatal(err)
@@ -102,7 +119,9 @@ func (p *fakeProducer) addTable(t schemas.Table, parts int32) {
 	if err != nil {
 		p.t.Fatal(err)
 	}
+	p.mu.Lock()
 	p.tables[t.Name] = &fakeTable{ts: ts, keyID: kid, valueID: vid}
+	p.mu.Unlock()
 }
 
 func (ft *fakeTable) row(vals []any) any {

@@ -41,7 +41,9 @@ import (
 //     order fails, naming the event;
 //   - a table without a unique key (REPLICA IDENTITY FULL), an update
 //     that changes the key, a change marked pending by an online snapshot,
-//     a snapshot read, a truncate and the upsert policy keep event order.
+//     a snapshot read, a truncate, the upsert policy and a flush that holds
+//     changes of one table under two versions of its schema keep event
+//     order.
 //
 // Statements that change no row where one is expected (an update or delete
 // of a missing key) also roll back to event order, whose checks name the
@@ -138,6 +140,17 @@ func (w *writer) flushSet(ctx context.Context, evs []*consumer.Event) (bool, err
 			return false, nil
 		}
 		events[ev.Table]++
+	}
+	if len(events) > 1 {
+		// Waves order the changes of one key within one schema version of
+		// its table: a row changed under two versions keeps event order.
+		names := make(map[string]bool, len(events))
+		for t := range events {
+			if names[t.QualifiedName()] {
+				return false, nil
+			}
+			names[t.QualifiedName()] = true
+		}
 	}
 	var tables []*setTable
 	byTable := make(map[*consumer.Table]*setTable, len(events))
