@@ -20,6 +20,7 @@ import (
 
 	"github.com/tributary-cdc/tributary/consumer"
 	"github.com/tributary-cdc/tributary/consumer/postgres/pgtarget"
+	"github.com/tributary-cdc/tributary/internal/retry"
 	"github.com/tributary-cdc/tributary/schemas"
 )
 
@@ -458,8 +459,15 @@ func (rt *tableRT) buildSQL(e *Engine) {
 		rt.metaKeyExpr(1) + "::text"
 	rt.actionSQL = "SELECT action FROM " + e.actions + " WHERE table_name = $1 AND key = " + rt.actionKeyExpr(1) +
 		" AND commit_lsn = $" + strconv.Itoa(len(rt.t.Key)+2) + "::text::pg_lsn"
-	rt.insertSQL = "INSERT INTO " + q + " (" + strings.Join(ins, ", ") + ") VALUES (" + strings.Join(vals, ", ") +
-		") RETURNING " + strings.Join(rt.hashExprs(), ", ")
+	// A local transaction may insert the key after load found no row (FOR
+	// UPDATE locks no row that is not there): the insert then waits for it
+	// and inserts nothing, and insertRow has the change applied again.
+	onConflict := ""
+	if !rt.t.Unkeyed() {
+		onConflict = " ON CONFLICT (" + rt.t.KeyList("") + ") DO NOTHING"
+	}
+	rt.insertSQL = "INSERT INTO " + q + " (" + strings.Join(ins, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ")" +
+		onConflict + " RETURNING " + strings.Join(rt.hashExprs(), ", ")
 	rt.deleteSQL = "DELETE FROM " + q + " WHERE " + rt.keyWhere(0)
 }
 
@@ -902,6 +910,11 @@ func (s *Session) insertRow(ctx context.Context, tx pgx.Tx, ch *change) error {
 		dst[i] = &hashes[i]
 	}
 	if err := tx.QueryRow(ctx, ch.rt.insertSQL, args...).Scan(dst...); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The key is there now: applied again, the change meets the
+			// row as the conflict it is.
+			err = retry.Retryable(errors.New("a local transaction inserted the same key while the change was applied; applying it again"))
+		}
 		return ch.ev.Wrap(err)
 	}
 	attrs := make([]attribution, len(ch.rt.groups))
