@@ -421,7 +421,7 @@ func (r *reassembler) openFrame(ctx context.Context) (*frameCursor, error) {
 	}
 	fc.frame = f
 	fc.txn = &Txn{Xid: f.Xid, CommitLSN: f.CommitLSN, CommitTime: f.CommitTime, Origin: f.Origin,
-		Snapshot: f.Snapshot != nil, Initial: f.Snapshot != nil && f.EndLSN == f.CommitLSN, Offset: rec.Offset}
+		Snapshot: f.Snapshot != nil, Initial: f.InitialChunk(), Offset: rec.Offset}
 	r.opened++
 	for _, pc := range f.Partitions {
 		if pc.Count < 0 || pc.Partition < 0 {

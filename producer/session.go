@@ -1397,7 +1397,19 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 // which the slot is confirmed, is the record's end: a restart decodes no
 // record that starts before it, so the message is not sent again.
 func standaloneLSNs(m *pglogrepl.LogicalDecodingMessage) (commit, end pglogrepl.LSN) {
-	return m.LSN - 1, m.LSN
+	return framedBelow(m.LSN)
+}
+
+// framedBelow are the commit and end LSN of a frame that is no source
+// transaction's and covers the stream up to at, where the next record
+// starts: a non-transactional message (standaloneLSNs) or a chunk of the
+// initial snapshot, read as of the slot's consistent point. A transaction
+// that the snapshot does not hold can commit with that very LSN (its
+// commit record the first after the consistent point, which PostgreSQL
+// decodes), so the frame's commit LSN is one below: the resume point never
+// covers that transaction, and its changes order after the snapshot's reads.
+func framedBelow(at pglogrepl.LSN) (commit, end pglogrepl.LSN) {
+	return at - 1, at
 }
 
 func (s *session) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {

@@ -103,6 +103,7 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	}
 
 	commitTime := time.Now() // the snapshot's events carry the time it was taken
+	commitLSN, _ := framedBelow(cp)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	queue := make(chan *snapshotWork, len(work))
@@ -116,7 +117,7 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 		wg.Add(1)
 		go func(tx pgx.Tx) {
 			defer wg.Done()
-			s.snapshotWorker(wctx, tx, &txState{commitLSN: cp, commitTime: commitTime}, queue, streams)
+			s.snapshotWorker(wctx, tx, &txState{commitLSN: commitLSN, commitTime: commitTime}, queue, streams)
 		}(tx)
 	}
 	go func() { wg.Wait(); close(streams) }()
@@ -177,7 +178,8 @@ type chunkResult struct {
 // writeSnapshotChunk produces one chunk's records, frames it with its
 // table's progress and commits it.
 func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pglogrepl.LSN, commitTime time.Time) error {
-	s.tx = &txState{commitLSN: cp, commitTime: commitTime, counts: map[tpKey]int64{}}
+	commit, end := framedBelow(cp)
+	s.tx = &txState{commitLSN: commit, commitTime: commitTime, counts: map[tpKey]int64{}}
 	for batch := range cs.recs {
 		for _, r := range batch {
 			if err := s.produce(ctx, r); err != nil {
@@ -203,7 +205,7 @@ func (s *session) writeSnapshotChunk(ctx context.Context, cs *chunkStream, cp pg
 	if cs.res.n > 0 && !cs.chunk.ctid {
 		s.tx.snapChunk.LastKey = append([]string(nil), cs.res.lastKey...)
 	}
-	if err := s.finishTx(ctx, cp); err != nil {
+	if err := s.finishTx(ctx, end); err != nil {
 		return err
 	}
 	// Each chunk commits on its own: the snapshot's progress is what Kafka

@@ -154,9 +154,10 @@ func buildStateFromLog(ctx context.Context, frames *txlog.Frames, slot string) (
 			name := c.Schema + "." + c.Table
 			t := st.Tables[name]
 			if t == nil {
-				t = &txlog.TableState{Schema: c.Schema, Table: c.Table, Status: txlog.TableCaptured, CapturedFrom: f.CommitLSN,
+				// A chunk's frame ends at the consistent point.
+				t = &txlog.TableState{Schema: c.Schema, Table: c.Table, Status: txlog.TableCaptured, CapturedFrom: f.EndLSN,
 					Snapshot: &txlog.Snapshot{ID: initialSnapshotID, Kind: txlog.SnapshotInitial, Status: txlog.SnapshotRunning,
-						ConsistentPoint: f.CommitLSN, Ranges: []txlog.KeyRange{{}}, Requested: f.CommitTime.UTC()}}
+						ConsistentPoint: f.EndLSN, Ranges: []txlog.KeyRange{{}}, Requested: f.CommitTime.UTC()}}
 				st.Tables[name] = t
 			}
 			sn := t.Snapshot

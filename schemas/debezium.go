@@ -313,7 +313,7 @@ func (e *Encoder) AppendDebeziumValue(dst []byte, ev *EncoderEvent) ([]byte, err
 	dst = append(dst, d.Head.db...)
 	lsn := ev.LSN
 	if lsn == 0 && d.Snapshot == DebeziumSnapshotTrue {
-		lsn = tx.commitLSN // the initial snapshot's consistent point
+		lsn = tx.commitLSN + 1 // the initial snapshot's consistent point (see Frame.InitialChunk)
 	}
 	seq := make([]byte, 0, 48)
 	seq = append(seq, '[')

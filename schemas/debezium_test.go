@@ -270,7 +270,7 @@ func dbzRef(t *testing.T, ts *TableSchema, ev *EncoderEvent, src Source, placeho
 	}
 	lsn := ev.LSN
 	if lsn == 0 && d.Snapshot == DebeziumSnapshotTrue {
-		lsn = src.CommitLSN
+		lsn = src.CommitLSN + 1 // the consistent point: the chunk commits one below it
 	}
 	str := func(l pglogrepl.LSN) string {
 		if l == 0 {

@@ -107,6 +107,15 @@ type Frame struct {
 	Request *SnapshotRequest
 }
 
+// InitialChunk reports whether f is the frame of a chunk of an initial
+// snapshot, read as of the slot's consistent point: its end LSN is that
+// point and its commit LSN one below (earlier producers wrote the point as
+// both), where an online chunk's frame is a source transaction's,
+// whose commit record lies between the two.
+func (f *Frame) InitialChunk() bool {
+	return f.Snapshot != nil && (f.EndLSN == f.CommitLSN || f.EndLSN == f.CommitLSN+1)
+}
+
 // Heartbeat reports whether f is the frame of a producer heartbeat: no
 // source transaction (xid 0), no event, no snapshot chunk or request. The
 // producer writes one for each heartbeat it reads back from the WAL, so that

@@ -82,10 +82,10 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 	var prevFrame *frameAt // the last stream frame, for the message below
 	for _, fr := range frames {
 		f := fr.Frame
-		// A chunk of the initial snapshot carries the consistent point as
-		// both commit and end LSN; an online chunk is the frame of its
-		// high watermark's transaction, in stream order.
-		if initial := f.Snapshot != nil && f.EndLSN == f.CommitLSN; !initial {
+		// A chunk of the initial snapshot ends at the consistent point and
+		// commits one below it; an online chunk is the frame of its high
+		// watermark's transaction, in stream order.
+		if initial := f.InitialChunk(); !initial {
 			if f.CommitLSN <= prevStream || f.CommitLSN < prevSnap {
 				prev := "none"
 				if prevFrame != nil {
@@ -99,8 +99,12 @@ func ReadLog(t testing.TB, k *Kafka, reg *schemas.Registry, prefix string) *Log 
 			if prevStream != 0 {
 				t.Fatalf("initial snapshot frame at offset %d after stream frames", fr.offset)
 			}
+			if f.EndLSN != f.CommitLSN+1 {
+				t.Fatalf("initial snapshot frame at offset %d: commit LSN %s, end LSN %s: want the consistent point as its end and one below as its commit",
+					fr.offset, f.CommitLSN, f.EndLSN)
+			}
 			if f.CommitLSN < prevSnap {
-				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", fr.offset, f.CommitLSN, prevSnap)
+				t.Fatalf("snapshot frame at offset %d: consistent point %s below the previous chunk's %s", fr.offset, f.EndLSN, prevSnap+1)
 			}
 			prevSnap = f.CommitLSN
 		}
