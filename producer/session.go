@@ -318,6 +318,9 @@ func (s *session) run(ctx context.Context) error {
 	s.relations = map[uint32]*relState{}
 
 	if !slot.exists {
+		if err := s.newSlotPending(ctx); err != nil {
+			return err
+		}
 		slot, err := pgexport.CreateSlot(ctx, s.repl, cfg.Slot, pgexport.Options{Export: cfg.Snapshot != SnapshotNever})
 		if err != nil {
 			return err
@@ -371,6 +374,29 @@ func (s *session) checkPublication(ctx context.Context, cp, at pglogrepl.LSN) er
 		clear(s.online.pubs)
 	}
 	return nil
+}
+
+// newSlotPending records, before a slot is made anew for a state that
+// Kafka holds (the slot was dropped, or lost), that every table it captured
+// needs the new slot's initial snapshot: the changes made while no slot
+// kept them are in no stream. A session that stops after creating the slot
+// and before it has recorded that snapshot (a kill, a registry error, an
+// incompatible schema) leaves this behind, and the next one, which finds
+// the slot, reads those tables online (reconcile) instead of streaming as
+// if nothing had been missed.
+func (s *session) newSlotPending(ctx context.Context) error {
+	if s.cfg.Snapshot == SnapshotNever || s.state.st.Empty() {
+		return nil
+	}
+	for _, t := range s.state.st.Tables {
+		if t.Status != txlog.TableCaptured {
+			continue
+		}
+		t.Snapshot = &txlog.Snapshot{ID: initialSnapshotID, Kind: txlog.SnapshotInitial, Status: txlog.SnapshotRunning,
+			Ranges: []txlog.KeyRange{{}}, Requested: now(), Reason: "the slot was made anew"}
+		s.state.changed(t)
+	}
+	return s.flushState(ctx)
 }
 
 // flushState writes the state changes that wait, in a Kafka transaction of

@@ -71,6 +71,12 @@ func (s *session) snapshot(ctx context.Context, snapName string, cp pglogrepl.LS
 	}
 	s.pubAll = all
 	s.reconcile(pub, all, cp, cp)
+	// Recorded before the work below can fail (a registry error, an
+	// incompatible schema): a session that finds this slot then reads the
+	// tables online (newSlotPending).
+	if err := s.flushState(ctx); err != nil {
+		return err
+	}
 	var work []*snapshotWork
 	for _, pt := range pub {
 		t := s.state.table(pt.fullName())
