@@ -29,9 +29,11 @@ type fetcher interface {
 	// pause and resume stop and restart fetching s.
 	pause(s Stream)
 	resume(s Stream)
-	// committedEnd is s's committed end offset; ok is false when it cannot
-	// be known now.
-	committedEnd(ctx context.Context, s Stream) (end int64, ok bool)
+	// committedEnd is s's committed end offset (the last stable offset)
+	// and whether a transaction is still open on s (records past that end
+	// whose transaction Kafka has not marked yet); ok is false when it
+	// cannot be known now.
+	committedEnd(ctx context.Context, s Stream) (end int64, open, ok bool)
 	// locate is where the records of commit LSN lsn begin in a data
 	// partition that has no checkpoint (txlog.PositionFor); at is the
 	// frame's timestamp. It fails with a permanent *BehindRetentionError
@@ -369,13 +371,18 @@ func (r *reassembler) partition(ctx context.Context, topic string, partition int
 
 // headOf blocks until p has a buffered record. While it waits it checks that
 // the record can still arrive: a committed frame's records are committed with
-// it, so a partition read to its committed end lacks records the frame counts.
+// it, so a partition read to its committed end with no transaction open on it
+// lacks records the frame counts. Kafka writes a transaction's markers to its
+// partitions one by one, so the frame can be readable while a data
+// partition's marker is still on its way (its leader moving, say): that
+// partition's records are then past its committed end, in a transaction
+// still open there, and the reader waits for them.
 func (r *reassembler) headOf(ctx context.Context, p *part, fc *frameCursor, want int64) (*kgo.Record, error) {
 	check := r.now().Add(3 * time.Second)
 	for p.pending() == 0 {
 		if r.now().After(check) {
 			check = r.now().Add(3 * time.Second)
-			if end, ok := r.src.committedEnd(ctx, p.s); ok && p.seen >= 0 && p.seen >= end {
+			if end, open, ok := r.src.committedEnd(ctx, p.s); ok && !open && p.seen >= 0 && p.seen >= end {
 				return nil, structural(fc.errorf("%w: the frame counts %d more record(s) in %s partition %d, "+
 					"but the partition is read to its committed end (offset %d)", ErrMismatch, want, p.s.Topic, p.s.Partition, end))
 			}

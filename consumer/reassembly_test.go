@@ -64,6 +64,11 @@ type fakeKafka struct {
 	refetch  bool             // sometimes fetch a record again
 	backOff  bool             // locate returns offsets before the records of the commit LSN
 	located  map[Stream]int64 // what locate returns, when set
+	// late holds records of a partition whose transaction marker Kafka has
+	// not written yet: past the committed end, in a transaction open there,
+	// until the clock reaches lateUntil.
+	late      map[Stream][]*kgo.Record
+	lateUntil time.Time
 
 	next   map[Stream]int64 // fetch position of each partition consumed
 	start  map[Stream]int64
@@ -108,6 +113,12 @@ func (f *fakeKafka) streams() []Stream {
 func (f *fakeKafka) poll(ctx context.Context, wait time.Duration, add func(*kgo.Record)) (int64, error) {
 	if f.polls++; f.polls > 1_000_000 {
 		return 0, errors.New("fake: the reassembler polls forever")
+	}
+	if len(f.late) > 0 && !f.clock.Before(f.lateUntil) {
+		for s, recs := range f.late {
+			f.logs[s] = append(f.logs[s], recs...)
+		}
+		f.late = nil
 	}
 	var ready []Stream
 	for _, s := range f.streams() {
@@ -212,8 +223,8 @@ func (f *fakeKafka) resume(s Stream) {
 	f.paused[s] = false
 }
 
-func (f *fakeKafka) committedEnd(_ context.Context, s Stream) (int64, bool) {
-	return int64(len(f.logs[s])), true
+func (f *fakeKafka) committedEnd(_ context.Context, s Stream) (int64, bool, bool) {
+	return int64(len(f.logs[s])), len(f.late[s]) > 0, true
 }
 
 // locate finds the first record of commit LSN lsn or later; with backOff,
@@ -776,6 +787,27 @@ func TestReassemblerBufferedRecordsOwnTheirBytes(t *testing.T) {
 		if (want[i].Key == nil) != (got.Key == nil) || (want[i].Value == nil) != (got.Value == nil) {
 			t.Fatalf("record %d: a nil key or value (a tombstone) and an empty one swapped", i)
 		}
+	}
+}
+
+// TestReassemblerWaitsForALateMarker: Kafka writes a transaction's markers
+// to its partitions one by one, so a frame can be readable while a data
+// partition's marker is still on its way (for longer than the 3-s check,
+// when that partition's leader moves). The partition's committed end then
+// stops before the frame's records, and a transaction is open there: the
+// reader must wait for them, not report the frame and records as disagreeing.
+func TestReassemblerWaitsForALateMarker(t *testing.T) {
+	a, b := dataStream("p.public.a", 0), dataStream("p.public.b", 1)
+	fr := schemas.Frame{Xid: 7, CommitLSN: 100, EndLSN: 110, Partitions: []schemas.PartitionCount{
+		{Topic: a.Topic, Partition: a.Partition, Count: 1}, {Topic: b.Topic, Partition: b.Partition, Count: 1}}}
+	f := newFakeKafka(map[Stream][]*kgo.Record{a: {dataRecord(a, 0, 100, 0)}, b: nil,
+		testTxStream: {{Topic: testTxTopic, Offset: 0}}}, map[int64]schemas.Frame{0: fr})
+	f.late = map[Stream][]*kgo.Record{b: {dataRecord(b, 0, 100, 1)}}
+	f.lateUntil = f.clock.Add(20 * time.Second)
+	r := f.reassembler(Checkpoint{Next: map[Stream]int64{a: 0, b: 0}}, 10)
+	_, recs, err := readFrame(context.Background(), r)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("read %d records, then %v; want both records", len(recs), err)
 	}
 }
 

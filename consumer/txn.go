@@ -184,13 +184,21 @@ func (f *kafkaFetcher) resume(s Stream) {
 	f.cl.ResumeFetchPartitions(map[string][]int32{s.Topic: {s.Partition}})
 }
 
-func (f *kafkaFetcher) committedEnd(ctx context.Context, s Stream) (int64, bool) {
-	ends, err := f.adm.ListCommittedOffsets(ctx, s.Topic)
+func (f *kafkaFetcher) committedEnd(ctx context.Context, s Stream) (end int64, open, ok bool) {
+	committed, err := f.adm.ListCommittedOffsets(ctx, s.Topic)
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	lo, ok := ends.Lookup(s.Topic, s.Partition)
-	return lo.Offset, ok && lo.Err == nil
+	newest, err := f.adm.ListEndOffsets(ctx, s.Topic)
+	if err != nil {
+		return 0, false, false
+	}
+	lso, ok1 := committed.Lookup(s.Topic, s.Partition)
+	hwm, ok2 := newest.Lookup(s.Topic, s.Partition)
+	if !ok1 || !ok2 || lso.Err != nil || hwm.Err != nil {
+		return 0, false, false
+	}
+	return lso.Offset, hwm.Offset > lso.Offset, true
 }
 
 func (f *kafkaFetcher) locate(ctx context.Context, s Stream, lsn pglogrepl.LSN, at time.Time) (int64, error) {
