@@ -164,6 +164,12 @@ func (c *Config) validate() error {
 	if c.OnError, err = ParseOnError(string(c.OnError)); err != nil {
 		errs = append(errs, fmt.Errorf("OnError: %w", err))
 	}
+	if c.Mode == ModePerKey && c.OnError == OnErrorDeadLetter {
+		// A per-key worker applies changes, not whole source transactions,
+		// and stops at the one it cannot apply.
+		errs = append(errs, errors.New("OnError dead-letter: per-key mode has no dead letters (it sets aside whole source "+
+			"transactions, which per-key workers do not apply as one); use --on-error stop, or --mode transactional"))
+	}
 	if c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("Interval %v: must not be negative", c.Interval))
 	}

@@ -51,7 +51,7 @@ func runConsumer(ctx context.Context, args []string, e env) error {
 	tables := fs.StringList("tables", nil, "apply only these `schema.table,...`; default every table")
 	mode := fs.String("mode", "transactional", "apply `mode`: transactional or per-key (see above)")
 	onConflict := fs.String("on-conflict", "error", "`policy` for an insert of an existing key or an update/delete of a missing row: error, or upsert")
-	onError := fs.String("on-error", "stop", "`policy` for a transaction that cannot be applied: stop, or dead-letter (to <prefix>.dlq.<name>)")
+	onError := fs.String("on-error", "stop", "`policy` for a transaction that cannot be applied: stop, or dead-letter (to <prefix>.dlq.<name>; transactional mode only)")
 	createTables := fs.Bool("create-tables", false, "create missing target tables from the schema and add columns it gains")
 	applyDDL := fs.Bool("apply-ddl", false, "postgres sink: apply the schema changes that DDL capture records (tributary setup ddl) to the target's tables,\n"+
 		"at their place in the stream: columns added, dropped, renamed and retyped, tables created, renamed and dropped, partitions")
