@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,40 @@ func TestProducerIdleSlotAdvances(t *testing.T) {
 	}
 	if n := harness.CountFrames(t, e.kafka, e.prefix); n != 0 {
 		t.Fatalf("%d frames published for an idle publication; heartbeats must not be published", n)
+	}
+}
+
+// TestProducerDroppedTypeBehind: the producer is behind while a column's
+// type is changed and its old type dropped (an enum retyped to text, then
+// DROP TYPE). The changes made before hold the old type, which the catalog
+// no longer knows; they are carried as their text form rather than stopping
+// the producer, which waiting would never mend.
+func TestProducerDroppedTypeBehind(t *testing.T) {
+	e := newEnv(t)
+	e.pg.Exec(t, `CREATE TYPE mood AS ENUM ('calm', 'glad')`,
+		`CREATE TABLE dt (id int PRIMARY KEY, m mood)`,
+		`CREATE PUBLICATION pub FOR TABLE dt`)
+	proc := harness.StartTributary(t, nil, e.producerArgs("--snapshot", "never")...)
+	e.waitSlotActive(t, "slot", proc)
+	e.waitConfirmed(t, "slot", proc)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
+	}
+	e.pg.Exec(t, `INSERT INTO dt VALUES (1, 'glad')`,
+		`ALTER TABLE dt ALTER COLUMN m TYPE text USING m::text`, `DROP TYPE mood`,
+		`INSERT INTO dt VALUES (2, 'other')`)
+	proc = harness.StartTributary(t, nil, e.producerArgs("--snapshot", "never", "--schema-change", "new-version")...)
+	e.waitFrameCount(t, 2)
+	if err := proc.Stop(t, 30*time.Second); err != nil {
+		t.Fatalf("producer exit after SIGTERM: %v\n%s", err, lastLines(proc.Output(), 15))
+	}
+	var got []string
+	for _, tx := range harness.ReadLog(t, e.kafka, e.reg, e.prefix).Txns {
+		for _, ev := range tx.Events {
+			got = append(got, fmt.Sprint(ev.After["id"], " ", ev.After["m"]))
+		}
+	}
+	if strings.Join(got, ",") != "1 glad,2 other" {
+		t.Fatalf("Kafka holds %q, want the two rows with their values as text", got)
 	}
 }

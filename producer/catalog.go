@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -18,10 +19,18 @@ type catalog struct {
 	conn  *pgx.Conn
 	mu    sync.Mutex
 	types map[uint32]*schemas.PGType
+	names map[uint32]string // schema-qualified names from pgoutput's Type messages
 }
 
 func newCatalog(conn *pgx.Conn) *catalog {
-	return &catalog{conn: conn, types: map[uint32]*schemas.PGType{}}
+	return &catalog{conn: conn, types: map[uint32]*schemas.PGType{}, names: map[uint32]string{}}
+}
+
+// noteType records the name that a pgoutput Type message gives a type.
+func (c *catalog) noteType(oid uint32, namespace, name string) {
+	c.mu.Lock()
+	c.names[oid] = namespace + "." + name
+	c.mu.Unlock()
 }
 
 // pgType resolves a type OID to its description, following arrays and domains.
@@ -44,6 +53,21 @@ func (c *catalog) pgType(ctx context.Context, oid uint32) (*schemas.PGType, erro
 	err := c.conn.QueryRow(ctx, `SELECT t.typname, t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, t.typtypmod,
 		       COALESCE((SELECT e.typarray = t.oid FROM pg_catalog.pg_type e WHERE e.oid = t.typelem), false)
 		FROM pg_catalog.pg_type t WHERE t.oid = $1`, oid).Scan(&name, &typtype, &typcategory, &elem, &base, &baseTypmod, &isArray)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Dropped since the change was made (a column retyped, then its
+		// old type dropped, while the producer was behind): pgoutput sends
+		// its values in their text form, carried as text like any type
+		// without a mapping of its own. Waiting would not bring it back.
+		c.mu.Lock()
+		name, ok := c.names[oid]
+		if !ok {
+			name = fmt.Sprintf("type %d", oid)
+		}
+		t = &schemas.PGType{OID: oid, Name: name, Kind: schemas.KindOther, Dropped: true}
+		c.types[oid] = t
+		c.mu.Unlock()
+		return t, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("type oid %d: %w", oid, err)
 	}
@@ -131,6 +155,9 @@ func (c *catalog) table(ctx context.Context, rel *pglogrepl.RelationMessage) (sc
 		typ, err := c.pgType(ctx, col.DataType)
 		if err != nil {
 			return t, fmt.Errorf("%s.%s column %q: %w", rel.Namespace, rel.RelationName, col.Name, err)
+		}
+		if typ.Dropped {
+			sqlTypes[i] = "text" // format_type says "???"; the values are the type's text form
 		}
 		key := col.Flags&1 == 1
 		if hasPK {

@@ -927,7 +927,9 @@ func (s *session) handle(ctx context.Context, walStart pglogrepl.LSN, msg pglogr
 		}
 		return s.noteRelation(ctx, m)
 	case *pglogrepl.TypeMessage:
-		// Types are read from the catalog when a Relation message uses them.
+		// Types are read from the catalog when a Relation message uses
+		// them; the name is kept for a type dropped since (catalog.pgType).
+		s.cat.noteType(m.DataType, m.Namespace, m.Name)
 	case *pglogrepl.InsertMessage:
 		return s.change(ctx, m.RelationID, walStart, schemas.OpInsert, nil, m.Tuple)
 	case *pglogrepl.UpdateMessage:

@@ -54,6 +54,9 @@ type PGType struct {
 	Elem       *PGType // KindArray: element type
 	Base       *PGType // KindDomain: base type
 	BaseTypmod int32   // KindDomain: typtypmod of the domain
+	// Dropped is set on a type no longer in the catalog when the producer
+	// read a change that uses it (KindOther, carried as its text form).
+	Dropped bool
 }
 
 // UnsupportedPolicy says what MapType does with a base type it does not know:
