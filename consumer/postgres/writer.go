@@ -254,11 +254,27 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 				break
 			}
 			var set []int
+			moved := false
 			if len(ev.Unchanged) > 0 && ev.Before != nil && ev.KeyChanged() {
 				// A key change whose new row lacks values (consumer.KeyChange):
 				// the row moves to its new key and keeps them.
 				set = sentColumns(t, ev.Unchanged)
 				sql = w.s.updateSQL(t, set)
+				if moved = ev.Pending || upsert; moved {
+					// The old row may be missing (a snapshot still to read
+					// it, a diverged target): the new one is then written
+					// with the values sent. Under upsert a row of the new
+					// key gives way to the moving one.
+					sql = w.s.moveSQL(t, set, upsert)
+					if upsert {
+						var dargs []any
+						if dargs, err = keyChangeArgs(ev); err != nil {
+							return err
+						}
+						batch.Queue(w.s.displaceSQL(t), dargs...)
+						stmts = append(stmts, stmt{ev: ev})
+					}
+				}
 			} else {
 				set, sql = w.update(t, ev.Unchanged)
 			}
@@ -273,6 +289,7 @@ func (w *writer) statements(ctx context.Context, evs []*consumer.Event) error {
 				args = append(args, keyArgs...)
 			}
 			switch {
+			case moved:
 			case ev.Pending:
 				// The row may not be here yet: the snapshot's read of it
 				// follows, with every column.
@@ -640,6 +657,58 @@ func (s *Sink) updateSQL(t *consumer.Table, set []int) string {
 		}
 		return "UPDATE " + t.QualifiedName() + " SET " + strings.Join(parts, ", ") + " WHERE " + keyWhere(t, len(set))
 	})
+}
+
+// moveSQL moves the row of the old key (the parameters after set's) to
+// its new key, setting the columns of set, or, when there is no such row,
+// inserts the new one with those columns; under upsert a row already there
+// with the new key is updated instead.
+func (s *Sink) moveSQL(t *consumer.Table, set []int, upsert bool) string {
+	move := s.updateSQL(t, set) // outside cached, which holds its lock while building
+	return s.cached(fmt.Sprintf("m%d/%v/%t", t.SchemaID, set, upsert), func() string {
+		cols := make([]string, len(set))
+		vals := make([]string, len(set))
+		var upd []string
+		for i, c := range set {
+			cols[i] = schemas.QuoteIdent(t.Columns[c].Name)
+			vals[i] = "$" + strconv.Itoa(i+1)
+			if !slices.Contains(t.Key, c) {
+				upd = append(upd, cols[i]+" = EXCLUDED."+cols[i])
+			}
+		}
+		q := "WITH m AS (" + move + " RETURNING 1) INSERT INTO " + t.QualifiedName() + " (" + strings.Join(cols, ", ") +
+			") SELECT " + strings.Join(vals, ", ") + " WHERE NOT EXISTS (SELECT 1 FROM m)"
+		if upsert {
+			q += " ON CONFLICT (" + strings.Join(pgtarget.KeyNames(t), ", ") + ")"
+			if len(upd) == 0 {
+				q += " DO NOTHING"
+			} else {
+				q += " DO UPDATE SET " + strings.Join(upd, ", ")
+			}
+		}
+		return q
+	})
+}
+
+// displaceSQL deletes the row of a key change's new key (the first
+// parameters) when the row of its old key (the next) is there to take its
+// place: under upsert a diverged target may hold both.
+func (s *Sink) displaceSQL(t *consumer.Table) string {
+	return s.cached(fmt.Sprintf("v%d", t.SchemaID), func() string {
+		return "DELETE FROM " + t.QualifiedName() + " WHERE " + keyWhere(t, 0) + " AND EXISTS (SELECT 1 FROM " + t.QualifiedName() +
+			" WHERE " + keyWhere(t, len(t.Key)) + ")"
+	})
+}
+
+// keyChangeArgs are displaceSQL's parameters for ev: its new key, then its
+// old one.
+func keyChangeArgs(ev *consumer.Event) ([]any, error) {
+	args, err := pgtarget.Values(ev, ev.After, ev.Table.Key)
+	if err != nil {
+		return nil, err
+	}
+	old, err := pgtarget.Values(ev, ev.Before, ev.Table.Key)
+	return append(args, old...), err
 }
 
 func (s *Sink) deleteSQL(t *consumer.Table) string {
