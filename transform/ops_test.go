@@ -69,6 +69,12 @@ func TestFilterOps(t *testing.T) {
 			err: "moves into the filter, but TOASTed columns were not sent"},
 		{name: "filter on unchanged TOAST", op: schemas.OpUpdate, before: r("1", "Ada", "NE"), after: r("1", "Ada", "NULL"), unchanged: []int{2},
 			err: "a filter reads a TOASTed column whose value was not sent"},
+		// The new key's half of an update that changed the key and left
+		// TOASTed values unsent (consumer.KeyChange).
+		{name: "key change insert with unchanged TOAST name", op: schemas.OpInsert, after: r("1", "NULL", "NE"), unchanged: []int{1},
+			wantOp: schemas.OpInsert, wantAfter: []string{"1", "NULL", "NULL"}, wantUnchanged: []int{1, 2}},
+		{name: "key change insert, filter on unchanged TOAST", op: schemas.OpInsert, after: r("1", "Ada", "NULL"), unchanged: []int{2},
+			err: "a filter reads a TOASTed column whose value was not sent"},
 		{name: "truncate", op: schemas.OpTruncate, wantOp: schemas.OpTruncate},
 	}
 	for _, tc := range cases {

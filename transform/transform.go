@@ -398,12 +398,22 @@ func (b *bound) apply(ev *consumer.Event) (bool, error) {
 	}
 	switch ev.Op {
 	case schemas.OpInsert, schemas.OpRead:
-		dropped, err := b.run(r, ev.After, runMode{stopOnDrop: true})
-		if err != nil || dropped {
+		// An insert lacks values when it is the new key's half of an
+		// update that changed the key and left TOASTed values unsent.
+		dropped, err := b.run(r, ev.After, runMode{stopOnDrop: unknown == nil, unknown: unknown})
+		if err != nil {
 			return false, err
 		}
+		if unknown != nil {
+			if outUnchanged, err = b.unsent(unknown); err != nil {
+				return fail("%w", err)
+			}
+		}
+		if dropped {
+			return false, nil
+		}
 		after := b.project(r, ev.After)
-		ev.Table, ev.After, ev.Before = b.out, after, nil
+		ev.Table, ev.After, ev.Before, ev.Unchanged = b.out, after, nil, outUnchanged
 		return true, nil
 
 	case schemas.OpDelete:
@@ -431,18 +441,8 @@ func (b *bound) apply(ev *consumer.Event) (bool, error) {
 			return false, err
 		}
 		if unknown != nil {
-			for _, s := range b.keySlot {
-				if unknown[s] {
-					return fail("a target key column depends on a TOASTed column whose value was not sent")
-				}
-			}
-			for i, s := range b.proj {
-				if unknown[s] {
-					outUnchanged = append(outUnchanged, i)
-				}
-			}
-			if b.filters && filterReadsUnknown(b, unknown) {
-				return fail("a filter reads a TOASTed column whose value was not sent; give the source table REPLICA IDENTITY FULL")
+			if outUnchanged, err = b.unsent(unknown); err != nil {
+				return fail("%w", err)
 			}
 		}
 		after := b.project(r, nil) // not ev.After: ev must stay intact until no error can occur
@@ -490,6 +490,27 @@ func (b *bound) apply(ev *consumer.Event) (bool, error) {
 	}
 	ev.Table = b.out
 	return true, nil
+}
+
+// unsent returns the output columns whose values were not sent, given the
+// slots that a run left unknown, and an error when a target key column or a
+// filter depends on one.
+func (b *bound) unsent(unknown []bool) ([]int, error) {
+	for _, s := range b.keySlot {
+		if unknown[s] {
+			return nil, errors.New("a target key column depends on a TOASTed column whose value was not sent")
+		}
+	}
+	if b.filters && filterReadsUnknown(b, unknown) {
+		return nil, errors.New("a filter reads a TOASTed column whose value was not sent; give the source table REPLICA IDENTITY FULL")
+	}
+	var out []int
+	for i, s := range b.proj {
+		if unknown[s] {
+			out = append(out, i)
+		}
+	}
+	return out, nil
 }
 
 // filterReadsUnknown reports whether a step that may drop rows read a column
