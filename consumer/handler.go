@@ -45,8 +45,8 @@ type CheckpointStore interface {
 // effects and the last Txn.CommitLSN it handled in one transaction of its
 // own store gets exactly once by skipping transactions whose CommitLSN is
 // not above that record; commit LSNs increase along the log, except that
-// initial snapshot chunks (Txn.Initial) come first and share the snapshot's
-// consistent point. It is meant for transactional mode (per-key mode has no
+// initial snapshot chunks (Txn.Initial) come first and share one commit
+// LSN, one below the snapshot's consistent point. It is meant for transactional mode (per-key mode has no
 // source transactions to hand over).
 func HandlerSink(store CheckpointStore, h TxnHandler) Sink {
 	return &handlerSink{store: store, h: h}

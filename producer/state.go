@@ -6,7 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -32,6 +31,8 @@ type producerState struct {
 	// committed; posDirty says it moved since the last flush.
 	last     txlog.Position
 	posDirty bool
+	// source is the WAL history the session reads (checkSource).
+	source txlog.WALHistory
 }
 
 func newProducerState(topic string, st *txlog.State) *producerState {
@@ -52,7 +53,7 @@ func (p *producerState) changed(t *txlog.TableState) { p.dirty[t.Name()] = true 
 
 // noteFrame records that the frame f was written into the open group.
 func (p *producerState) noteFrame(f *schemas.Frame) {
-	p.last = txlog.Position{CommitLSN: f.CommitLSN, EndLSN: f.EndLSN, Xid: f.Xid, CommitTime: f.CommitTime}
+	p.last = txlog.Position{CommitLSN: f.CommitLSN, EndLSN: f.EndLSN, Xid: f.Xid, CommitTime: f.CommitTime, Source: p.source}
 	p.posDirty = true
 }
 
@@ -93,31 +94,6 @@ func (p *producerState) activeSnapshots() []*txlog.TableState {
 	return out
 }
 
-// checkWALAhead stops the producer when the source's WAL ends below the
-// position Kafka holds for this slot: the source went back (a restore, a
-// failover to a standby that had replayed less, a cluster made anew with
-// initdb), and its new commits, at LSNs that Kafka's frames already pass,
-// would be skipped as duplicates. On one WAL history every frame's end LSN
-// was written before the producer read it, so the check never stops a
-// producer that should go on. It cannot see a source whose WAL has since
-// grown past the position again.
-func (s *session) checkWALAhead(ctx context.Context, pos txlog.Position) error {
-	if pos.EndLSN == 0 {
-		return nil
-	}
-	var wal pglogrepl.LSN
-	if err := s.db.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&wal); err != nil {
-		return fmt.Errorf("source WAL position: %w", err)
-	}
-	if wal < pos.EndLSN {
-		return retry.Terminal(fmt.Errorf("the source's WAL ends at %s, below %s, the end of the last source transaction that Kafka "+
-			"holds for slot %s (commit LSN %s, xid %d): the source went back (a restore, a failover to a standby that had "+
-			"replayed less, or a cluster made anew), and its new commits would be taken for ones Kafka already holds; "+
-			"give the producer a new --prefix (and point the consumers at it)", wal, pos.EndLSN, s.cfg.Slot, pos.CommitLSN, pos.Xid))
-	}
-	return nil
-}
-
 // loadState reads the slot's state from the state topic. A prefix written
 // by a producer from before the state topic has none: the state is then
 // built once from the transactions topic, and the next commit writes it.
@@ -148,11 +124,15 @@ func (s *session) loadState(ctx context.Context) error {
 		}
 	}
 	s.state = newProducerState(topic, st)
-	if err := s.checkWALAhead(ctx, st.Position); err != nil {
-		return err
-	}
 	if st.Position.CommitLSN != 0 {
 		s.resumeAfter = st.Position.CommitLSN
+		if st.Position.EndLSN == st.Position.CommitLSN {
+			// An initial snapshot chunk of an earlier producer, which
+			// framed it at the consistent point itself: a transaction may
+			// commit there (see framedBelow), and the snapshot does not
+			// hold it.
+			s.resumeAfter--
+		}
 		s.pos.resume(st.Position.EndLSN)
 		s.log.Info("resuming after the last frame in Kafka", "commit_lsn", st.Position.CommitLSN, "xid", st.Position.Xid)
 	}
