@@ -89,8 +89,9 @@ func (t *Table) UnchangedFlags(unchanged []int, deleted bool) (flags string, ok 
 // the old row in place, as native logical replication does; the update has
 // prev's before image (the old key) and ev's after image and Unchanged.
 // When prev is not ev's delete half (per-key apply, whose halves go to the
-// workers of their keys), the old row is not at hand and writing the row
-// would lose the values: the error stops the sink there.
+// workers of their keys; conflict handling, which applies the delete on its
+// own), the old row is not at hand and writing the row would lose the
+// values: the error stops the sink there.
 func KeyChange(prev, ev *Event) (*Event, error) {
 	if ev.Op != schemas.OpInsert || len(ev.Unchanged) == 0 {
 		return nil, nil
@@ -102,9 +103,10 @@ func KeyChange(prev, ev *Event) (*Event, error) {
 			cols[i] = ev.Table.Columns[c].Name
 		}
 		return nil, ev.Wrap(Permanent(fmt.Errorf("an UPDATE changed the key of a row of %s and left %s unchanged (TOASTed values "+
-			"pgoutput does not send), and the old row that holds them is not at hand; set REPLICA IDENTITY FULL on the "+
-			"source table so that the producer sends them (changes made before that still lack them), or apply the table "+
-			"without --per-key", ev.Table, strings.Join(cols, ", "))))
+			"pgoutput does not send), and the old row that holds them is not at hand (per-key apply and conflict handling "+
+			"apply the delete of the old key on its own); set REPLICA IDENTITY FULL on the source table so that the producer "+
+			"sends them (changes made before that still lack them), or apply the table in transactional mode without "+
+			"conflict handling", ev.Table, strings.Join(cols, ", "))))
 	}
 	up := *ev
 	up.Op, up.Before = schemas.OpUpdate, prev.Before
