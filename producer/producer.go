@@ -92,6 +92,14 @@ type Config struct {
 	// once the transaction is committed in Kafka (seed 001, real-time
 	// propagation). While the producer is down such commits wait.
 	Synchronous bool
+	// AdoptSource lets the producer go on when the source is another
+	// PostgreSQL cluster (another system identifier) than the one the
+	// position Kafka holds was read from, as pg_upgrade makes: it streams
+	// the new cluster's commits after that position and, without the slot,
+	// reads the captured tables again (an online snapshot). It still stops
+	// when the source's WAL ends below the position, or when the slot is
+	// there and confirmed below it.
+	AdoptSource bool
 	// StandbyName is the replication connection's application_name, as
 	// pg_stat_replication and synchronous_standby_names see it
 	// ("tributary_<slot>").

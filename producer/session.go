@@ -316,6 +316,9 @@ func (s *session) run(ctx context.Context) error {
 		return fmt.Errorf("replication connection: %w", err)
 	}
 	s.relations = map[uint32]*relState{}
+	if err := s.checkSource(ctx, slot); err != nil {
+		return err
+	}
 
 	if !slot.exists {
 		if err := s.newSlotPending(ctx); err != nil {

@@ -32,7 +32,7 @@ type producerState struct {
 	last     txlog.Position
 	posDirty bool
 	// source is the WAL history the session reads (checkSource).
-	source txlog.WALHistory
+	source sourceHistory
 }
 
 func newProducerState(topic string, st *txlog.State) *producerState {
@@ -53,7 +53,7 @@ func (p *producerState) changed(t *txlog.TableState) { p.dirty[t.Name()] = true 
 
 // noteFrame records that the frame f was written into the open group.
 func (p *producerState) noteFrame(f *schemas.Frame) {
-	p.last = txlog.Position{CommitLSN: f.CommitLSN, EndLSN: f.EndLSN, Xid: f.Xid, CommitTime: f.CommitTime, Source: p.source}
+	p.last = txlog.Position{CommitLSN: f.CommitLSN, EndLSN: f.EndLSN, Xid: f.Xid, CommitTime: f.CommitTime, Source: p.source.at(f.EndLSN)}
 	p.posDirty = true
 }
 

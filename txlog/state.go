@@ -47,6 +47,21 @@ type Position struct {
 	EndLSN     pglogrepl.LSN `json:"end_lsn"` // end of its commit record: what the slot may be confirmed to
 	Xid        uint32        `json:"xid"`
 	CommitTime time.Time     `json:"commit_ts"`
+	// Source is the WAL history the transaction is on; zero in a state
+	// written before it was recorded.
+	Source WALHistory `json:"source,omitzero"`
+}
+
+// WALHistory names a WAL history: a PostgreSQL cluster, by the system
+// identifier initdb gave it, and one of its timelines, which a promotion
+// or a recovery to a point in time starts, with the LSN at which that
+// timeline began (0 for a cluster's first). Two clusters promoted from one
+// parent can both be on timeline 2: the start tells them apart unless
+// they forked at one LSN.
+type WALHistory struct {
+	SystemID      string        `json:"system_id"`
+	Timeline      int32         `json:"timeline"`
+	TimelineStart pglogrepl.LSN `json:"timeline_start"`
 }
 
 // TableStatus says how the producer captures a table.

@@ -55,6 +55,8 @@ func runProducer(ctx context.Context, args []string, e env) error {
 	schemaChange := fs.String("schema-change", "fail", "`policy` for incompatible schema changes: fail, or new-version")
 	synchronous := fs.Bool("synchronous", false, "commit and confirm each source transaction at once; with the standby name in the source's\n"+
 		"synchronous_standby_names, source commits return only once they are in Kafka (and wait while the producer is down)")
+	adopt := fs.Bool("adopt-source", false, "go on when the source is another PostgreSQL cluster than the one the position in Kafka was read from,\n"+
+		"as after pg_upgrade: stream its commits after that position, and read the captured tables again when the slot is gone (docs/SNAPSHOTS.md)")
 	standby := fs.String("standby-name", "", "replication `application_name`, the name synchronous_standby_names lists (default tributary_<slot>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address`, e.g. 127.0.0.1:9187")
 	forward := fs.StringList("forward-origins", []string{"none"}, "replication `origins` whose transactions are published: none, all, or names")
@@ -115,7 +117,7 @@ func runProducer(ctx context.Context, args []string, e env) error {
 		Partitions: int32(*partitions), Compression: *compression, MaxEventBytes: int(maxEventBytes), TopicConfig: tc, KafkaHooks: []kgo.Hook{h.kafkaMetrics()}, Snapshot: producer.SnapshotMode(*snapshot), SnapshotChunkRows: *chunkRows,
 		SnapshotWorkers: *workers, Observer: newProducerMetrics(h, progressLine(e.stderr)),
 		GroupMaxEvents: *groupEvents, GroupMaxDelay: *groupDelay, KafkaTxnTimeout: *txnTimeout, KafkaCommitTimeout: *commitTimeout, ProgressInterval: *progressEvery,
-		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
+		HeartbeatInterval: *heartbeat, StatusInterval: *statusEvery, Synchronous: *synchronous, AdoptSource: *adopt, StandbyName: *standby, UnsupportedTypes: up, SchemaChange: sc, ForwardOrigins: *forward,
 		Envelope: env, Tombstones: *tombstones, ToastPlaceholder: *toastPlaceholder, EnvelopeSkipTruncate: *skipTruncate,
 		Log: log,
 	})

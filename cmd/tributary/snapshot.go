@@ -144,6 +144,9 @@ func snapshotStatus(ctx context.Context, args []string, e env) error {
 	}
 	fmt.Fprintf(e.stdout, "slot %s: last frame commit %s (xid %d, %s)\n", st.Slot, st.Position.CommitLSN, st.Position.Xid,
 		st.Position.CommitTime.Format(time.RFC3339))
+	if src := st.Position.Source; src.SystemID != "" {
+		fmt.Fprintf(e.stdout, "source: system identifier %s, timeline %d (from %s)\n", src.SystemID, src.Timeline, src.TimelineStart)
+	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TABLE\tCAPTURE\tSNAPSHOT\tKIND\tSTATUS\tCHUNKS\tROWS\tESTIMATE\tNOTE")
 	for _, t := range st.SortedTables() {

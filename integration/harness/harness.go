@@ -96,6 +96,47 @@ func (p *Postgres) Start(t testing.TB) {
 	}
 }
 
+// Copy copies p, which must be stopped, into a cluster directory of its own
+// with a port of its own, as a file-system backup restores it: the same
+// system identifier, timeline, WAL and replication slots. It is not started;
+// it is stopped and removed when the test ends.
+func (p *Postgres) Copy(t testing.TB) *Postgres {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "trib-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Postgres{Dir: dir, Port: FreePort(t)}
+	c.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)
+	t.Cleanup(func() {
+		if out, err := c.script("stop", "immediate"); err != nil {
+			t.Logf("stop postgres: %v\n%s", err, out)
+		}
+		os.RemoveAll(dir)
+	})
+	if out, err := exec.Command("cp", "-a", p.Dir+"/.", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v\n%s", p.Dir, err, out)
+	}
+	return c
+}
+
+// Promote starts p, stopped, as a standby of no primary, which replays the
+// WAL it holds, and promotes it: it goes on on a new timeline that begins
+// where its WAL ended, as a failover to a standby or a restore does.
+func (p *Postgres) Promote(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(p.Dir, "standby.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.Start(t)
+	var promoted bool
+	c := p.Conn(t)
+	if err := c.QueryRow(context.Background(), `SELECT pg_promote(true, 60)`).Scan(&promoted); err != nil || !promoted {
+		t.Fatalf("promote %s: %v (promoted %v)", p.Dir, err, promoted)
+	}
+	c.Close(context.Background())
+}
+
 // Conn opens a connection that is closed when the test ends.
 func (p *Postgres) Conn(t testing.TB) *pgx.Conn {
 	t.Helper()
