@@ -10,11 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/internal/retry"
+	"github.com/tributary-cdc/tributary/schemas"
 )
 
 // batchOverhead is the room a record batch needs beside its one largest
@@ -234,11 +236,34 @@ func (w *kafkaWriter) produce(r *kgo.Record) {
 			}
 			w.errMu.Lock()
 			if w.err == nil {
-				w.err = fmt.Errorf("produce to %s[%d]: %w", r.Topic, r.Partition, err)
+				w.err = fmt.Errorf("produce to %s[%d]%s: %w", r.Topic, r.Partition, recordOrigin(r), err)
 			}
 			w.errMu.Unlock()
 		}
 	})
+}
+
+// recordOrigin names the source change a record carries, from its order
+// headers (newRecord): " (xid X, commit LSN Y, change N)", or "" for a
+// record without them (a frame, a state record).
+func recordOrigin(r *kgo.Record) string {
+	var xid, commit, pos string
+	for _, h := range r.Headers {
+		switch h.Key {
+		case schemas.HeaderXID:
+			xid = string(h.Value)
+		case schemas.HeaderCommitLSN:
+			if n, err := strconv.ParseUint(string(h.Value), 10, 64); err == nil {
+				commit = pglogrepl.LSN(n).String()
+			}
+		case schemas.HeaderPosition:
+			pos = string(h.Value)
+		}
+	}
+	if commit == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (source transaction xid %s, commit LSN %s, change %s)", xid, commit, pos)
 }
 
 // ErrKafkaStalled is a Kafka client that delivered and failed nothing for

@@ -126,3 +126,52 @@ func TestCommitTimeoutBoundsEndTxn(t *testing.T) {
 		t.Fatal("the broker never received EndTxn")
 	}
 }
+
+// A record the broker refuses fails the commit with an error that names
+// the source change it carried (transaction, commit LSN, position), not
+// only the topic and partition.
+func TestProduceErrorNamesTheChange(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.MessageTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("tributary-test"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	w := newKafkaWriter(cl, 1, 8<<20+batchOverhead, 10*time.Second, slog.Default())
+	defer w.watch(context.Background())()
+	if err := w.begin(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRecord(&txState{xid: 742, commitLSN: 0x16B3A28}, 3, "t", []byte("k"), []byte("v"))
+	w.produce(r)
+	err = w.commit(context.Background())
+	if !errors.Is(err, kerr.MessageTooLarge) {
+		t.Fatalf("commit returned %v, want MESSAGE_TOO_LARGE", err)
+	}
+	for _, want := range []string{"t[0]", "xid 742", "commit LSN 0/16B3A28", "change 3"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error %q does not say %q", err, want)
+		}
+	}
+}
