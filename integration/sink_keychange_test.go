@@ -47,19 +47,7 @@ func TestSinksKeyChangeKeepsUnchangedTOAST(t *testing.T) {
 	}
 	e.waitFrameCount(t, 10)
 	const rowsSQL = `SELECT string_agg(concat_ws('/', id, v, length(doc), md5(doc)), ' ' ORDER BY id) FROM `
-	src := e.pg.Conn(t)
-	want := map[string]string{}
-	for _, tb := range []string{"kd", "kf"} {
-		var rows string
-		must(t, src.QueryRow(context.Background(), rowsSQL+tb).Scan(&rows))
-		want[tb] = rows
-	}
-	run := func(name string, sink consumer.Sink, groupMaxTxns int) {
-		t.Helper()
-		if err := e.catchUpSink(t, name, sink, groupMaxTxns, consumer.ModeTransactional); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
+	want := rowsOf(t, e.pg.Conn(t), rowsSQL, "kd", "kf")
 	check := func(name, table, got string) {
 		t.Helper()
 		if got != want[table] {
@@ -72,7 +60,7 @@ func TestSinksKeyChangeKeepsUnchangedTOAST(t *testing.T) {
 		dsn := newDatabase(t, target, db)
 		plain, err := postgres.New(postgres.Config{DSN: dsn, Consumer: db, CreateTables: true, Logger: testLog(t)})
 		must(t, err)
-		run(db, plain, group)
+		e.mustCatchUp(t, db, plain, group)
 		dbc := connect(t, dsn)
 		for _, tb := range []string{"kd", "kf"} {
 			var got string
@@ -82,7 +70,7 @@ func TestSinksKeyChangeKeepsUnchangedTOAST(t *testing.T) {
 
 		name := fmt.Sprintf("hist%d", group)
 		hs := newHistorySink(t, target, name, group)
-		run(name, hs, group)
+		e.mustCatchUp(t, name, hs, group)
 		for _, tb := range []string{"kd", "kf"} {
 			var got string
 			must(t, tconn.QueryRow(context.Background(), rowsSQL+name+`.`+tb+`_history WHERE valid_to IS NULL AND op NOT IN ('d', 't')`).Scan(&got))
@@ -91,7 +79,7 @@ func TestSinksKeyChangeKeepsUnchangedTOAST(t *testing.T) {
 
 		name = fmt.Sprintf("duck%d", group)
 		ds, path := newDuckSink(t, name)
-		run(name, ds, group)
+		e.mustCatchUp(t, name, ds, group)
 		ddb, err := sql.Open("duckdb", path)
 		must(t, err)
 		for _, tb := range []string{"kd", "kf"} {
@@ -117,7 +105,7 @@ func TestSinksKeyChangeKeepsUnchangedTOAST(t *testing.T) {
 	}
 	up, err := postgres.New(postgres.Config{DSN: dsn, Consumer: "upsert", OnConflict: postgres.OnConflictUpsert, Logger: testLog(t)})
 	must(t, err)
-	run("upsert", up, 1)
+	e.mustCatchUp(t, "upsert", up, 1)
 	for _, tb := range []string{"kd", "kf"} {
 		var got string
 		must(t, dbc.QueryRow(context.Background(), rowsSQL+tb).Scan(&got))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tributary-cdc/tributary/consumer"
@@ -50,18 +51,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 	src := e.pg.Conn(t)
 	var end string
 	must(t, src.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&end))
-	want := map[string]string{}
-	for _, table := range []string{"nk", "ck"} {
-		var rows string
-		must(t, src.QueryRow(context.Background(), rowsSQL+table).Scan(&rows))
-		want[table] = rows
-	}
-	run := func(name string, sink consumer.Sink, groupMaxTxns int) {
-		t.Helper()
-		if err := e.catchUpSink(t, name, sink, groupMaxTxns, consumer.ModeTransactional); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
+	want := rowsOf(t, src, rowsSQL, "nk", "ck")
 	check := func(name, table, got string) {
 		t.Helper()
 		if got != want[table] {
@@ -80,7 +70,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 		}
 		plain, err := postgres.New(postgres.Config{DSN: dsn, Consumer: db, CreateTables: true, Logger: testLog(t)})
 		must(t, err)
-		run(db, plain, group)
+		e.mustCatchUp(t, db, plain, group)
 		for _, table := range []string{"nk", "ck"} {
 			var got string
 			must(t, dbc.QueryRow(context.Background(), rowsSQL+table).Scan(&got))
@@ -90,7 +80,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 		// The history sink: one row a chunk, or the transaction's rows in one.
 		name := fmt.Sprintf("hist%d", group)
 		hs := newHistorySink(t, target, name, group)
-		run(name, hs, 1)
+		e.mustCatchUp(t, name, hs, 1)
 		for _, tc := range []struct{ table, want string }{
 			{"nk", "1.0/1/c/1/f 2/1/c/1/f 1.0/2/d/1/f 1.00/3/c/2/f 1.00/4/d/2/f 1.000/5/c/3/f 1.000/6/u/4/t 2/2/d/1/f 3/1/c/1/t"},
 			{"ck", "a/1/c/1/f b/1/c/1/f a/2/d/1/f A/3/c/2/f A/4/d/2/f a/5/c/3/f a/6/u/4/t b/2/d/1/f c/1/c/1/t"},
@@ -109,7 +99,7 @@ func TestSinksKeyEqualInAnotherForm(t *testing.T) {
 		// The DuckDB sink.
 		name = fmt.Sprintf("duck%d", group)
 		ds, path := newDuckSink(t, name)
-		run(name, ds, group)
+		e.mustCatchUp(t, name, ds, group)
 		ddb, err := sql.Open("duckdb", path)
 		must(t, err)
 		for _, table := range []string{"nk", "ck"} {
@@ -133,6 +123,28 @@ func (e *env) catchUpSink(t *testing.T, name string, sink consumer.Sink, groupMa
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return c.Run(ctx)
+}
+
+// mustCatchUp is catchUpSink in transactional mode, failing the test when
+// the consumer stops with an error.
+func (e *env) mustCatchUp(t *testing.T, name string, sink consumer.Sink, groupMaxTxns int) {
+	t.Helper()
+	if err := e.catchUpSink(t, name, sink, groupMaxTxns, consumer.ModeTransactional); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+// rowsOf returns, by table, the one text value that query, followed by the
+// table's name, returns on c.
+func rowsOf(t *testing.T, c *pgx.Conn, query string, tables ...string) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(tables))
+	for _, table := range tables {
+		var rows string
+		must(t, c.QueryRow(context.Background(), query+table).Scan(&rows))
+		out[table] = rows
+	}
+	return out
 }
 
 // newDatabase creates database name in pg and returns its DSN.

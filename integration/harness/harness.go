@@ -56,15 +56,23 @@ type Postgres struct {
 // loopback port; it is stopped and removed when the test ends.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
+	p := newPostgres(t)
+	if out, err := p.script("start"); err != nil {
+		t.Fatalf("start postgres: %v\n%s", err, out)
+	}
+	return p
+}
+
+// newPostgres is a cluster directory and a free port, not started; the
+// cluster is stopped and removed when the test ends.
+func newPostgres(t testing.TB) *Postgres {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "trib-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &Postgres{Dir: dir, Port: FreePort(t)}
 	p.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
-	if out, err := p.script("start"); err != nil {
-		t.Fatalf("start postgres: %v\n%s", err, out)
-	}
 	t.Cleanup(func() {
 		if out, err := p.script("stop", "immediate"); err != nil {
 			t.Logf("stop postgres: %v\n%s", err, out)
@@ -102,19 +110,8 @@ func (p *Postgres) Start(t testing.TB) {
 // it is stopped and removed when the test ends.
 func (p *Postgres) Copy(t testing.TB) *Postgres {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "trib-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Postgres{Dir: dir, Port: FreePort(t)}
-	c.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)
-	t.Cleanup(func() {
-		if out, err := c.script("stop", "immediate"); err != nil {
-			t.Logf("stop postgres: %v\n%s", err, out)
-		}
-		os.RemoveAll(dir)
-	})
-	if out, err := exec.Command("cp", "-a", p.Dir+"/.", dir).CombinedOutput(); err != nil {
+	c := newPostgres(t)
+	if out, err := exec.Command("cp", "-a", p.Dir+"/.", c.Dir).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v\n%s", p.Dir, err, out)
 	}
 	return c
