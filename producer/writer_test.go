@@ -103,17 +103,7 @@ func TestCommitTimeoutBoundsEndTxn(t *testing.T) {
 		c.SleepControl(func() { <-release })
 		return nil, nil, false
 	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("tributary-test"),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	w := newKafkaWriter(cl, 1, 8<<20+batchOverhead, 500*time.Millisecond, slog.Default())
-	defer w.watch(context.Background())()
-	if err := w.begin(); err != nil {
-		t.Fatal(err)
-	}
+	w := beginTxn(t, c, 500*time.Millisecond)
 	w.produce(&kgo.Record{Topic: "t", Partition: 0, Value: []byte("v")})
 	err = w.commit(context.Background())
 	if !errors.Is(err, ErrCommitTimeout) || !strings.Contains(err.Error(), "commit kafka transaction") {
@@ -152,17 +142,7 @@ func TestProduceErrorNamesTheChange(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("tributary-test"),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	w := newKafkaWriter(cl, 1, 8<<20+batchOverhead, 10*time.Second, slog.Default())
-	defer w.watch(context.Background())()
-	if err := w.begin(); err != nil {
-		t.Fatal(err)
-	}
+	w := beginTxn(t, c, 10*time.Second)
 	r := newRecord(&txState{xid: 742, commitLSN: 0x16B3A28}, 3, "t", []byte("k"), []byte("v"))
 	w.produce(r)
 	err = w.commit(context.Background())
@@ -174,4 +154,22 @@ func TestProduceErrorNamesTheChange(t *testing.T) {
 			t.Errorf("the error %q does not say %q", err, want)
 		}
 	}
+}
+
+// beginTxn is a writer with a transactional client of c, watched, with a
+// Kafka transaction open; it is closed when the test ends.
+func beginTxn(t *testing.T, c *kfake.Cluster, commitTimeout time.Duration) *kafkaWriter {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("tributary-test"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	w := newKafkaWriter(cl, 1, 8<<20+batchOverhead, commitTimeout, slog.Default())
+	t.Cleanup(w.watch(context.Background()))
+	if err := w.begin(); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
